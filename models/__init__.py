@@ -1,0 +1,19 @@
+"""Keras building blocks for the funnel: schema-driven inputs, towers, rankers, distillation.
+
+TensorFlow Recommenders needs Keras 2 (the `tf-keras` package). TensorFlow picks its Keras
+implementation when it is first imported, so `TF_USE_LEGACY_KERAS=1` must be in the
+environment before that. This is the one place the project sets it: every package that uses
+TensorFlow (`models`, `stages`, `experiments`) imports `models` first, and Python runs a
+package's `__init__` before any of its modules.
+"""
+
+import os as _os
+import sys as _sys
+
+_os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if "tensorflow" in _sys.modules and _os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError(
+        "TensorFlow was imported before `models` with TF_USE_LEGACY_KERAS unset; "
+        "TFRS needs Keras 2. Import `models` (or any project package) before tensorflow.")
