@@ -9,7 +9,7 @@ SEED ?= 0
 
 .PHONY: demo test test-fast venv freeze clean
 
-$(STAMP): setup.cfg constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
