@@ -1,0 +1,506 @@
+"""One definition of every figure the project reports: ranking, retrieval, cascade and rigor.
+
+Stages call these to fill `metrics.json`; `experiments.replay` and `experiments.compare` call
+them to score and compare funnels. Keeping a single definition means a number called "GAUC"
+or "coarse->fine recall" means the same thing in every table. The module is pure numpy on
+purpose (no TensorFlow, no scipy), so reading and comparing runs stays light.
+
+Conventions:
+  * labels are binary; any value > 0 counts as positive;
+  * per-request ("per-row") functions return one value per row, `nan` where the value is
+    undefined, so callers can store them per request and average with `np.nanmean`;
+  * confidence intervals are 95% two-sided unless an `alpha` says otherwise.
+"""
+
+import math
+from typing import Callable, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+LOGLOSS_EPSILON = 1e-7
+# Upper bound on the elements a vectorised block may allocate (Kendall tau pair matrices,
+# bootstrap index matrices): keeps memory to tens of MB on shared machines.
+_MAX_BLOCK_ELEMENTS = 1 << 22
+
+# ---------------------------------------------------------------------------------------------
+# Ranking models
+# ---------------------------------------------------------------------------------------------
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+  """1-based ranks of `values`; tied values share the average of their ranks."""
+  _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+  upper = np.cumsum(counts)
+  return (upper - (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
+def auc(labels, scores) -> float:
+  """Area under the ROC curve: P(score of a random positive > score of a random negative).
+
+  Rank-based (Mann-Whitney), ties count one half. Returns nan if only one class is present.
+  """
+  positive = np.asarray(labels).reshape(-1) > 0
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  n_positive = int(positive.sum())
+  n_negative = positive.size - n_positive
+  if n_positive == 0 or n_negative == 0:
+    return float("nan")
+  positive_rank_sum = _average_ranks(scores)[positive].sum()
+  return float((positive_rank_sum - n_positive * (n_positive + 1) / 2.0)
+               / (n_positive * n_negative))
+
+
+class GroupedAuc(NamedTuple):
+  """GAUC and what it was computed from."""
+  value: float  # impression-weighted mean of per-group AUCs (nan if no group qualifies)
+  n_groups: int  # groups with both classes, i.e. the groups that count
+  n_impressions: int  # impressions in those groups
+
+
+def per_group_auc(labels, scores, groups) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """AUC of every group at once (vectorised, no Python loop over groups).
+
+  Returns (group_values, aucs, impressions): the sorted distinct groups, each group's AUC
+  (nan when the group has one class only) and its number of impressions.
+  """
+  positive = np.asarray(labels).reshape(-1) > 0
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  group_values, group_index = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+  group_index = group_index.reshape(-1)
+  n, n_groups = scores.size, group_values.size
+  order = np.lexsort((scores, group_index))
+  sorted_groups, sorted_scores = group_index[order], scores[order]
+  # A "run" is a block of equal (group, score): its members share the run's average position.
+  starts_run = np.ones(n, dtype=bool)
+  starts_run[1:] = ((sorted_groups[1:] != sorted_groups[:-1])
+                    | (sorted_scores[1:] != sorted_scores[:-1]))
+  run_start = np.flatnonzero(starts_run)
+  run_end = np.append(run_start[1:], n)
+  average_position = ((run_start + run_end - 1) / 2.0)[np.cumsum(starts_run) - 1]
+  group_start = np.searchsorted(sorted_groups, sorted_groups, side="left")
+  rank_in_group = average_position - group_start + 1.0
+  impressions = np.bincount(group_index, minlength=n_groups).astype(np.float64)
+  positives = np.bincount(group_index, weights=positive, minlength=n_groups)
+  negatives = impressions - positives
+  positive_rank_sum = np.bincount(sorted_groups, weights=rank_in_group * positive[order],
+                                  minlength=n_groups)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    aucs = (positive_rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+  aucs[(positives == 0) | (negatives == 0)] = np.nan
+  return group_values, aucs, impressions.astype(np.int64)
+
+
+def grouped_auc(labels, scores, groups) -> GroupedAuc:
+  """GAUC: per-user AUC weighted by the user's impressions; one-class users are skipped."""
+  _, aucs, impressions = per_group_auc(labels, scores, groups)
+  counted = ~np.isnan(aucs)
+  if not counted.any():
+    return GroupedAuc(float("nan"), 0, 0)
+  weights = impressions[counted]
+  return GroupedAuc(float(np.average(aucs[counted], weights=weights)),
+                    int(counted.sum()), int(weights.sum()))
+
+
+def gauc(labels, scores, groups) -> float:
+  """GAUC value only; see `grouped_auc` for the number of groups that counted."""
+  return grouped_auc(labels, scores, groups).value
+
+
+def logloss(labels, probs, epsilon: float = LOGLOSS_EPSILON) -> float:
+  """Mean binary cross-entropy, probabilities clipped to [epsilon, 1 - epsilon]."""
+  labels = (np.asarray(labels).reshape(-1) > 0).astype(np.float64)
+  probs = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), epsilon, 1.0 - epsilon)
+  if labels.size == 0:
+    return float("nan")
+  return float(-np.mean(labels * np.log(probs) + (1.0 - labels) * np.log1p(-probs)))
+
+
+def calibration(labels, probs) -> float:
+  """Mean prediction / observed positive rate: 1 is calibrated, >1 over-predicts."""
+  observed_rate = np.mean(np.asarray(labels).reshape(-1) > 0) if np.size(labels) else 0.0
+  if observed_rate == 0:
+    return float("nan")
+  return float(np.mean(np.asarray(probs, dtype=np.float64)) / observed_rate)
+
+
+def ranking_metrics(labels, probs, groups=None) -> Dict[str, float]:
+  """Everything a ranking stage reports for one evaluation set, as a JSON-ready dict.
+
+  Keys: auc, gauc, gauc_groups (users that counted), logloss, calibration, n. Without
+  `groups`, gauc is nan and gauc_groups 0.
+  """
+  grouped = (grouped_auc(labels, probs, groups) if groups is not None
+             else GroupedAuc(float("nan"), 0, 0))
+  return {
+      "auc": auc(labels, probs),
+      "gauc": grouped.value,
+      "gauc_groups": grouped.n_groups,
+      "logloss": logloss(labels, probs),
+      "calibration": calibration(labels, probs),
+      "n": int(np.size(labels)),
+  }
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrieval and cascade (rows are requests)
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_keys(rows: np.ndarray, ids: np.ndarray, low: int, span: int) -> np.ndarray:
+  """One int64 key per (row, id) pair, so set membership per row becomes one `np.isin`."""
+  return rows.astype(np.int64) * span + (ids.astype(np.int64) - low)
+
+
+def _ragged_rows(relevant_ids, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(row index, id) of every relevant id.
+
+  Accepts a sequence of arrays (one per row) or a ragged object with `.values` and
+  `.row_splits` (e.g. `tf.RaggedTensor`, or anything shaped like it).
+  """
+  if hasattr(relevant_ids, "row_splits"):
+    values = np.asarray(relevant_ids.values).reshape(-1)
+    lengths = np.diff(np.asarray(relevant_ids.row_splits))
+  else:
+    per_row = [np.asarray(ids).reshape(-1) for ids in relevant_ids]
+    lengths = np.array([ids.size for ids in per_row], dtype=np.int64)
+    values = np.concatenate(per_row) if per_row else np.zeros(0, np.int64)
+  if lengths.size != n_rows:
+    raise ValueError(f"relevant ids have {lengths.size} rows, retrieved ids {n_rows}")
+  return np.repeat(np.arange(n_rows), lengths), values.astype(np.int64)
+
+
+def _relevant_found(retrieved_ids, relevant_ids) -> Tuple[np.ndarray, np.ndarray]:
+  """(found [n, K] bool, n_relevant [n]): is retrieved_ids[i, j] a new relevant id for row i.
+
+  A retrieved id repeated within a row counts once; relevant ids are deduplicated.
+  """
+  retrieved = np.asarray(retrieved_ids, dtype=np.int64)
+  n_rows, n_cols = retrieved.shape
+  relevant_rows, relevant_values = _ragged_rows(relevant_ids, n_rows)
+  both = np.concatenate([retrieved.reshape(-1), relevant_values])
+  low = int(both.min()) if both.size else 0
+  span = (int(both.max()) - low + 1) if both.size else 1
+  relevant_keys = np.unique(_pair_keys(relevant_rows, relevant_values, low, span))
+  n_relevant = np.bincount(relevant_keys // span, minlength=n_rows)
+  retrieved_keys = _pair_keys(np.repeat(np.arange(n_rows), n_cols), retrieved.reshape(-1),
+                              low, span)
+  first_occurrence = np.zeros(retrieved_keys.size, dtype=bool)
+  first_occurrence[np.unique(retrieved_keys, return_index=True)[1]] = True
+  found = np.isin(retrieved_keys, relevant_keys) & first_occurrence
+  return found.reshape(n_rows, n_cols), n_relevant
+
+
+def _found_in_top(retrieved_ids, relevant_ids, k: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(relevant ids found in each row's top k [n], relevant ids per row [n])."""
+  found, n_relevant = _relevant_found(retrieved_ids, relevant_ids)
+  if not 1 <= k <= found.shape[1]:
+    raise ValueError(f"k={k} is outside 1..{found.shape[1]} (the retrieved columns)")
+  return found[:, :k].sum(axis=1), n_relevant
+
+
+def per_request_recall_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
+  """Per row: share of its relevant ids found in its top k; nan for rows with none."""
+  found, n_relevant = _found_in_top(retrieved_ids, relevant_ids, k)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(n_relevant > 0, found / n_relevant, np.nan)
+
+
+def per_request_hit_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
+  """Per row: 1 if its top k holds at least one relevant id, else 0; nan for rows with none."""
+  found, n_relevant = _found_in_top(retrieved_ids, relevant_ids, k)
+  return np.where(n_relevant > 0, (found > 0).astype(np.float64), np.nan)
+
+
+def _as_ks(ks: Union[int, Iterable[int]]) -> Sequence[int]:
+  return [int(ks)] if np.isscalar(ks) else [int(k) for k in ks]
+
+
+def recall_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:
+  """Recall@K for each K in `ks`: {K: value}.
+
+  retrieved_ids: [n, K_max] ids, best first, one row per request.
+  relevant_ids: per request, the ids that count as relevant (the eval day's clicked items).
+  Per-request recall (found / relevant) is macro-averaged over requests with at least one
+  relevant id; requests with none are left out, not counted as zero.
+  """
+  return {k: float(np.nanmean(per_request_recall_at_k(retrieved_ids, relevant_ids, k)))
+          for k in _as_ks(ks)}
+
+
+def hit_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:
+  """Hit@K for each K in `ks`: share of requests (with >= 1 relevant id) hit in the top K."""
+  return {k: float(np.nanmean(per_request_hit_at_k(retrieved_ids, relevant_ids, k)))
+          for k in _as_ks(ks)}
+
+
+def topk_overlap(kept_ids, reference_top_ids, pad_id: Optional[int] = -1) -> np.ndarray:
+  """Per row: share of the reference top-k ids that the kept set contains.
+
+  Used for coarse->fine recall (kept = coarse top-m, reference = fine top-k over the
+  retrieved set) and for funnel survival (kept = a stage's output, reference = the oracle's
+  best items). Reference entries equal to `pad_id` are padding and do not count; a row
+  without any real reference id is nan.
+  """
+  kept = np.asarray(kept_ids, dtype=np.int64)
+  reference = np.asarray(reference_top_ids, dtype=np.int64)
+  if kept.shape[0] != reference.shape[0]:
+    raise ValueError(f"kept ids have {kept.shape[0]} rows, reference ids {reference.shape[0]}")
+  n_rows = kept.shape[0]
+  low = int(min(kept.min(initial=0), reference.min(initial=0)))
+  span = int(max(kept.max(initial=0), reference.max(initial=0))) - low + 1
+  rows = np.arange(n_rows)[:, None]
+  kept_keys = _pair_keys(np.broadcast_to(rows, kept.shape), kept, low, span)
+  reference_keys = _pair_keys(np.broadcast_to(rows, reference.shape), reference, low, span)
+  real = np.ones(reference.shape, dtype=bool) if pad_id is None else reference != pad_id
+  contained = np.isin(reference_keys, kept_keys) & real
+  n_real = real.sum(axis=1)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(n_real > 0, contained.sum(axis=1) / n_real, np.nan)
+
+
+def _pair_signs(x: np.ndarray, valid_pairs: np.ndarray) -> np.ndarray:
+  """sign(x_i - x_j) for every pair in each row, 0 where the pair is not valid: [n, c, c]."""
+  signs = np.sign(x[:, :, None] - x[:, None, :])
+  return np.where(valid_pairs, signs, 0.0)
+
+
+def kendall_tau(a, b) -> np.ndarray:
+  """Kendall tau-b between a[i] and b[i] for every row i: [n, c] x [n, c] -> [n].
+
+  Tau-b corrects for ties in either ranking. Non-finite entries (padding) drop out of their
+  row; a row with fewer than two comparable pairs, or constant in a or b, is nan. Uses
+  sum(sa * sb) / sqrt(sum(sa^2) * sum(sb^2)) over pair sign matrices: O(c^2) per row,
+  computed in row blocks to bound memory.
+  """
+  a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+  b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+  if a.shape != b.shape:
+    raise ValueError(f"kendall_tau needs equal shapes, got {a.shape} and {b.shape}")
+  n_rows, n_cols = a.shape
+  taus = np.full(n_rows, np.nan)
+  block = max(1, _MAX_BLOCK_ELEMENTS // max(1, n_cols * n_cols))
+  for start in range(0, n_rows, block):
+    rows = slice(start, start + block)
+    valid = np.isfinite(a[rows]) & np.isfinite(b[rows])
+    valid_pairs = valid[:, :, None] & valid[:, None, :]
+    sign_a = _pair_signs(a[rows], valid_pairs)
+    sign_b = _pair_signs(b[rows], valid_pairs)
+    denominator = np.sqrt((sign_a ** 2).sum(axis=(1, 2)) * (sign_b ** 2).sum(axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+      taus[rows] = np.where(denominator > 0,
+                            (sign_a * sign_b).sum(axis=(1, 2)) / denominator, np.nan)
+  return taus
+
+
+# ---------------------------------------------------------------------------------------------
+# Rigor: confidence intervals
+# ---------------------------------------------------------------------------------------------
+
+# Two-sided 95% critical values of Student's t (0.975 quantile), df = 1..30.
+_T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+          2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+          2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+_Z_975 = 1.959963985
+
+
+def t_critical_95(df: float) -> float:
+  """0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95%).
+
+  Exact table for df <= 30 (fractional df round down, which is conservative); above 30 the
+  Cornish-Fisher expansion around the normal quantile, accurate to ~1e-4.
+  """
+  if df < 1:
+    return float("nan")
+  if df <= 30:
+    return _T_975[int(math.floor(df)) - 1]
+  z = _Z_975
+  return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+          + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def mean_ci_over_seeds(values) -> Tuple[float, float]:
+  """(mean, half-width of the t-based 95% CI) of one figure measured over seeds.
+
+  NaNs are dropped. With fewer than two values the half-width is nan: one seed says nothing
+  about seed-to-seed variation.
+  """
+  values = np.asarray(values, dtype=np.float64).reshape(-1)
+  values = values[~np.isnan(values)]
+  if values.size == 0:
+    return float("nan"), float("nan")
+  mean = float(values.mean())
+  if values.size < 2:
+    return mean, float("nan")
+  standard_error = values.std(ddof=1) / math.sqrt(values.size)
+  return mean, float(t_critical_95(values.size - 1) * standard_error)
+
+
+def welch_delta_ci(baseline, treatment) -> Tuple[float, float]:
+  """(mean(treatment) - mean(baseline), 95% half-width) for unpaired seeds (Welch's t)."""
+  baseline = np.asarray(baseline, dtype=np.float64)
+  treatment = np.asarray(treatment, dtype=np.float64)
+  baseline, treatment = baseline[~np.isnan(baseline)], treatment[~np.isnan(treatment)]
+  delta = float(treatment.mean() - baseline.mean())
+  if baseline.size < 2 or treatment.size < 2:
+    return delta, float("nan")
+  var_b, var_t = baseline.var(ddof=1) / baseline.size, treatment.var(ddof=1) / treatment.size
+  if var_b + var_t == 0:
+    return delta, 0.0
+  df = (var_b + var_t) ** 2 / (var_b ** 2 / (baseline.size - 1)
+                               + var_t ** 2 / (treatment.size - 1))
+  return delta, float(t_critical_95(df) * math.sqrt(var_b + var_t))
+
+
+def _cluster_sums(columns: np.ndarray, groups) -> np.ndarray:
+  """Per-cluster column sums [n_clusters, p]; without groups every row is its own cluster."""
+  if groups is None:
+    return columns
+  _, cluster = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+  cluster = cluster.reshape(-1)
+  return np.stack([np.bincount(cluster, weights=column) for column in columns.T], axis=1)
+
+
+def _bootstrap_sums(columns: np.ndarray, groups, n_boot: int,
+                    rng: np.random.Generator) -> np.ndarray:
+  """Column sums over `n_boot` resamples of clusters drawn with replacement: [n_boot, p]."""
+  sums = _cluster_sums(columns, groups)
+  n_clusters = sums.shape[0]
+  block = max(1, _MAX_BLOCK_ELEMENTS // max(1, n_clusters * sums.shape[1]))
+  replicates = []
+  for start in range(0, n_boot, block):
+    picks = rng.integers(0, n_clusters, size=(min(block, n_boot - start), n_clusters))
+    replicates.append(sums[picks].sum(axis=1))
+  return np.concatenate(replicates, axis=0)
+
+
+def _outcome_columns(values, denominators) -> Tuple[np.ndarray, np.ndarray]:
+  """(columns [n, 2] = values and denominators as floats, rows without a nan [n])."""
+  values = np.asarray(values, dtype=np.float64).reshape(-1)
+  denominators = (np.ones_like(values) if denominators is None
+                  else np.asarray(denominators, dtype=np.float64).reshape(-1))
+  columns = np.stack([values, denominators], axis=1)
+  return columns, ~np.isnan(columns).any(axis=1)
+
+
+def _subset_groups(groups, keep: np.ndarray):
+  return None if groups is None else np.asarray(groups).reshape(-1)[keep]
+
+
+def _percentile_interval(replicates: np.ndarray, alpha: float) -> Tuple[float, float]:
+  replicates = replicates[np.isfinite(replicates)]
+  if replicates.size == 0:
+    return float("nan"), float("nan")
+  low, high = np.quantile(replicates, [alpha / 2.0, 1.0 - alpha / 2.0])
+  return float(low), float(high)
+
+
+def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05, groups=None,
+                 denominators=None) -> Tuple[float, float, float]:
+  """(estimate, lo, hi): percentile bootstrap CI of `stat` over `values`.
+
+  groups: resample clusters (e.g. user ids) instead of single values, for outcomes that are
+    correlated within a user. Needs the default stat (mean).
+  denominators: report the ratio of sums sum(values) / sum(denominators) instead of the mean
+    (e.g. expected clicks / oracle clicks). Needs the default stat.
+  Rows with a nan are dropped. Deterministic for a given seed.
+  """
+  rng = np.random.default_rng(seed)
+  if stat is not np.mean:
+    if groups is not None or denominators is not None:
+      raise ValueError("groups and denominators need stat=np.mean (a ratio of sums)")
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[~np.isnan(values)]
+    replicates = np.array([stat(values[rng.integers(0, values.size, values.size)])
+                           for _ in range(n_boot)])
+    return (float(stat(values)),) + _percentile_interval(replicates, alpha)
+  columns, keep = _outcome_columns(values, denominators)
+  columns, groups = columns[keep], _subset_groups(groups, keep)
+  if columns.shape[0] == 0:
+    return float("nan"), float("nan"), float("nan")
+  estimate = columns[:, 0].sum() / columns[:, 1].sum()
+  sums = _bootstrap_sums(columns, groups, n_boot, rng)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    replicates = sums[:, 0] / sums[:, 1]
+  return (float(estimate),) + _percentile_interval(replicates, alpha)
+
+
+class DeltaCI(NamedTuple):
+  """Treatment minus baseline, absolute and relative, each with a 95% (1 - alpha) CI."""
+  baseline: float
+  treatment: float
+  delta: float
+  delta_lo: float
+  delta_hi: float
+  rel_delta: float  # delta / baseline
+  rel_lo: float
+  rel_hi: float
+  n: int  # rows (requests) that entered the estimate
+
+
+def _delta_from_replicates(baseline: float, treatment: float, baseline_reps: np.ndarray,
+                           treatment_reps: np.ndarray, alpha: float, n: int) -> DeltaCI:
+  """Point delta plus percentile intervals of the replicate deltas (absolute and relative)."""
+  with np.errstate(divide="ignore", invalid="ignore"):
+    delta_reps = treatment_reps - baseline_reps
+    rel_reps = delta_reps / baseline_reps
+    delta = treatment - baseline
+    rel_delta = delta / baseline if baseline != 0 else float("nan")
+  return DeltaCI(float(baseline), float(treatment), float(delta),
+                 *_percentile_interval(delta_reps, alpha),
+                 float(rel_delta), *_percentile_interval(rel_reps, alpha), int(n))
+
+
+def paired_bootstrap_delta(baseline, treatment, groups=None, n_boot: int = 1000,
+                           seed: int = 0, alpha: float = 0.05, baseline_denominators=None,
+                           treatment_denominators=None) -> DeltaCI:
+  """Delta of means (treatment - baseline) for paired per-request outcomes, with CIs.
+
+  Row i of both arrays is the same request, so each bootstrap replicate resamples requests
+  (or whole clusters given `groups`, e.g. user ids) once and scores both sides on them: the
+  request-to-request noise cancels and the CI is far tighter than an unpaired one.
+  With denominators, each side is a ratio of sums (e.g. share of the oracle's clicks).
+  Rows with a nan on either side are dropped.
+  """
+  base_columns, base_keep = _outcome_columns(baseline, baseline_denominators)
+  treat_columns, treat_keep = _outcome_columns(treatment, treatment_denominators)
+  if base_columns.shape != treat_columns.shape:
+    raise ValueError(f"paired outcomes need equal lengths, got {len(base_columns)} "
+                     f"and {len(treat_columns)}")
+  keep = base_keep & treat_keep
+  columns = np.concatenate([base_columns, treat_columns], axis=1)[keep]
+  kept_groups = _subset_groups(groups, keep)
+  if columns.shape[0] == 0:
+    return DeltaCI(*([float("nan")] * 8), 0)
+  totals = columns.sum(axis=0)
+  sums = _bootstrap_sums(columns, kept_groups, n_boot, np.random.default_rng(seed))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return _delta_from_replicates(totals[0] / totals[1], totals[2] / totals[3],
+                                  sums[:, 0] / sums[:, 1], sums[:, 2] / sums[:, 3],
+                                  alpha, columns.shape[0])
+
+
+def independent_bootstrap_delta(baseline, treatment, baseline_groups=None,
+                                treatment_groups=None, n_boot: int = 1000, seed: int = 0,
+                                alpha: float = 0.05, baseline_denominators=None,
+                                treatment_denominators=None) -> DeltaCI:
+  """Delta of means (treatment - baseline) for unpaired samples (e.g. different days).
+
+  Each side is resampled on its own (by cluster when groups are given). Use
+  `paired_bootstrap_delta` whenever both sides scored the same requests.
+  """
+  rng = np.random.default_rng(seed)
+  estimates, replicates, n = [], [], 0
+  for values, denominators, groups in ((baseline, baseline_denominators, baseline_groups),
+                                       (treatment, treatment_denominators, treatment_groups)):
+    columns, keep = _outcome_columns(values, denominators)
+    columns, groups = columns[keep], _subset_groups(groups, keep)
+    if columns.shape[0] == 0:
+      return DeltaCI(*([float("nan")] * 8), 0)
+    sums = _bootstrap_sums(columns, groups, n_boot, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      estimates.append(columns[:, 0].sum() / columns[:, 1].sum())
+      replicates.append(sums[:, 0] / sums[:, 1])
+    n += columns.shape[0]
+  return _delta_from_replicates(estimates[0], estimates[1], replicates[0], replicates[1],
+                                alpha, n)
