@@ -1,7 +1,11 @@
 """The simulated Taobao-style world: config, feature schema, generation, loading, oracle.
 
 Plain numpy / pandas / pyarrow; nothing here imports TensorFlow.
+
+  world = data.load(world_dir)        # a data.World: config, schema, users, items, logs,
+                                      # log_arrays, requests, oracle, features
 """
 
 from data.config import PRESETS, WorldConfig, preset
+from data.io import World, load
 from data.schema import Feature, Schema, build_schema

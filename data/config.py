@@ -74,6 +74,9 @@ class WorldConfig:
       raise ValueError("need at least one item per category and per shop: "
                        f"n_items={self.n_items}, n_categories={self.n_categories}, "
                        f"n_shops={self.n_shops}")
+    if self.page_size > self.n_items:
+      raise ValueError(f"--page_size ({self.page_size}) must be <= --n_items ({self.n_items}): "
+                       "a page shows distinct items")
     if self.n_days < 2:
       raise ValueError(f"--n_days must be >= 2 (train and eval days), got {self.n_days}")
     return self

@@ -1,0 +1,302 @@
+r"""Generates a simulated world: python -m data.generate --world_dir=DIR --preset=small --seed=0
+
+Every WorldConfig field has a flag that overrides the preset (e.g. --n_days=10
+--post_click_noise=2); --flagfile works. The world is written as described in data/io.py;
+the manifest is written last, so a killed run never leaves something that loads as a world.
+
+If DIR already holds a world with the same config, the command does nothing. A DIR holding a
+different world, or anything that is not (part of) a world, is refused unless --overwrite,
+which deletes the world's own entries (manifest, entity tables, truth/, logs/, requests/,
+_shards/) and leaves other files alone.
+
+Sharded generation. With --n_user_shards=S users are split into S contiguous id ranges, each
+simulated with its own random streams (items and users come from the global seed), so shards
+can run in parallel processes:
+
+  for i in 0 1 2 3; do
+    python -m data.generate --world_dir=DIR --preset=medium --n_user_shards=4 --shard=$i &
+  done; wait
+  python -m data.generate --world_dir=DIR --preset=medium --n_user_shards=4   # --shard=-1
+
+Each `--shard=i` run writes only shard i's part files, under DIR/_shards/shard=i/, and a
+shard.json last. The final `--shard=-1` run (the default) generates any shard that is still
+missing in-process, then links the parts into DIR/{logs,requests,truth/requests}/day=NN/
+(each day directory assembled under a temporary name and renamed when complete), hashes every
+file and writes manifest.json. Request ids encode the shard in their high bits
+(world.request_ids), so they are globally unique and do not depend on how shards were run.
+Use the same flags for every shard run and the final run; do not pass --overwrite to
+parallel shard runs.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+from absl import app, flags, logging
+
+from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite: shared flags)
+from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite)
+from data import io
+from data import schema as S
+from data import world
+from data.config import PRESETS, WorldConfig, preset
+
+SHARDS_DIR = "_shards"
+SHARD_MANIFEST = "shard.json"
+DAY_KINDS = ("logs", "requests", "truth/requests")
+WORLD_ENTRIES = (io.MANIFEST, "users.parquet", "items.parquet", "truth", "logs", "requests",
+                 SHARDS_DIR)
+
+FLAGS = flags.FLAGS
+# --world_dir, --seed and --overwrite are shared with other commands: data/cli.py.
+flags.DEFINE_enum("preset", "small", sorted(PRESETS), "Starting configuration.")
+flags.DEFINE_integer("shard", -1, "Generate only this user shard's part files; -1 = every "
+                     "missing shard in-process, then merge and write the manifest.")
+for _field in dataclasses.fields(WorldConfig):
+  if _field.name in FLAGS:  # defined in data/cli.py
+    continue
+  _define = flags.DEFINE_integer if _field.type in (int, "int") else flags.DEFINE_float
+  _define(_field.name, None, f"Override the preset's {_field.name} (WorldConfig).")
+
+def config_from_flags() -> WorldConfig:
+  """The preset with every WorldConfig flag that was given applied, validated."""
+  overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(WorldConfig)
+               if FLAGS[f.name].value is not None}
+  return preset(FLAGS.preset, **overrides)
+
+
+def generate(world_dir: str, config: WorldConfig, shard: int = -1,
+             overwrite: bool = False) -> Optional[dict]:
+  """Generates `config` into `world_dir`; returns the manifest (None for a single shard)."""
+  config.validate()
+  if not -1 <= shard < config.n_user_shards:
+    raise ValueError(f"--shard must be -1 or in [0, {config.n_user_shards}), got {shard}")
+  existing = _prepare_dir(world_dir, config, overwrite)
+  if existing is not None:
+    logging.info("%s already holds this world (world_hash %s); nothing to do", world_dir,
+                 existing["world_hash"])
+    return existing
+  entities = world.make_entities(config)
+  for s in ([shard] if shard >= 0 else range(config.n_user_shards)):
+    if _shard_done(world_dir, config, s):
+      logging.info("shard %d already generated; reusing it", s)
+    else:
+      generate_shard(world_dir, config, entities, s)
+  if shard >= 0:
+    return None
+  return finalize(world_dir, config, entities)
+
+
+def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Optional[dict]:
+  """Refuses a directory that is not ours; returns the manifest if the world is already there."""
+  manifest_path = os.path.join(world_dir, io.MANIFEST)
+  if os.path.isfile(manifest_path) and not overwrite:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    if manifest["config"] == config.to_dict():
+      return manifest
+    raise FileExistsError(f"{world_dir} holds a world with a different config; pass "
+                          "--overwrite to replace it")
+  if os.path.isdir(world_dir):
+    foreign = sorted(set(os.listdir(world_dir)) - set(WORLD_ENTRIES))
+    if foreign and not overwrite:
+      raise FileExistsError(f"{world_dir} exists and is not a world (contains {foreign[:5]}); "
+                            "pass --overwrite to generate into it anyway")
+    if overwrite:
+      for entry in WORLD_ENTRIES:  # the manifest first: from then on it is not a world
+        _remove(os.path.join(world_dir, entry))
+  elif os.path.exists(world_dir):
+    raise FileExistsError(f"--world_dir={world_dir} exists and is not a directory")
+  os.makedirs(world_dir, exist_ok=True)
+  return None
+
+
+def _remove(path: str) -> None:
+  if os.path.isdir(path):
+    shutil.rmtree(path)
+  elif os.path.exists(path):
+    os.remove(path)
+
+
+def _shard_dir(world_dir: str, shard: int) -> str:
+  return os.path.join(world_dir, SHARDS_DIR, f"shard={shard:05d}")
+
+
+def _shard_done(world_dir: str, config: WorldConfig, shard: int) -> bool:
+  """True if shard.json exists for this config and every file it lists is present."""
+  path = os.path.join(_shard_dir(world_dir, shard), SHARD_MANIFEST)
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    done = json.load(f)
+  files = [os.path.join(_shard_dir(world_dir, shard), p) for p in done["files"]]
+  return done["config"] == config.to_dict() and all(os.path.isfile(p) for p in files)
+
+
+def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities,
+                   shard: int) -> dict:
+  """Simulates one user shard day by day into its staging directory; shard.json last."""
+  staging = _shard_dir(world_dir, shard)
+  _remove(staging)
+  schema = S.build_schema(config)
+  simulator = world.ShardSimulator(config, entities, world.ItemSampler(entities), shard)
+  row_counts, files = {}, []
+  try:
+    for day in range(1, config.n_days + 1):
+      start = time.time()
+      log = simulator.simulate_day(day)
+      files += _write_day(staging, schema, shard, day, log)
+      row_counts[str(day)] = day_counts(log)
+      logging.info("shard %d day %d/%d: %d requests, %d impressions, %d clicks, %.1fs", shard,
+                   day, config.n_days, row_counts[str(day)]["requests"],
+                   row_counts[str(day)]["impressions"], row_counts[str(day)]["clicks"],
+                   time.time() - start)
+    done = {"config": config.to_dict(), "shard": shard, "row_counts": row_counts,
+            "files": files}
+    io.write_json(done, os.path.join(staging, SHARD_MANIFEST))
+  except BaseException:
+    _remove(staging)  # a crashed shard leaves nothing behind (a SIGKILL leaves staging only)
+    raise
+  return done
+
+
+def day_counts(log: world.DayLog) -> Dict[str, int]:
+  imp = log.impressions
+  return {"requests": int(len(log.requests[S.REQUEST_ID])),
+          "impressions": int(len(imp[S.REQUEST_ID])),
+          "clicks": int(imp[S.CLICK].sum()), "conversions": int(imp[S.CONVERSION].sum())}
+
+
+def _write_day(staging: str, schema: S.Schema, shard: int, day: int,
+               log: world.DayLog) -> List[str]:
+  """Writes one day of one shard (logs, requests, truth/requests); returns relative paths."""
+  tables = {"logs": io.to_table(log.impressions, io.log_columns(schema)),
+            "requests": io.to_table(log.requests, io.REQUEST_COLUMNS),
+            "truth/requests": io.to_table(log.request_truth, io.REQUEST_TRUTH_COLUMNS)}
+  written = []
+  for kind, table in tables.items():
+    relative = os.path.join(io.day_dir(kind, day), io.part_name(shard))
+    io.write_table(table, os.path.join(staging, relative))
+    written.append(relative)
+  return written
+
+
+def write_entities(world_dir: str, entities: world.Entities) -> None:
+  """Observable entity tables and the hidden truth tables."""
+  users, items = entities.users_table(), entities.items_table()
+  io.write_table(io.to_table(users, io.USER_COLUMNS), os.path.join(world_dir, "users.parquet"))
+  io.write_table(io.to_table(items, io.ITEM_COLUMNS), os.path.join(world_dir, "items.parquet"))
+  hidden = {name: getattr(entities, name) for name in
+            io.USER_TRUTH_COLUMNS[1:] + io.ITEM_TRUTH_COLUMNS[1:]}
+  io.write_table(io.to_table({**users, **hidden}, io.USER_TRUTH_COLUMNS),
+                 os.path.join(world_dir, "truth", "users.parquet"))
+  io.write_table(io.to_table({**items, **hidden}, io.ITEM_TRUTH_COLUMNS),
+                 os.path.join(world_dir, "truth", "items.parquet"))
+  popularity = entities.category_popularity
+  categories = {"category_id": np.arange(len(popularity), dtype=np.int64),
+                "category_popularity": popularity}
+  io.write_table(io.to_table(categories, io.CATEGORY_TRUTH_COLUMNS),
+                 os.path.join(world_dir, "truth", "categories.parquet"))
+
+
+def finalize(world_dir: str, config: WorldConfig, entities: world.Entities) -> dict:
+  """Merges the shards into day directories, hashes every file, writes the manifest last."""
+  start = time.time()
+  write_entities(world_dir, entities)
+  shards = []
+  for s in range(config.n_user_shards):
+    with open(os.path.join(_shard_dir(world_dir, s), SHARD_MANIFEST)) as f:
+      shards.append(json.load(f))
+  days = list(range(1, config.n_days + 1))
+  for kind in DAY_KINDS:
+    _remove_stale_days(os.path.join(world_dir, kind), days)
+    for day in days:
+      _assemble_day(world_dir, kind, day, config.n_user_shards)
+  row_counts = {str(d): {k: sum(s["row_counts"][str(d)][k] for s in shards)
+                         for k in shards[0]["row_counts"][str(d)]} for d in days}
+  files = {}
+  for relative in _world_files(config):
+    path = os.path.join(world_dir, relative)
+    files[relative] = {"sha256": io.sha256_file(path), "bytes": os.path.getsize(path)}
+  manifest = {"format_version": io.FORMAT_VERSION, "config": config.to_dict(),
+              "seed": config.seed, "schema": S.build_schema(config).to_json(), "days": days,
+              "row_counts": row_counts, "files": files,
+              "world_hash": io.world_hash(config.to_dict(), files)}
+  io.write_json(manifest, os.path.join(world_dir, io.MANIFEST))
+  _remove(os.path.join(world_dir, SHARDS_DIR))
+  logging.info("merged %d shard(s) and wrote %s in %.1fs (world_hash %s)",
+               config.n_user_shards, io.MANIFEST, time.time() - start, manifest["world_hash"])
+  return manifest
+
+
+def _world_files(config: WorldConfig) -> List[str]:
+  files = ["users.parquet", "items.parquet", "truth/users.parquet", "truth/items.parquet",
+           "truth/categories.parquet"]
+  for kind in DAY_KINDS:
+    for day in range(1, config.n_days + 1):
+      files += [os.path.join(io.day_dir(kind, day), io.part_name(s))
+                for s in range(config.n_user_shards)]
+  return files
+
+
+def _assemble_day(world_dir: str, kind: str, day: int, n_shards: int) -> None:
+  """Links every shard's part into a temporary day directory, then renames it into place."""
+  final = os.path.join(world_dir, io.day_dir(kind, day))
+  tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
+  _remove(tmp)
+  os.makedirs(tmp)
+  for s in range(n_shards):
+    source = os.path.join(_shard_dir(world_dir, s), io.day_dir(kind, day), io.part_name(s))
+    target = os.path.join(tmp, io.part_name(s))
+    try:
+      os.link(source, target)
+    except OSError:
+      shutil.copyfile(source, target)
+  _remove(final)
+  os.replace(tmp, final)
+
+
+def _remove_stale_days(kind_dir: str, days: List[int]) -> None:
+  """Removes day directories (and temporary ones) left by an earlier, different run."""
+  if not os.path.isdir(kind_dir):
+    return
+  wanted = {os.path.basename(io.day_dir("", d)) for d in days}
+  for entry in os.listdir(kind_dir):
+    if entry.startswith(".") or (entry.startswith("day=") and entry not in wanted):
+      _remove(os.path.join(kind_dir, entry))
+
+
+def main(argv: List[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  if not FLAGS.world_dir:
+    _fail("--world_dir is required")
+  try:
+    config = config_from_flags()
+    start = time.time()
+    manifest = generate(FLAGS.world_dir, config, FLAGS.shard, FLAGS.overwrite)
+  except (ValueError, FileExistsError, FileNotFoundError) as e:
+    _fail(str(e))
+  if manifest is not None:
+    total = sum(c["impressions"] for c in manifest["row_counts"].values())
+    logging.info("world ready in %s: %d impressions, %.1fs", FLAGS.world_dir, total,
+                 time.time() - start)
+
+
+def _fail(message: str) -> None:
+  sys.stderr.write(f"data.generate: error: {message}\n")
+  sys.exit(2)
+
+
+def run() -> None:
+  """Console-script entry point (pfd-generate)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,361 @@
+"""On-disk format of a world: atomic Parquet writes, the manifest, and the loader.
+
+Layout of a world directory:
+  manifest.json                      written last; config, seed, schema, row counts per day,
+                                     sha256 + size of every file, world_hash, format_version
+  users.parquet, items.parquet       observable entity columns (schema feature names)
+  truth/users.parquet, truth/items.parquet, truth/categories.parquet   hidden ground truth
+  truth/requests/day=NN/part-SSSSS.parquet   hidden per-request state (intent category/shop)
+  logs/day=NN/part-SSSSS.parquet     one row per impression: ids, every scalar feature, labels
+  requests/day=NN/part-SSSSS.parquet one row per request: the behaviour sequence and context
+
+DESIGN DECISION: the behaviour sequence (hist_item_ids / hist_category_ids / hist_shop_ids and
+hist_len) is a request-level feature. Repeating 3 x history_len ints on every impression would
+cost ~14 GB raw on the medium world, so it is stored once per request under requests/ as
+fixed-size list columns, and `World.log_arrays` joins it onto impressions by request_id.
+
+Every file is written to a temporary name in its final directory and os.replace'd into place,
+so no reader ever sees half a file; day directories are assembled under a temporary name and
+renamed when complete; the manifest is written last. Without a manifest a directory is not a
+world. Parquet writer options are fixed and no wall-clock time is stored, so the same config
+and seed give byte-identical files.
+"""
+
+import functools
+import hashlib
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data import schema as S
+from data.config import WorldConfig
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True,
+                       write_statistics=True, row_group_size=1 << 20, version="2.6")
+
+META_COLUMNS = (S.REQUEST_ID, S.DAY, S.TIMESTAMP, S.POSITION)
+REQUEST_LEVEL = ("hist_item_ids", "hist_category_ids", "hist_shop_ids", "hist_len")
+REQUEST_COLUMNS = (S.REQUEST_ID, "user_id", S.DAY, S.TIMESTAMP, "context_hour") + REQUEST_LEVEL
+REQUEST_TRUTH_COLUMNS = (S.REQUEST_ID, "intent_category", "intent_shop")
+USER_COLUMNS = ("user_id", "user_age_bucket", "user_gender", "user_power_level")
+ITEM_COLUMNS = ("item_id", "item_category", "item_shop", "item_brand", "item_price")
+USER_TRUTH_COLUMNS = ("user_id", "user_taste", "user_pref_categories", "user_pref_weights",
+                      "user_price_sensitivity")
+ITEM_TRUTH_COLUMNS = ("item_id", "item_quality", "item_taste", "item_popularity")
+CATEGORY_TRUTH_COLUMNS = ("category_id", "category_popularity")
+
+
+def log_columns(schema: S.Schema) -> List[str]:
+  """Columns of logs/day=NN/*.parquet, in order: ids, scalar features, labels."""
+  scalar = [f.name for f in schema.features
+            if f.kind != S.SEQUENCE and f.name not in REQUEST_LEVEL]
+  head = [S.REQUEST_ID, S.DAY, S.TIMESTAMP, S.POSITION, "user_id", "item_id"]
+  return head + [n for n in scalar if n not in head] + list(S.LABELS)
+
+
+def day_dir(kind: str, day: int) -> str:
+  """Relative directory of one day of `kind` (logs, requests or truth/requests)."""
+  return os.path.join(kind, f"day={day:02d}")
+
+
+def part_name(shard: int) -> str:
+  return f"part-{shard:05d}.parquet"
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def to_table(arrays: Dict[str, np.ndarray], columns: Sequence[str]) -> pa.Table:
+  """A pyarrow table of `columns`; 2-D arrays become fixed-size list columns."""
+  fields = []
+  for name in columns:
+    values = np.ascontiguousarray(arrays[name])
+    if values.ndim == 2:
+      fields.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)),
+                                                      values.shape[1]))
+    else:
+      fields.append(pa.array(values))
+  return pa.table(fields, names=list(columns))
+
+
+def write_table(table: pa.Table, path: str) -> None:
+  """Writes `table` to `path` atomically (temporary file in the same directory + rename)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    pq.write_table(table, tmp, **PARQUET_OPTIONS)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(obj, path: str) -> None:
+  """Writes deterministic JSON atomically."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def sha256_file(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def world_hash(config: dict, files: Dict[str, dict]) -> str:
+  """Hash of the config, the format version and every file's sha256."""
+  payload = {"format_version": FORMAT_VERSION, "config": config,
+             "files": {path: entry["sha256"] for path, entry in sorted(files.items())}}
+  return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
+  """Reads a Parquet file; errors name the file and the missing column."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: file listed in the manifest is missing")
+  try:
+    file_schema = pq.read_schema(path)
+  except (pa.ArrowException, OSError) as e:
+    raise ValueError(f"{path}: not a readable Parquet file (corrupt or truncated?): {e}")
+  if columns is not None:
+    for name in columns:
+      if name not in file_schema.names:
+        raise ValueError(f"{path}: missing column {name!r} (has {file_schema.names})")
+  try:
+    return pq.read_table(path, columns=list(columns) if columns is not None else None)
+  except (pa.ArrowException, OSError) as e:
+    raise ValueError(f"{path}: not a readable Parquet file (corrupt or truncated?): {e}")
+
+
+def column_array(table: pa.Table, name: str) -> np.ndarray:
+  """A column as numpy; fixed-size list columns become 2-D arrays."""
+  column = table.column(name).combine_chunks()
+  if pa.types.is_fixed_size_list(column.type):
+    width = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+  return column.to_numpy(zero_copy_only=False)
+
+
+def table_arrays(table: pa.Table) -> Dict[str, np.ndarray]:
+  return {name: column_array(table, name) for name in table.column_names}
+
+
+def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  order = np.argsort(arrays[S.REQUEST_ID], kind="stable")
+  return {k: v[order] for k, v in arrays.items()}
+
+
+def _as_days(days: Union[int, Iterable[int]], known: Sequence[int]) -> List[int]:
+  days = [int(days)] if isinstance(days, (int, np.integer)) else [int(d) for d in days]
+  unknown = sorted(set(days) - set(known))
+  if unknown:
+    raise ValueError(f"days {unknown} are not in this world; it has days {list(known)}")
+  return days
+
+
+class World:
+  """A generated world on disk: config, schema, entities, logs, oracle and feature service.
+
+  Use `data.load(world_dir)`. Entity tables are indexed positionally by id (row i has id i).
+  """
+
+  def __init__(self, world_dir: str, manifest: dict):
+    self.world_dir = world_dir
+    self.manifest = manifest
+    self.config = WorldConfig.from_dict(manifest["config"])
+    self.schema = S.Schema.from_json(manifest["schema"])
+    self.world_hash = manifest["world_hash"]
+    self.days = [int(d) for d in manifest["days"]]
+    self.users = read_table(self._path("users.parquet"), USER_COLUMNS).to_pandas()
+    self.items = read_table(self._path("items.parquet"), ITEM_COLUMNS).to_pandas()
+
+  def _path(self, relative: str) -> str:
+    return os.path.join(self.world_dir, relative)
+
+  def _parts(self, kind: str, day: int) -> List[str]:
+    prefix = day_dir(kind, day) + os.sep
+    return [self._path(p) for p in sorted(self.manifest["files"]) if p.startswith(prefix)]
+
+  def _read(self, kind: str, days, columns: Sequence[str]) -> pa.Table:
+    tables = [read_table(path, columns) for day in _as_days(days, self.days)
+              for path in self._parts(kind, day)]
+    return pa.concat_tables(tables)
+
+  def logs(self, days, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Impressions of `days` (int or iterable): scalar columns, one row per impression."""
+    names = list(columns) if columns is not None else log_columns(self.schema)
+    return self._read("logs", days, names).to_pandas()
+
+  def requests(self, days) -> pd.DataFrame:
+    """Requests of `days`: ids, context and the behaviour sequence (list columns)."""
+    return self._read("requests", days, REQUEST_COLUMNS).to_pandas()
+
+  def request_arrays(self, days, columns: Optional[Sequence[str]] = None):
+    """Requests of `days` as numpy: sequences int64[n, L], hist_len float32, ids int64."""
+    table = self._read("requests", days, list(columns) if columns else REQUEST_COLUMNS)
+    return {k: self._typed(k, v) for k, v in table_arrays(table).items()}
+
+  def log_arrays(self, days, columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Impressions of `days` as numpy, every column incl. the joined behaviour sequence.
+
+    Categorical and sequence features int64 (sequences [n, L]), numeric features float32,
+    labels float32, ids / day / timestamp / position int64. `columns` restricts the output.
+    """
+    wanted = list(columns) if columns is not None else (log_columns(self.schema)
+                                                        + list(REQUEST_LEVEL))
+    known = set(log_columns(self.schema)) | set(REQUEST_LEVEL)
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+      raise ValueError(f"unknown log columns {unknown}; expected names from {sorted(known)}")
+    scalar = [c for c in wanted if c not in REQUEST_LEVEL]
+    joined = [c for c in wanted if c in REQUEST_LEVEL]
+    read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
+    arrays = table_arrays(self._read("logs", days, read))
+    if joined:
+      requests = self.request_arrays(days, [S.REQUEST_ID] + joined)
+      order = np.argsort(requests[S.REQUEST_ID], kind="stable")
+      rows = order[np.searchsorted(requests[S.REQUEST_ID], arrays[S.REQUEST_ID],
+                                   sorter=order)]
+      for name in joined:
+        arrays[name] = requests[name][rows]
+    return {name: self._typed(name, arrays[name]) for name in wanted}
+
+  def _typed(self, name: str, values: np.ndarray) -> np.ndarray:
+    if name in S.LABELS:
+      return values.astype(np.float32, copy=False)
+    if name in self.schema.names:
+      return values.astype(self.schema[name].dtype, copy=False)
+    return values.astype(np.int64, copy=False)
+
+  def request_truth(self, days=None) -> Dict[str, np.ndarray]:
+    """Hidden per-request state (intent category / shop) with user and time, by request_id."""
+    days = self.days if days is None else days
+    truth = table_arrays(self._read("truth/requests", days, REQUEST_TRUTH_COLUMNS))
+    requests = self.request_arrays(days, [S.REQUEST_ID, "user_id", S.TIMESTAMP])
+    out = _sorted_by_id(requests)
+    truth = _sorted_by_id(truth)
+    if not np.array_equal(truth[S.REQUEST_ID], out[S.REQUEST_ID]):
+      raise ValueError(f"{self._path('truth/requests')}: request ids differ from requests/")
+    for name in ("intent_category", "intent_shop"):
+      out[name] = truth[name].astype(np.int64)
+    return out
+
+  @functools.cached_property
+  def entities(self):
+    """Every user and item attribute, observable and hidden (world.Entities)."""
+    from data.world import Entities
+    users = table_arrays(read_table(self._path("truth/users.parquet"), USER_TRUTH_COLUMNS))
+    items = table_arrays(read_table(self._path("truth/items.parquet"), ITEM_TRUTH_COLUMNS))
+    categories = table_arrays(read_table(self._path("truth/categories.parquet"),
+                                         CATEGORY_TRUTH_COLUMNS))
+    observable = {**{c: self.users[c].to_numpy() for c in USER_COLUMNS[1:]},
+                  **{c: self.items[c].to_numpy() for c in ITEM_COLUMNS[1:]}}
+    hidden = {**{c: users[c] for c in USER_TRUTH_COLUMNS[1:]},
+              **{c: items[c] for c in ITEM_TRUTH_COLUMNS[1:]}}
+    return Entities(**observable, **hidden,
+                    category_popularity=categories["category_popularity"])
+
+  @functools.cached_property
+  def features(self):
+    """FeatureService over the whole world's logs (built on first use)."""
+    from data.features import FeatureService
+    requests = _sorted_by_id(
+        self.request_arrays(self.days, [S.REQUEST_ID, "user_id", S.TIMESTAMP]))
+    imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK])
+    click = imp.pop(S.CLICK) > 0
+    clicks = {k: v[click] for k, v in imp.items()}
+    users = {c: self.users[c].to_numpy() for c in USER_COLUMNS}
+    items = {c: self.items[c].to_numpy() for c in ITEM_COLUMNS}
+    return FeatureService(self.config, users, items, requests, imp, clicks)
+
+  @functools.cached_property
+  def oracle(self):
+    """The ground-truth Oracle (P(click), P(conversion | click)) for any pairs."""
+    from data.oracle import Oracle
+    return Oracle(self.config, self.entities, self.request_truth(), self.features)
+
+
+def load(world_dir: str, verify: Union[bool, str] = True) -> World:
+  """Opens a generated world, checking it first.
+
+  verify=True: every file listed in the manifest exists, its sha256 matches, its Parquet
+  footer is readable and has the expected columns. verify="size": the same with sizes
+  instead of hashes (fast). verify=False: only the manifest is parsed.
+  Raises FileNotFoundError / ValueError naming the file (and column) at fault.
+  """
+  path = os.path.join(world_dir, MANIFEST)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no manifest; {world_dir!r} is not a generated world "
+                            "(run: python -m data.generate --world_dir=...)")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: manifest is not valid JSON: {e}")
+  for key in ("format_version", "config", "schema", "days", "files", "world_hash"):
+    if key not in manifest:
+      raise ValueError(f"{path}: manifest lacks {key!r}")
+  if manifest["format_version"] != FORMAT_VERSION:
+    raise ValueError(f"{path}: format_version {manifest['format_version']}, this code reads "
+                     f"{FORMAT_VERSION}; regenerate the world")
+  if verify:
+    verify_files(world_dir, manifest, hashes=verify is True)
+  return World(world_dir, manifest)
+
+
+def expected_columns(relative: str, schema: S.Schema) -> Sequence[str]:
+  """The columns a world file must have, from its path."""
+  if relative.startswith("logs/"):
+    return log_columns(schema)
+  if relative.startswith("requests/"):
+    return REQUEST_COLUMNS
+  if relative.startswith("truth/requests/"):
+    return REQUEST_TRUTH_COLUMNS
+  return {"users.parquet": USER_COLUMNS, "items.parquet": ITEM_COLUMNS,
+          "truth/users.parquet": USER_TRUTH_COLUMNS, "truth/items.parquet": ITEM_TRUTH_COLUMNS,
+          "truth/categories.parquet": CATEGORY_TRUTH_COLUMNS}.get(relative, ())
+
+
+def verify_files(world_dir: str, manifest: dict, hashes: bool = True) -> None:
+  """Checks every file of the manifest: presence, size or sha256, footer and columns."""
+  schema = S.Schema.from_json(manifest["schema"])
+  for relative, entry in sorted(manifest["files"].items()):
+    path = os.path.join(world_dir, relative)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: listed in the manifest but missing")
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+      raise ValueError(f"{path}: {size} bytes, the manifest expects {entry['bytes']} "
+                       "(truncated or modified)")
+    if hashes and sha256_file(path) != entry["sha256"]:
+      raise ValueError(f"{path}: sha256 does not match the manifest (corrupt or modified)")
+    columns = expected_columns(relative, schema)
+    try:
+      names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as e:
+      raise ValueError(f"{path}: not a readable Parquet file (corrupt or truncated?): {e}")
+    for name in columns:
+      if name not in names:
+        raise ValueError(f"{path}: missing column {name!r}")
+  if world_hash(manifest["config"], manifest["files"]) != manifest["world_hash"]:
+    raise ValueError(f"{os.path.join(world_dir, MANIFEST)}: world_hash does not match the "
+                     "config and file hashes (manifest edited?)")
