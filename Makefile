@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	WORK=$(WORK) PRESET=$(PRESET) SEED=$(SEED) PY=$(PY) bash experiments/demo.sh
+	$(PY) -m experiments.demo --work_dir=$(WORK) --preset=$(PRESET) --seed=$(SEED) $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests

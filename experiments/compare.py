@@ -566,7 +566,7 @@ def report_markdown(table, variants, baseline, options, plot_names) -> str:
   return "\n\n".join(parts) + "\n"
 
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
   """Writes through `write(temp_path)` then renames, so readers never see a partial file."""
   temp_path = f"{path}.tmp-{os.getpid()}"
   try:
@@ -577,11 +577,11 @@ def _write_atomically(path: str, write: Callable[[str], None]) -> None:
       os.remove(temp_path)
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
   def write(temp_path):
     with open(temp_path, "w") as file:
       file.write(text)
-  _write_atomically(path, write)
+  write_atomically(path, write)
 
 
 def _grouped_bars(axes, table: pd.DataFrame, metric_names: Sequence[str],
@@ -599,10 +599,10 @@ def _grouped_bars(axes, table: pd.DataFrame, metric_names: Sequence[str],
   axes.set_xticks(positions, tick_labels)
 
 
-def _save_figure(figure, path: str) -> None:
+def save_figure(figure, path: str) -> None:
   import matplotlib.pyplot as plt
   figure.tight_layout()
-  _write_atomically(path, lambda temp_path: figure.savefig(temp_path, format="png", dpi=110))
+  write_atomically(path, lambda temp_path: figure.savefig(temp_path, format="png", dpi=110))
   plt.close(figure)
 
 
@@ -619,7 +619,7 @@ def _plot_bars(table, variants, metric_names, path, title, ylabel, strip_prefix)
   axes.set_title(title)
   axes.set_ylabel(ylabel)
   axes.legend(fontsize="small")
-  _save_figure(figure, path)
+  save_figure(figure, path)
   return True
 
 
@@ -635,7 +635,7 @@ def _plot_online_per_1k(table, variants, path) -> bool:
     _grouped_bars(axes, table, [name], variants, [""])
     axes.set_title(name.removeprefix("online/exp_").replace("_per_1k", " per 1k requests"))
   panels[0][0].legend(fontsize="small")
-  _save_figure(figure, path)
+  save_figure(figure, path)
   return True
 
 
@@ -682,10 +682,10 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
   plots_dir = os.path.join(report_dir, "plots")
   os.makedirs(plots_dir, exist_ok=True)
   plot_names = write_plots(table, list(variants), plots_dir)
-  _write_atomically(os.path.join(report_dir, "tables.csv"),
+  write_atomically(os.path.join(report_dir, "tables.csv"),
                     lambda temp_path: table.to_csv(temp_path, index=False))
   report_path = os.path.join(report_dir, "report.md")
-  _write_text(report_path, report_markdown(table, variants, baseline_label, options,
+  write_text(report_path, report_markdown(table, variants, baseline_label, options,
                                            plot_names))
   print(metrics_markdown(table, variants))
   print(f"\nreport: {report_path}")

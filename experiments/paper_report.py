@@ -1,0 +1,244 @@
+"""The paper study's report: Tables A and B, gap closure, λ sweep, cost, online A/B, noise sweep.
+
+Every figure is the mean over seeds with a Student-t 95% CI (models.metrics); the paper's own
+figure stands beside ours where it has one (method.md: Xu et al., KDD 2020). Input is the frame
+of trial rows written by `experiments.paper` (one row per stage run: study, stage, variant,
+seed, days, knobs, and the run's metrics.json numbers).
+"""
+
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from experiments import compare
+from models import metrics as metrics_lib
+
+VARIANTS = ("baseline", "lupi", "md", "pfd", "pfd_md")
+NAMES = {"baseline": "baseline", "lupi": "LUPI", "md": "MD", "pfd": "PFD", "pfd_md": "PFD+MD"}
+# The paper's figures: student AUC (teacher AUC); None where the paper reports none.
+PAPER_CTR_1DAY = {"baseline": "0.6625", "lupi": "0.6637 (0.6687)", "md": "0.6704 (0.6892)",
+                  "pfd": "0.6712 (0.6921)", "pfd_md": "0.6745 (0.7110)"}
+PAPER_CTR_10DAYS = {"baseline": "0.7042", "pfd_md": "0.7160 (0.7411)"}
+PAPER_CVR_30DAYS = {"baseline": "0.9040", "lupi": "0.8965 (0.9651)", "md": "0.9052 (0.9058)",
+                    "pfd": "0.9084 (0.9901)", "pfd_md": "0.9082 (0.9911)"}
+PAPER_GAP_CLOSURE = {("coarse", "pfd_md"): "0.25 (1 day)", ("fine_cvr", "pfd"): "0.05 (30 days)"}
+PAPER_COST = {"independent teacher, then student": "+99.5%", "independent, simultaneous": "+55%",
+              "shared, simultaneous": "+2.9%", "shared except user id, simultaneous": "+11.4%"}
+PAPER_ONLINE = {"coarse_pfd_md": "+5.0% clicks", "cvr_pfd": "+2.3% conversions"}
+
+
+def mean_ci(values) -> str:
+  mean, half = metrics_lib.mean_ci_over_seeds(values)
+  if math.isnan(mean):
+    return "-"
+  return f"{mean:.4f}" if math.isnan(half) else f"{mean:.4f} ± {half:.4f}"
+
+
+def _rows(frame: pd.DataFrame, **where) -> pd.DataFrame:
+  mask = np.ones(len(frame), bool)
+  for column, value in where.items():
+    mask &= (frame[column] == value).to_numpy() if column in frame else False
+  return frame[mask].sort_values("seed")
+
+
+def student_teacher(frame: pd.DataFrame, **where) -> str:
+  rows = _rows(frame, **where)
+  if rows.empty:
+    return "-"
+  text = mean_ci(rows["auc"])
+  if "teacher_auc" in rows and rows["teacher_auc"].notna().any():
+    text += f" ({mean_ci(rows['teacher_auc'])})"
+  return text
+
+
+def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
+  """(student - baseline student) / (teacher - baseline student), per seed, then mean ± CI."""
+  base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
+  rows = _rows(frame, variant=variant, **where).set_index("seed")
+  if rows.empty or base.empty or "teacher_auc" not in rows:
+    return "-"
+  seeds = rows.index.intersection(base.index)
+  closure = ((rows.loc[seeds, "auc"] - base[seeds])
+             / (rows.loc[seeds, "teacher_auc"] - base[seeds]))
+  return mean_ci(closure.to_numpy())
+
+
+def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, str],
+              paper: Dict[str, Dict[str, str]]) -> List[str]:
+  """Markdown rows: method | ours per days column | paper's figures | gap closure."""
+  header = ["method"] + [f"ours, {c} days" for c in columns.values()]
+  header += list(paper) + [f"gap closure, {c} days" for c in columns.values()]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for variant in VARIANTS:
+    cells = [NAMES[variant]]
+    cells += [student_teacher(frame, study=study, stage=stage, variant=variant, days=d)
+              for d in columns]
+    cells += [figures.get(variant, "") for figures in paper.values()]
+    cells += ["" if variant == "baseline" else
+              gap_closure(frame, variant, study=study, stage=stage, days=d) for d in columns]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def lambda_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
+  rows = frame[frame["study"] == "lambda"]
+  if rows.empty:
+    return []
+  series = [("coarse", "pfd"), ("fine_cvr", "pfd"), ("fine_cvr", "lupi")]
+  lambdas = sorted(rows["distill_lambda"].dropna().unique())
+  lines = ["| λ | " + " | ".join(f"{s} {NAMES[v]}" for s, v in series) + " |",
+           "|---|" + "---|" * len(series)]
+  for lam in lambdas:
+    cells = [student_teacher(rows, stage=s, variant=v, distill_lambda=lam) for s, v in series]
+    lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+  _line_plot(rows, series, "distill_lambda", "auc", "λ", "student AUC",
+             os.path.join(plots_dir, "lambda_sweep.png"))
+  return lines + ["", "![λ sweep](plots/lambda_sweep.png)"]
+
+
+def cost_section(frame: pd.DataFrame) -> List[str]:
+  rows = frame[frame["study"] == "cost"]
+  if rows.empty:
+    return []
+  alone = rows[rows["scheme"] == "student alone"].set_index("seed")["train_seconds"]
+  lines = ["| scheme | train seconds | extra over the student alone | paper |",
+           "|---|---|---|---|"]
+  for scheme in dict.fromkeys(rows["scheme"]):
+    own = rows[rows["scheme"] == scheme].set_index("seed")["train_seconds"]
+    seeds = own.index.intersection(alone.index)
+    extra = 100.0 * (own[seeds] / alone[seeds] - 1.0)
+    extra_text = "" if scheme == "student alone" else mean_ci(extra.to_numpy()) + " %"
+    lines.append(f"| {scheme} | {mean_ci(own.to_numpy())} | {extra_text} | "
+                 f"{PAPER_COST.get(scheme, '')} |")
+  return lines
+
+
+def online_section(online: Dict[str, str]) -> List[str]:
+  if not online:
+    return []
+  lines = ["| comparison | outcome per 1,000 requests | baseline | treatment | relative delta "
+           "[95% CI] | CI method | paper |", "|---|---|---|---|---|---|---|"]
+  for name, report in online.items():
+    table = pd.read_csv(os.path.join(os.path.dirname(report), "tables.csv"))
+    for outcome in ("clicks", "conversions", "gmv"):
+      metric = f"online/exp_{outcome}_per_1k"
+      base = table[(table["variant"] == "baseline") & (table["metric"] == metric)]
+      treated = table[(table["variant"] != "baseline") & (table["metric"] == metric)]
+      if base.empty or treated.empty:
+        continue
+      t = treated.iloc[0]
+      lines.append(
+          f"| {name} | {outcome} | {base.iloc[0]['mean']:.2f} | {t['mean']:.2f} | "
+          f"{100 * t['rel_delta']:+.2f}% [{100 * t['rel_lo']:+.2f}%, {100 * t['rel_hi']:+.2f}%]"
+          f" | {t['delta_method']} | {PAPER_ONLINE.get(name, '') if outcome != 'gmv' else ''} |")
+  lines += ["", "Full comparisons: " + ", ".join(
+      f"[{name}](online/{name}/report.md)" for name in online)]
+  return lines
+
+
+def noise_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
+  rows = frame[frame["study"] == "noise"].copy()
+  if rows.empty:
+    return []
+  rows["noise"] = rows["world"].str.split("=").str[1].astype(float)
+  lines = ["| post_click_noise | CVR baseline | CVR PFD (teacher) | PFD gain over baseline |",
+           "|---|---|---|---|"]
+  gains = []
+  for noise in sorted(rows["noise"].unique()):
+    at = rows[rows["noise"] == noise]
+    base = at[at["variant"] == "baseline"].set_index("seed")["auc"]
+    pfd = at[at["variant"] == "pfd"].set_index("seed")["auc"]
+    seeds = base.index.intersection(pfd.index)
+    gain = (pfd[seeds] - base[seeds]).to_numpy()
+    gains.append((noise, *metrics_lib.mean_ci_over_seeds(gain)))
+    lines.append(f"| {noise:g} | {mean_ci(base.to_numpy())} | "
+                 f"{student_teacher(at, variant='pfd')} | {mean_ci(gain)} |")
+  _gain_plot(gains, os.path.join(plots_dir, "noise_sweep.png"))
+  return lines + ["", "![noise sweep](plots/noise_sweep.png)"]
+
+
+def unlabelled_section(frame: pd.DataFrame) -> List[str]:
+  rows = frame[frame["study"] == "unlabelled"]
+  if rows.empty or "distill_unlabelled" not in rows:
+    return []
+  plain = rows[(rows["stage"] == "coarse") & (rows["distill_unlabelled"] != True)]  # noqa: E712
+  extra = rows[(rows["stage"] == "coarse") & (rows["distill_unlabelled"] == True)]  # noqa: E712
+  return ["| coarse PFD+MD | student AUC (teacher) |", "|---|---|",
+          f"| logged impressions only | {student_teacher(plain)} |",
+          f"| + retrieved, unshown candidates | {student_teacher(extra)} |"]
+
+
+def _line_plot(rows, series, x, y, xlabel, ylabel, path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(figsize=(6, 4))
+  for stage, variant in series:
+    part = rows[(rows["stage"] == stage) & (rows["variant"] == variant)]
+    stats = [(v, *metrics_lib.mean_ci_over_seeds(g[y])) for v, g in part.groupby(x)]
+    if stats:
+      xs, means, halves = zip(*stats)
+      axes.errorbar(xs, means, yerr=np.nan_to_num(halves), marker="o", capsize=3,
+                    label=f"{stage} {NAMES[variant]}")
+  axes.set_xlabel(xlabel)
+  axes.set_ylabel(ylabel)
+  axes.legend()
+  compare.save_figure(figure, path)
+
+
+def _gain_plot(gains, path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(figsize=(6, 4))
+  xs, means, halves = zip(*gains)
+  axes.errorbar(xs, means, yerr=np.nan_to_num(halves), marker="o", capsize=3)
+  axes.axhline(0.0, color="grey", linewidth=0.8)
+  axes.set_xscale("log")
+  axes.set_xlabel("post_click_noise (higher: less informative privileged features)")
+  axes.set_ylabel("CVR AUC gain of PFD over baseline")
+  compare.save_figure(figure, path)
+
+
+def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command: str,
+          studies: Sequence[str]) -> str:
+  """Writes report.md, tables.csv and plots/ under `report_dir`; returns report.md's path."""
+  plots_dir = os.path.join(report_dir, "plots")
+  os.makedirs(plots_dir, exist_ok=True)
+  n_seeds = frame["seed"].nunique() if not frame.empty else 0
+  lines = ["# Privileged Features Distillation on the simulator", "",
+           f"Made by `{command}`. Every figure: mean ± 95% CI (Student t) over {n_seeds} "
+           "seeds; AUC on the held-out day. Student AUC, teacher AUC in brackets. The paper's "
+           "figures (Xu et al., KDD 2020) come from its own data: compare shapes, not levels.",
+           ""]
+  sections = []
+  if "coarse" in studies:
+    coarse_days = sorted(_rows(frame, study="coarse", stage="coarse")["days"].unique(),
+                         key=lambda d: len(d))
+    sections.append(("Table A: coarse CTR (two-tower student)", auc_table(
+        frame, "coarse", "coarse", {d: d for d in coarse_days},
+        {"paper, 1 day": PAPER_CTR_1DAY, "paper, 10 days": PAPER_CTR_10DAYS})))
+  if "cvr" in studies:
+    cvr_days = sorted(_rows(frame, study="cvr", stage="fine_cvr")["days"].unique())
+    sections.append(("Table B: fine CVR (trained on clicks)", auc_table(
+        frame, "fine_cvr", "cvr", {d: d for d in cvr_days},
+        {"paper, 30 days": PAPER_CVR_30DAYS})))
+  sections += [("λ sweep", lambda_section(frame, plots_dir)),
+               ("Training cost (coarse, wall-clock seconds of training)", cost_section(frame)),
+               ("Simulated online A/B (replayed funnel, oracle outcomes)",
+                online_section(online)),
+               ("Post-click noise sweep (CVR)", noise_section(frame, plots_dir)),
+               ("Distillation on unlabelled candidates", unlabelled_section(frame))]
+  for title, body in sections:
+    if body:
+      lines += [f"## {title}", ""] + body + [""]
+  lines += ["Paper gap closure for reference: " + ", ".join(
+      f"{NAMES[v]} {s}: {g}" for (s, v), g in PAPER_GAP_CLOSURE.items()), ""]
+  compare.write_atomically(os.path.join(report_dir, "tables.csv"),
+                           lambda tmp: frame.to_csv(tmp, index=False))
+  path = os.path.join(report_dir, "report.md")
+  compare.write_text(path, "\n".join(lines))
+  return path

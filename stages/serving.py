@@ -1,0 +1,126 @@
+"""Loading the stages' exports for serving, and shaping candidate batches for them.
+
+Every exported model is used through these loaders: the retrieval index (user side in, top-k
+item ids out), the coarse scorer (a user-vector function plus the corpus's precomputed item
+vectors: one matrix product per request) and the fine rankers (serving features in,
+probabilities out). None of them reads a privileged feature: each export's signature holds only
+what its stage may serve, and a batch's other columns are ignored.
+"""
+
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from data.schema import ITEM, PAIR
+from models import export
+from stages import common
+
+ITEM_VECTORS = "item_vectors.npy"
+Arrays = Dict[str, np.ndarray]
+
+
+class RetrievalIndex:
+  """The exported retrieval index: `top_items(queries, k)` -> item ids [n, k], best first."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.meta = common.read_json(os.path.join(path, export.META_FILE))
+    self._serve = tf.saved_model.load(path).signatures["serving_default"]
+    self.query_inputs = list(self.meta["query_inputs"])
+    self.k = int(self.meta["k"])
+
+  def top_items(self, queries: Arrays, k: int, batch_size: int = 1024) -> np.ndarray:
+    if k > self.k:
+      raise ValueError(f"{self.path} returns at most {self.k} items per query, asked for {k}")
+    inputs = {n: queries[n] for n in self.query_inputs}
+    return top_items(lambda batch: self._serve(**batch)["item_ids"], inputs, k, batch_size)
+
+
+def top_items(ids_fn, queries: Arrays, k: int, batch_size: int = 1024) -> np.ndarray:
+  """Runs `ids_fn` (batch of query tensors -> top item ids) over `queries` in batches."""
+  n = len(next(iter(queries.values())))
+  out = [np.asarray(ids_fn({name: tf.constant(v[s:s + batch_size])
+                            for name, v in queries.items()}))[:, :k]
+         for s in range(0, n, batch_size)]
+  return np.concatenate(out) if out else np.zeros((0, k), np.int64)
+
+
+class CoarseScorer:
+  """The exported two-tower: `score(queries, item_ids)` = scale * <user vector, item vector>."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.model = export.load_serving(path)
+    self.item_vectors = np.load(os.path.join(path, ITEM_VECTORS))
+    self.scale = float(self.model.meta["extra"]["scale"])
+    self.user_inputs = list(self.model.meta["user_inputs"])
+
+  def user_vectors(self, queries: Arrays, batch_size: int = 4096) -> np.ndarray:
+    n = len(next(iter(queries.values())))
+    chunks = [self.model.user_vectors({k: queries[k][s:s + batch_size]
+                                       for k in self.user_inputs}).numpy()
+              for s in range(0, n, batch_size)]
+    return np.concatenate(chunks)
+
+  def score(self, queries: Arrays, item_ids: np.ndarray) -> np.ndarray:
+    """Logits [n, m] of candidates `item_ids` [n, m] for each query row."""
+    users = self.user_vectors(queries)
+    return self.scale * np.einsum("nd,nmd->nm", users, self.item_vectors[item_ids])
+
+
+def load_retrieval(model_dir: str) -> RetrievalIndex:
+  return RetrievalIndex(common.require_stage(
+      model_dir, "retrieval", "baseline", "python -m stages.retrieval --world_dir=... "
+      f"--model_dir={model_dir}"))
+
+
+def load_coarse(model_dir: str, variant: str) -> CoarseScorer:
+  return CoarseScorer(common.require_stage(
+      model_dir, "coarse", variant, f"python -m stages.coarse --variant={variant} "
+      f"--world_dir=... --model_dir={model_dir}"))
+
+
+def load_fine(model_dir: str, task: str, variant: str) -> export.ServingModel:
+  return export.load_serving(common.require_stage(
+      model_dir, f"fine/{task}", variant, f"python -m stages.fine --task={task} "
+      f"--variant={variant} --world_dir=... --model_dir={model_dir}"))
+
+
+def request_rows(world, days: Sequence[int], request_ids: np.ndarray) -> Arrays:
+  """The user-side columns (profile, behaviour sequence, context) of the given requests."""
+  requests = world.request_arrays(list(days))
+  order = np.argsort(requests["request_id"], kind="stable")
+  sorted_ids = requests["request_id"][order]
+  pos = np.minimum(np.searchsorted(sorted_ids, request_ids), len(sorted_ids) - 1)
+  missing = sorted_ids[pos] != request_ids
+  if missing.any():
+    raise ValueError(f"{int(missing.sum())} request ids are not requests of days {list(days)}, "
+                     f"e.g. {np.asarray(request_ids)[missing][:3].tolist()}")
+  rows = {k: v[order[pos]] for k, v in requests.items()}
+  for name in world.users.columns:
+    if name not in rows:
+      rows[name] = world.users[name].to_numpy()[rows["user_id"]]
+  return rows
+
+
+def flatten_candidates(schema, features: Arrays, request_ids: np.ndarray,
+                       item_ids: np.ndarray, labels: Sequence[str] = ()) -> Arrays:
+  """Per-(request, candidate) rows from a feature-service result.
+
+  Item and pair features in `features` are [n, k]; user and context ones are per request
+  and are repeated k times. The result has n*k rows, request-major. Each name in `labels`
+  becomes a column of -1 (unlabelled: only a teacher can label these rows).
+  """
+  n, k = item_ids.shape
+  per_candidate = {f.name for f in schema.features if f.entity in (ITEM, PAIR)}
+  rows: Arrays = {}
+  for name, values in features.items():
+    values = np.asarray(values)
+    rows[name] = values.reshape(-1) if name in per_candidate else np.repeat(values, k, axis=0)
+  rows["request_id"] = np.repeat(np.asarray(request_ids), k)
+  rows["item_id"] = item_ids.reshape(-1).astype(np.int64)
+  for name in labels:
+    rows[name] = np.full(n * k, -1.0, np.float32)
+  return rows

@@ -1,0 +1,237 @@
+"""Stage commands on the tiny world: train, evaluate, export, resume, refuse bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import schema as schema_lib
+from models import distillation
+from models import export
+from stages import coarse
+from stages import common
+from stages import fine
+from stages import retrieval
+from stages import serving
+
+TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
+            checkpoint_every=20)
+
+
+def _config(world_dir, model_dir, **overrides) -> common.StageConfig:
+  extra = overrides.pop("extra", {})
+  return common.StageConfig(world_dir=world_dir, model_dir=str(model_dir),
+                            extra=dict(extra), **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world_dir, tmp_path_factory):
+  """One model dir with every stage the others need: retrieval, fine CTR and CVR, coarse."""
+  model_dir = tmp_path_factory.mktemp("models")
+  results = {
+      "retrieval": retrieval.train(_config(tiny_world_dir, model_dir, extra={"export_k": 300})),
+      "fine_ctr": fine.train(_config(tiny_world_dir, model_dir, extra={"task": "ctr"})),
+      "fine_cvr": fine.train(_config(tiny_world_dir, model_dir, variant="pfd",
+                                     extra={"task": "cvr"})),
+      "coarse_pfd_md": coarse.train(_config(tiny_world_dir, model_dir, variant="pfd_md")),
+  }
+  return str(model_dir), results
+
+
+def test_every_stage_writes_metrics_and_a_serving_export(trained):
+  model_dir, results = trained
+  for stage, variant in [("retrieval", "baseline"), ("fine/ctr", "baseline"),
+                         ("fine/cvr", "pfd"), ("coarse", "pfd_md")]:
+    out = common.stage_dir(model_dir, stage, variant)
+    with open(os.path.join(out, "metrics.json")) as f:
+      metrics = json.load(f)
+    assert metrics["stage"] in ("retrieval", "fine_ctr", "fine_cvr", "coarse")
+    assert os.path.exists(os.path.join(out, "saved_model", "saved_model.pb"))
+    assert os.path.isdir(os.path.join(out, "tensorboard"))
+    assert os.path.exists(os.path.join(out, "checkpoints", "final", "ckpt.index"))
+  for name in ("fine_ctr", "fine_cvr", "coarse_pfd_md"):
+    for key in ("auc", "gauc", "logloss", "calibration", "n_eval"):
+      assert key in results[name], (name, key)
+    assert 0.5 < results[name]["auc"] <= 1.0, (name, results[name]["auc"])
+  assert "teacher_auc" in results["fine_cvr"] and "teacher_auc" in results["coarse_pfd_md"]
+  assert "ctcvr_auc" in results["fine_cvr"]
+  recall = [results["retrieval"][f"recall@{k}"] for k in (50, 100)]
+  assert 0.0 < recall[0] <= recall[1] <= 1.0
+
+
+def test_pfd_md_coarse_teacher_is_the_fine_ctr_model(trained):
+  _, results = trained
+  assert results["coarse_pfd_md"]["teacher_auc"] == pytest.approx(results["fine_ctr"]["auc"])
+
+
+def _privileged_perturbed(arrays, schema, stage):
+  changed = dict(arrays)
+  rng = np.random.default_rng(1)
+  for feature in schema.features:
+    if feature.name in arrays and feature.name not in {f.name for f in
+                                                       schema.serving_features(stage)}:
+      changed[feature.name] = rng.permutation(arrays[feature.name]) + 3
+  return changed
+
+
+@pytest.mark.parametrize("task,variant,stage", [("ctr", "baseline", "fine_ctr"),
+                                                ("cvr", "pfd", "fine_cvr")])
+def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, task, variant,
+                                                      stage):
+  model_dir, _ = trained
+  world = common.open_world(_config(tiny_world_dir, model_dir))
+  served = serving.load_fine(model_dir, task, variant)
+  assert not set(served.input_names) - {f.name for f in world.schema.serving_features(stage)}
+  arrays = world.log_arrays([world.days[-1]])
+  before = served.predict(arrays)
+  after = served.predict(_privileged_perturbed(arrays, world.schema, stage))
+  np.testing.assert_array_equal(before, after)
+
+
+def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
+  model_dir, _ = trained
+  world = common.open_world(_config(tiny_world_dir, model_dir))
+  scorer = serving.load_coarse(model_dir, "pfd_md")
+  assert scorer.item_vectors.shape[0] == len(world.items)
+  signature = tf.saved_model.load(scorer.path).signatures["user_vectors"]
+  inputs = set(signature.structured_input_signature[1])
+  assert inputs and not inputs & {f.name for f in world.schema.privileged_features("coarse")}
+  arrays = world.log_arrays([world.days[-1]])
+  items = arrays["item_id"][:, None]
+  before = scorer.score(arrays, items)
+  after = scorer.score(_privileged_perturbed(arrays, world.schema, "coarse"), items)
+  np.testing.assert_array_equal(before, after)
+
+
+def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
+  model_dir, _ = trained
+  world = common.open_world(_config(tiny_world_dir, model_dir))
+  index = serving.load_retrieval(model_dir)
+  assert set(index.query_inputs) <= {f.name for f in world.schema.serving_features("retrieval")}
+  assert all(world.schema[n].entity in (schema_lib.USER, schema_lib.CONTEXT)
+             for n in index.query_inputs)
+  requests = serving.request_rows(world, [world.days[-1]],
+                                  world.request_arrays([world.days[-1]])["request_id"][:50])
+  top = index.top_items(requests, k=100)
+  assert top.shape == (50, 100)
+  assert all(len(set(row)) == 100 for row in top)
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine_cvr"])
+def test_export_refuses_a_model_that_reads_privileged_features(tiny_world_dir, tmp_path, stage):
+  world = common.open_world(_config(tiny_world_dir, tmp_path))
+  teacher = distillation.build_teacher("pfd", world.schema, stage, student_widths=(8,),
+                                       embedding_dim=4)
+  privileged = world.schema.privileged_features(stage)[0].name
+  with pytest.raises(ValueError, match=privileged):
+    export.export_serving(teacher, stage, world.schema, str(tmp_path / "export"))
+  assert not os.path.exists(tmp_path / "export")
+
+
+@pytest.mark.parametrize("variant", ["baseline", "pfd", "md", "lupi"])
+def test_coarse_variants_train_on_tiny(tiny_world_dir, tmp_path, variant):
+  metrics = coarse.train(_config(tiny_world_dir, tmp_path, variant=variant, max_steps=30))
+  assert 0.4 < metrics["auc"] < 1.0
+  assert ("teacher_auc" in metrics) == (variant != "baseline")
+
+
+def test_cvr_lupi_and_md_train_with_a_pretrained_teacher(tiny_world_dir, tmp_path):
+  for variant in ("lupi", "md"):
+    metrics = fine.train(_config(tiny_world_dir, tmp_path, variant=variant, mode="pretrained",
+                                 max_steps=20, extra={"task": "cvr"}))
+    assert metrics["mode"] == "pretrained" and "teacher_auc" in metrics
+    teacher_ckpt = os.path.join(common.stage_dir(str(tmp_path), "fine/cvr", variant),
+                                "teacher", "checkpoints", "final", "ckpt.index")
+    assert os.path.exists(teacher_ckpt)
+
+
+def test_same_seed_gives_same_metrics(tiny_world_dir, tmp_path):
+  runs = [fine.train(_config(tiny_world_dir, tmp_path / f"run{i}", max_steps=30,
+                             extra={"task": "ctr"})) for i in range(2)]
+  for run in runs:
+    run.pop("train_seconds")
+  assert runs[0] == runs[1]
+
+
+class _Killed(Exception):
+  pass
+
+
+class _KillAtStep(tf.keras.callbacks.Callback):
+  """Raises after the optimizer's `step`-th update, as a kill would interrupt the run."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == self.step:
+      raise _Killed()
+
+
+class _CountSteps(tf.keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.steps = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_path):
+  args = dict(epochs=2, checkpoint_every=10, extra={"task": "ctr"})
+  uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
+  with pytest.raises(_Killed):
+    fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[_KillAtStep(90)],
+                       **args))
+  backup = os.path.join(common.stage_dir(str(tmp_path / "killed"), "fine/ctr", "baseline"),
+                        "checkpoints", "backup")
+  assert os.path.isdir(backup) and os.listdir(backup)
+  counter = _CountSteps()
+  resumed = fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[counter],
+                               **args))
+  total_steps = 2 * -(-uninterrupted["n_train"] // TINY["batch_size"])
+  assert counter.steps == total_steps - 90  # Picks up at the step of the last checkpoint.
+  assert resumed["auc"] == pytest.approx(uninterrupted["auc"], abs=1e-9)
+  assert not os.path.exists(backup) or not os.listdir(backup)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(variant="pfd", extra={"task": "ctr"}), "not valid for --task=ctr"),
+    (dict(eval_day=99, extra={"task": "ctr"}), "outside the world"),
+    (dict(train_days=[1, 2, 3], eval_day=3, extra={"task": "ctr"}), "overlap"),
+])
+def test_bad_stage_input_is_refused(tiny_world_dir, tmp_path, change, message):
+  with pytest.raises(common.StageError, match=message):
+    fine.train(_config(tiny_world_dir, tmp_path, **change))
+
+
+def test_model_dir_of_another_world_is_refused(tiny_world_dir, tmp_path):
+  common.write_json(str(tmp_path / "world.json"), {"world_hash": "another"})
+  with pytest.raises(common.StageError, match="another world"):
+    fine.train(_config(tiny_world_dir, tmp_path, extra={"task": "ctr"}))
+
+
+def test_coarse_pfd_md_without_fine_ctr_names_the_command(tiny_world_dir, tmp_path):
+  with pytest.raises(common.StageError, match="python -m stages.fine --task=ctr"):
+    coarse.train(_config(tiny_world_dir, tmp_path, variant="pfd_md"))
+
+
+def _cli(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
+  result = _cli("stages.fine", "--task=cvr", "--variant=nonsense", f"--world_dir={tiny_world_dir}",
+                f"--model_dir={tmp_path}")
+  assert result.returncode != 0
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "--variant=nonsense" in errors[0]
+  result = _cli("stages.coarse", f"--world_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path}")
+  assert result.returncode != 0 and "python -m data.generate" in result.stderr
