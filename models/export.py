@@ -1,0 +1,180 @@
+"""Serving export: a SavedModel whose signatures accept only what the stage may read online.
+
+`export_serving` audits the student's declared inputs against the schema (the same
+`check_serving` that guards student construction) and refuses a model that reads a privileged
+feature. The signature's named inputs are exactly the student's features, so a request never
+needs (and cannot pass) a privileged column. Two-tower students also get `user_vectors` and
+`item_vectors` signatures, so a stage can precompute the corpus item matrix and serve with one
+user pass and a matrix product. `load_serving` gives back a callable batch -> scores.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from data import schema as schema_lib
+from models import inputs as inputs_lib
+from models import rankers
+
+META_FILE = "pfd_serving.json"
+
+
+def _spec(feature: schema_lib.Feature) -> tf.TensorSpec:
+  if feature.kind == schema_lib.SEQUENCE:
+    return tf.TensorSpec([None, feature.length or None], tf.int64, name=feature.name)
+  return tf.TensorSpec([None], tf.as_dtype(feature.dtype), name=feature.name)
+
+
+def _signature(features) -> Dict[str, tf.TensorSpec]:
+  return {f.name: _spec(f) for f in features}
+
+
+class _ServingModule(tf.Module):
+  """The exported object: the student plus one tf.function per signature."""
+
+  def __init__(self, student):
+    super().__init__(name="serving")
+    self.student = student
+    self.serve = tf.function(self._serve, input_signature=[_signature(student.input_features)])
+    if student.architecture == rankers.TWO_TOWER:
+      self.user_vectors = tf.function(
+          self._user_vectors, input_signature=[_signature(student.user_embedding.features)])
+      self.item_vectors = tf.function(
+          self._item_vectors, input_signature=[_signature(student.item_embedding.features)])
+
+  def _serve(self, inputs):
+    logits = self.student(inputs, training=False)
+    return {"logits": logits, "probabilities": tf.sigmoid(logits)}
+
+  def _user_vectors(self, inputs):
+    return {"vectors": self.student.user_vectors(inputs, training=False)}
+
+  def _item_vectors(self, inputs):
+    return {"vectors": self.student.item_vectors(inputs, training=False)}
+
+  def signatures(self) -> dict:
+    sigs = {"serving_default": self.serve.get_concrete_function()}
+    if hasattr(self, "user_vectors"):
+      sigs["user_vectors"] = self.user_vectors.get_concrete_function()
+      sigs["item_vectors"] = self.item_vectors.get_concrete_function()
+    return sigs
+
+
+def export_serving(student, stage: str, schema: schema_lib.Schema, path: str,
+                   extra_meta: Optional[dict] = None) -> str:
+  """Writes the student's serving SavedModel to `path` (atomically) and returns `path`.
+
+  Args:
+    student: a head (`DNNRanker`, `TwoTowerScorer`) or a `DistillationModel` (its student is
+      exported; the teacher never is).
+    stage: the stage whose serving availability the inputs are audited against.
+    schema: the world's schema.
+    path: target directory; an existing export there is replaced.
+    extra_meta: JSON-serialisable facts stored next to the model (variant, metrics ...).
+  Raises ValueError naming any declared input that `stage` may not read online.
+  """
+  student = getattr(student, "student", student)
+  names = list(student.input_names)
+  schema.check_serving(stage, names)
+  module = _ServingModule(student)
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+  try:
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+      json.dump(_meta(student, stage, extra_meta), f, indent=1)
+    _replace_dir(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def _meta(student, stage, extra_meta) -> dict:
+  meta = {"stage": stage, "architecture": student.architecture,
+          "inputs": {f.name: f.dtype for f in student.input_features},
+          "extra": extra_meta or {}}
+  if student.architecture == rankers.TWO_TOWER:
+    meta["user_inputs"] = student.user_input_names
+    meta["item_inputs"] = student.item_input_names
+  return meta
+
+
+def _replace_dir(tmp: str, path: str) -> None:
+  old = None
+  if os.path.exists(path):
+    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.old-")
+    os.rename(path, os.path.join(old, "model"))
+  os.rename(tmp, path)
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class ServingModel:
+  """A loaded serving export: `model(batch)` -> probabilities [B], `model.logits(batch)`.
+
+  `batch` is a dict of arrays or tensors keyed by feature name; extra columns (labels,
+  privileged features) are ignored, missing ones raise MissingFeatureError naming them.
+  Two-tower exports also offer `user_vectors(batch)` and `item_vectors(batch)`.
+  Usable as a frozen teacher: `DistillationModel(student, served.logits, mode='pretrained')`.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    with open(os.path.join(path, META_FILE)) as f:
+      self.meta = json.load(f)
+    self._loaded = tf.saved_model.load(path)
+    self.stage = self.meta["stage"]
+    self.architecture = self.meta["architecture"]
+    self._dtypes = dict(self.meta["inputs"])
+    self.input_names: List[str] = list(self._dtypes)
+
+  def _select(self, batch, names) -> Dict[str, tf.Tensor]:
+    inputs_lib.check_batch(batch, names, f"serving model {self.path}")
+    return {n: tf.cast(batch[n], self._dtypes[n]) for n in names}
+
+  def outputs(self, batch) -> Dict[str, tf.Tensor]:
+    return self._loaded.serve(self._select(batch, self.input_names))
+
+  def logits(self, batch) -> tf.Tensor:
+    return self.outputs(batch)["logits"]
+
+  def __call__(self, batch) -> tf.Tensor:
+    return self.outputs(batch)["probabilities"]
+
+  def user_vectors(self, batch) -> tf.Tensor:
+    self._need_two_tower()
+    return self._loaded.user_vectors(self._select(batch, self.meta["user_inputs"]))["vectors"]
+
+  def item_vectors(self, batch) -> tf.Tensor:
+    self._need_two_tower()
+    return self._loaded.item_vectors(self._select(batch, self.meta["item_inputs"]))["vectors"]
+
+  def _need_two_tower(self):
+    if self.architecture != rankers.TWO_TOWER:
+      raise ValueError(f"{self.path} is a {self.architecture!r} export; no vector signatures")
+
+  def predict(self, arrays: Dict[str, np.ndarray], batch_size: int = 8192,
+              output: str = "probabilities") -> np.ndarray:
+    """Scores (or 'logits') for every row of a numpy column dict, in chunks."""
+    n = len(next(iter(arrays.values())))
+    chunks = []
+    for start in range(0, n, batch_size):
+      chunk = {k: arrays[k][start:start + batch_size] for k in self.input_names if k in arrays}
+      chunks.append(self.outputs(chunk)[output].numpy())
+    return np.concatenate(chunks) if chunks else np.zeros([0], np.float32)
+
+
+def load_serving(path: str) -> ServingModel:
+  """Loads an `export_serving` directory as a callable batch -> probabilities."""
+  if not os.path.exists(os.path.join(path, META_FILE)):
+    raise FileNotFoundError(f"{path} is not a serving export (no {META_FILE}); "
+                            "export one with models.export_serving")
+  return ServingModel(path)

@@ -1,0 +1,235 @@
+"""Schema-driven input embeddings: one `EmbeddingBank` of tables, one `FeatureEmbedding` per head.
+
+Every feature is embedded: categorical ids directly, numeric values after bucketising at the
+schema's `buckets`, behaviour sequences element-wise and then pooled. Tables live in an
+`EmbeddingBank` so that a teacher and a student can read the *same* variables (the paper's
+shared embeddings, which roughly halve the parameter traffic); a head that must not share a
+table (the paper's best CTR setting gives the teacher its own `user_id` embedding) reads it from
+a second, private bank instead.
+
+Vocabulary groups: a sequence of ids shares its table with the item-side feature of the same
+vocabulary (`hist_item_ids` with `item_id`, and so on), so a history entry and a candidate item
+are embedded in one space. That is also what target attention compares.
+"""
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import tensorflow as tf
+
+from data import schema as schema_lib
+
+# Sequence feature -> the candidate-side categorical feature whose vocabulary (and table) it
+# shares. The table is named after the candidate-side feature.
+VOCABULARY_GROUPS: Dict[str, str] = {
+    "hist_item_ids": "item_id",
+    "hist_category_ids": "item_category",
+    "hist_shop_ids": "item_shop",
+}
+
+POOLINGS = ("mean", "attention")
+
+FeatureLike = Union[schema_lib.Feature, str]
+
+
+class MissingFeatureError(ValueError):
+  """A batch lacks a feature that a head reads."""
+
+
+def vocabulary_group(feature: schema_lib.Feature) -> str:
+  """Name of the table `feature` is looked up in."""
+  return VOCABULARY_GROUPS.get(feature.name, feature.name)
+
+
+def table_rows(feature: schema_lib.Feature) -> int:
+  """Rows of the feature's table: the vocabulary plus one out-of-vocabulary row, or buckets + 1."""
+  if feature.kind == schema_lib.NUMERIC:
+    return len(feature.buckets) + 1
+  return feature.vocab_size + 1
+
+
+def check_batch(batch: Dict[str, tf.Tensor], names: Sequence[str], who: str) -> None:
+  """Raises MissingFeatureError naming every feature of `names` that `batch` lacks."""
+  missing = [n for n in names if n not in batch]
+  if missing:
+    raise MissingFeatureError(
+        f"batch is missing feature(s) {missing} required by {who!r}; "
+        f"batch has {sorted(batch)}")
+
+
+class EmbeddingBank(tf.keras.layers.Layer):
+  """Owns the embedding tables, one per vocabulary group, created on demand.
+
+  Heads that are given the same bank share its variables: `bank.table('item_id')` is one
+  `tf.Variable`, whichever head reads it.
+
+  Args:
+    dim: embedding width of every table.
+    initializer_stddev: stddev of the truncated-normal initialiser.
+  """
+
+  def __init__(self, dim: int = 16, initializer_stddev: float = 0.05, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
+    self._stddev = initializer_stddev
+    self._tables: Dict[str, tf.Variable] = {}
+    self._rows: Dict[str, int] = {}
+    self.built = True  # Tables are created by `ensure`, not by a first call.
+
+  def ensure(self, features: Sequence[schema_lib.Feature]) -> "EmbeddingBank":
+    """Creates the tables `features` need and that the bank does not hold yet."""
+    for feature in features:
+      group, rows = vocabulary_group(feature), table_rows(feature)
+      if group in self._tables:
+        if rows > self._rows[group]:
+          raise ValueError(f"feature {feature.name!r} needs {rows} rows in table {group!r}, "
+                           f"which was created with {self._rows[group]}")
+        continue
+      self._rows[group] = rows
+      self._tables[group] = self.add_weight(
+          name=f"{group}_embedding", shape=(rows, self.dim), trainable=True,
+          initializer=tf.keras.initializers.TruncatedNormal(stddev=self._stddev))
+    return self
+
+  def has(self, feature: FeatureLike) -> bool:
+    name = feature if isinstance(feature, str) else vocabulary_group(feature)
+    return VOCABULARY_GROUPS.get(name, name) in self._tables
+
+  def table(self, feature: FeatureLike) -> tf.Variable:
+    """The table variable for a feature (or group name)."""
+    name = feature if isinstance(feature, str) else vocabulary_group(feature)
+    name = VOCABULARY_GROUPS.get(name, name)
+    if name not in self._tables:
+      raise KeyError(f"embedding bank {self.name!r} has no table for {name!r}")
+    return self._tables[name]
+
+  @property
+  def groups(self) -> List[str]:
+    return list(self._tables)
+
+  def call(self, inputs):  # The bank is looked up through `table`, never called.
+    raise NotImplementedError("use EmbeddingBank.table(feature)")
+
+
+def lookup_ids(feature: schema_lib.Feature, values: tf.Tensor) -> tf.Tensor:
+  """Maps raw ids or numeric values to table rows; unseen ids go to the out-of-vocabulary row."""
+  if feature.kind == schema_lib.NUMERIC:
+    values = tf.cast(values, tf.float32)
+    return tf.raw_ops.Bucketize(input=values, boundaries=list(feature.buckets))
+  ids = tf.cast(values, tf.int64)
+  in_vocab = tf.logical_and(ids >= 0, ids < feature.vocab_size)
+  return tf.where(in_vocab, ids, tf.constant(feature.vocab_size, tf.int64))
+
+
+def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """Mean of [B, L, D] over valid positions; zeros for an empty history."""
+  weights = tf.cast(mask, sequence.dtype)[..., None]
+  total = tf.reduce_sum(sequence * weights, axis=1)
+  return tf.math.divide_no_nan(total, tf.reduce_sum(weights, axis=1))
+
+
+def target_attention(sequence: tf.Tensor, mask: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
+  """Scaled dot-product attention of the candidate (`query`, [B, D]) over the history [B, L, D].
+
+  Padded positions get no weight; an empty history pools to zeros.
+  """
+  scale = tf.math.rsqrt(tf.cast(tf.shape(query)[-1], sequence.dtype))
+  scores = tf.einsum("bld,bd->bl", sequence, query) * scale
+  scores = tf.where(mask, scores, tf.fill(tf.shape(scores), tf.constant(-1e9, scores.dtype)))
+  weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)
+  return tf.einsum("bl,bld->bd", weights, sequence)
+
+
+class FeatureEmbedding(tf.keras.layers.Layer):
+  """Embeds a head's features from a batch dict and concatenates them into one [B, N] tensor.
+
+  Args:
+    features: the schema features this head reads, in order.
+    bank: the (usually shared) EmbeddingBank; missing tables are created in it.
+    private_bank: optional bank of tables this head does not share; a feature whose group it
+      holds is looked up there instead of in `bank`.
+    sequence_pooling: 'mean', or 'attention' (target attention with the candidate's embedding
+      of the same vocabulary group; the candidate feature must be among `features`).
+    numeric_log1p: also append log1p(max(x, 0)) of every numeric feature.
+  """
+
+  def __init__(self, features: Sequence[schema_lib.Feature], bank: EmbeddingBank,
+               private_bank: Optional[EmbeddingBank] = None, sequence_pooling: str = "mean",
+               numeric_log1p: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    if sequence_pooling not in POOLINGS:
+      raise ValueError(f"sequence_pooling must be one of {POOLINGS}, got {sequence_pooling!r}")
+    if not features:
+      raise ValueError("a FeatureEmbedding needs at least one feature")
+    self.features = list(features)
+    self.sequence_pooling = sequence_pooling
+    self.numeric_log1p = numeric_log1p
+    self.bank = bank
+    self.private_bank = private_bank
+    shared = [f for f in self.features if not (private_bank and private_bank.has(f))]
+    bank.ensure(shared)
+    self._check_attention_targets()
+
+  @property
+  def input_names(self) -> List[str]:
+    return [f.name for f in self.features]
+
+  def _check_attention_targets(self):
+    if self.sequence_pooling != "attention":
+      return
+    names = set(self.input_names)
+    for f in self.features:
+      if f.kind == schema_lib.SEQUENCE and VOCABULARY_GROUPS.get(f.name) not in names:
+        raise ValueError(f"target attention over {f.name!r} needs the candidate feature "
+                         f"{VOCABULARY_GROUPS.get(f.name)!r} among the head's features")
+
+  def table(self, feature: schema_lib.Feature) -> tf.Variable:
+    """The variable this head reads `feature` from (private if unshared, else shared)."""
+    if self.private_bank is not None and self.private_bank.has(feature):
+      return self.private_bank.table(feature)
+    return self.bank.table(feature)
+
+  def embed(self, feature: schema_lib.Feature, values: tf.Tensor) -> tf.Tensor:
+    return tf.gather(self.table(feature), lookup_ids(feature, values))
+
+  def _cached(self, cache: Optional[dict], key: tuple, compute):
+    """`compute()`, or the tensor another head already computed from the same table."""
+    if cache is None:
+      return compute()
+    if key not in cache:
+      cache[key] = compute()
+    return cache[key]
+
+  def call(self, batch: Dict[str, tf.Tensor], training=None,
+           cache: Optional[dict] = None) -> tf.Tensor:
+    """[B, N] embeddings of `batch`.
+
+    `cache`: a dict shared by the heads of one step. A lookup (or pooled sequence) from a
+    shared table is computed once and reused by every head, so shared embeddings cost one
+    gather and one sparse gradient, as a shared input layer should.
+    """
+    check_batch(batch, self.input_names, self.name)
+    single = {}
+    for f in self.features:
+      if f.kind != schema_lib.SEQUENCE:
+        key = (self.table(f).ref(), f.name)
+        single[f.name] = self._cached(cache, key, lambda f=f: self.embed(f, batch[f.name]))
+    parts = []
+    for f in self.features:
+      if f.kind == schema_lib.SEQUENCE:
+        # The attention query comes from the same table (same vocabulary group).
+        key = (self.table(f).ref(), f.name, self.sequence_pooling)
+        parts.append(self._cached(cache, key, lambda f=f: self._pool(f, batch[f.name], single)))
+      else:
+        parts.append(single[f.name])
+        if f.kind == schema_lib.NUMERIC and self.numeric_log1p:
+          value = tf.cast(batch[f.name], tf.float32)
+          parts.append(tf.math.log1p(tf.maximum(value, 0.0))[:, None])
+    return tf.concat(parts, axis=-1)
+
+  def _pool(self, feature, ids, single):
+    ids = tf.cast(ids, tf.int64)
+    mask = tf.not_equal(ids, schema_lib.PAD_ID)
+    sequence = self.embed(feature, ids)
+    if self.sequence_pooling == "attention":
+      return target_attention(sequence, mask, single[VOCABULARY_GROUPS[feature.name]])
+    return masked_mean(sequence, mask)

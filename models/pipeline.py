@@ -1,0 +1,98 @@
+"""tf.data input pipelines over numpy column dicts (the format of `world.log_arrays`).
+
+The logs stay in numpy: each batch is gathered from the arrays by a small generator (shuffled
+per epoch with a seeded permutation), so a large world is never copied into a graph constant.
+Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
+[B, L], float32 numerics and labels [B].
+"""
+
+from typing import Callable, Dict, Iterator, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from data import schema as schema_lib
+
+Arrays = Dict[str, np.ndarray]
+
+
+def num_rows(arrays: Arrays) -> int:
+  lengths = {len(v) for v in arrays.values()}
+  if len(lengths) != 1:
+    raise ValueError(f"columns have different lengths: { {k: len(v) for k, v in arrays.items()} }")
+  return lengths.pop()
+
+
+def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Arrays) -> Arrays:
+  """The named columns of `arrays`, cast to the schema's dtype (float32 for label columns)."""
+  missing = [n for n in names if n not in arrays]
+  if missing:
+    raise KeyError(f"arrays are missing column(s) {missing}; have {sorted(arrays)}")
+  out = {}
+  for name in names:
+    dtype = schema[name].dtype if name in schema.names else np.float32
+    out[name] = np.asarray(arrays[name], dtype=dtype)
+  return out
+
+
+def take_rows(arrays: Arrays, rows) -> Arrays:
+  """The same columns restricted to `rows` (a boolean mask or an index array)."""
+  return {k: v[rows] for k, v in arrays.items()}
+
+
+def _batches(arrays: Arrays, batch_size: int, shuffle: bool, seed: int, epochs: Optional[int],
+             drop_remainder: bool) -> Iterator[Arrays]:
+  n = num_rows(arrays)
+  epoch = 0
+  while epochs is None or epoch < epochs:
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
+    stop = n - n % batch_size if drop_remainder else n
+    for start in range(0, stop, batch_size):
+      if order is None:
+        yield {k: v[start:start + batch_size] for k, v in arrays.items()}
+      else:
+        rows = np.sort(order[start:start + batch_size])
+        yield {k: v[rows] for k, v in arrays.items()}
+    epoch += 1
+
+
+def make_dataset(arrays: Arrays, batch_size: int = 1024,
+                 columns: Optional[Sequence[str]] = None,
+                 schema: Optional[schema_lib.Schema] = None, shuffle: bool = True,
+                 seed: int = 0, epochs: Optional[int] = 1, drop_remainder: bool = False,
+                 prefetch: int = 2) -> tf.data.Dataset:
+  """A dataset of batch dicts over the rows of `arrays`.
+
+  Args:
+    arrays: column name -> numpy array, one row per impression.
+    batch_size: rows per batch.
+    columns: the columns to keep (default: all); with `schema`, they are cast to its dtypes.
+    schema: used to cast feature columns (int64 / float32); labels become float32.
+    shuffle: a fresh seeded permutation of the rows every epoch (rows within a batch sorted,
+      which keeps gathers cache-friendly and does not change what a batch contains).
+    seed: seed of the permutations.
+    epochs: passes over the data; None repeats forever.
+    drop_remainder: drop the last, smaller batch of each epoch.
+  """
+  if columns is not None:
+    arrays = {k: arrays[k] for k in columns} if schema is None else model_columns(
+        schema, columns, arrays)
+  elif schema is not None:
+    arrays = model_columns(schema, list(arrays), arrays)
+  spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype)) for k, v in arrays.items()}
+  dataset = tf.data.Dataset.from_generator(
+      lambda: _batches(arrays, batch_size, shuffle, seed, epochs, drop_remainder),
+      output_signature=spec)
+  return dataset.prefetch(prefetch)
+
+
+def predict(fn: Callable, arrays: Arrays, batch_size: int = 8192,
+            columns: Optional[Sequence[str]] = None) -> np.ndarray:
+  """Runs `fn(batch) -> [B]` (e.g. a head, or `lambda b: model(b, training=False)`) over all
+  rows in order, in a compiled function, and returns the concatenated numpy outputs."""
+  if columns is not None:
+    arrays = {k: arrays[k] for k in columns}
+  compiled = tf.function(lambda batch: fn(batch), reduce_retracing=True)
+  outputs = [compiled({k: tf.convert_to_tensor(v) for k, v in batch.items()}).numpy()
+             for batch in _batches(arrays, batch_size, False, 0, 1, False)]
+  return np.concatenate(outputs) if outputs else np.zeros([0], np.float32)

@@ -1,0 +1,144 @@
+"""Scoring heads: one logit per (user, item) row of a batch dict.
+
+Every head exposes the same small contract, which distillation and export rely on:
+  - `input_features` / `input_names`: the schema features it reads (and nothing else);
+  - `architecture`: 'dnn' or 'two_tower';
+  - `call(batch, training) -> logits [B]`.
+
+`DNNRanker` is an MLP over the concatenated embeddings of whatever features it is given (the
+fine rankers, and the MD / PFD+MD / LUPI teachers). `TwoTowerScorer` is the coarse ranker: a
+user tower and an item tower whose L2-normalised outputs are dotted and scaled, so item vectors
+can be precomputed and coarse serving is one matrix product. Given pair features on its user
+side, it is the paper's inner-product PFD teacher for the coarse stage.
+"""
+
+from typing import List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from data import schema as schema_lib
+from models import inputs as inputs_lib
+from models import towers
+
+DNN, TWO_TOWER = "dnn", "two_tower"
+ARCHITECTURES = (DNN, TWO_TOWER)
+USER_SIDE = (schema_lib.USER, schema_lib.CONTEXT, schema_lib.PAIR)
+
+
+def split_by_side(features: Sequence[schema_lib.Feature]
+                  ) -> Tuple[List[schema_lib.Feature], List[schema_lib.Feature]]:
+  """(user-side, item-side) features: user, context and pair features go to the user tower."""
+  user = [f for f in features if f.entity in USER_SIDE]
+  item = [f for f in features if f.entity == schema_lib.ITEM]
+  return user, item
+
+
+class DNNRanker(tf.keras.layers.Layer):
+  """MLP over the concatenated embeddings of `features`, ending in one logit.
+
+  Args:
+    features: the schema features the ranker reads.
+    bank: EmbeddingBank holding the (possibly shared) tables.
+    widths: MLP widths, (512, 256, 128) in the paper.
+    private_bank: tables this ranker does not share (see `FeatureEmbedding`).
+    sequence_pooling: 'mean' or 'attention' (target attention with the candidate item).
+    batch_norm, dropout: as in `towers.MLP`.
+    numeric_log1p: also feed log1p of numeric values next to their bucket embeddings.
+  """
+
+  architecture = DNN
+
+  def __init__(self, features: Sequence[schema_lib.Feature], bank: inputs_lib.EmbeddingBank,
+               widths: Sequence[int] = towers.DEFAULT_WIDTHS,
+               private_bank: Optional[inputs_lib.EmbeddingBank] = None,
+               sequence_pooling: str = "mean", batch_norm: bool = True, dropout: float = 0.0,
+               numeric_log1p: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.embedding = inputs_lib.FeatureEmbedding(
+        features, bank, private_bank, sequence_pooling, numeric_log1p, name="embedding")
+    self.mlp = towers.MLP(widths, batch_norm, dropout, name="mlp")
+    self.logit = tf.keras.layers.Dense(1, name="logit")
+    self.widths = tuple(widths)
+
+  @property
+  def input_features(self) -> List[schema_lib.Feature]:
+    return list(self.embedding.features)
+
+  @property
+  def input_names(self) -> List[str]:
+    return self.embedding.input_names
+
+  def call(self, batch, training=None, cache=None) -> tf.Tensor:
+    """Logits [B]; `cache` shares embedding lookups between heads (see FeatureEmbedding)."""
+    hidden = self.mlp(self.embedding(batch, training=training, cache=cache), training=training)
+    return tf.squeeze(self.logit(hidden), axis=-1)
+
+
+class TwoTowerScorer(tf.keras.layers.Layer):
+  """Inner-product model: logit = scale * <user_tower(u), item_tower(i)>, both unit length.
+
+  Args:
+    user_features: user, context (and, for the PFD-only coarse teacher, pair) features.
+    item_features: item features.
+    bank: EmbeddingBank holding the (possibly shared) tables.
+    widths: tower widths; the last one is the vector dimension.
+    scale: multiplies the cosine to make the logit (5 in the paper).
+    private_bank, batch_norm, dropout, numeric_log1p: as in `DNNRanker`.
+  Sequences are mean-pooled: target attention would need the item on the user side.
+  """
+
+  architecture = TWO_TOWER
+
+  def __init__(self, user_features: Sequence[schema_lib.Feature],
+               item_features: Sequence[schema_lib.Feature], bank: inputs_lib.EmbeddingBank,
+               widths: Sequence[int] = towers.DEFAULT_WIDTHS, scale: float = 5.0,
+               private_bank: Optional[inputs_lib.EmbeddingBank] = None,
+               batch_norm: bool = True, dropout: float = 0.0, numeric_log1p: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    wrong = [f.name for f in item_features if f.entity != schema_lib.ITEM]
+    wrong += [f.name for f in user_features if f.entity not in USER_SIDE]
+    if wrong:
+      raise ValueError(f"features on the wrong side of the two-tower model: {wrong}")
+    common = dict(private_bank=private_bank, sequence_pooling="mean",
+                  numeric_log1p=numeric_log1p)
+    self.user_embedding = inputs_lib.FeatureEmbedding(
+        user_features, bank, name="user_embedding", **common)
+    self.item_embedding = inputs_lib.FeatureEmbedding(
+        item_features, bank, name="item_embedding", **common)
+    self.user_tower = towers.Tower(widths, batch_norm, dropout, name="user_tower")
+    self.item_tower = towers.Tower(widths, batch_norm, dropout, name="item_tower")
+    self.scale = float(scale)
+    self.widths = tuple(widths)
+
+  @property
+  def input_features(self) -> List[schema_lib.Feature]:
+    return list(self.user_embedding.features) + list(self.item_embedding.features)
+
+  @property
+  def input_names(self) -> List[str]:
+    return [f.name for f in self.input_features]
+
+  @property
+  def user_input_names(self) -> List[str]:
+    return self.user_embedding.input_names
+
+  @property
+  def item_input_names(self) -> List[str]:
+    return self.item_embedding.input_names
+
+  def user_vectors(self, batch, training=None, cache=None) -> tf.Tensor:
+    """[B, d] unit vectors from the user-side features of `batch`."""
+    embedded = self.user_embedding(batch, training=training, cache=cache)
+    return self.user_tower(embedded, training=training)
+
+  def item_vectors(self, batch, training=None, cache=None) -> tf.Tensor:
+    """[B, d] unit vectors from the item-side features of `batch` (e.g. the whole corpus)."""
+    embedded = self.item_embedding(batch, training=training, cache=cache)
+    return self.item_tower(embedded, training=training)
+
+  def call(self, batch, training=None, cache=None) -> tf.Tensor:
+    """Logits [B]; `cache` shares embedding lookups between heads (see FeatureEmbedding)."""
+    users = self.user_vectors(batch, training=training, cache=cache)
+    items = self.item_vectors(batch, training=training, cache=cache)
+    return self.scale * tf.reduce_sum(users * items, axis=-1)

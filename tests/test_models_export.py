@@ -1,0 +1,118 @@
+"""Serving export: only serving features in, privileged columns cannot change the output."""
+
+import os
+
+import numpy as np
+import pytest
+
+import models
+import tensorflow as tf
+
+from models import testing
+
+
+@pytest.fixture(scope="module")
+def schema():
+  return testing.tiny_schema()
+
+
+@pytest.fixture(scope="module")
+def arrays(schema):
+  return testing.synthetic_log_arrays(schema, 48, seed=3)
+
+
+def _scrambled(schema, arrays, stage):
+  """The same rows with every privileged column replaced by different values."""
+  rng = np.random.default_rng(7)
+  out = dict(arrays)
+  for name in testing.privileged_columns(schema, stage):
+    out[name] = rng.permutation(arrays[name]) + np.asarray(3, arrays[name].dtype)
+  return out
+
+
+def _trained(schema, stage, architecture, label):
+  tf.keras.utils.set_random_seed(0)
+  model = models.build_distillation(schema, stage, "pfd", architecture, label=label,
+                                    widths=(16, 8), embedding_dim=4)
+  model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+  data = testing.synthetic_log_arrays(schema, 256, seed=4)
+  model.fit(models.make_dataset(data, 128, schema=schema), verbose=0)
+  return model
+
+
+def _export(schema, tmp_path_factory, stage, architecture, label):
+  model = _trained(schema, stage, architecture, label)
+  path = models.export_serving(model, stage, schema, str(tmp_path_factory.mktemp(stage) / "m"))
+  return stage, model, models.load_serving(path)
+
+
+@pytest.fixture(scope="module")
+def coarse_export(schema, tmp_path_factory):
+  return _export(schema, tmp_path_factory, "coarse", "two_tower", "click")
+
+
+@pytest.fixture(scope="module")
+def cvr_export(schema, tmp_path_factory):
+  return _export(schema, tmp_path_factory, "fine_cvr", "dnn", "conversion")
+
+
+@pytest.fixture(params=["coarse_export", "cvr_export"])
+def exported(request):
+  return request.getfixturevalue(request.param)
+
+
+def test_export_accepts_requests_without_privileged_columns(schema, arrays, exported):
+  stage, model, served = exported
+  privileged = set(testing.privileged_columns(schema, stage))
+  assert not privileged & set(served.input_names)
+  serving_only = {k: v for k, v in arrays.items() if k not in privileged}
+  scores = served(serving_only).numpy()
+  assert scores.shape == (len(arrays["item_id"]),)
+  np.testing.assert_allclose(scores, tf.sigmoid(model(testing.as_batch(arrays))).numpy(),
+                             rtol=1e-5, atol=1e-6)
+  signature = served._loaded.signatures["serving_default"]
+  assert set(signature.structured_input_signature[1]) == set(served.input_names)
+
+
+def test_privileged_columns_leave_student_output_bitwise_unchanged(schema, arrays, exported):
+  stage, model, served = exported
+  scrambled = _scrambled(schema, arrays, stage)
+  in_memory = model(testing.as_batch(arrays)).numpy()
+  np.testing.assert_array_equal(in_memory, model(testing.as_batch(scrambled)).numpy())
+  np.testing.assert_array_equal(served.logits(arrays).numpy(), served.logits(scrambled).numpy())
+  teacher = model.teacher_logits(testing.as_batch(arrays)).numpy()
+  assert np.any(teacher != model.teacher_logits(testing.as_batch(scrambled)).numpy())
+
+
+def test_two_tower_export_serves_vectors_that_reproduce_the_logits(arrays, coarse_export):
+  _, model, served = coarse_export
+  users, items = served.user_vectors(arrays).numpy(), served.item_vectors(arrays).numpy()
+  np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(model.student.scale * (users * items).sum(1),
+                             served.logits(arrays).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_export_refuses_a_model_reading_privileged_features(schema, tmp_path):
+  teacher = models.build_teacher("pfd", schema, "coarse", student_widths=(8,), embedding_dim=4)
+  with pytest.raises(ValueError, match="cross_clicks_cate_24h"):
+    models.export_serving(teacher, "coarse", schema, str(tmp_path / "teacher"))
+  assert not os.path.exists(tmp_path / "teacher")
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_served_model_is_a_frozen_teacher(schema, arrays, cvr_export):
+  stage, _, served = cvr_export
+  tf.keras.utils.set_random_seed(0)
+  model = models.build_distillation(schema, stage, "pfd", label="conversion", mode="pretrained",
+                                    pretrained_teacher=served.logits, widths=(8,),
+                                    embedding_dim=4)
+  model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+  logs = model.fit(models.make_dataset(arrays, 16, schema=schema), verbose=0).history
+  assert np.isfinite(logs["loss"]).all() and "teacher_auc" in logs
+  assert not model.teacher.trainable_variables
+
+
+def test_missing_request_column_is_named(arrays, exported):
+  _, _, served = exported
+  with pytest.raises(models.MissingFeatureError, match="item_price"):
+    served({k: v for k, v in arrays.items() if k != "item_price"})
