@@ -30,6 +30,9 @@ from stages import fine
 from stages import retrieval
 
 flags.DEFINE_string("work_dir", "work", "Where the world, models, runs and report go.")
+flags.DEFINE_integer("demo_cascade_sample", 500, "Requests per replay on which the cascade "
+                     "figures (coarse->fine recall, Kendall tau) are computed: they need the "
+                     "fine models on all N1 candidates.")
 flags.DEFINE_string("demo_funnel", "retrieval:1000,coarse:100,fine:10",
                     "Funnel sizes of the replays (see experiments.replay --funnel).")
 FLAGS = flags.FLAGS  # --preset, --seed and --world_dir come from data.generate / data.cli.
@@ -71,7 +74,8 @@ def replay_funnels(base: common.StageConfig, world) -> List[str]:
     config = replay.ReplayConfig(world_dir=base.world_dir, model_dir=base.model_dir,
                                  run_dir=run_dir, day=base.eval_day,
                                  coarse_variant=coarse_variant, cvr_variant=cvr_variant,
-                                 label=label, seed=base.seed, overwrite=True)
+                                 label=label, seed=base.seed, overwrite=True,
+                                 cascade_sample=FLAGS.demo_cascade_sample)
     replay.replay(world, replay.parse_funnel(FLAGS.demo_funnel), config)
     run_dirs.append(run_dir)
   return run_dirs

@@ -168,11 +168,11 @@ def stage_config(trial: Trial, base: common.StageConfig, work_dir: str) -> commo
   fields = {f.name for f in dataclasses.fields(common.StageConfig)}
   knobs = {k: v for k, v in trial.knobs if k != "scheme"}
   extra = {**TASK.get(trial.stage, {}), **{k: v for k, v in knobs.items() if k not in fields}}
-  overrides = {k: v for k, v in knobs.items() if k in fields}
-  return dataclasses.replace(
-      base, world_dir=world_path(work_dir, trial.world), model_dir=trial.model_dir(work_dir),
-      train_days=list(trial.train_days), seed=trial.seed, variant=trial.variant, mode=None,
-      reuse=True, extra=extra, **overrides)
+  settings = dict(world_dir=world_path(work_dir, trial.world),
+                  model_dir=trial.model_dir(work_dir), train_days=list(trial.train_days),
+                  seed=trial.seed, variant=trial.variant, mode=None, reuse=True, extra=extra)
+  settings.update({k: v for k, v in knobs.items() if k in fields})
+  return dataclasses.replace(base, **settings)
 
 
 def run_trials(trials: Sequence[Trial], base: common.StageConfig, work_dir: str) -> pd.DataFrame:
@@ -228,7 +228,7 @@ def online_study(frame_days: Sequence[int], seeds: Sequence[int], work_dir: str,
       config = replay.ReplayConfig(
           world_dir=world_path(work_dir, "main"), model_dir=trial.model_dir(work_dir),
           run_dir=run_dir, day=day, coarse_variant=coarse_variant, cvr_variant=cvr_variant,
-          label=name, seed=seed, max_requests=FLAGS.online_max_requests)
+          label=name, seed=seed, max_requests=FLAGS.online_max_requests, cascade_sample=500)
       if not os.path.exists(os.path.join(run_dir, replay.SUMMARY)):
         replay.replay(world, replay.parse_funnel(FLAGS.paper_funnel), config)
       runs[name].append(run_dir)

@@ -69,8 +69,8 @@ def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
 def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, str],
               paper: Dict[str, Dict[str, str]]) -> List[str]:
   """Markdown rows: method | ours per days column | paper's figures | gap closure."""
-  header = ["method"] + [f"ours, {c} days" for c in columns.values()]
-  header += list(paper) + [f"gap closure, {c} days" for c in columns.values()]
+  header = ["method"] + [f"ours, days {c}" for c in columns.values()]
+  header += list(paper) + [f"gap closure, days {c}" for c in columns.values()]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for variant in VARIANTS:
     cells = [NAMES[variant]]

@@ -202,6 +202,7 @@ def write_json(path: str, payload: Dict[str, Any]) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
   with os.fdopen(fd, "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
+  os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read.
   os.replace(tmp, path)
 
 
