@@ -30,7 +30,8 @@ def _spec(feature: schema_lib.Feature) -> tf.TensorSpec:
   return tf.TensorSpec([None], tf.as_dtype(feature.dtype), name=feature.name)
 
 
-def _signature(features) -> Dict[str, tf.TensorSpec]:
+def signature_specs(features) -> Dict[str, tf.TensorSpec]:
+  """Named TensorSpecs for `features`: the inputs of a serving signature."""
   return {f.name: _spec(f) for f in features}
 
 
@@ -40,12 +41,13 @@ class _ServingModule(tf.Module):
   def __init__(self, student):
     super().__init__(name="serving")
     self.student = student
-    self.serve = tf.function(self._serve, input_signature=[_signature(student.input_features)])
+    self.serve = tf.function(self._serve,
+                             input_signature=[signature_specs(student.input_features)])
     if student.architecture == rankers.TWO_TOWER:
       self.user_vectors = tf.function(
-          self._user_vectors, input_signature=[_signature(student.user_embedding.features)])
+          self._user_vectors, input_signature=[signature_specs(student.user_embedding.features)])
       self.item_vectors = tf.function(
-          self._item_vectors, input_signature=[_signature(student.item_embedding.features)])
+          self._item_vectors, input_signature=[signature_specs(student.item_embedding.features)])
 
   def _serve(self, inputs):
     logits = self.student(inputs, training=False)
@@ -82,14 +84,22 @@ def export_serving(student, stage: str, schema: schema_lib.Schema, path: str,
   names = list(student.input_names)
   schema.check_serving(stage, names)
   module = _ServingModule(student)
+  return save_module(module, path, module.signatures(), _meta(student, stage, extra_meta))
+
+
+def save_module(module: tf.Module, path: str, signatures: dict, meta: dict) -> str:
+  """Writes a SavedModel and its meta file to a temp dir, then swaps it into `path`.
+
+  A reader never sees a half-written export; an existing export at `path` is replaced.
+  """
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
   try:
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    tf.saved_model.save(module, tmp, signatures=signatures)
     with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(_meta(student, stage, extra_meta), f, indent=1)
+      json.dump(meta, f, indent=1)
     _replace_dir(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

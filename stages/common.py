@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -23,7 +22,6 @@ import tensorflow as tf
 import data
 from data import cli  # noqa: F401  (--world_dir, --seed)
 from models import distillation
-from models import export
 from models import metrics as metrics_lib
 from models import pipeline
 
@@ -206,19 +204,6 @@ def write_json(path: str, payload: Dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def save_module(module: tf.Module, path: str, signatures: Dict[str, Any],
-                meta: Dict[str, Any]) -> None:
-  """Writes a SavedModel plus its meta JSON to a temp dir, then renames it into place."""
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-export-")
-  tf.saved_model.save(module, tmp, signatures=signatures)
-  write_json(os.path.join(tmp, export.META_FILE), meta)
-  if os.path.exists(path):
-    shutil.rmtree(path)
-  os.replace(tmp, path)
-
-
 def read_json(path: str) -> Dict[str, Any]:
   with open(path) as f:
     return json.load(f)
@@ -258,34 +243,52 @@ def make_optimizer(config: StageConfig):
   return tf.keras.optimizers.Adam(config.learning_rate)
 
 
-class _StopAfterSteps(tf.keras.callbacks.Callback):
+class _StepCounter(tf.keras.callbacks.Callback):
+  """Counts optimizer steps in Python (reading the variable every batch would stall the loop).
+
+  Starts from the optimizer's counter at train begin, after BackupAndRestore has restored it.
+  """
+
+  def on_train_begin(self, logs=None):
+    self.step = int(self.model.optimizer.iterations.numpy())
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    self.after_step(logs or {})
+
+  def after_step(self, logs):
+    raise NotImplementedError
+
+
+class _StopAfterSteps(_StepCounter):
   """Stops training once the run has made `max_steps` optimizer steps in total."""
 
   def __init__(self, max_steps: int):
     super().__init__()
     self.max_steps = max_steps
 
-  def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) >= self.max_steps:
+  def after_step(self, logs):
+    if self.step >= self.max_steps:
       self.model.stop_training = True
 
 
-class _ProgressLog(tf.keras.callbacks.Callback):
+class _ProgressLog(_StepCounter):
   """One absl log line every `every` steps and at each epoch's end."""
 
   def __init__(self, every: int, total_steps: Optional[int]):
     super().__init__()
     self.every, self.total = every, total_steps
 
-  def on_train_batch_end(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
-    if step % self.every == 0:
-      shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
-      logging.info("step %d/%s %s", step, self.total or "?", shown)
+  def after_step(self, logs):
+    if self.step % self.every == 0:
+      logging.info("step %d/%s %s", self.step, self.total or "?", _format_logs(logs))
 
   def on_epoch_end(self, epoch, logs=None):
-    shown = ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
-    logging.info("epoch %d done: %s", epoch + 1, shown)
+    logging.info("epoch %d done: %s", epoch + 1, _format_logs(logs or {}))
+
+
+def _format_logs(logs) -> str:
+  return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()))
 
 
 def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,

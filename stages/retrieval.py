@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models import distillation
+from models import export
 from models import metrics as metrics_lib
 from models import pipeline
 from stages import common
@@ -115,14 +116,11 @@ def export_index(world, model: RetrievalModel, index, out_dir: str, facts) -> st
   """Audits the query inputs against the schema, then writes the SavedModel atomically."""
   names = model.scorer.user_input_names
   world.schema.check_serving(STAGE, names)
-  specs = {n: tf.TensorSpec([None] + ([world.schema[n].length] if world.schema[n].length
-                                      else []), world.schema[n].dtype, name=n) for n in names}
-  module = RetrievalServing(index, specs)
-  path = os.path.join(out_dir, "saved_model")
+  module = RetrievalServing(index, export.signature_specs([world.schema[n] for n in names]))
   meta = {"stage": STAGE, "architecture": "retrieval_index", "query_inputs": names,
           "k": int(index._k), "extra": facts}
-  common.save_module(module, path, {"serving_default": module.serve}, meta)
-  return path
+  return export.save_module(module, os.path.join(out_dir, "saved_model"),
+                            {"serving_default": module.serve}, meta)
 
 
 # ----------------------------------------------------------------------------- evaluation

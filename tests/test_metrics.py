@@ -185,9 +185,6 @@ def test_metrics_module_imports_only_numpy_and_the_standard_library():
   assert imported <= {"math", "typing", "numpy"}
 
 
-@pytest.mark.xfail(reason="models/__init__.py re-exports TF building blocks eagerly, so "
-                   "`import models.metrics` loads TensorFlow; needs lazy re-exports there",
-                   strict=False)
 def test_importing_metrics_does_not_load_tensorflow():
   import subprocess
   import sys
