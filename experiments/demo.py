@@ -96,6 +96,9 @@ def main(argv):
 
 
 def run():
+  # The demo's own default: batches of 2048 halve the optimizer steps of every stage, which
+  # keeps the whole job within ~15 minutes on 2 cores (--batch_size still overrides it).
+  FLAGS.set_default("batch_size", 2048)
   app.run(main)
 
 
