@@ -124,11 +124,14 @@ def study_trials(study: str, days: Sequence[int], seeds: Sequence[int]) -> List[
         trials += [Trial(study, "fine_cvr", v, seed, long_days, world=f"noise={noise}")
                    for v in ("baseline", "pfd")]
     elif study == "unlabelled":
-      trials += [Trial(study, "retrieval", "baseline", seed, long_days),
-                 Trial(study, "fine_ctr", "baseline", seed, long_days),
+      # The unlabelled run's dir needs its own retrieval model (it picks the candidates) and
+      # fine CTR teacher; the stages ignore the knob they do not use.
+      unlabelled = (("distill_unlabelled", True),)
+      trials += [Trial(study, "fine_ctr", "baseline", seed, long_days),
                  Trial(study, "coarse", "pfd_md", seed, long_days),
-                 Trial(study, "coarse", "pfd_md", seed, long_days,
-                       knobs=(("distill_unlabelled", True),))]
+                 Trial(study, "retrieval", "baseline", seed, long_days, knobs=unlabelled),
+                 Trial(study, "fine_ctr", "baseline", seed, long_days, knobs=unlabelled),
+                 Trial(study, "coarse", "pfd_md", seed, long_days, knobs=unlabelled)]
   return trials
 
 

@@ -27,7 +27,7 @@ PAPER_CVR_30DAYS = {"baseline": "0.9040", "lupi": "0.8965 (0.9651)", "md": "0.90
 PAPER_GAP_CLOSURE = {("coarse", "pfd_md"): "0.25 (1 day)", ("fine_cvr", "pfd"): "0.05 (30 days)"}
 PAPER_COST = {"independent teacher, then student": "+99.5%", "independent, simultaneous": "+55%",
               "shared, simultaneous": "+2.9%", "shared except user id, simultaneous": "+11.4%"}
-PAPER_ONLINE = {"coarse_pfd_md": "+5.0% clicks", "cvr_pfd": "+2.3% conversions"}
+PAPER_ONLINE = {("coarse_pfd_md", "clicks"): "+5.0%", ("cvr_pfd", "conversions"): "+2.3%"}
 
 
 def mean_ci(values) -> str:
@@ -133,7 +133,7 @@ def online_section(online: Dict[str, str]) -> List[str]:
       lines.append(
           f"| {name} | {outcome} | {base.iloc[0]['mean']:.2f} | {t['mean']:.2f} | "
           f"{100 * t['rel_delta']:+.2f}% [{100 * t['rel_lo']:+.2f}%, {100 * t['rel_hi']:+.2f}%]"
-          f" | {t['delta_method']} | {PAPER_ONLINE.get(name, '') if outcome != 'gmv' else ''} |")
+          f" | {t['delta_method']} | {PAPER_ONLINE.get((name, outcome), '')} |")
   lines += ["", "Full comparisons: " + ", ".join(
       f"[{name}](online/{name}/report.md)" for name in online)]
   return lines
@@ -164,8 +164,9 @@ def unlabelled_section(frame: pd.DataFrame) -> List[str]:
   rows = frame[frame["study"] == "unlabelled"]
   if rows.empty or "distill_unlabelled" not in rows:
     return []
-  plain = rows[(rows["stage"] == "coarse") & (rows["distill_unlabelled"] != True)]  # noqa: E712
-  extra = rows[(rows["stage"] == "coarse") & (rows["distill_unlabelled"] == True)]  # noqa: E712
+  with_unlabelled = rows["distill_unlabelled"].fillna(False).astype(bool)
+  plain = rows[(rows["stage"] == "coarse") & ~with_unlabelled]
+  extra = rows[(rows["stage"] == "coarse") & with_unlabelled]
   return ["| coarse PFD+MD | student AUC (teacher) |", "|---|---|",
           f"| logged impressions only | {student_teacher(plain)} |",
           f"| + retrieved, unshown candidates | {student_teacher(extra)} |"]
