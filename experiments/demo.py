@@ -13,6 +13,7 @@ Finished steps are reused when run again with the same configuration (stages: --
 Every stage flag (--batch_size, --hidden_units, --epochs ...) applies to every stage.
 """
 
+import dataclasses
 import os
 from typing import Dict, List, Tuple
 
@@ -24,10 +25,8 @@ from data import config as config_lib
 from data import generate
 from experiments import compare
 from experiments import replay
-from stages import coarse
+from experiments import runner
 from stages import common
-from stages import fine
-from stages import retrieval
 
 flags.DEFINE_string("work_dir", "work", "Where the world, models, runs and report go.")
 flags.DEFINE_integer("demo_cascade_sample", 500, "Requests per replay on which the cascade "
@@ -37,15 +36,15 @@ flags.DEFINE_string("demo_funnel", "retrieval:1000,coarse:100,fine:10",
                     "Funnel sizes of the replays (see experiments.replay --funnel).")
 FLAGS = flags.FLAGS  # --preset, --seed and --world_dir come from data.generate / data.cli.
 
-# (what, train function, variant, stage-specific settings), in dependency order: the fine CTR
-# model is the coarse pfd_md teacher and the CVR runs' CTCVR reference.
-STAGE_RUNS: List[Tuple[str, object, str, Dict]] = [
-    ("retrieval", retrieval.train, "baseline", {}),
-    ("fine ctr", fine.train, "baseline", {"task": "ctr"}),
-    ("fine cvr", fine.train, "baseline", {"task": "cvr"}),
-    ("fine cvr", fine.train, "pfd", {"task": "cvr"}),
-    ("coarse", coarse.train, "baseline", {}),
-    ("coarse", coarse.train, "pfd_md", {}),
+# (stage, variant, stage-specific settings), in dependency order: the fine CTR model is the
+# coarse pfd_md teacher and the CVR runs' CTCVR reference.
+STAGE_RUNS: List[Tuple[str, str, Dict]] = [
+    ("retrieval", "baseline", {}),
+    ("fine_ctr", "baseline", {}),
+    ("fine_cvr", "baseline", {}),
+    ("fine_cvr", "pfd", {}),
+    ("coarse", "baseline", {}),
+    ("coarse", "pfd_md", {}),
 ]
 # The two funnels: (label, coarse variant, CVR variant).
 FUNNELS = [("baseline", "baseline", "baseline"), ("pfd", "pfd_md", "pfd")]
@@ -56,14 +55,15 @@ def world_dir(work_dir: str) -> str:
 
 
 def train_stages(base: common.StageConfig) -> None:
-  for index, (what, train_fn, variant, extra) in enumerate(STAGE_RUNS, start=1):
-    logging.info("[%d/%d] training %s %s", index, len(STAGE_RUNS), what, variant)
-    config = common.StageConfig(**{**vars(base), "variant": variant, "extra": dict(extra),
-                                   "mode": None, "reuse": True})
-    metrics = train_fn(config)
+  """Each stage as its own command, in a child process (see experiments.runner)."""
+  for index, (stage, variant, extra) in enumerate(STAGE_RUNS, start=1):
+    logging.info("[%d/%d] training %s %s", index, len(STAGE_RUNS), stage, variant)
+    config = dataclasses.replace(base, variant=variant, extra=dict(extra), mode=None,
+                                 reuse=True)
+    metrics = runner.run_stage(stage, config)
     shown = {k: round(v, 4) for k, v in metrics.items()
-             if k in ("auc", "teacher_auc", "recall@100", "recall@1000")}
-    logging.info("[%d/%d] %s %s: %s", index, len(STAGE_RUNS), what, variant, shown)
+             if k in ("auc", "teacher_auc", "recall@100", "recall@1000", "train_seconds")}
+    logging.info("[%d/%d] %s %s: %s", index, len(STAGE_RUNS), stage, variant, shown)
 
 
 def replay_funnels(base: common.StageConfig, world) -> List[str]:

@@ -15,8 +15,9 @@ Studies (--studies picks some; all by default, `unlabelled` only when named):
               (clicks) and CVR baseline vs pfd (conversions), via experiments.replay/compare;
   noise       CVR PFD's gain over baseline as the post-click signals get noisier (new worlds);
   unlabelled  coarse pfd_md with and without distillation on retrieved-but-unshown items.
-Every trial is a stage run (stages.*.train) in its own model dir under --work_dir, reused when
-its configuration is unchanged, so an interrupted study resumes where it stopped. Every figure
+Every trial is a stage command run in its own process (experiments.runner) and its own model
+dir under --work_dir, reused when its configuration is unchanged (--reuse), so an interrupted
+study resumes where it stopped. Every figure
 is mean ± 95% CI (Student t) over --seeds seeds. Stage flags (--hidden_units, --batch_size,
 --epochs, --learning_rate ...) apply to every trial.
 """
@@ -39,11 +40,9 @@ from data import generate
 from experiments import compare
 from experiments import paper_report
 from experiments import replay
+from experiments import runner
 from models import metrics as metrics_lib
-from stages import coarse
 from stages import common
-from stages import fine
-from stages import retrieval
 
 STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
@@ -61,8 +60,6 @@ flags.DEFINE_integer("online_max_requests", 0, "Replay at most this many request
 FLAGS = flags.FLAGS
 
 VARIANTS = ("baseline", "lupi", "md", "pfd", "pfd_md")
-TRAIN = {"retrieval": retrieval.train, "fine_ctr": fine.train, "fine_cvr": fine.train,
-         "coarse": coarse.train}
 TASK = {"fine_ctr": {"task": "ctr"}, "fine_cvr": {"task": "cvr"}}
 
 
@@ -183,7 +180,7 @@ def run_trials(trials: Sequence[Trial], base: common.StageConfig, work_dir: str)
   rows = []
   started = time.time()
   for index, trial in enumerate(trials, start=1):
-    metrics = TRAIN[trial.stage](stage_config(trial, base, work_dir))
+    metrics = runner.run_stage(trial.stage, stage_config(trial, base, work_dir))
     rows.append({**dataclasses.asdict(trial), **dict(trial.knobs), **_numeric(metrics)})
     logging.info("[%d/%d, %.0fs] %s %s %s seed %d days %s: auc=%s teacher_auc=%s", index,
                  len(trials), time.time() - started, trial.study, trial.stage, trial.variant,

@@ -1,0 +1,64 @@
+"""Run a stage command in a fresh process, the way a user would, and return its metrics.
+
+Drivers that train many models (the demo, the paper study) run each stage as its own
+`python -m stages.<stage>` process: TensorFlow and tf.data keep memory across trainings in one
+process (a 54-run study grew past 20 GB in-process), and a separate process per run also keeps
+one run's failure from taking the study down with it.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+from stages import coarse
+from stages import common
+from stages import fine
+from stages import retrieval
+
+MODULES = {"retrieval": "stages.retrieval", "fine_ctr": "stages.fine",
+           "fine_cvr": "stages.fine", "coarse": "stages.coarse"}
+# The stage-specific settings each command takes as flags (its DEFAULTS); others are dropped.
+STAGE_SETTINGS = {"retrieval": set(retrieval.DEFAULTS), "fine_ctr": set(fine.DEFAULTS),
+                  "fine_cvr": set(fine.DEFAULTS), "coarse": set(coarse.DEFAULTS)}
+OUTPUT_STAGE = {"retrieval": "retrieval", "fine_ctr": "fine/ctr", "fine_cvr": "fine/cvr",
+                "coarse": "coarse"}
+_NOT_FLAGS = ("callbacks", "extra")
+
+
+def _flag(name: str, value: Any) -> List[str]:
+  if value is None:
+    return []
+  if isinstance(value, bool):
+    return [f"--{name}" if value else f"--no{name}"]
+  if isinstance(value, (list, tuple)):
+    return [f"--{name}=" + ",".join(str(v) for v in value)]
+  return [f"--{name}={value}"]
+
+
+def command_line(stage: str, config: common.StageConfig) -> List[str]:
+  """The `python -m stages.X ...` argv that trains `config` at `stage`."""
+  argv = [sys.executable, "-m", MODULES[stage]]
+  for field in dataclasses.fields(config):
+    if field.name not in _NOT_FLAGS:
+      argv += _flag(field.name, getattr(config, field.name))
+  extra = dict(config.extra)
+  if stage in ("fine_ctr", "fine_cvr"):
+    extra["task"] = stage.split("_")[1]
+  for name, value in extra.items():
+    if name in STAGE_SETTINGS[stage]:
+      argv += _flag(name, value)
+  return argv
+
+
+def run_stage(stage: str, config: common.StageConfig) -> Dict[str, Any]:
+  """Trains (or, with config.reuse, reuses) one stage in a child process; its metrics.json."""
+  argv = command_line(stage, config)
+  result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  if result.returncode != 0:
+    tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+    raise common.StageError(f"{' '.join(argv[1:4])} ... failed (exit {result.returncode}):\n"
+                            f"{tail}")
+  out_dir = common.stage_dir(config.model_dir, OUTPUT_STAGE[stage], config.variant)
+  return common.read_json(os.path.join(out_dir, "metrics.json"))
