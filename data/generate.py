@@ -40,7 +40,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite: shared flags)
-from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite)
 from data import io
 from data import schema as S
 from data import world

@@ -24,7 +24,7 @@ Per day and shard:
 """
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 

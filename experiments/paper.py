@@ -41,7 +41,6 @@ from experiments import compare
 from experiments import paper_report
 from experiments import replay
 from experiments import runner
-from models import metrics as metrics_lib
 from stages import common
 
 STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled")

@@ -8,7 +8,7 @@ seed, days, knobs, and the run's metrics.json numbers).
 
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import pandas as pd

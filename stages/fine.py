@@ -17,7 +17,6 @@ from typing import Any, Dict
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from models import distillation
 from models import export
