@@ -67,17 +67,8 @@ PER_REQUEST = "per_request.parquet"
 CASCADE_ROWS = 1 << 15  # (request, candidate) rows the fine models score at once for the cascade
 
 
-def _define_once(define, name, default, help_text, **kwargs) -> None:
-  """Defines a flag unless a module this one imports already did (flag names are global)."""
-  if name not in FLAGS:
-    define(name, default, help_text, **kwargs)
-
-
-_define_once(flags.DEFINE_string, "world_dir", None, "World written by `python -m data.generate`.")
-_define_once(flags.DEFINE_string, "model_dir", None, "Root of the trained stage models.")
-_define_once(flags.DEFINE_integer, "seed", 0, "Seed (request subsampling).")
-_define_once(flags.DEFINE_string, "ctr_variant", "baseline", "Fine CTR model variant.")
-_define_once(flags.DEFINE_bool, "overwrite", False, "Replace an existing run instead of refusing.")
+# --world_dir, --seed and --overwrite come from data/cli.py, --model_dir from stages/common.py
+# and --ctr_variant from stages/fine.py: shared flags are defined once, where they belong.
 flags.DEFINE_string("run_dir", None, "Where summary.json and per_request.parquet are written.")
 flags.DEFINE_integer("day", None, "The held-out day to replay. Default: the world's last day.")
 flags.DEFINE_string("funnel", "retrieval:1000,coarse:100,fine:10",
