@@ -4,9 +4,14 @@ Drivers that train many models (the demo, the paper study) run each stage as its
 `python -m stages.<stage>` process: TensorFlow and tf.data keep memory across trainings in one
 process (a 54-run study grew past 20 GB in-process), and a separate process per run also keeps
 one run's failure from taking the study down with it.
+
+A run the runner has already made is reused without starting a process: beside the stage's
+metrics.json it leaves runner.json, the digest of the exact command line and world that made it.
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -52,13 +57,36 @@ def command_line(stage: str, config: common.StageConfig) -> List[str]:
   return argv
 
 
+RECEIPT = "runner.json"
+
+
+def command_digest(argv: List[str], world_dir: str) -> str:
+  """Names one run: the stage command (not the interpreter) and the world it read."""
+  with open(os.path.join(world_dir, "manifest.json")) as f:
+    world_hash = json.load(f)["world_hash"]
+  blob = json.dumps({"argv": argv[1:], "world_hash": world_hash})
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def run_stage(stage: str, config: common.StageConfig) -> Dict[str, Any]:
   """Trains (or, with config.reuse, reuses) one stage in a child process; its metrics.json."""
   argv = command_line(stage, config)
+  out_dir = common.stage_dir(config.model_dir, OUTPUT_STAGE[stage], config.variant)
+  metrics_path = os.path.join(out_dir, "metrics.json")
+  receipt_path = os.path.join(out_dir, RECEIPT)
+  digest = command_digest(argv, config.world_dir) if os.path.exists(
+      os.path.join(config.world_dir, "manifest.json")) else None
+  if config.reuse and digest and os.path.exists(receipt_path) and os.path.exists(metrics_path):
+    receipt, metrics = common.read_json(receipt_path), common.read_json(metrics_path)
+    # The receipt must be of this command and of the metrics.json now there.
+    if receipt == {"command": digest, "config_key": metrics.get("config_key")}:
+      return metrics
   result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   if result.returncode != 0:
     tail = "\n".join(result.stderr.strip().splitlines()[-15:])
     raise common.StageError(f"{' '.join(argv[1:4])} ... failed (exit {result.returncode}):\n"
                             f"{tail}")
-  out_dir = common.stage_dir(config.model_dir, OUTPUT_STAGE[stage], config.variant)
-  return common.read_json(os.path.join(out_dir, "metrics.json"))
+  metrics = common.read_json(metrics_path)
+  if digest:
+    common.write_json(receipt_path, {"command": digest, "config_key": metrics.get("config_key")})
+  return metrics

@@ -29,3 +29,22 @@ def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_wor
                                        extra={"task": "ctr"}, **settings))
   for key in ("auc", "gauc", "logloss", "config_key", "n_train"):
     assert child[key] == here[key], key
+
+
+def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
+    tiny_world_dir, tmp_path, monkeypatch):
+  config = common.StageConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path), reuse=True,
+                              hidden_units=(8,), embedding_dim=4, batch_size=512, max_steps=3)
+  first = runner.run_stage("fine_ctr", config)
+  spawned = []
+  real_run = runner.subprocess.run
+  monkeypatch.setattr(runner.subprocess, "run",
+                      lambda argv, **kw: spawned.append(argv) or real_run(argv, **kw))
+  assert runner.run_stage("fine_ctr", config) == first
+  assert spawned == []
+  # Another setting is another command: the child decides (and here retrains).
+  changed = runner.run_stage("fine_ctr", common.StageConfig(**{**config.__dict__, "max_steps": 4}))
+  assert len(spawned) == 1 and changed["config_key"] != first["config_key"]
+  # Back to the first command: its receipt was replaced by the other run's, so it runs again.
+  assert runner.run_stage("fine_ctr", config)["config_key"] == first["config_key"]
+  assert len(spawned) == 2
