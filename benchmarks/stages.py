@@ -81,8 +81,7 @@ def serving_latency(world, model_dir: str, repeats: int):
   request_ids = world.request_arrays([day])["request_id"][:10]
   queries = serving.request_rows(world, [day], request_ids)
   candidates = np.random.default_rng(0).choice(len(world.items), (10, 100), replace=False)
-  rows = serving.flatten_candidates(world.schema, world.features.compute(request_ids, candidates),
-                                    request_ids, candidates)
+  features = world.features.compute(request_ids, candidates)
   index = serving.load_retrieval(model_dir)
   one_query = {k: v[:1] for k, v in queries.items()}
   ms = _median_ms(lambda: index.top_items(one_query, k=min(1000, index.k)), repeats)
@@ -94,7 +93,7 @@ def serving_latency(world, model_dir: str, repeats: int):
     print(f"serve  coarse     {variant:9s}: {ms:8.2f} ms per 1,000 candidates")
   for task, variant in (("ctr", "baseline"), ("cvr", "baseline"), ("cvr", "pfd")):
     model = serving.load_fine(model_dir, task, variant)
-    ms = _median_ms(lambda: model.predict(rows), repeats)
+    ms = _median_ms(lambda: model.predict_candidates(features), repeats)
     print(f"serve  fine {task}   {variant:9s}: {ms:8.2f} ms per 1,000 candidates")
 
 

@@ -35,6 +35,21 @@ def signature_specs(features) -> Dict[str, tf.TensorSpec]:
   return {f.name: _spec(f) for f in features}
 
 
+def candidate_input_names(student) -> List[str]:
+  """A DNN student's item and pair inputs: [n, m] in the `candidates` signature."""
+  return [f.name for f in student.input_features
+          if f.entity not in (schema_lib.USER, schema_lib.CONTEXT)]
+
+
+def candidate_specs(student) -> Dict[str, tf.TensorSpec]:
+  """Inputs of the `candidates` signature: per-request features [n] (sequences [n, L]) and
+  every candidate feature [n, m]."""
+  specs = signature_specs(student.input_features)
+  for name in candidate_input_names(student):
+    specs[name] = tf.TensorSpec([None, None], specs[name].dtype, name=name)
+  return specs
+
+
 class _ServingModule(tf.Module):
   """The exported object: the student plus one tf.function per signature."""
 
@@ -48,9 +63,15 @@ class _ServingModule(tf.Module):
           self._user_vectors, input_signature=[signature_specs(student.user_embedding.features)])
       self.item_vectors = tf.function(
           self._item_vectors, input_signature=[signature_specs(student.item_embedding.features)])
+    elif candidate_input_names(student):
+      self.candidates = tf.function(self._candidates, input_signature=[candidate_specs(student)])
 
   def _serve(self, inputs):
     logits = self.student(inputs, training=False)
+    return {"logits": logits, "probabilities": tf.sigmoid(logits)}
+
+  def _candidates(self, inputs):
+    logits = self.student.candidate_logits(inputs, training=False)
     return {"logits": logits, "probabilities": tf.sigmoid(logits)}
 
   def _user_vectors(self, inputs):
@@ -64,6 +85,8 @@ class _ServingModule(tf.Module):
     if hasattr(self, "user_vectors"):
       sigs["user_vectors"] = self.user_vectors.get_concrete_function()
       sigs["item_vectors"] = self.item_vectors.get_concrete_function()
+    elif hasattr(self, "candidates"):
+      sigs["candidates"] = self.candidates.get_concrete_function()
     return sigs
 
 
@@ -114,6 +137,8 @@ def _meta(student, stage, extra_meta) -> dict:
   if student.architecture == rankers.TWO_TOWER:
     meta["user_inputs"] = student.user_input_names
     meta["item_inputs"] = student.item_input_names
+  elif candidate_input_names(student):
+    meta["candidate_inputs"] = candidate_input_names(student)
   return meta
 
 
@@ -132,7 +157,8 @@ class ServingModel:
 
   `batch` is a dict of arrays or tensors keyed by feature name; extra columns (labels,
   privileged features) are ignored, missing ones raise MissingFeatureError naming them.
-  Two-tower exports also offer `user_vectors(batch)` and `item_vectors(batch)`.
+  Two-tower exports also offer `user_vectors(batch)` and `item_vectors(batch)`; DNN exports
+  `predict_candidates(features)`, m candidates per request scored as [n, m].
   Usable as a frozen teacher: `DistillationModel(student, served.logits, mode='pretrained')`.
   """
 
@@ -181,6 +207,22 @@ class ServingModel:
       chunks.append(self.outputs(chunk)[output].numpy())
     return np.concatenate(chunks) if chunks else np.zeros([0], np.float32)
 
+
+  def predict_candidates(self, features: Dict[str, np.ndarray], max_rows: int = 1 << 16,
+                         output: str = "probabilities") -> np.ndarray:
+    """Scores [n, m] of m candidates per request, from per-request features ([n], sequences
+    [n, L]) and candidate features ([n, m]), e.g. a feature-service result; in chunks of
+    requests of at most `max_rows` candidates."""
+    if "candidate_inputs" not in self.meta:
+      raise ValueError(f"{self.path} has no 'candidates' signature (a two-tower export, or one "
+                       "written before it existed: retrain the stage with --noreuse)")
+    inputs_lib.check_batch(features, self.input_names, f"serving model {self.path}")
+    n, m = np.shape(features[self.meta["candidate_inputs"][0]])[:2]
+    step = max(1, max_rows // max(m, 1))
+    chunks = [self._loaded.candidates(self._select(
+        {k: features[k][s:s + step] for k in self.input_names}, self.input_names))[output]
+        .numpy() for s in range(0, n, step)]
+    return np.concatenate(chunks) if chunks else np.zeros([0, m], np.float32)
 
 def load_serving(path: str) -> ServingModel:
   """Loads an `export_serving` directory as a callable batch -> probabilities."""

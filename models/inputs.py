@@ -208,13 +208,22 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     gather and one sparse gradient, as a shared input layer should.
     """
     check_batch(batch, self.input_names, self.name)
+    return tf.concat(self.parts(batch, self.features, cache), axis=-1)
+
+  def parts(self, batch: Dict[str, tf.Tensor], features: Sequence[schema_lib.Feature],
+            cache: Optional[dict] = None) -> List[tf.Tensor]:
+    """The embedding parts of `features` (some of this head's, in its order), one per input.
+
+    Lets a ranker embed the request's own features once per request and the candidates'
+    per candidate; `part_widths` says how wide each part is.
+    """
     single = {}
-    for f in self.features:
+    for f in features:
       if f.kind != schema_lib.SEQUENCE:
         key = (self.table(f).ref(), f.name)
         single[f.name] = self._cached(cache, key, lambda f=f: self.embed(f, batch[f.name]))
     parts = []
-    for f in self.features:
+    for f in features:
       if f.kind == schema_lib.SEQUENCE:
         # The attention query comes from the same table (same vocabulary group).
         key = (self.table(f).ref(), f.name, self.sequence_pooling)
@@ -224,7 +233,15 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         if f.kind == schema_lib.NUMERIC and self.numeric_log1p:
           value = tf.cast(batch[f.name], tf.float32)
           parts.append(tf.math.log1p(tf.maximum(value, 0.0))[:, None])
-    return tf.concat(parts, axis=-1)
+    return parts
+
+  def part_widths(self) -> Dict[str, int]:
+    """Width of each feature's slice of the concatenated output."""
+    widths = {}
+    for f in self.features:
+      extra = int(f.kind == schema_lib.NUMERIC and self.numeric_log1p)
+      widths[f.name] = int(self.table(f).shape[1]) + extra
+    return widths
 
   def _pool(self, feature, ids, single):
     ids = tf.cast(ids, tf.int64)

@@ -39,8 +39,16 @@ class MLP(tf.keras.layers.Layer):
       self.blocks.append(block)
 
   def call(self, x: tf.Tensor, training=None) -> tf.Tensor:
-    for block in self.blocks:
-      for layer in block:
+    return self.after_first_dense(self.first_dense(x), training=training)
+
+  @property
+  def first_dense(self) -> tf.keras.layers.Dense:
+    return self.blocks[0][0]
+
+  def after_first_dense(self, x: tf.Tensor, training=None) -> tf.Tensor:
+    """The MLP's output given its first Dense layer's output `x` (however that was computed)."""
+    for i, block in enumerate(self.blocks):
+      for layer in block[1:] if i == 0 else block:
         x = layer(x, training=training)
     return x
 

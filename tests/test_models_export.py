@@ -116,3 +116,46 @@ def test_missing_request_column_is_named(arrays, exported):
   _, _, served = exported
   with pytest.raises(models.MissingFeatureError, match="item_price"):
     served({k: v for k, v in arrays.items() if k != "item_price"})
+
+
+def _grouped(schema, arrays, m):
+  """Rows regrouped as n requests of m candidates: per-request features [n] (sequences
+  [n, L]), the rest [n, m]; and the flat rows that grouping stands for."""
+  per_request = {f.name for f in schema.features if f.entity in ("user", "context")}
+  n = len(arrays["item_id"]) // m
+  grouped, flat = {}, {}
+  for name, values in arrays.items():
+    values = np.asarray(values)[:n * m]
+    if name in per_request:
+      grouped[name] = values[::m]
+      flat[name] = np.repeat(grouped[name], m, axis=0)
+    else:
+      grouped[name] = values.reshape((n, m) + values.shape[1:])
+      flat[name] = values
+  return grouped, flat
+
+
+@pytest.mark.parametrize("pooling,log1p", [("mean", False), ("attention", True)])
+def test_candidate_logits_equal_the_logits_of_the_flattened_rows(schema, arrays, pooling, log1p):
+  tf.keras.utils.set_random_seed(1)
+  ranker = models.DNNRanker(schema.features_for("fine_ctr", "student"),
+                            models.EmbeddingBank(4), widths=(8, 4), sequence_pooling=pooling,
+                            numeric_log1p=log1p)
+  grouped, flat = _grouped(schema, arrays, m=8)
+  flat_logits = ranker(testing.as_batch(flat)).numpy().reshape(-1, 8)
+  np.testing.assert_allclose(ranker.candidate_logits(testing.as_batch(grouped)).numpy(),
+                             flat_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_candidates_signature_scores_like_flat_rows_and_ignores_privileged_columns(
+    schema, arrays, cvr_export):
+  stage, _, served = cvr_export
+  grouped, flat = _grouped(schema, arrays, m=6)
+  scores = served.predict_candidates(grouped)
+  assert scores.shape == (8, 6)
+  np.testing.assert_allclose(scores, served(flat).numpy().reshape(8, 6), rtol=1e-5, atol=1e-6)
+  scrambled, _ = _grouped(schema, _scrambled(schema, arrays, stage), m=6)
+  np.testing.assert_array_equal(served.predict_candidates(scrambled), scores)
+  np.testing.assert_allclose(served.predict_candidates(grouped, max_rows=12), scores, rtol=1e-6)
+  signature = served._loaded.signatures["candidates"]
+  assert set(signature.structured_input_signature[1]) == set(served.input_names)
