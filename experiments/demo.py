@@ -75,7 +75,8 @@ def replay_funnels(base: common.StageConfig, world) -> List[str]:
                                  run_dir=run_dir, day=base.eval_day,
                                  coarse_variant=coarse_variant, cvr_variant=cvr_variant,
                                  label=label, seed=base.seed, overwrite=True,
-                                 cascade_sample=FLAGS.demo_cascade_sample)
+                                 cascade_sample=FLAGS.demo_cascade_sample,
+                                 oracle_cache_dir=os.path.join(FLAGS.work_dir, "oracle_cache"))
     replay.replay(world, replay.parse_funnel(FLAGS.demo_funnel), config)
     run_dirs.append(run_dir)
   return run_dirs

@@ -227,7 +227,8 @@ def online_study(frame_days: Sequence[int], seeds: Sequence[int], work_dir: str,
       config = replay.ReplayConfig(
           world_dir=world_path(work_dir, "main"), model_dir=trial.model_dir(work_dir),
           run_dir=run_dir, day=day, coarse_variant=coarse_variant, cvr_variant=cvr_variant,
-          label=name, seed=seed, max_requests=FLAGS.online_max_requests, cascade_sample=500)
+          label=name, seed=seed, max_requests=FLAGS.online_max_requests, cascade_sample=500,
+          oracle_cache_dir=os.path.join(work_dir, "oracle_cache"))
       if not os.path.exists(os.path.join(run_dir, replay.SUMMARY)):
         replay.replay(world, replay.parse_funnel(FLAGS.paper_funnel), config)
       runs[name].append(run_dir)

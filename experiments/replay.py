@@ -86,6 +86,9 @@ flags.DEFINE_integer("cascade_sample", 0, "Score the N1 candidates with the fine
                      "recall and Kendall tau.")
 flags.DEFINE_bool("store_retrieved", False, "Also store retrieval's N1 ids per request.")
 flags.DEFINE_integer("log_every_batches", 10, "Log progress every this many batches.")
+flags.DEFINE_string("oracle_cache_dir", None, "Keep the oracle's best pages here and reuse "
+                    "them in later replays of the same world, day, page size and objective "
+                    "(they depend on nothing else). Default: no cache.")
 flags.DEFINE_integer("oracle_block_pairs", 1 << 20, "(request, item) pairs the oracle's "
                      "best-page search evaluates at once (bounds its memory).")
 
@@ -143,6 +146,7 @@ class ReplayConfig:
   overwrite: bool = False
   log_every_batches: int = 10
   oracle_block_pairs: int = 1 << 20
+  oracle_cache_dir: Optional[str] = None
 
   def run_label(self) -> str:
     """--label, or the variants that make this run differ from the default funnel."""
@@ -158,7 +162,7 @@ class ReplayConfig:
 
 # Config fields that do not change a replay's per-request results (a resumed run may differ).
 _NOT_RESULTS = ("world_dir", "model_dir", "run_dir", "label", "overwrite", "log_every_batches",
-                "oracle_block_pairs")
+                "oracle_block_pairs", "oracle_cache_dir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +234,16 @@ def load_models(config: ReplayConfig, world, day: int) -> FunnelModels:
 
 def top_k_by(scores: np.ndarray, item_ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
   """Each row's k best items by score, best first (ties: the earlier column): (ids, scores)."""
-  order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  if k < scores.shape[1]:
+    # Only the k best need sorting: keep every column tied with the k-th, then sort those.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    keep = scores >= kth
+    width = int(keep.sum(1).max())
+    cols = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    inner = np.argsort(-np.take_along_axis(scores, cols, 1), axis=1, kind="stable")[:, :k]
+    order = np.take_along_axis(cols, inner, 1)
+  else:
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
   return np.take_along_axis(item_ids, order, 1), np.take_along_axis(scores, order, 1)
 
 
@@ -252,10 +265,9 @@ def fine_objective(world, models: FunnelModels, request_ids: np.ndarray, item_id
                    rank_by: str) -> np.ndarray:
   """The fine stage's ranking score of candidates [n, m] on their point-in-time features."""
   features = world.features.compute(request_ids, item_ids)
-  rows = serving.flatten_candidates(world.schema, features, request_ids, item_ids)
-  score = models.fine_ctr.predict(rows).astype(np.float64).reshape(item_ids.shape)
+  score = models.fine_ctr.predict_candidates(features).astype(np.float64)
   if rank_by in ("ctcvr", "ctcvr_gmv"):
-    score = score * models.fine_cvr.predict(rows).astype(np.float64).reshape(item_ids.shape)
+    score = score * models.fine_cvr.predict_candidates(features).astype(np.float64)
   if rank_by == "ctcvr_gmv":
     score = score * features["item_price"].astype(np.float64)
   return score
@@ -347,7 +359,7 @@ class OracleBestPage:
 
   def __init__(self, world, day: int, k: int, rank_by: str, block_pairs: int = 1 << 20):
     e = world.entities
-    self.world, self.k, self.rank_by = world, k, rank_by
+    self.world, self.day, self.k, self.rank_by = world, day, k, rank_by
     self.block_pairs = max(block_pairs, k)
     self._truth = world.request_truth([day])
     self._user_taste = e.user_taste.astype(np.float32)
@@ -442,6 +454,54 @@ class OracleBestPage:
     conversion_upper *= click
     conversion_upper *= upper_scale
     return conversion_lower, conversion_upper
+
+
+class CachedBestPage:
+  """`OracleBestPage` with its pages kept on disk for later replays.
+
+  The best page depends only on the world, the day, K and the objective, not on the models, so
+  the replays of many variants on one day (a comparison, the paper's online study) compute each
+  page once. The file is named by those four and written atomically by `save`.
+  """
+
+  def __init__(self, oracle: OracleBestPage, cache_dir: str):
+    self.oracle = oracle
+    name = (f"best_pages_{oracle.world.world_hash[:16]}_day{oracle.day}_k{oracle.k}_"
+            f"{oracle.rank_by}.npz")
+    self.path = os.path.join(cache_dir, name)
+    self._ids = np.zeros(0, np.int64)
+    self._pages = np.zeros((0, oracle.k), np.int64)
+    if os.path.exists(self.path):
+      with np.load(self.path) as cached:
+        self._ids, self._pages = cached["request_ids"], cached["pages"]
+    self._new_ids: List[np.ndarray] = []
+    self._new_pages: List[np.ndarray] = []
+
+  def top(self, request_ids: np.ndarray) -> np.ndarray:
+    request_ids = np.asarray(request_ids, np.int64)
+    pos = np.minimum(np.searchsorted(self._ids, request_ids), max(len(self._ids) - 1, 0))
+    hit = (self._ids[pos] == request_ids) if len(self._ids) else np.zeros(len(request_ids), bool)
+    pages = np.empty((len(request_ids), self.oracle.k), np.int64)
+    pages[hit] = self._pages[pos[hit]]
+    if not hit.all():
+      pages[~hit] = self.oracle.top(request_ids[~hit])
+      self._new_ids.append(request_ids[~hit])
+      self._new_pages.append(pages[~hit])
+    return pages
+
+  def save(self) -> None:
+    """Adds the pages computed since loading to the cache file (atomically)."""
+    if not self._new_ids:
+      return
+    ids = np.concatenate([self._ids] + self._new_ids)
+    pages = np.concatenate([self._pages] + self._new_pages)
+    ids, first = np.unique(ids, return_index=True)
+    self._ids, self._pages = ids, pages[first]
+    self._new_ids, self._new_pages = [], []
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    tmp = f"{self.path}.tmp-{os.getpid()}.npz"
+    np.savez(tmp, request_ids=self._ids, pages=self._pages)
+    os.replace(tmp, self.path)
 
 
 def _update_screen(screen: _Screen, items: np.ndarray, lower: np.ndarray, upper: np.ndarray,
@@ -571,6 +631,8 @@ class Replayer:
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
     self.best_page = OracleBestPage(world, day, funnel.page, config.rank_by,
                                     config.oracle_block_pairs)
+    if config.oracle_cache_dir:
+      self.best_page = CachedBestPage(self.best_page, config.oracle_cache_dir)
 
   def run_batch(self, request_ids, queries, in_sample) -> Tuple[pa.Table, Dict[str, float]]:
     """Per-request results of one batch, and its wall-clock seconds per step."""
@@ -866,7 +928,10 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
     return finished
   requests = select_requests(world, day, config)
-  n_chunks = run_chunks(Replayer(world, models, funnel, config, day), requests, run_dir, config)
+  replayer = Replayer(world, models, funnel, config, day)
+  n_chunks = run_chunks(replayer, requests, run_dir, config)
+  if isinstance(replayer.best_page, CachedBestPage):
+    replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
   offline = offline_metrics(world, models, day)
@@ -934,7 +999,8 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
       seed=int(FLAGS.seed or 0), max_requests=FLAGS.max_requests,
       batch_requests=FLAGS.batch_requests, cascade_sample=FLAGS.cascade_sample,
       store_retrieved=FLAGS.store_retrieved, overwrite=FLAGS.overwrite,
-      log_every_batches=FLAGS.log_every_batches, oracle_block_pairs=FLAGS.oracle_block_pairs)
+      log_every_batches=FLAGS.log_every_batches, oracle_block_pairs=FLAGS.oracle_block_pairs,
+      oracle_cache_dir=FLAGS.oracle_cache_dir)
 
 
 def open_world(world_dir: str):

@@ -252,3 +252,25 @@ def test_compare_reads_two_replay_runs(runs, tmp_path):
 def test_funnel_spec_must_name_shrinking_stages(spec):
   with pytest.raises(common.StageError, match="--funnel"):
     replay_lib.parse_funnel(spec)
+
+
+@pytest.mark.slow
+def test_cached_oracle_pages_are_reused_and_change_no_result(world, model_dir, runs, tmp_path,
+                                                            monkeypatch):
+  cache = str(tmp_path / "oracle_cache")
+  first = replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / "a",
+                                                   coarse_variant="baseline",
+                                                   oracle_cache_dir=cache))
+  assert len(os.listdir(cache)) == 1
+
+  def no_oracle(self, request_ids):
+    raise AssertionError("the cached best pages should have been used")
+
+  monkeypatch.setattr(replay_lib.OracleBestPage, "top", no_oracle)
+  second = replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / "b",
+                                                    coarse_variant="baseline",
+                                                    oracle_cache_dir=cache))
+  uncached, frame = _read_run(runs["baseline"])
+  assert _online(first["metrics"]) == _online(uncached["metrics"])
+  assert _online(second["metrics"]) == _online(uncached["metrics"])
+  pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "b" / "per_request.parquet"), frame)
