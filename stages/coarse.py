@@ -74,13 +74,23 @@ def unlabelled_candidates(world, config: common.StageConfig, train) -> Dict[str,
   retrieval = serving.load_retrieval(config.model_dir)
   request_ids = np.unique(train["request_id"])
   queries = serving.request_rows(world, config.train_days, request_ids)
-  top_ids = retrieval.top_items(queries, k=100)
-  shown = {(r, i) for r, i in zip(train["request_id"], train["item_id"])}
-  rng = np.random.default_rng(config.seed)
-  chosen = np.empty((len(request_ids), config.extra["unlabelled_per_request"]), np.int64)
-  for row, (request_id, candidates) in enumerate(zip(request_ids, top_ids)):
-    unseen = [int(i) for i in candidates if (request_id, int(i)) not in shown]
-    chosen[row] = rng.choice(unseen, size=chosen.shape[1], replace=False)
+  top_ids = retrieval.top_items(queries, k=100).astype(np.int64)
+  # (request, item) pairs as one int64 key; a candidate is unseen if its key was never logged.
+  n_items = np.int64(len(world.items))
+  shown = np.unique(train["request_id"].astype(np.int64) * n_items + train["item_id"])
+  keys = request_ids[:, None].astype(np.int64) * n_items + top_ids
+  pos = np.minimum(np.searchsorted(shown, keys), len(shown) - 1)
+  unseen = shown[pos] != keys
+  per_request = int(config.extra["unlabelled_per_request"])
+  short = unseen.sum(axis=1) < per_request
+  if short.any():
+    raise common.StageError(f"--unlabelled_per_request={per_request}: {int(short.sum())} "
+                            "training requests have fewer unshown items among retrieval's top "
+                            "100; lower it")
+  # A seeded uniform choice without replacement among each request's unseen candidates.
+  priority = np.where(unseen, np.random.default_rng(config.seed).random(keys.shape), np.inf)
+  picks = np.argsort(priority, axis=1, kind="stable")[:, :per_request]
+  chosen = np.take_along_axis(top_ids, picks, 1)
   features = world.features.compute(request_ids, chosen)
   return serving.flatten_candidates(world.schema, features, request_ids, chosen,
                                     labels=("click", "conversion"))

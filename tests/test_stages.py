@@ -235,3 +235,25 @@ def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
   assert len(errors) == 1 and "--variant=nonsense" in errors[0]
   result = _cli("stages.coarse", f"--world_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path}")
   assert result.returncode != 0 and "python -m data.generate" in result.stderr
+
+
+def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trained,
+                                                                             tiny_world_dir):
+  model_dir, _ = trained
+  config = _config(tiny_world_dir, model_dir, variant="pfd", train_days=[1, 2],
+                   extra={**coarse.DEFAULTS, "distill_unlabelled": True,
+                          "unlabelled_per_request": 3})
+  world = common.open_world(config)
+  train = world.log_arrays(config.train_days)
+  rows = coarse.unlabelled_candidates(world, config, train)
+  n_requests = len(np.unique(train["request_id"]))
+  assert len(rows["item_id"]) == 3 * n_requests
+  assert (rows["click"] == -1).all() and (rows["conversion"] == -1).all()
+  shown = set(zip(train["request_id"].tolist(), train["item_id"].tolist()))
+  picked = list(zip(rows["request_id"].tolist(), rows["item_id"].tolist()))
+  assert not shown & set(picked) and len(set(picked)) == len(picked)
+  top = serving.load_retrieval(model_dir).top_items(
+      serving.request_rows(world, [1, 2], np.unique(train["request_id"])), k=100)
+  assert (rows["item_id"].reshape(n_requests, 3)[:, :, None] == top[:, None, :]).any(-1).all()
+  again = coarse.unlabelled_candidates(world, config, train)
+  np.testing.assert_array_equal(again["item_id"], rows["item_id"])
