@@ -207,7 +207,6 @@ class ServingModel:
       chunks.append(self.outputs(chunk)[output].numpy())
     return np.concatenate(chunks) if chunks else np.zeros([0], np.float32)
 
-
   def predict_candidates(self, features: Dict[str, np.ndarray], max_rows: int = 1 << 16,
                          output: str = "probabilities") -> np.ndarray:
     """Scores [n, m] of m candidates per request, from per-request features ([n], sequences
@@ -223,6 +222,7 @@ class ServingModel:
         {k: features[k][s:s + step] for k in self.input_names}, self.input_names))[output]
         .numpy() for s in range(0, n, step)]
     return np.concatenate(chunks) if chunks else np.zeros([0, m], np.float32)
+
 
 def load_serving(path: str) -> ServingModel:
   """Loads an `export_serving` directory as a callable batch -> probabilities."""
