@@ -30,11 +30,12 @@ PAPER_COST = {"independent teacher, then student": "+99.5%", "independent, simul
 PAPER_ONLINE = {("coarse_pfd_md", "clicks"): "+5.0%", ("cvr_pfd", "conversions"): "+2.3%"}
 
 
-def mean_ci(values) -> str:
+def mean_ci(values, signed: bool = False) -> str:
   mean, half = metrics_lib.mean_ci_over_seeds(values)
   if math.isnan(mean):
     return "-"
-  return f"{mean:.4f}" if math.isnan(half) else f"{mean:.4f} ± {half:.4f}"
+  text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+  return text if math.isnan(half) else f"{text} ± {half:.4f}"
 
 
 def _rows(frame: pd.DataFrame, **where) -> pd.DataFrame:
@@ -66,17 +67,32 @@ def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
   return mean_ci(closure.to_numpy())
 
 
+def paired_delta(frame: pd.DataFrame, variant: str, **where) -> str:
+  """Student AUC minus the baseline student's, per seed (same data order and initialisation),
+  then mean ± CI: the test of "variant beats baseline"."""
+  base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
+  rows = _rows(frame, variant=variant, **where).set_index("seed")["auc"]
+  seeds = rows.index.intersection(base.index)
+  if seeds.empty:
+    return "-"
+  return mean_ci((rows[seeds] - base[seeds]).to_numpy(), signed=True)
+
+
 def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, str],
               paper: Dict[str, Dict[str, str]]) -> List[str]:
-  """Markdown rows: method | ours per days column | paper's figures | gap closure."""
+  """Markdown rows: method | ours per days column | paper's figures | paired delta vs
+  baseline | gap closure."""
   header = ["method"] + [f"ours, days {c}" for c in columns.values()]
-  header += list(paper) + [f"gap closure, days {c}" for c in columns.values()]
+  header += list(paper) + [f"Δ vs baseline, days {c}" for c in columns.values()]
+  header += [f"gap closure, days {c}" for c in columns.values()]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for variant in VARIANTS:
     cells = [NAMES[variant]]
     cells += [student_teacher(frame, study=study, stage=stage, variant=variant, days=d)
               for d in columns]
     cells += [figures.get(variant, "") for figures in paper.values()]
+    cells += ["" if variant == "baseline" else
+              paired_delta(frame, variant, study=study, stage=stage, days=d) for d in columns]
     cells += ["" if variant == "baseline" else
               gap_closure(frame, variant, study=study, stage=stage, days=d) for d in columns]
     lines.append("| " + " | ".join(cells) + " |")
@@ -172,6 +188,28 @@ def unlabelled_section(frame: pd.DataFrame) -> List[str]:
           f"| + retrieved, unshown candidates | {student_teacher(extra)} |"]
 
 
+def _auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
+              path: str) -> None:
+  """Student AUC per method (one panel per training-days column) with 95% CIs over seeds; the
+  dashed line is the baseline student."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(1, len(days), figsize=(4.5 * len(days), 3.6), squeeze=False)
+  for axis, day in zip(axes[0], days):
+    stats = [metrics_lib.mean_ci_over_seeds(
+        _rows(frame, study=study, stage=stage, variant=v, days=day)["auc"]) for v in VARIANTS]
+    means, halves = (np.array(x, float) for x in zip(*stats))
+    # Points, not bars: AUCs differ in the third decimal, and a bar's length would mislead.
+    axis.errorbar([NAMES[v] for v in VARIANTS], means, yerr=np.nan_to_num(halves), fmt="o",
+                  capsize=4)
+    if np.isfinite(means[0]):
+      axis.axhline(means[0], color="grey", linewidth=0.8, linestyle="--")
+    axis.set_title(f"{stage}, days {day}")
+    axis.set_ylabel("student AUC")
+  compare.save_figure(figure, path)
+
+
 def _line_plot(rows, series, x, y, xlabel, ylabel, path) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -219,14 +257,17 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
   if "coarse" in studies:
     coarse_days = sorted(_rows(frame, study="coarse", stage="coarse")["days"].unique(),
                          key=lambda d: len(d))
+    _auc_bars(frame, "coarse", "coarse", coarse_days, os.path.join(plots_dir, "table_a.png"))
     sections.append(("Table A: coarse CTR (two-tower student)", auc_table(
         frame, "coarse", "coarse", {d: d for d in coarse_days},
-        {"paper, 1 day": PAPER_CTR_1DAY, "paper, 10 days": PAPER_CTR_10DAYS})))
+        {"paper, 1 day": PAPER_CTR_1DAY, "paper, 10 days": PAPER_CTR_10DAYS})
+        + ["", "![Table A](plots/table_a.png)"]))
   if "cvr" in studies:
     cvr_days = sorted(_rows(frame, study="cvr", stage="fine_cvr")["days"].unique())
+    _auc_bars(frame, "fine_cvr", "cvr", cvr_days, os.path.join(plots_dir, "table_b.png"))
     sections.append(("Table B: fine CVR (trained on clicks)", auc_table(
         frame, "fine_cvr", "cvr", {d: d for d in cvr_days},
-        {"paper, 30 days": PAPER_CVR_30DAYS})))
+        {"paper, 30 days": PAPER_CVR_30DAYS}) + ["", "![Table B](plots/table_b.png)"]))
   sections += [("λ sweep", lambda_section(frame, plots_dir)),
                ("Training cost (coarse, wall-clock seconds of training)", cost_section(frame)),
                ("Simulated online A/B (replayed funnel, oracle outcomes)",
