@@ -107,6 +107,12 @@ def lambda_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
   lambdas = sorted(rows["distill_lambda"].dropna().unique())
   lines = ["| λ | " + " | ".join(f"{s} {NAMES[v]}" for s, v in series) + " |",
            "|---|" + "---|" * len(series)]
+  # λ = 0 is the baseline student, when the study ran it (Tables A and B) on the same days.
+  days = rows["days"].iloc[0]
+  baseline = [student_teacher(frame[frame["study"].isin(["coarse", "cvr"])], stage=s,
+                              variant="baseline", days=days) for s, _ in series]
+  if any(cell != "-" for cell in baseline):
+    lines.append("| 0 (baseline) | " + " | ".join(baseline) + " |")
   for lam in lambdas:
     cells = [student_teacher(rows, stage=s, variant=v, distill_lambda=lam) for s, v in series]
     lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")

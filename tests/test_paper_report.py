@@ -36,3 +36,17 @@ def test_table_a_has_paired_deltas_gap_closure_and_a_plot(tmp_path):
   assert "+0.0010 ± 0.0025" in md  # per-seed deltas 0, 0.001, 0.002: t-CI over 3 seeds
   assert os.path.exists(tmp_path / "plots" / "table_a.png")
   assert "python -m experiments.paper" in report
+
+
+def test_lambda_sweep_starts_from_the_baseline_student(tmp_path):
+  rows = [dict(study="cvr", stage="fine_cvr", variant="baseline", seed=s, days="1-7", auc=0.70)
+          for s in range(2)]
+  rows += [dict(study="lambda", stage="fine_cvr", variant="pfd", seed=s, days="1-7",
+                distill_lambda=lam, auc=0.70 + lam / 10, teacher_auc=0.8)
+           for s in range(2) for lam in (0.1, 0.5)]
+  path = paper_report.write(pd.DataFrame(rows), {}, str(tmp_path), command="c",
+                            studies=["cvr", "lambda"])
+  lines = open(path).read().splitlines()
+  start = lines.index("| 0 (baseline) | - | 0.7000 ± 0.0000 | 0.7000 ± 0.0000 |")
+  assert lines[start + 1].startswith("| 0.1 | - | 0.7100") and lines[start + 2].startswith("| 0.5")
+  assert os.path.exists(tmp_path / "plots" / "lambda_sweep.png")
