@@ -177,7 +177,7 @@ def noise_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
     gain = (pfd[seeds] - base[seeds]).to_numpy()
     gains.append((noise, *metrics_lib.mean_ci_over_seeds(gain)))
     lines.append(f"| {noise:g} | {mean_ci(base.to_numpy())} | "
-                 f"{student_teacher(at, variant='pfd')} | {mean_ci(gain)} |")
+                 f"{student_teacher(at, variant='pfd')} | {mean_ci(gain, signed=True)} |")
   _gain_plot(gains, os.path.join(plots_dir, "noise_sweep.png"))
   return lines + ["", "![noise sweep](plots/noise_sweep.png)"]
 
