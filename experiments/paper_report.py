@@ -56,15 +56,18 @@ def student_teacher(frame: pd.DataFrame, **where) -> str:
 
 
 def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
-  """(student - baseline student) / (teacher - baseline student), per seed, then mean ± CI."""
+  """(student - baseline student) / (teacher - baseline student), per seed, then mean ± CI;
+  n/a unless the teacher beats the baseline student (95% CI of the gap above 0)."""
   base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
   rows = _rows(frame, variant=variant, **where).set_index("seed")
   if rows.empty or base.empty or "teacher_auc" not in rows:
     return "-"
   seeds = rows.index.intersection(base.index)
-  closure = ((rows.loc[seeds, "auc"] - base[seeds])
-             / (rows.loc[seeds, "teacher_auc"] - base[seeds]))
-  return mean_ci(closure.to_numpy())
+  gap = (rows.loc[seeds, "teacher_auc"] - base[seeds]).to_numpy()
+  mean, half = metrics_lib.mean_ci_over_seeds(gap)
+  if not mean - np.nan_to_num(half) > 0:
+    return "n/a (no significant gap)"  # teacher - baseline may be ~0 or below: no ratio
+  return mean_ci((rows.loc[seeds, "auc"] - base[seeds]).to_numpy() / gap)
 
 
 def paired_delta(frame: pd.DataFrame, variant: str, **where) -> str:

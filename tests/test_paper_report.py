@@ -16,7 +16,7 @@ def _frame():
     for variant, gain in (("baseline", 0.0), ("lupi", -0.004), ("md", 0.0), ("pfd", 0.01),
                           ("pfd_md", 0.005)):
       for days in ("1", "1-7"):
-        teacher = None if variant == "baseline" else base + 0.02
+        teacher = None if variant == "baseline" else base + (0.0 if variant == "md" else 0.02)
         rows.append(dict(study="coarse", stage="coarse", variant=variant, seed=seed, days=days,
                          auc=base + gain + (0.001 * seed if variant == "md" else 0.0),
                          teacher_auc=teacher))
@@ -34,6 +34,7 @@ def test_table_a_has_paired_deltas_gap_closure_and_a_plot(tmp_path):
   assert cells[7].startswith("0.5000"), cells  # gap closure: 0.01 of a 0.02 gap
   md = next(line for line in report.splitlines() if line.startswith("| MD |"))
   assert "+0.0010 ± 0.0025" in md  # per-seed deltas 0, 0.001, 0.002: t-CI over 3 seeds
+  assert "n/a (no significant gap)" in md  # its teacher is no better than the baseline
   assert os.path.exists(tmp_path / "plots" / "table_a.png")
   assert "python -m experiments.paper" in report
 
