@@ -135,10 +135,14 @@ def cost_section(frame: pd.DataFrame) -> List[str]:
     own = rows[rows["scheme"] == scheme].set_index("seed")["train_seconds"]
     seeds = own.index.intersection(alone.index)
     extra = 100.0 * (own[seeds] / alone[seeds] - 1.0)
-    extra_text = "" if scheme == "student alone" else mean_ci(extra.to_numpy()) + " %"
-    lines.append(f"| {scheme} | {mean_ci(own.to_numpy())} | {extra_text} | "
+    mean, half = metrics_lib.mean_ci_over_seeds(extra.to_numpy())
+    extra_text = "" if scheme == "student alone" else f"{mean:+.1f}% ± {half:.1f}"
+    seconds, spread = metrics_lib.mean_ci_over_seeds(own.to_numpy())
+    lines.append(f"| {scheme} | {seconds:.1f} ± {spread:.1f} | {extra_text} | "
                  f"{PAPER_COST.get(scheme, '')} |")
-  return lines
+  return lines + ["", "Wall-clock seconds are only as steady as the machine was: runs that "
+                  "shared it with other jobs are noisy. `python -m benchmarks.train_cost` "
+                  "times the schemes back to back on one process."]
 
 
 def online_section(online: Dict[str, str]) -> List[str]:
