@@ -128,14 +128,24 @@ def time_span(config) -> int:
   return config.n_days * SECONDS_PER_DAY + 1
 
 
+def find_rows(sorted_ids: np.ndarray, ids: np.ndarray):
+  """(row of each id in the sorted `sorted_ids`, whether it is there); rows of absent ids are
+  meaningless. `ids` may have any shape."""
+  ids = np.asarray(ids)
+  if len(sorted_ids) == 0:
+    return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
+  rows = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+  return rows, sorted_ids[rows] == ids
+
+
 def lookup_rows(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
   """Row of each id in the sorted `sorted_ids`; raises ValueError naming an unknown id."""
   if len(sorted_ids) == 0:
     if len(ids):
       raise ValueError("unknown request ids: this world has no requests")
     return np.zeros(0, np.int64)
-  rows = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-  bad = sorted_ids[rows] != ids
+  rows, found = find_rows(sorted_ids, ids)
+  bad = ~found
   if np.any(bad):
     raise ValueError(f"unknown request_id {int(ids[np.argmax(bad)])}: not a request of "
                      "this world")

@@ -58,27 +58,31 @@ def student_teacher(frame: pd.DataFrame, **where) -> str:
 def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
   """(student - baseline student) / (teacher - baseline student), per seed, then mean ± CI;
   n/a unless the teacher beats the baseline student (95% CI of the gap above 0)."""
-  base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
-  rows = _rows(frame, variant=variant, **where).set_index("seed")
-  if rows.empty or base.empty or "teacher_auc" not in rows:
+  rows, base = paired_with_baseline(frame, variant, **where)
+  if rows.empty or "teacher_auc" not in rows:
     return "-"
-  seeds = rows.index.intersection(base.index)
-  gap = (rows.loc[seeds, "teacher_auc"] - base[seeds]).to_numpy()
+  gap = (rows["teacher_auc"] - base).to_numpy()
   mean, half = metrics_lib.mean_ci_over_seeds(gap)
   if not mean - np.nan_to_num(half) > 0:
     return "n/a (no significant gap)"  # teacher - baseline may be ~0 or below: no ratio
-  return mean_ci((rows.loc[seeds, "auc"] - base[seeds]).to_numpy() / gap)
+  return mean_ci((rows["auc"] - base).to_numpy() / gap)
 
 
 def paired_delta(frame: pd.DataFrame, variant: str, **where) -> str:
   """Student AUC minus the baseline student's, per seed (same data order and initialisation),
   then mean ± CI: the test of "variant beats baseline"."""
-  base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
-  rows = _rows(frame, variant=variant, **where).set_index("seed")["auc"]
-  seeds = rows.index.intersection(base.index)
-  if seeds.empty:
+  rows, base = paired_with_baseline(frame, variant, **where)
+  if rows.empty:
     return "-"
-  return mean_ci((rows[seeds] - base[seeds]).to_numpy(), signed=True)
+  return mean_ci((rows["auc"] - base).to_numpy(), signed=True)
+
+
+def paired_with_baseline(frame: pd.DataFrame, variant: str, **where):
+  """(the variant's rows, the baseline student's AUC), both indexed by the seeds they share."""
+  base = _rows(frame, variant="baseline", **where).set_index("seed")["auc"]
+  rows = _rows(frame, variant=variant, **where).set_index("seed")
+  seeds = rows.index.intersection(base.index)
+  return rows.loc[seeds], base[seeds]
 
 
 def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, str],
@@ -178,10 +182,8 @@ def noise_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
   gains = []
   for noise in sorted(rows["noise"].unique()):
     at = rows[rows["noise"] == noise]
-    base = at[at["variant"] == "baseline"].set_index("seed")["auc"]
-    pfd = at[at["variant"] == "pfd"].set_index("seed")["auc"]
-    seeds = base.index.intersection(pfd.index)
-    gain = (pfd[seeds] - base[seeds]).to_numpy()
+    pfd, base = paired_with_baseline(at, "pfd")
+    gain = (pfd["auc"] - base).to_numpy()
     gains.append((noise, *metrics_lib.mean_ci_over_seeds(gain)))
     lines.append(f"| {noise:g} | {mean_ci(base.to_numpy())} | "
                  f"{student_teacher(at, variant='pfd')} | {mean_ci(gain, signed=True)} |")

@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import data
+from data import features as features_lib
 from data import oracle as oracle_lib
 from data.config import SECONDS_PER_DAY
 from models import export
@@ -377,6 +378,9 @@ class OracleBestPage:
     self._conversion = ConversionBounds()
     self._recent = RecentlyShown(world)
 
+  def save(self) -> None:
+    """Nothing to keep (see CachedBestPage)."""
+
   def top(self, request_ids: np.ndarray) -> np.ndarray:
     """The best page of each request, best first: item ids [n, K]."""
     rows = np.searchsorted(self._truth["request_id"], request_ids)
@@ -479,8 +483,7 @@ class CachedBestPage:
 
   def top(self, request_ids: np.ndarray) -> np.ndarray:
     request_ids = np.asarray(request_ids, np.int64)
-    pos = np.minimum(np.searchsorted(self._ids, request_ids), max(len(self._ids) - 1, 0))
-    hit = (self._ids[pos] == request_ids) if len(self._ids) else np.zeros(len(request_ids), bool)
+    pos, hit = features_lib.find_rows(self._ids, request_ids)
     pages = np.empty((len(request_ids), self.oracle.k), np.int64)
     pages[hit] = self._pages[pos[hit]]
     if not hit.all():
@@ -930,8 +933,7 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   requests = select_requests(world, day, config)
   replayer = Replayer(world, models, funnel, config, day)
   n_chunks = run_chunks(replayer, requests, run_dir, config)
-  if isinstance(replayer.best_page, CachedBestPage):
-    replayer.best_page.save()
+  replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
   offline = offline_metrics(world, models, day)

@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from stages import coarse
 from stages import common
@@ -30,6 +30,7 @@ STAGE_SETTINGS = {"retrieval": set(retrieval.DEFAULTS), "fine_ctr": set(fine.DEF
 OUTPUT_STAGE = {"retrieval": "retrieval", "fine_ctr": "fine/ctr", "fine_cvr": "fine/cvr",
                 "coarse": "coarse"}
 _NOT_FLAGS = ("callbacks", "extra")
+RECEIPT = "runner.json"
 
 
 def _flag(name: str, value: Any) -> List[str]:
@@ -57,13 +58,13 @@ def command_line(stage: str, config: common.StageConfig) -> List[str]:
   return argv
 
 
-RECEIPT = "runner.json"
-
-
-def command_digest(argv: List[str], world_dir: str) -> str:
-  """Names one run: the stage command (not the interpreter) and the world it read."""
-  with open(os.path.join(world_dir, "manifest.json")) as f:
-    world_hash = json.load(f)["world_hash"]
+def command_digest(argv: List[str], world_dir: str) -> Optional[str]:
+  """Names one run: the stage command (not the interpreter) and the world it read; None
+  without a world (the child then says what is missing)."""
+  manifest = os.path.join(world_dir, "manifest.json")
+  if not os.path.exists(manifest):
+    return None
+  world_hash = common.read_json(manifest)["world_hash"]
   blob = json.dumps({"argv": argv[1:], "world_hash": world_hash})
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -74,8 +75,7 @@ def run_stage(stage: str, config: common.StageConfig) -> Dict[str, Any]:
   out_dir = common.stage_dir(config.model_dir, OUTPUT_STAGE[stage], config.variant)
   metrics_path = os.path.join(out_dir, "metrics.json")
   receipt_path = os.path.join(out_dir, RECEIPT)
-  digest = command_digest(argv, config.world_dir) if os.path.exists(
-      os.path.join(config.world_dir, "manifest.json")) else None
+  digest = command_digest(argv, config.world_dir)
   if config.reuse and digest and os.path.exists(receipt_path) and os.path.exists(metrics_path):
     receipt, metrics = common.read_json(receipt_path), common.read_json(metrics_path)
     # The receipt must be of this command and of the metrics.json now there.

@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from data import features as features_lib
 from models import distillation
 from models import export
 from models import pipeline
@@ -79,8 +80,7 @@ def unlabelled_candidates(world, config: common.StageConfig, train) -> Dict[str,
   n_items = np.int64(len(world.items))
   shown = np.unique(train["request_id"].astype(np.int64) * n_items + train["item_id"])
   keys = request_ids[:, None].astype(np.int64) * n_items + top_ids
-  pos = np.minimum(np.searchsorted(shown, keys), len(shown) - 1)
-  unseen = shown[pos] != keys
+  unseen = ~features_lib.find_rows(shown, keys)[1]
   per_request = int(config.extra["unlabelled_per_request"])
   short = unseen.sum(axis=1) < per_request
   if short.any():
