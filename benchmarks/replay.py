@@ -29,7 +29,7 @@ import numpy as np
 
 import data
 from experiments import replay as replay_lib
-from models import metrics as metrics_lib
+from data import metrics as metrics_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("requests", 2048, "Requests timed through the funnel.")

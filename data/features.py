@@ -16,6 +16,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from data import ids as id_lookup
 from data import schema as S
 from data.config import SECONDS_PER_DAY
 
@@ -128,30 +129,6 @@ def time_span(config) -> int:
   return config.n_days * SECONDS_PER_DAY + 1
 
 
-def find_rows(sorted_ids: np.ndarray, ids: np.ndarray):
-  """(row of each id in the sorted `sorted_ids`, whether it is there); rows of absent ids are
-  meaningless. `ids` may have any shape."""
-  ids = np.asarray(ids)
-  if len(sorted_ids) == 0:
-    return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
-  rows = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-  return rows, sorted_ids[rows] == ids
-
-
-def lookup_rows(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-  """Row of each id in the sorted `sorted_ids`; raises ValueError naming an unknown id."""
-  if len(sorted_ids) == 0:
-    if len(ids):
-      raise ValueError("unknown request ids: this world has no requests")
-    return np.zeros(0, np.int64)
-  rows, found = find_rows(sorted_ids, ids)
-  bad = ~found
-  if np.any(bad):
-    raise ValueError(f"unknown request_id {int(ids[np.argmax(bad)])}: not a request of "
-                     "this world")
-  return rows
-
-
 def context_hour(timestamps: np.ndarray) -> np.ndarray:
   return (np.asarray(timestamps, np.int64) % SECONDS_PER_DAY) // 3600
 
@@ -217,7 +194,7 @@ class FeatureService:
                        f"got {item_ids.shape}")
     if item_ids.size and (item_ids.min() < 0 or item_ids.max() >= self.config.n_items):
       raise ValueError(f"item_ids must lie in [0, {self.config.n_items})")
-    rows = lookup_rows(self._requests["request_id"], request_ids)
+    rows = id_lookup.lookup_rows(self._requests["request_id"], request_ids)
     users = self._requests["user_id"][rows]
     timestamps = self._requests["timestamp"][rows]
     out = request_features(self.config, self._users, self._sequence, users, timestamps)

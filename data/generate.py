@@ -40,6 +40,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite: shared flags)
+from data import files
 from data import io
 from data import schema as S
 from data import world
@@ -108,18 +109,11 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
                             "pass --overwrite to generate into it anyway")
     if overwrite:
       for entry in WORLD_ENTRIES:  # the manifest first: from then on it is not a world
-        _remove(os.path.join(world_dir, entry))
+        files.remove_tree(os.path.join(world_dir, entry))
   elif os.path.exists(world_dir):
     raise FileExistsError(f"--world_dir={world_dir} exists and is not a directory")
   os.makedirs(world_dir, exist_ok=True)
   return None
-
-
-def _remove(path: str) -> None:
-  if os.path.isdir(path):
-    shutil.rmtree(path)
-  elif os.path.exists(path):
-    os.remove(path)
 
 
 def _shard_dir(world_dir: str, shard: int) -> str:
@@ -133,33 +127,33 @@ def _shard_done(world_dir: str, config: WorldConfig, shard: int) -> bool:
     return False
   with open(path) as f:
     done = json.load(f)
-  files = [os.path.join(_shard_dir(world_dir, shard), p) for p in done["files"]]
-  return done["config"] == config.to_dict() and all(os.path.isfile(p) for p in files)
+  parts = [os.path.join(_shard_dir(world_dir, shard), p) for p in done["files"]]
+  return done["config"] == config.to_dict() and all(os.path.isfile(p) for p in parts)
 
 
 def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities,
                    shard: int) -> dict:
   """Simulates one user shard day by day into its staging directory; shard.json last."""
   staging = _shard_dir(world_dir, shard)
-  _remove(staging)
+  files.remove_tree(staging)
   schema = S.build_schema(config)
   simulator = world.ShardSimulator(config, entities, world.ItemSampler(entities), shard)
-  row_counts, files = {}, []
+  row_counts, parts = {}, []
   try:
     for day in range(1, config.n_days + 1):
       start = time.time()
       log = simulator.simulate_day(day)
-      files += _write_day(staging, schema, shard, day, log)
+      parts += _write_day(staging, schema, shard, day, log)
       row_counts[str(day)] = day_counts(log)
       logging.info("shard %d day %d/%d: %d requests, %d impressions, %d clicks, %.1fs", shard,
                    day, config.n_days, row_counts[str(day)]["requests"],
                    row_counts[str(day)]["impressions"], row_counts[str(day)]["clicks"],
                    time.time() - start)
     done = {"config": config.to_dict(), "shard": shard, "row_counts": row_counts,
-            "files": files}
-    io.write_json(done, os.path.join(staging, SHARD_MANIFEST))
+            "files": parts}
+    files.write_json(os.path.join(staging, SHARD_MANIFEST), done, indent=1)
   except BaseException:
-    _remove(staging)  # a crashed shard leaves nothing behind (a SIGKILL leaves staging only)
+    files.remove_tree(staging)  # a crashed shard leaves nothing (a SIGKILL leaves staging only)
     raise
   return done
 
@@ -218,36 +212,36 @@ def finalize(world_dir: str, config: WorldConfig, entities: world.Entities) -> d
       _assemble_day(world_dir, kind, day, config.n_user_shards)
   row_counts = {str(d): {k: sum(s["row_counts"][str(d)][k] for s in shards)
                          for k in shards[0]["row_counts"][str(d)]} for d in days}
-  files = {}
+  hashes = {}
   for relative in _world_files(config):
     path = os.path.join(world_dir, relative)
-    files[relative] = {"sha256": io.sha256_file(path), "bytes": os.path.getsize(path)}
+    hashes[relative] = {"sha256": io.sha256_file(path), "bytes": os.path.getsize(path)}
   manifest = {"format_version": io.FORMAT_VERSION, "config": config.to_dict(),
               "seed": config.seed, "schema": S.build_schema(config).to_json(), "days": days,
-              "row_counts": row_counts, "files": files,
-              "world_hash": io.world_hash(config.to_dict(), files)}
-  io.write_json(manifest, os.path.join(world_dir, io.MANIFEST))
-  _remove(os.path.join(world_dir, SHARDS_DIR))
+              "row_counts": row_counts, "files": hashes,
+              "world_hash": io.world_hash(config.to_dict(), hashes)}
+  files.write_json(os.path.join(world_dir, io.MANIFEST), manifest, indent=1)
+  files.remove_tree(os.path.join(world_dir, SHARDS_DIR))
   logging.info("merged %d shard(s) and wrote %s in %.1fs (world_hash %s)",
                config.n_user_shards, io.MANIFEST, time.time() - start, manifest["world_hash"])
   return manifest
 
 
 def _world_files(config: WorldConfig) -> List[str]:
-  files = ["users.parquet", "items.parquet", "truth/users.parquet", "truth/items.parquet",
+  names = ["users.parquet", "items.parquet", "truth/users.parquet", "truth/items.parquet",
            "truth/categories.parquet"]
   for kind in DAY_KINDS:
     for day in range(1, config.n_days + 1):
-      files += [os.path.join(io.day_dir(kind, day), io.part_name(s))
+      names += [os.path.join(io.day_dir(kind, day), io.part_name(s))
                 for s in range(config.n_user_shards)]
-  return files
+  return names
 
 
 def _assemble_day(world_dir: str, kind: str, day: int, n_shards: int) -> None:
   """Links every shard's part into a temporary day directory, then renames it into place."""
   final = os.path.join(world_dir, io.day_dir(kind, day))
   tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
-  _remove(tmp)
+  files.remove_tree(tmp)
   os.makedirs(tmp)
   for s in range(n_shards):
     source = os.path.join(_shard_dir(world_dir, s), io.day_dir(kind, day), io.part_name(s))
@@ -256,8 +250,7 @@ def _assemble_day(world_dir: str, kind: str, day: int, n_shards: int) -> None:
       os.link(source, target)
     except OSError:
       shutil.copyfile(source, target)
-  _remove(final)
-  os.replace(tmp, final)
+  files.replace_directory(tmp, final)
 
 
 def _remove_stale_days(kind_dir: str, days: List[int]) -> None:
@@ -267,7 +260,7 @@ def _remove_stale_days(kind_dir: str, days: List[int]) -> None:
   wanted = {os.path.basename(io.day_dir("", d)) for d in days}
   for entry in os.listdir(kind_dir):
     if entry.startswith(".") or (entry.startswith("day=") and entry not in wanted):
-      _remove(os.path.join(kind_dir, entry))
+      files.remove_tree(os.path.join(kind_dir, entry))
 
 
 def main(argv: List[str]) -> None:

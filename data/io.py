@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data import files
 from data import schema as S
 from data.config import WorldConfig
 
@@ -86,28 +87,8 @@ def to_table(arrays: Dict[str, np.ndarray], columns: Sequence[str]) -> pa.Table:
 
 
 def write_table(table: pa.Table, path: str) -> None:
-  """Writes `table` to `path` atomically (temporary file in the same directory + rename)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    pq.write_table(table, tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def write_json(obj, path: str) -> None:
-  """Writes deterministic JSON atomically."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-      f.write("\n")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  """Writes `table` to `path` atomically with the world's fixed Parquet options."""
+  files.write_parquet(path, table, **PARQUET_OPTIONS)
 
 
 def sha256_file(path: str) -> str:

@@ -23,7 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from data.features import lookup_rows
+from data import ids as id_lookup
+from data.numeric import sigmoid
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).
@@ -41,11 +42,6 @@ CONVERSION_INTENT_SHOP_WEIGHT = 0.4
 CONVERSION_SIGMA = 1.5
 
 _HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite.hermgauss(24)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-  """Logistic function, float64; the tanh form is stable for any x and fast."""
-  return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def click_logit(config, taste_dot, same_category, same_shop, views_7d, quality, log_price,
@@ -108,7 +104,7 @@ class Oracle:
                        f"{request_ids.shape[0]}; expected item_ids of shape [n, k]")
     if item_ids.size and (item_ids.min() < 0 or item_ids.max() >= self.config.n_items):
       raise ValueError(f"item_ids must lie in [0, {self.config.n_items})")
-    rows = lookup_rows(self._requests["request_id"], request_ids)
+    rows = id_lookup.lookup_rows(self._requests["request_id"], request_ids)
     return rows, item_ids, squeeze
 
   def _terms(self, rows, item_ids):

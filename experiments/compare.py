@@ -32,7 +32,8 @@ from absl import logging
 import numpy as np
 import pandas as pd
 
-from models import metrics
+from data import files
+from data import intervals
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("run_dirs", None, "Replay run dirs to compare; glob patterns are expanded.")
@@ -308,7 +309,7 @@ def summarize_metric(runs: Sequence[ReplayRun], values: Sequence[Dict[str, float
   row = {"mean": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"),
          "n_seeds": len(present), "ci_method": "none"}
   if len(present) >= 2:
-    mean, half_width = metrics.mean_ci_over_seeds(seed_values)
+    mean, half_width = intervals.mean_ci_over_seeds(seed_values)
     row.update(mean=mean, ci_lo=mean - half_width, ci_hi=mean + half_width,
                ci_method=f"t over {len(present)} seeds")
   elif present:
@@ -316,7 +317,7 @@ def summarize_metric(runs: Sequence[ReplayRun], values: Sequence[Dict[str, float
     row["mean"] = value
     if _usable(definition, run.per_request) and _agrees_with_summary(run, definition):
       numerator, denominator = definition.arrays(run.per_request)
-      _, low, high = metrics.bootstrap_ci(
+      _, low, high = intervals.bootstrap_ci(
           numerator, n_boot=options.n_boot, seed=options.seed, denominators=denominator,
           groups=_bootstrap_groups(run.per_request, options))
       row.update(ci_lo=low, ci_hi=high,
@@ -339,11 +340,11 @@ def _seed_level_delta(base_values: Dict[int, float], variant_values: Dict[int, f
   shared = sorted(set(base_values) & set(variant_values))
   if len(shared) >= 2:
     deltas = [variant_values[seed] - base_values[seed] for seed in shared]
-    delta, half_width = metrics.mean_ci_over_seeds(deltas)
+    delta, half_width = intervals.mean_ci_over_seeds(deltas)
     method = f"t over {len(shared)} seeds, paired by seed"
     baseline_mean = float(np.mean([base_values[seed] for seed in shared]))
   elif len(base_values) >= 2 and len(variant_values) >= 2:
-    delta, half_width = metrics.welch_delta_ci(list(base_values.values()),
+    delta, half_width = intervals.welch_delta_ci(list(base_values.values()),
                                                list(variant_values.values()))
     method = "Welch t over seeds (seeds not shared)"
     baseline_mean = float(np.mean(list(base_values.values())))
@@ -374,7 +375,7 @@ def _request_level_delta(base: ReplayRun, variant: ReplayRun, definition: PerReq
     variant_num, variant_den = definition.arrays(joined, "@variant")
     groups = _bootstrap_groups(joined, options,
                                "user_id@base" if "user_id@base" in joined else "user_id")
-    result = metrics.paired_bootstrap_delta(
+    result = intervals.paired_bootstrap_delta(
         base_num, variant_num, groups=groups, n_boot=options.n_boot, seed=options.seed,
         baseline_denominators=base_den, treatment_denominators=variant_den)
     unit = "users" if groups is not None else "requests"
@@ -382,7 +383,7 @@ def _request_level_delta(base: ReplayRun, variant: ReplayRun, definition: PerReq
   else:
     base_num, base_den = definition.arrays(base.per_request)
     variant_num, variant_den = definition.arrays(variant.per_request)
-    result = metrics.independent_bootstrap_delta(
+    result = intervals.independent_bootstrap_delta(
         base_num, variant_num, _bootstrap_groups(base.per_request, options),
         _bootstrap_groups(variant.per_request, options), n_boot=options.n_boot,
         seed=options.seed, baseline_denominators=base_den,
@@ -566,24 +567,6 @@ def report_markdown(table, variants, baseline, options, plot_names) -> str:
   return "\n\n".join(parts) + "\n"
 
 
-def write_atomically(path: str, write: Callable[[str], None]) -> None:
-  """Writes through `write(temp_path)` then renames, so readers never see a partial file."""
-  temp_path = f"{path}.tmp-{os.getpid()}"
-  try:
-    write(temp_path)
-    os.replace(temp_path, path)
-  finally:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-
-
-def write_text(path: str, text: str) -> None:
-  def write(temp_path):
-    with open(temp_path, "w") as file:
-      file.write(text)
-  write_atomically(path, write)
-
-
 def _grouped_bars(axes, table: pd.DataFrame, metric_names: Sequence[str],
                   variants: Sequence[str], tick_labels: Sequence[str]) -> None:
   """Bars for each metric (x) and variant (colour), with 95% CI error bars where known."""
@@ -599,13 +582,6 @@ def _grouped_bars(axes, table: pd.DataFrame, metric_names: Sequence[str],
   axes.set_xticks(positions, tick_labels)
 
 
-def save_figure(figure, path: str) -> None:
-  import matplotlib.pyplot as plt
-  figure.tight_layout()
-  write_atomically(path, lambda temp_path: figure.savefig(temp_path, format="png", dpi=110))
-  plt.close(figure)
-
-
 def _plot_bars(table, variants, metric_names, path, title, ylabel, strip_prefix) -> bool:
   """One grouped-bar figure of `metric_names`; False (and nothing written) if none exist."""
   import matplotlib.pyplot as plt
@@ -619,7 +595,7 @@ def _plot_bars(table, variants, metric_names, path, title, ylabel, strip_prefix)
   axes.set_title(title)
   axes.set_ylabel(ylabel)
   axes.legend(fontsize="small")
-  save_figure(figure, path)
+  files.write_png(path, figure)
   return True
 
 
@@ -635,7 +611,7 @@ def _plot_online_per_1k(table, variants, path) -> bool:
     _grouped_bars(axes, table, [name], variants, [""])
     axes.set_title(name.removeprefix("online/exp_").replace("_per_1k", " per 1k requests"))
   panels[0][0].legend(fontsize="small")
-  save_figure(figure, path)
+  files.write_png(path, figure)
   return True
 
 
@@ -682,10 +658,10 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
   plots_dir = os.path.join(report_dir, "plots")
   os.makedirs(plots_dir, exist_ok=True)
   plot_names = write_plots(table, list(variants), plots_dir)
-  write_atomically(os.path.join(report_dir, "tables.csv"),
+  files.write_with(os.path.join(report_dir, "tables.csv"),
                     lambda temp_path: table.to_csv(temp_path, index=False))
   report_path = os.path.join(report_dir, "report.md")
-  write_text(report_path, report_markdown(table, variants, baseline_label, options,
+  files.write_text(report_path, report_markdown(table, variants, baseline_label, options,
                                            plot_names))
   print(metrics_markdown(table, variants))
   print(f"\nreport: {report_path}")

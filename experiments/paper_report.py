@@ -13,8 +13,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
+from data import files
 from experiments import compare
-from models import metrics as metrics_lib
+from data import intervals
 
 VARIANTS = ("baseline", "lupi", "md", "pfd", "pfd_md")
 NAMES = {"baseline": "baseline", "lupi": "LUPI", "md": "MD", "pfd": "PFD", "pfd_md": "PFD+MD"}
@@ -31,7 +32,7 @@ PAPER_ONLINE = {("coarse_pfd_md", "clicks"): "+5.0%", ("cvr_pfd", "conversions")
 
 
 def mean_ci(values, signed: bool = False) -> str:
-  mean, half = metrics_lib.mean_ci_over_seeds(values)
+  mean, half = intervals.mean_ci_over_seeds(values)
   if math.isnan(mean):
     return "-"
   text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
@@ -62,7 +63,7 @@ def gap_closure(frame: pd.DataFrame, variant: str, **where) -> str:
   if rows.empty or "teacher_auc" not in rows:
     return "-"
   gap = (rows["teacher_auc"] - base).to_numpy()
-  mean, half = metrics_lib.mean_ci_over_seeds(gap)
+  mean, half = intervals.mean_ci_over_seeds(gap)
   if not mean - np.nan_to_num(half) > 0:
     return "n/a (no significant gap)"  # teacher - baseline may be ~0 or below: no ratio
   return mean_ci((rows["auc"] - base).to_numpy() / gap)
@@ -139,9 +140,9 @@ def cost_section(frame: pd.DataFrame) -> List[str]:
     own = rows[rows["scheme"] == scheme].set_index("seed")["train_seconds"]
     seeds = own.index.intersection(alone.index)
     extra = 100.0 * (own[seeds] / alone[seeds] - 1.0)
-    mean, half = metrics_lib.mean_ci_over_seeds(extra.to_numpy())
+    mean, half = intervals.mean_ci_over_seeds(extra.to_numpy())
     extra_text = "" if scheme == "student alone" else f"{mean:+.1f}% ± {half:.1f}"
-    seconds, spread = metrics_lib.mean_ci_over_seeds(own.to_numpy())
+    seconds, spread = intervals.mean_ci_over_seeds(own.to_numpy())
     lines.append(f"| {scheme} | {seconds:.1f} ± {spread:.1f} | {extra_text} | "
                  f"{PAPER_COST.get(scheme, '')} |")
   return lines + ["", "Wall-clock seconds are only as steady as the machine was: runs that "
@@ -184,7 +185,7 @@ def noise_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
     at = rows[rows["noise"] == noise]
     pfd, base = paired_with_baseline(at, "pfd")
     gain = (pfd["auc"] - base).to_numpy()
-    gains.append((noise, *metrics_lib.mean_ci_over_seeds(gain)))
+    gains.append((noise, *intervals.mean_ci_over_seeds(gain)))
     lines.append(f"| {noise:g} | {mean_ci(base.to_numpy())} | "
                  f"{student_teacher(at, variant='pfd')} | {mean_ci(gain, signed=True)} |")
   _gain_plot(gains, os.path.join(plots_dir, "noise_sweep.png"))
@@ -212,7 +213,7 @@ def _auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
   import matplotlib.pyplot as plt
   figure, axes = plt.subplots(1, len(days), figsize=(4.5 * len(days), 3.6), squeeze=False)
   for axis, day in zip(axes[0], days):
-    stats = [metrics_lib.mean_ci_over_seeds(
+    stats = [intervals.mean_ci_over_seeds(
         _rows(frame, study=study, stage=stage, variant=v, days=day)["auc"]) for v in VARIANTS]
     means, halves = (np.array(x, float) for x in zip(*stats))
     # Points, not bars: AUCs differ in the third decimal, and a bar's length would mislead.
@@ -222,7 +223,7 @@ def _auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
       axis.axhline(means[0], color="grey", linewidth=0.8, linestyle="--")
     axis.set_title(f"{stage}, days {day}")
     axis.set_ylabel("student AUC")
-  compare.save_figure(figure, path)
+  files.write_png(path, figure)
 
 
 def _line_plot(rows, series, x, y, xlabel, ylabel, path) -> None:
@@ -232,7 +233,7 @@ def _line_plot(rows, series, x, y, xlabel, ylabel, path) -> None:
   figure, axes = plt.subplots(figsize=(6, 4))
   for stage, variant in series:
     part = rows[(rows["stage"] == stage) & (rows["variant"] == variant)]
-    stats = [(v, *metrics_lib.mean_ci_over_seeds(g[y])) for v, g in part.groupby(x)]
+    stats = [(v, *intervals.mean_ci_over_seeds(g[y])) for v, g in part.groupby(x)]
     if stats:
       xs, means, halves = zip(*stats)
       axes.errorbar(xs, means, yerr=np.nan_to_num(halves), marker="o", capsize=3,
@@ -240,7 +241,7 @@ def _line_plot(rows, series, x, y, xlabel, ylabel, path) -> None:
   axes.set_xlabel(xlabel)
   axes.set_ylabel(ylabel)
   axes.legend()
-  compare.save_figure(figure, path)
+  files.write_png(path, figure)
 
 
 def _gain_plot(gains, path) -> None:
@@ -254,7 +255,7 @@ def _gain_plot(gains, path) -> None:
   axes.set_xscale("log")
   axes.set_xlabel("post_click_noise (higher: less informative privileged features)")
   axes.set_ylabel("CVR AUC gain of PFD over baseline")
-  compare.save_figure(figure, path)
+  files.write_png(path, figure)
 
 
 def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command: str,
@@ -294,8 +295,8 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
       lines += [f"## {title}", ""] + body + [""]
   lines += ["Paper gap closure for reference: " + ", ".join(
       f"{NAMES[v]} {s}: {g}" for (s, v), g in PAPER_GAP_CLOSURE.items()), ""]
-  compare.write_atomically(os.path.join(report_dir, "tables.csv"),
+  files.write_with(os.path.join(report_dir, "tables.csv"),
                            lambda tmp: frame.to_csv(tmp, index=False))
   path = os.path.join(report_dir, "report.md")
-  compare.write_text(path, "\n".join(lines))
+  files.write_text(path, "\n".join(lines))
   return path

@@ -47,11 +47,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import data
-from data import features as features_lib
+from data import files
+from data import numeric
+from data import ids as id_lookup
 from data import oracle as oracle_lib
 from data.config import SECONDS_PER_DAY
 from models import export
-from models import metrics as metrics_lib
+from data import metrics as metrics_lib
 from stages import common
 from stages import fine as _fine  # noqa: F401  (defines --ctr_variant, which replay shares)
 from stages import serving
@@ -223,9 +225,9 @@ def load_models(config: ReplayConfig, world, day: int) -> FunnelModels:
             "fine_ctr": (fine_ctr.path, fine_ctr.meta), "fine_cvr": (fine_cvr.path, fine_cvr.meta)}
   facts = {name: check_model(name, path, meta, world, day)
            for name, (path, meta) in loaded.items()}
-  files = [os.path.join(path, name) for path, _ in loaded.values()
+  paths = [os.path.join(path, name) for path, _ in loaded.values()
            for name in (export.META_FILE, "variables/variables.index", serving.ITEM_VECTORS)]
-  return FunnelModels(retrieval, coarse, fine_ctr, fine_cvr, facts, _files_digest(files))
+  return FunnelModels(retrieval, coarse, fine_ctr, fine_cvr, facts, _files_digest(paths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +485,7 @@ class CachedBestPage:
 
   def top(self, request_ids: np.ndarray) -> np.ndarray:
     request_ids = np.asarray(request_ids, np.int64)
-    pos, hit = features_lib.find_rows(self._ids, request_ids)
+    pos, hit = id_lookup.find_rows(self._ids, request_ids)
     pages = np.empty((len(request_ids), self.oracle.k), np.int64)
     pages[hit] = self._pages[pos[hit]]
     if not hit.all():
@@ -501,10 +503,10 @@ class CachedBestPage:
     ids, first = np.unique(ids, return_index=True)
     self._ids, self._pages = ids, pages[first]
     self._new_ids, self._new_pages = [], []
-    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-    tmp = f"{self.path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, request_ids=self._ids, pages=self._pages)
-    os.replace(tmp, self.path)
+    def write(tmp: str) -> None:
+      with open(tmp, "wb") as f:
+        np.savez(f, request_ids=self._ids, pages=self._pages)
+    files.write_with(self.path, write)
 
 
 def _update_screen(screen: _Screen, items: np.ndarray, lower: np.ndarray, upper: np.ndarray,
@@ -728,14 +730,14 @@ class RunDir:
     """Prepares the dir for `key`; returns the summary if this replay already finished."""
     summary_path = os.path.join(self.path, SUMMARY)
     if os.path.exists(summary_path) and not overwrite:
-      summary = common.read_json(summary_path)
+      summary = files.read_json(summary_path)
       if summary.get("replay_key") == _key_digest(key):
         return summary
       raise common.StageError(f"{self.path} already holds a finished replay with another "
                               "configuration; use another --run_dir or pass --overwrite")
     config_path = os.path.join(self.partial, "config.json")
     if os.path.exists(config_path) and not overwrite:
-      held = common.read_json(config_path)
+      held = files.read_json(config_path)
       if held != key:
         changed = sorted(name for name in set(held) | set(key) if held.get(name) != key.get(name))
         raise common.StageError(
@@ -744,7 +746,7 @@ class RunDir:
     elif overwrite:
       self.clear()
     os.makedirs(self.partial, exist_ok=True)
-    common.write_json(config_path, key)
+    files.write_json(config_path, key)
     return None
 
   def clear(self) -> None:
@@ -757,46 +759,23 @@ class RunDir:
     return os.path.exists(self._chunk(index, "parquet"))
 
   def write_chunk(self, index: int, table: pa.Table, seconds: Dict[str, float]) -> None:
-    common.write_json(self._chunk(index, "json"), seconds)
-    _write_parquet(table, self._chunk(index, "parquet"))
+    files.write_json(self._chunk(index, "json"), seconds)
+    files.write_parquet(self._chunk(index, "parquet"), table)
 
   def read_chunks(self, n_chunks: int) -> Tuple[pa.Table, List[Dict[str, float]]]:
     tables = [pq.read_table(self._chunk(i, "parquet")) for i in range(n_chunks)]
-    seconds = [common.read_json(self._chunk(i, "json")) for i in range(n_chunks)]
+    seconds = [files.read_json(self._chunk(i, "json")) for i in range(n_chunks)]
     return pa.concat_tables(tables), seconds
 
   def finish(self, table: pa.Table, summary: dict) -> None:
     """per_request.parquet, then summary.json (the finished marker), then drop .partial."""
-    _write_parquet(table, os.path.join(self.path, PER_REQUEST))
-    common.write_json(os.path.join(self.path, SUMMARY), _json_safe(summary))
+    files.write_parquet(os.path.join(self.path, PER_REQUEST), table)
+    files.write_json(os.path.join(self.path, SUMMARY), summary)
     shutil.rmtree(self.partial, ignore_errors=True)
-
-
-def _write_parquet(table: pa.Table, path: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _key_digest(key: Dict[str, Any]) -> str:
   return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _json_safe(value):
-  """NaN and infinities become null, so summary.json is strict JSON."""
-  if isinstance(value, dict):
-    return {k: _json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
-  if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,7 +834,7 @@ def offline_metrics(world, models: FunnelModels, day: int) -> Dict[str, float]:
       "nd,nd->n", users, models.coarse.item_vectors[logs["item_id"]])
   clicked = logs["click"] > 0
   scored = {
-      "coarse": (logs["click"], common.sigmoid(coarse_logit), groups),
+      "coarse": (logs["click"], numeric.sigmoid(coarse_logit), groups),
       "fine_ctr": (logs["click"], models.fine_ctr.predict(logs), groups),
       "fine_cvr": (logs["conversion"][clicked],
                    models.fine_cvr.predict({k: v[clicked] for k, v in logs.items()}),
@@ -939,7 +918,7 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   offline = offline_metrics(world, models, day)
   summary = build_summary(config, funnel, day, world, models, frame, seconds, offline, key)
   run_dir.finish(table, summary)
-  return common.read_json(os.path.join(config.run_dir, SUMMARY))
+  return files.read_json(os.path.join(config.run_dir, SUMMARY))
 
 
 def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,

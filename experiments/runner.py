@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
+from data import files
 from stages import coarse
 from stages import common
 from stages import fine
@@ -64,7 +65,7 @@ def command_digest(argv: List[str], world_dir: str) -> Optional[str]:
   manifest = os.path.join(world_dir, "manifest.json")
   if not os.path.exists(manifest):
     return None
-  world_hash = common.read_json(manifest)["world_hash"]
+  world_hash = files.read_json(manifest)["world_hash"]
   blob = json.dumps({"argv": argv[1:], "world_hash": world_hash})
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -77,7 +78,7 @@ def run_stage(stage: str, config: common.StageConfig) -> Dict[str, Any]:
   receipt_path = os.path.join(out_dir, RECEIPT)
   digest = command_digest(argv, config.world_dir)
   if config.reuse and digest and os.path.exists(receipt_path) and os.path.exists(metrics_path):
-    receipt, metrics = common.read_json(receipt_path), common.read_json(metrics_path)
+    receipt, metrics = files.read_json(receipt_path), files.read_json(metrics_path)
     # The receipt must be of this command and of the metrics.json now there.
     if receipt == {"command": digest, "config_key": metrics.get("config_key")}:
       return metrics
@@ -86,7 +87,7 @@ def run_stage(stage: str, config: common.StageConfig) -> Dict[str, Any]:
     tail = "\n".join(result.stderr.strip().splitlines()[-15:])
     raise common.StageError(f"{' '.join(argv[1:4])} ... failed (exit {result.returncode}):\n"
                             f"{tail}")
-  metrics = common.read_json(metrics_path)
+  metrics = files.read_json(metrics_path)
   if digest:
-    common.write_json(receipt_path, {"command": digest, "config_key": metrics.get("config_key")})
+    files.write_json(receipt_path, {"command": digest, "config_key": metrics.get("config_key")})
   return metrics

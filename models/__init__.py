@@ -18,27 +18,15 @@ if "tensorflow" in _sys.modules and _os.environ.get("TF_USE_LEGACY_KERAS") != "1
         "TensorFlow was imported before `models` with TF_USE_LEGACY_KERAS unset; "
         "TFRS needs Keras 2. Import `models` (or any project package) before tensorflow.")
 
-# Public API, loaded on first use (PEP 562) so that `models.metrics`, which is pure numpy,
-# can be imported without starting TensorFlow.
-_EXPORTS = {
-    "models.inputs": ("EmbeddingBank", "FeatureEmbedding", "MissingFeatureError",
-                      "VOCABULARY_GROUPS", "vocabulary_group"),
-    "models.towers": ("MLP", "Tower"),
-    "models.rankers": ("DNNRanker", "TwoTowerScorer", "split_by_side"),
-    "models.distillation": ("BASELINE", "LUPI", "MD", "PFD", "PFD_MD", "PRETRAINED",
-                            "SIMULTANEOUS", "TEACHER_KINDS", "DistillationModel",
-                            "FrozenTeacher", "PrivilegedDistillation", "build_distillation",
-                            "build_head", "build_student", "build_teacher",
-                            "student_features", "teacher_features"),
-    "models.export": ("ServingModel", "export_serving", "load_serving"),
-    "models.pipeline": ("make_dataset", "model_columns", "predict", "take_rows"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-  if name not in _WHERE:
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
-  import importlib
-  return getattr(importlib.import_module(_WHERE[name]), name)
+# The public API. Importing it starts TensorFlow, after the switch above.
+from models.inputs import (VOCABULARY_GROUPS, EmbeddingBank, FeatureEmbedding,  # noqa: E402
+                           MissingFeatureError, vocabulary_group)
+from models.towers import MLP, Tower  # noqa: E402
+from models.rankers import DNNRanker, TwoTowerScorer, split_by_side  # noqa: E402
+from models.distillation import (BASELINE, LUPI, MD, PFD, PFD_MD, PRETRAINED,  # noqa: E402
+                                 SIMULTANEOUS, TEACHER_KINDS, DistillationModel, FrozenTeacher,
+                                 PrivilegedDistillation, build_distillation, build_head,
+                                 build_student, build_teacher, student_features,
+                                 teacher_features)
+from models.export import ServingModel, export_serving, load_serving  # noqa: E402
+from models.pipeline import make_dataset, model_columns, predict, take_rows  # noqa: E402

@@ -10,13 +10,12 @@ user pass and a matrix product. `load_serving` gives back a callable batch -> sc
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from data import files
 from data import schema as schema_lib
 from models import inputs as inputs_lib
 from models import rankers
@@ -115,19 +114,10 @@ def save_module(module: tf.Module, path: str, signatures: dict, meta: dict) -> s
 
   A reader never sees a half-written export; an existing export at `path` is replaced.
   """
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-  try:
+  with files.atomic_directory(path) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures)
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(meta, f, indent=1)
-    _replace_dir(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return path
+    files.write_json(os.path.join(tmp, META_FILE), meta, indent=1)
+  return os.path.abspath(path)
 
 
 def _meta(student, stage, extra_meta) -> dict:
@@ -140,16 +130,6 @@ def _meta(student, stage, extra_meta) -> dict:
   elif candidate_input_names(student):
     meta["candidate_inputs"] = candidate_input_names(student)
   return meta
-
-
-def _replace_dir(tmp: str, path: str) -> None:
-  old = None
-  if os.path.exists(path):
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.old-")
-    os.rename(path, os.path.join(old, "model"))
-  os.rename(tmp, path)
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class ServingModel:

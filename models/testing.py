@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from data import config as config_lib
 from data import schema as schema_lib
+from data.numeric import sigmoid
 
 
 def tiny_schema(history_len: int = 8, **overrides) -> schema_lib.Schema:
@@ -78,7 +79,7 @@ def synthetic_log_arrays(schema: schema_lib.Schema, n_rows: int, seed: int = 0,
   match = (category == taste[users]).astype(np.float64)
   click_logit = serving_strength * (1.5 * match + 0.7 * quality[items]) \
       + privileged_strength * intent - 2.0
-  click = (rng.random(n) < _sigmoid(click_logit)).astype(np.float32)
+  click = (rng.random(n) < sigmoid(click_logit)).astype(np.float32)
   arrays.update(_cross_features(rng, intent, match, n))
   arrays.update(_post_click(rng, click, price[items], privileged_strength, arrays))
   if unlabelled_fraction > 0:
@@ -101,23 +102,19 @@ def _post_click(rng, click, price, strength, arrays):
   propensity = rng.normal(0.0, 1.0, n)
   clicked = click > 0
   convert_logit = strength * propensity - 0.4 * np.log(price) + 0.3
-  conversion = (clicked & (rng.random(n) < _sigmoid(convert_logit))).astype(np.float32)
+  conversion = (clicked & (rng.random(n) < sigmoid(convert_logit))).astype(np.float32)
   dwell = np.exp(3.0 + 0.8 * propensity + 0.3 * np.log(price) + rng.normal(0, 0.3, n))
-  cart = rng.random(n) < _sigmoid(2.0 * propensity - 1.0)
+  cart = rng.random(n) < sigmoid(2.0 * propensity - 1.0)
   return {"click": click, "conversion": conversion, "gmv": conversion * price,
           "dwell_seconds": np.where(clicked, dwell, 0.0).astype(np.float32),
-          "read_comments": (clicked & (rng.random(n) < _sigmoid(propensity))).astype(np.int64),
+          "read_comments": (clicked & (rng.random(n) < sigmoid(propensity))).astype(np.int64),
           "chatted_with_seller": (clicked & (rng.random(n) < 0.1)).astype(np.int64),
           "added_to_cart": (clicked & cart).astype(np.int64),
-          "favorited": (clicked & (rng.random(n) < _sigmoid(propensity - 1.0))).astype(np.int64)}
+          "favorited": (clicked & (rng.random(n) < sigmoid(propensity - 1.0))).astype(np.int64)}
 
 
 def _dtype(schema: schema_lib.Schema, name: str):
   return schema[name].dtype if name in schema.names else np.float32
-
-
-def _sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
 
 
 def as_batch(arrays: Dict[str, np.ndarray], rows: Optional[int] = None) -> dict:

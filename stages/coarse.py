@@ -28,7 +28,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from data import features as features_lib
+from data import files
+from data import ids as id_lookup
 from models import distillation
 from models import export
 from models import pipeline
@@ -80,7 +81,7 @@ def unlabelled_candidates(world, config: common.StageConfig, train) -> Dict[str,
   n_items = np.int64(len(world.items))
   shown = np.unique(train["request_id"].astype(np.int64) * n_items + train["item_id"])
   keys = request_ids[:, None].astype(np.int64) * n_items + top_ids
-  unseen = ~features_lib.find_rows(shown, keys)[1]
+  unseen = ~id_lookup.find_rows(shown, keys)[1]
   per_request = int(config.extra["unlabelled_per_request"])
   short = unseen.sum(axis=1) < per_request
   if short.any():
@@ -136,7 +137,7 @@ def export_coarse(world, config, model, out_dir: str) -> None:
                                extra_meta=facts)
   items = {name: world.items[name].to_numpy() for name in model.student.item_input_names}
   vectors = pipeline.predict(lambda b: model.student.item_vectors(b, training=False), items)
-  common.save_npy(os.path.join(path, serving.ITEM_VECTORS), vectors.astype(np.float32))
+  files.write_npy(os.path.join(path, serving.ITEM_VECTORS), vectors.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- the command
@@ -169,7 +170,7 @@ def train(config: common.StageConfig) -> Dict[str, Any]:
   metrics.update(common.run_facts(world, config, STAGE))
   metrics["distill_unlabelled"] = bool(config.extra.get("distill_unlabelled"))
   export_coarse(world, config, model, out_dir)
-  common.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   logging.info("coarse %s: auc=%.4f teacher_auc=%s -> %s", config.variant, metrics["auc"],
                metrics.get("teacher_auc"), out_dir)
   return metrics

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
@@ -20,9 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 import data
+from data import files
+from data import numeric
 from data import cli  # noqa: F401  (--world_dir, --seed)
 from models import distillation
-from models import metrics as metrics_lib
+from data import metrics as metrics_lib
 from models import pipeline
 
 FLAGS = flags.FLAGS
@@ -176,7 +177,7 @@ def claim_model_dir(model_dir: str, world) -> None:
                        f"(world_hash {held} in {path}, this world is {world.world_hash}); "
                        "use a fresh --model_dir")
     return
-  write_json(path, {"world_hash": world.world_hash, "world_dir": os.path.abspath(world.world_dir)})
+  files.write_json(path, {"world_hash": world.world_hash, "world_dir": os.path.abspath(world.world_dir)})
 
 
 def stage_dir(model_dir: str, stage: str, variant: str) -> str:
@@ -191,41 +192,6 @@ def require_stage(model_dir: str, stage: str, variant: str, command: str) -> str
     raise StageError(f"{stage} model '{variant}' not found at {path}; train it first with "
                      f"`{command}`")
   return path
-
-
-def write_json(path: str, payload: Dict[str, Any]) -> None:
-  """Writes JSON atomically: a temp file in the same directory, then rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-  os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read.
-  os.replace(tmp, path)
-
-
-def read_json(path: str) -> Dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-  """Saves an array atomically: a temp file in the same directory, then rename."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
-                             suffix=".npy")
-  with os.fdopen(fd, "wb") as f:
-    np.save(f, array)
-  os.replace(tmp, path)
-
-
-def _json_default(value):
-  if isinstance(value, (np.integer,)):
-    return int(value)
-  if isinstance(value, (np.floating,)):
-    return float(value)
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 # ----------------------------------------------------------------------------- training
@@ -357,17 +323,13 @@ def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str) -> Dict[str
   labels = arrays[label]
   groups = arrays["user_id"]
   student = pipeline.predict(lambda b: model.student(b, training=False), arrays)
-  result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, sigmoid(student), groups)
+  result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, numeric.sigmoid(student), groups)
   result["n_eval"] = int(len(labels))
   if getattr(model, "teacher", None) is not None:
     teacher = pipeline.predict(lambda b: model.teacher_logits(b, training=False), arrays)
-    for name, value in metrics_lib.ranking_metrics(labels, sigmoid(teacher), groups).items():
+    for name, value in metrics_lib.ranking_metrics(labels, numeric.sigmoid(teacher), groups).items():
       result[f"teacher_{name}"] = value
   return result
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
 def pretrain_teacher(schema, stage: str, kind: str, arrays: Dict[str, np.ndarray],
@@ -400,7 +362,7 @@ def config_key(config: StageConfig) -> str:
   fields = dataclasses.asdict(dataclasses.replace(config, callbacks=()))
   for name in ("world_dir", "model_dir", "callbacks", "checkpoint_every", "reuse"):
     fields.pop(name)
-  blob = json.dumps(fields, sort_keys=True, default=_json_default)
+  blob = json.dumps(files.json_safe(fields), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -413,7 +375,7 @@ def finished_metrics(out_dir: str, config: StageConfig) -> Optional[Dict[str, An
   path = os.path.join(out_dir, "metrics.json")
   if not config.reuse or not os.path.exists(path):
     return None
-  metrics = read_json(path)
+  metrics = files.read_json(path)
   if metrics.get("config_key") != config_key(config):
     return None
   logging.info("reusing the finished run in %s (same configuration)", out_dir)
@@ -447,6 +409,6 @@ def run_main(train_fn: Callable[[StageConfig], Dict[str, Any]],
     except (StageError, ValueError, FileNotFoundError) as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
-    print(json.dumps(metrics, indent=2, sort_keys=True, default=_json_default))
+    print(json.dumps(files.json_safe(metrics), indent=2, sort_keys=True))
 
   return main

@@ -18,9 +18,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data import files
+from data import numeric
 from models import distillation
 from models import export
-from models import metrics as metrics_lib
+from data import metrics as metrics_lib
 from models import pipeline
 from stages import common
 
@@ -87,7 +89,7 @@ def ctcvr_metrics(world, config: common.StageConfig, model) -> Dict[str, Any]:
     return {}
   impressions = world.log_arrays([config.eval_day])
   p_ctr = export.load_serving(path).predict(impressions)
-  p_cvr = common.sigmoid(pipeline.predict(lambda b: model.student(b, training=False),
+  p_cvr = numeric.sigmoid(pipeline.predict(lambda b: model.student(b, training=False),
                                           impressions))
   return {"ctcvr_auc": metrics_lib.auc(impressions["conversion"], p_ctr * p_cvr),
           "ctcvr_n": int(len(p_cvr))}
@@ -128,7 +130,7 @@ def train(config: common.StageConfig) -> Dict[str, Any]:
   metrics.update(common.run_facts(world, config, STAGE[task]))
   export.export_serving(model, STAGE[task], world.schema, os.path.join(out_dir, "saved_model"),
                         extra_meta=common.run_facts(world, config, STAGE[task]))
-  common.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   logging.info("fine %s %s: auc=%.4f gauc=%.4f -> %s", task, config.variant, metrics["auc"],
                metrics["gauc"], out_dir)
   return metrics

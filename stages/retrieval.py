@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from data import files
 from models import distillation
 from models import export
-from models import metrics as metrics_lib
+from data import metrics as metrics_lib
 from models import pipeline
 from stages import common
 from stages import serving
@@ -171,7 +172,7 @@ def train(config: common.StageConfig) -> Dict[str, Any]:
   metrics["n_train"] = int(len(clicked["click"]))
   metrics.update(common.run_facts(world, config, STAGE))
   export_index(world, model, index, out_dir, common.run_facts(world, config, STAGE))
-  common.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   logging.info("retrieval: %s -> %s", {k: v for k, v in metrics.items() if "@" in k}, out_dir)
   return metrics
 

@@ -13,6 +13,7 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data import files
 from data.schema import ITEM, PAIR
 from models import export
 from stages import common
@@ -26,7 +27,7 @@ class RetrievalIndex:
 
   def __init__(self, path: str):
     self.path = path
-    self.meta = common.read_json(os.path.join(path, export.META_FILE))
+    self.meta = files.read_json(os.path.join(path, export.META_FILE))
     self._serve = tf.saved_model.load(path).signatures["serving_default"]
     self.query_inputs = list(self.meta["query_inputs"])
     self.k = int(self.meta["k"])

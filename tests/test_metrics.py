@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from models import metrics
+from data import metrics
+from data import intervals
 
 
 def brute_force_auc(labels, scores):
@@ -130,11 +131,11 @@ def test_kendall_tau_drops_non_finite_padding():
 def test_bootstrap_ci_covers_true_mean_and_is_deterministic_under_a_seed():
   rng = np.random.default_rng(3)
   values = rng.normal(5.0, 1.0, 400)
-  estimate, lo, hi = metrics.bootstrap_ci(values, n_boot=500, seed=7)
+  estimate, lo, hi = intervals.bootstrap_ci(values, n_boot=500, seed=7)
   assert lo < 5.0 < hi and lo < estimate < hi
   assert hi - lo == pytest.approx(2 * 1.96 / math.sqrt(400), rel=0.25)
-  assert metrics.bootstrap_ci(values, n_boot=500, seed=7) == (estimate, lo, hi)
-  median_ci = metrics.bootstrap_ci(values, stat=np.median, n_boot=200, seed=1)
+  assert intervals.bootstrap_ci(values, n_boot=500, seed=7) == (estimate, lo, hi)
+  median_ci = intervals.bootstrap_ci(values, stat=np.median, n_boot=200, seed=1)
   assert median_ci[1] < 5.0 < median_ci[2]
 
 
@@ -142,8 +143,8 @@ def test_bootstrap_over_groups_widens_ci_for_correlated_rows():
   rng = np.random.default_rng(4)
   users = np.repeat(np.arange(50), 20)
   values = rng.normal(0, 1, 50)[users] + rng.normal(0, 0.1, users.size)
-  _, lo_rows, hi_rows = metrics.bootstrap_ci(values, n_boot=300)
-  _, lo_users, hi_users = metrics.bootstrap_ci(values, n_boot=300, groups=users)
+  _, lo_rows, hi_rows = intervals.bootstrap_ci(values, n_boot=300)
+  _, lo_users, hi_users = intervals.bootstrap_ci(values, n_boot=300, groups=users)
   assert hi_users - lo_users > 2 * (hi_rows - lo_rows)
 
 
@@ -151,33 +152,34 @@ def test_paired_bootstrap_delta_recovers_planted_shift():
   rng = np.random.default_rng(5)
   baseline = rng.exponential(1.0, 500)
   treatment = baseline * 1.1 + rng.normal(0, 0.01, 500)
-  result = metrics.paired_bootstrap_delta(baseline, treatment, n_boot=500)
+  result = intervals.paired_bootstrap_delta(baseline, treatment, n_boot=500)
   assert result.delta_lo < result.delta < result.delta_hi
   assert result.rel_lo < 0.1 < result.rel_hi and result.rel_lo > 0.05
-  unpaired = metrics.independent_bootstrap_delta(baseline, treatment, n_boot=500)
+  unpaired = intervals.independent_bootstrap_delta(baseline, treatment, n_boot=500)
   assert unpaired.delta == pytest.approx(result.delta)
   assert unpaired.delta_hi - unpaired.delta_lo > result.delta_hi - result.delta_lo
 
 
 def test_ratio_of_sums_with_denominators():
-  estimate, _, _ = metrics.bootstrap_ci([1.0, 2.0, np.nan], denominators=[2.0, 2.0, 1.0])
+  estimate, _, _ = intervals.bootstrap_ci([1.0, 2.0, np.nan], denominators=[2.0, 2.0, 1.0])
   assert estimate == pytest.approx(0.75)
 
 
 def test_mean_ci_over_seeds_uses_student_t():
-  mean, half_width = metrics.mean_ci_over_seeds([1.0, 2.0, 3.0])
+  mean, half_width = intervals.mean_ci_over_seeds([1.0, 2.0, 3.0])
   assert mean == 2.0
   assert half_width == pytest.approx(4.3027 * 1.0 / math.sqrt(3), rel=1e-4)
-  assert math.isnan(metrics.mean_ci_over_seeds([1.0])[1])
-  assert metrics.t_critical_95(1) == pytest.approx(12.706, abs=1e-3)
-  assert metrics.t_critical_95(10) == pytest.approx(2.228, abs=1e-3)
-  assert metrics.t_critical_95(31) == pytest.approx(2.0395, abs=2e-4)
-  assert metrics.t_critical_95(120) == pytest.approx(1.9799, abs=2e-4)
+  assert math.isnan(intervals.mean_ci_over_seeds([1.0])[1])
+  assert intervals.t_critical_95(1) == pytest.approx(12.706, abs=1e-3)
+  assert intervals.t_critical_95(10) == pytest.approx(2.228, abs=1e-3)
+  assert intervals.t_critical_95(31) == pytest.approx(2.0395, abs=2e-4)
+  assert intervals.t_critical_95(120) == pytest.approx(1.9799, abs=2e-4)
 
 
-def test_metrics_module_imports_only_numpy_and_the_standard_library():
+@pytest.mark.parametrize("module", [metrics, intervals])
+def test_statistics_modules_import_only_numpy_and_the_standard_library(module):
   import ast
-  tree = ast.parse(open(metrics.__file__).read())
+  tree = ast.parse(open(module.__file__).read())
   imported = {alias.name.split(".")[0] for node in ast.walk(tree)
               if isinstance(node, ast.Import) for alias in node.names}
   imported |= {node.module.split(".")[0] for node in ast.walk(tree)
@@ -185,10 +187,17 @@ def test_metrics_module_imports_only_numpy_and_the_standard_library():
   assert imported <= {"math", "typing", "numpy"}
 
 
+def test_metrics_refuse_unlabelled_rows():
+  with pytest.raises(ValueError, match="unlabelled"):
+    metrics.auc([1, 0, -1], [0.9, 0.1, 0.5])
+  with pytest.raises(ValueError, match="unlabelled"):
+    metrics.ranking_metrics(np.array([1.0, 0.0, -1.0]), np.array([0.9, 0.1, 0.5]))
+
+
 def test_importing_metrics_does_not_load_tensorflow():
   import subprocess
   import sys
-  code = "import sys, models.metrics; print('tensorflow' in sys.modules)"
+  code = "import sys, data.metrics, data.intervals; print('tensorflow' in sys.modules)"
   output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
   assert output == "False"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data import files
 from data import schema as schema_lib
 from models import distillation
 from models import export
@@ -212,7 +213,7 @@ def test_bad_stage_input_is_refused(tiny_world_dir, tmp_path, change, message):
 
 
 def test_model_dir_of_another_world_is_refused(tiny_world_dir, tmp_path):
-  common.write_json(str(tmp_path / "world.json"), {"world_hash": "another"})
+  files.write_json(str(tmp_path / "world.json"), {"world_hash": "another"})
   with pytest.raises(common.StageError, match="another world"):
     fine.train(_config(tiny_world_dir, tmp_path, extra={"task": "ctr"}))
 

@@ -1,0 +1,138 @@
+"""What every command shares: flags generated from a typed config, and errors as one line.
+
+Commands are also libraries (tests and the paper study import several of them), and absl
+keeps one global flag registry, so no module defines flags when it is imported. A command's
+`run()` defines its flags (most of them generated from its config dataclass, as
+`define_config_flags` does), then hands its `main` to `run_command`, which turns a known,
+user-facing error into one line on stderr and exit status 2, instead of a traceback.
+
+A config field's flag help is `dataclasses.field(metadata={"help": ...})`; its default is the
+field's default, so the dataclass is the one place a default is written.
+"""
+
+import collections.abc
+import dataclasses
+import sys
+import typing
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, TypeVar
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+Config = TypeVar("Config")
+
+
+class UserError(Exception):
+  """An error the user can fix (a flag, a file, a missing step): one line, exit status 2."""
+
+
+def _flag_kind(field_type: Any) -> Any:
+  """The absl define function for a field type (Optional[T] is T with default None)."""
+  origin = typing.get_origin(field_type)
+  if origin is typing.Union:
+    args = [a for a in typing.get_args(field_type) if a is not type(None)]
+    return _flag_kind(args[0])
+  if origin in (list, tuple, collections.abc.Sequence) or field_type in (list, tuple):
+    return flags.DEFINE_list
+  return {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
+          str: flags.DEFINE_string}[field_type]
+
+
+def _item_type(field_type: Any) -> Any:
+  """The element type of a list-valued field (int for Sequence[int])."""
+  origin = typing.get_origin(field_type)
+  if origin is typing.Union:
+    args = [a for a in typing.get_args(field_type) if a is not type(None)]
+    return _item_type(args[0])
+  args = typing.get_args(field_type)
+  return args[0] if args else str
+
+
+def _default(field: dataclasses.Field) -> Any:
+  if field.default is not dataclasses.MISSING:
+    value = field.default
+  elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+    value = field.default_factory()  # type: ignore[misc]
+  else:
+    return None
+  if isinstance(value, (list, tuple)):
+    return [str(v) for v in value]
+  return value
+
+
+def define_config_flags(config_class: Type[Any], skip: Iterable[str] = ()) -> None:
+  """Defines one flag per field of `config_class` (a dataclass), named like the field.
+
+  Fields whose flag another part of the same command already defined are skipped, so two
+  configs of one command may share a field (e.g. `world_dir`).
+  """
+  hints = typing.get_type_hints(config_class)
+  for field in dataclasses.fields(config_class):
+    if field.name in skip or field.name in FLAGS or not field.metadata.get("flag", True):
+      continue
+    define = _flag_kind(hints[field.name])
+    help_text = field.metadata.get("help", f"{config_class.__name__}.{field.name}")
+    if "choices" in field.metadata:
+      flags.DEFINE_enum(field.name, _default(field), list(field.metadata["choices"]), help_text)
+    else:
+      define(field.name, _default(field), help_text)
+
+
+def config_from_flags(config_class: Type[Config], **overrides: Any) -> Config:
+  """An instance of `config_class` from the parsed flags; `overrides` win over flags."""
+  hints = typing.get_type_hints(config_class)
+  values: Dict[str, Any] = {}
+  for field in dataclasses.fields(config_class):
+    if field.name in overrides:
+      values[field.name] = overrides[field.name]
+    elif field.name in FLAGS and field.metadata.get("flag", True):
+      value = FLAGS[field.name].value
+      if isinstance(value, list):
+        value = [_parse_item(field.name, _item_type(hints[field.name]), v) for v in value]
+      values[field.name] = value
+  return config_class(**values)
+
+
+def _parse_item(name: str, item_type: Any, text: str) -> Any:
+  try:
+    return item_type(text)
+  except (TypeError, ValueError):
+    type_name = getattr(item_type, "__name__", str(item_type))
+    raise UserError(f"--{name}: {text!r} is not a valid {type_name}") from None
+
+
+def run_command(main: Callable[[], Optional[Any]], name: str,
+                known_errors: Iterable[Type[BaseException]] = ()) -> Callable[[List[str]], None]:
+  """An absl main for `main()`: refuses stray arguments; known errors become one line.
+
+  UserError, ValueError, FileNotFoundError and PermissionError (plus `known_errors`) are the
+  errors a user can fix; anything else is a bug and keeps its traceback.
+  """
+  expected = (UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
+              *known_errors)
+
+  def absl_main(argv: List[str]) -> None:
+    if len(argv) > 1:
+      fail(name, f"unexpected arguments {argv[1:]}; every option is a --flag")
+    try:
+      main()
+    except expected as error:
+      if isinstance(error, PermissionError):
+        fail(name, f"permission denied: {error.filename or error}")
+      fail(name, str(error))
+
+  return absl_main
+
+
+def fail(name: str, message: str) -> None:
+  """Prints `name: error: message` and exits with status 2."""
+  logging.flush()
+  sys.stderr.write(f"{name}: error: {message}\n")
+  sys.exit(2)
+
+
+def start(main: Callable[[List[str]], None]) -> None:
+  """app.run, the one way commands start (flags parsed, absl logging set up)."""
+  app.run(main)
