@@ -16,8 +16,6 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("work_dir", "/tmp/demo_bench", "Fresh work dir for the demo (deleted first).")
-flags.DEFINE_string("preset", "small", "World preset.")
 FLAGS = flags.FLAGS
 
 
@@ -35,5 +33,12 @@ def main(argv):
   return result.returncode
 
 
-if __name__ == "__main__":
+def run() -> None:
+  flags.DEFINE_string("work_dir", "/tmp/demo_bench", "Fresh work dir for the demo (deleted "
+                      "first).")
+  flags.DEFINE_string("preset", "small", "World preset.")
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -21,7 +21,6 @@ import data
 from data import generate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("candidates", 1000, "Candidates per request for the FeatureService timing.")
 
 
 def _peak_rss_gb() -> float:
@@ -76,5 +75,12 @@ def _serving_figures(world_dir: str, config) -> None:
          lambda: oracle.p_convert(requests, items))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  generate.define_flags()
+  flags.DEFINE_integer("candidates", 1000, "Candidates per request for the FeatureService "
+                       "timing.")
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -9,7 +9,6 @@ latency per 1,000 candidates (the median of --repeats timed calls after a warm-u
 not assertions: run it on an otherwise idle machine and report what it prints.
 """
 
-import dataclasses
 import os
 import statistics
 import time
@@ -21,21 +20,19 @@ import tensorflow as tf
 
 import data
 from stages import coarse
-from stages import common
+from stages import config as config_lib
 from stages import fine
 from stages import retrieval
 from stages import serving
 
-flags.DEFINE_integer("bench_steps", 300, "Training steps per stage.")
-flags.DEFINE_integer("repeats", 7, "Timed serving calls per model.")
 FLAGS = flags.FLAGS
 
-RUNS = [("retrieval", retrieval.train, "baseline", {}),
-        ("fine/ctr", fine.train, "baseline", {"task": "ctr"}),
-        ("fine/cvr", fine.train, "baseline", {"task": "cvr"}),
-        ("fine/cvr", fine.train, "pfd", {"task": "cvr"}),
-        ("coarse", coarse.train, "baseline", {}),
-        ("coarse", coarse.train, "pfd_md", {})]
+RUNS = [(config_lib.RetrievalConfig, retrieval.train, "baseline", {}),
+        (config_lib.FineConfig, fine.train, "baseline", {"task": "ctr"}),
+        (config_lib.FineConfig, fine.train, "baseline", {"task": "cvr"}),
+        (config_lib.FineConfig, fine.train, "pfd", {"task": "cvr"}),
+        (config_lib.CoarseConfig, coarse.train, "baseline", {}),
+        (config_lib.CoarseConfig, coarse.train, "pfd_md", {})]
 
 
 class _Timer(tf.keras.callbacks.Callback):
@@ -54,11 +51,12 @@ class _Timer(tf.keras.callbacks.Callback):
     self.seconds = time.perf_counter() - self.start
 
 
-def training_throughput(base: common.StageConfig):
-  for stage, train_fn, variant, extra in RUNS:
+def training_throughput(base: config_lib.TrainConfig):
+  for config_class, train_fn, variant, settings in RUNS:
     timer = _Timer()
-    config = dataclasses.replace(base, variant=variant, extra=dict(extra),
-                                 max_steps=FLAGS.bench_steps, callbacks=[timer])
+    config = config_lib.for_stage(config_class, base, variant=variant, **settings,
+                                  max_steps=FLAGS.bench_steps, callbacks=[timer])
+    stage = config.output
     train_fn(config)
     rate = timer.steps * config.batch_size / timer.seconds
     print(f"train  {stage:10s} {variant:9s} {rate:12,.0f} examples/s "
@@ -99,7 +97,7 @@ def serving_latency(world, model_dir: str, repeats: int):
 
 def main(argv):
   del argv
-  base = common.StageConfig.from_flags()
+  base = config_lib.from_flags(config_lib.TrainConfig)
   world = data.load(base.world_dir, verify="size")
   print(f"world {base.world_dir}: {world.config.n_users:,} users, "
         f"{world.config.n_items:,} items; widths {list(base.hidden_units)}, "
@@ -108,5 +106,12 @@ def main(argv):
   serving_latency(world, base.model_dir, FLAGS.repeats)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  config_lib.define_flags(config_lib.TrainConfig)
+  flags.DEFINE_integer("bench_steps", 300, "Training steps per stage.")
+  flags.DEFINE_integer("repeats", 7, "Timed serving calls per model.")
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

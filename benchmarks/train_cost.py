@@ -24,22 +24,6 @@ from models import testing
 
 FLAGS = flags.FLAGS
 STUDENT_ALONE = "student alone (DistillationModel, baseline)"
-flags.DEFINE_string("world_dir", "", "World directory; empty means synthetic rows.")
-flags.DEFINE_string("preset", "small", "Preset whose schema shapes the synthetic rows.")
-flags.DEFINE_list("days", ["1"], "Training days read from the world.")
-flags.DEFINE_integer("synthetic_rows", 200_000, "Rows when no world is given.")
-flags.DEFINE_string("stage", "coarse", "Stage whose student and teacher are timed.")
-flags.DEFINE_string("architecture", "two_tower", "Student architecture: dnn or two_tower.")
-flags.DEFINE_string("teacher_kind", "pfd", "Teacher kind: pfd, md, pfd_md or lupi.")
-flags.DEFINE_string("label", "click", "Label column.")
-flags.DEFINE_integer("batch_size", 1024, "Examples per step.")
-flags.DEFINE_integer("steps", 200, "Timed steps per scheme; 0 means one full epoch.")
-flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first (tracing, optimizer state).")
-flags.DEFINE_integer("repeats", 3, "Round-robin timed fits per scheme; the fastest counts.")
-flags.DEFINE_list("widths", ["512", "256", "128"], "Student widths.")
-flags.DEFINE_integer("embedding_dim", 16, "Embedding width.")
-flags.DEFINE_float("learning_rate", 0.01, "Adagrad learning rate.")
-flags.DEFINE_integer("seed", 0, "Seed.")
 
 
 def load_arrays():
@@ -89,9 +73,12 @@ def optimizer():
 
 def distillation(schema, teacher_kind, **kwargs) -> models.DistillationModel:
   tf.keras.utils.set_random_seed(FLAGS.seed)
-  model = models.build_distillation(
-      schema, FLAGS.stage, teacher_kind, FLAGS.architecture, label=FLAGS.label,
-      widths=[int(w) for w in FLAGS.widths], embedding_dim=FLAGS.embedding_dim, **kwargs)
+  spec = models.DistillationSpec(
+      teacher_kind=teacher_kind, architecture=FLAGS.architecture, label=FLAGS.label,
+      widths=tuple(int(w) for w in FLAGS.widths), embedding_dim=FLAGS.embedding_dim,
+      **{k: v for k, v in kwargs.items() if k != "pretrained_teacher"})
+  model = models.build_distillation(schema, FLAGS.stage, spec,
+                                    pretrained_teacher=kwargs.get("pretrained_teacher"))
   model.compile(optimizer=optimizer())
   return model
 
@@ -146,7 +133,7 @@ def schemes(schema) -> List[tuple]:
           schema, kind, share_embeddings=False), False),
       ("simultaneous, shared embeddings", lambda: distillation(schema, kind), False),
       ("simultaneous, shared except user_id", lambda: distillation(
-          schema, kind, unshared=["user_id"]), False),
+          schema, kind, unshared=("user_id",)), False),
   ]
 
 
@@ -198,5 +185,29 @@ def main(argv):
   report(measure(schema, arrays))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  flags.DEFINE_string("world_dir", "", "World directory; empty means synthetic rows.")
+  flags.DEFINE_string("preset", "small", "Preset whose schema shapes the synthetic rows.")
+  flags.DEFINE_list("days", ["1"], "Training days read from the world.")
+  flags.DEFINE_integer("synthetic_rows", 200_000, "Rows when no world is given.")
+  flags.DEFINE_string("stage", "coarse", "Stage whose student and teacher are timed.")
+  flags.DEFINE_string("architecture", "two_tower", "Student architecture: dnn or two_tower.")
+  flags.DEFINE_string("teacher_kind", "pfd", "Teacher kind: pfd, md, pfd_md or lupi.")
+  flags.DEFINE_string("label", "click", "Label column.")
+  flags.DEFINE_integer("batch_size", 1024, "Examples per step.")
+  flags.DEFINE_integer("steps", 200, "Timed steps per scheme; 0 means one full epoch.")
+  flags.DEFINE_integer("warmup_steps", 20, "Untimed steps first (tracing, optimizer state).")
+  flags.DEFINE_integer("repeats", 3, "Round-robin timed fits per scheme; the fastest counts.")
+  flags.DEFINE_list("widths", ["512", "256", "128"], "Student widths.")
+  flags.DEFINE_integer("embedding_dim", 16, "Embedding width.")
+  flags.DEFINE_float("learning_rate", 0.01, "Adagrad learning rate.")
+  flags.DEFINE_integer("seed", 0, "Seed.")
+
+
+def run() -> None:
+  define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -32,14 +32,13 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Dict, List, Optional
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite: shared flags)
+from data import command
 from data import files
 from data import io
 from data import schema as S
@@ -53,15 +52,21 @@ WORLD_ENTRIES = (io.MANIFEST, "users.parquet", "items.parquet", "truth", "logs",
                  SHARDS_DIR)
 
 FLAGS = flags.FLAGS
-# --world_dir, --seed and --overwrite are shared with other commands: data/cli.py.
-flags.DEFINE_enum("preset", "small", sorted(PRESETS), "Starting configuration.")
-flags.DEFINE_integer("shard", -1, "Generate only this user shard's part files; -1 = every "
-                     "missing shard in-process, then merge and write the manifest.")
-for _field in dataclasses.fields(WorldConfig):
-  if _field.name in FLAGS:  # defined in data/cli.py
-    continue
-  _define = flags.DEFINE_integer if _field.type in (int, "int") else flags.DEFINE_float
-  _define(_field.name, None, f"Override the preset's {_field.name} (WorldConfig).")
+
+
+def define_flags() -> None:
+  """The command's flags: where, --preset, --shard, --overwrite, and one override per
+  WorldConfig field (--seed included; default: the preset's)."""
+  flags.DEFINE_string("world_dir", None, "The world's directory.")
+  flags.DEFINE_enum("preset", "small", sorted(PRESETS), "Starting configuration.")
+  flags.DEFINE_integer("shard", -1, "Generate only this user shard's part files; -1 = every "
+                       "missing shard in-process, then merge and write the manifest.")
+  flags.DEFINE_bool("overwrite", False, "Replace a world with another config, or generate into "
+                    "a directory that holds other files, instead of refusing.")
+  for field in dataclasses.fields(WorldConfig):
+    define = flags.DEFINE_integer if field.type in (int, "int") else flags.DEFINE_float
+    define(field.name, None, f"Override the preset's {field.name} (WorldConfig).")
+
 
 def config_from_flags() -> WorldConfig:
   """The preset with every WorldConfig flag that was given applied, validated."""
@@ -263,31 +268,22 @@ def _remove_stale_days(kind_dir: str, days: List[int]) -> None:
       files.remove_tree(os.path.join(kind_dir, entry))
 
 
-def main(argv: List[str]) -> None:
-  if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+def main() -> None:
   if not FLAGS.world_dir:
-    _fail("--world_dir is required")
-  try:
-    config = config_from_flags()
-    start = time.time()
-    manifest = generate(FLAGS.world_dir, config, FLAGS.shard, FLAGS.overwrite)
-  except (ValueError, FileExistsError, FileNotFoundError) as e:
-    _fail(str(e))
+    raise command.UserError("--world_dir is required")
+  config = config_from_flags()
+  start = time.time()
+  manifest = generate(FLAGS.world_dir, config, FLAGS.shard, FLAGS.overwrite)
   if manifest is not None:
     total = sum(c["impressions"] for c in manifest["row_counts"].values())
     logging.info("world ready in %s: %d impressions, %.1fs", FLAGS.world_dir, total,
                  time.time() - start)
 
 
-def _fail(message: str) -> None:
-  sys.stderr.write(f"data.generate: error: {message}\n")
-  sys.exit(2)
-
-
 def run() -> None:
-  """Console-script entry point (pfd-generate)."""
-  app.run(main)
+  """The command (also the pfd-generate console script): flags, then generate."""
+  define_flags()
+  command.start(command.run_command(main, "data.generate"))
 
 
 if __name__ == "__main__":

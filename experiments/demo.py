@@ -15,36 +15,49 @@ Every stage flag (--batch_size, --hidden_units, --epochs ...) applies to every s
 
 import dataclasses
 import os
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Type
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from data import config as config_lib
+from data import command
+from data import config as world_config
 from data import generate
 from experiments import compare
 from experiments import replay
 from experiments import runner
-from stages import common
+from stages import config as config_lib
+from stages import driver
 
-flags.DEFINE_string("work_dir", "work", "Where the world, models, runs and report go.")
-flags.DEFINE_integer("demo_cascade_sample", 500, "Requests per replay on which the cascade "
-                     "figures (coarse->fine recall, Kendall tau) are computed: they need the "
-                     "fine models on all N1 candidates.")
-flags.DEFINE_string("demo_funnel", "retrieval:1000,coarse:100,fine:10",
-                    "Funnel sizes of the replays (see experiments.replay --funnel).")
-FLAGS = flags.FLAGS  # --preset, --seed and --world_dir come from data.generate / data.cli.
+FLAGS = flags.FLAGS
+# Training settings the demo decides per run; every other TrainConfig field is a flag.
+NOT_FLAGS = ("world_dir", "model_dir", "variant", "mode", "reuse")
+DEMO_BATCH_SIZE = 2048
 
-# (stage, variant, stage-specific settings), in dependency order: the fine CTR model is the
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+  """The demo's own settings (the training ones are `stages.config.TrainConfig`'s)."""
+  work_dir: str = dataclasses.field(default="work", metadata={
+      "help": "Where the world, models, runs and report go."})
+  preset: str = dataclasses.field(default="small", metadata={
+      "help": "The world's preset.", "choices": sorted(world_config.PRESETS)})
+  demo_cascade_sample: int = dataclasses.field(default=500, metadata={
+      "help": "Requests per replay on which the cascade figures (coarse->fine recall, "
+              "Kendall tau) are computed: they need the fine models on all N1 candidates."})
+  demo_funnel: str = dataclasses.field(default="retrieval:1000,coarse:100,fine:10", metadata={
+      "help": "Funnel sizes of the replays (see experiments.replay --funnel)."})
+
+
+# (config class, variant, stage settings), in dependency order: the fine CTR model is the
 # coarse pfd_md teacher and the CVR runs' CTCVR reference.
-STAGE_RUNS: List[Tuple[str, str, Dict]] = [
-    ("retrieval", "baseline", {}),
-    ("fine_ctr", "baseline", {}),
-    ("fine_cvr", "baseline", {}),
-    ("fine_cvr", "pfd", {}),
-    ("coarse", "baseline", {}),
-    ("coarse", "pfd_md", {}),
+STAGE_RUNS: List[Tuple[Type[config_lib.TrainConfig], str, Dict[str, Any]]] = [
+    (config_lib.RetrievalConfig, "baseline", {}),
+    (config_lib.FineConfig, "baseline", {"task": "ctr"}),
+    (config_lib.FineConfig, "baseline", {"task": "cvr"}),
+    (config_lib.FineConfig, "pfd", {"task": "cvr"}),
+    (config_lib.CoarseConfig, "baseline", {}),
+    (config_lib.CoarseConfig, "pfd_md", {}),
 ]
 # The two funnels: (label, coarse variant, CVR variant).
 FUNNELS = [("baseline", "baseline", "baseline"), ("pfd", "pfd_md", "pfd")]
@@ -54,53 +67,64 @@ def world_dir(work_dir: str) -> str:
   return os.path.join(work_dir, "world")
 
 
-def train_stages(base: common.StageConfig) -> None:
+def train_stages(base: config_lib.TrainConfig) -> None:
   """Each stage as its own command, in a child process (see experiments.runner)."""
-  for index, (stage, variant, extra) in enumerate(STAGE_RUNS, start=1):
-    logging.info("[%d/%d] training %s %s", index, len(STAGE_RUNS), stage, variant)
-    config = dataclasses.replace(base, variant=variant, extra=dict(extra), mode=None,
-                                 reuse=True)
-    metrics = runner.run_stage(stage, config)
+  for index, (config_class, variant, settings) in enumerate(STAGE_RUNS, start=1):
+    config = config_lib.for_stage(config_class, base, variant=variant, mode=None, reuse=True,
+                                  **settings)
+    logging.info("[%d/%d] training %s %s", index, len(STAGE_RUNS), config.stage, variant)
+    metrics = runner.run_stage(config)
     shown = {k: round(v, 4) for k, v in metrics.items()
              if k in ("auc", "teacher_auc", "recall@100", "recall@1000", "train_seconds")}
-    logging.info("[%d/%d] %s %s: %s", index, len(STAGE_RUNS), stage, variant, shown)
+    logging.info("[%d/%d] %s %s: %s", index, len(STAGE_RUNS), config.stage, variant, shown)
 
 
-def replay_funnels(base: common.StageConfig, world) -> List[str]:
+def replay_funnels(demo: DemoConfig, base: config_lib.TrainConfig, world) -> List[str]:
   run_dirs = []
   for label, coarse_variant, cvr_variant in FUNNELS:
-    run_dir = os.path.join(FLAGS.work_dir, "runs", label)
+    run_dir = os.path.join(demo.work_dir, "runs", label)
     logging.info("replaying day %d through the %s funnel", base.eval_day, label)
     config = replay.ReplayConfig(world_dir=base.world_dir, model_dir=base.model_dir,
                                  run_dir=run_dir, day=base.eval_day,
                                  coarse_variant=coarse_variant, cvr_variant=cvr_variant,
                                  label=label, seed=base.seed, overwrite=True,
-                                 cascade_sample=FLAGS.demo_cascade_sample,
-                                 oracle_cache_dir=os.path.join(FLAGS.work_dir, "oracle_cache"))
-    replay.replay(world, replay.parse_funnel(FLAGS.demo_funnel), config)
+                                 cascade_sample=demo.demo_cascade_sample,
+                                 oracle_cache_dir=os.path.join(demo.work_dir, "oracle_cache"))
+    replay.replay(world, replay.parse_funnel(demo.demo_funnel), config)
     run_dirs.append(run_dir)
   return run_dirs
 
 
-def main(argv):
-  del argv
-  seed = FLAGS.seed or 0
-  path = world_dir(FLAGS.work_dir)
-  logging.info("world: %s (preset %s, seed %d)", path, FLAGS.preset, seed)
-  generate.generate(path, config_lib.preset(FLAGS.preset, seed=seed))
-  base = common.StageConfig.from_flags(world_dir=path,
-                                       model_dir=os.path.join(FLAGS.work_dir, "models"))
-  world = common.open_world(base)
+def demo(config: DemoConfig, training: config_lib.TrainConfig) -> str:
+  """The whole job; `training` holds the settings every stage run shares. Returns the report."""
+  path = world_dir(config.work_dir)
+  logging.info("world: %s (preset %s, seed %d)", path, config.preset, training.seed)
+  generate.generate(path, world_config.preset(config.preset, seed=training.seed))
+  base = dataclasses.replace(training, world_dir=path,
+                             model_dir=os.path.join(config.work_dir, "models"))
+  world = driver.open_world(base)
+  base = driver.resolve(base, world)
   train_stages(base)
-  run_dirs = replay_funnels(base, world)
-  compare.compare(run_dirs, os.path.join(FLAGS.work_dir, "report"), baseline="baseline")
+  run_dirs = replay_funnels(config, base, world)
+  return compare.compare(run_dirs, os.path.join(config.work_dir, "report"), baseline="baseline")
 
 
-def run():
+def main() -> None:
+  demo_config = command.config_from_flags(DemoConfig)
+  work_dir = demo_config.work_dir
+  training = config_lib.from_flags(
+      config_lib.TrainConfig, world_dir=world_dir(work_dir),
+      model_dir=os.path.join(work_dir, "models"))
+  demo(demo_config, training)
+
+
+def run() -> None:
+  command.define_config_flags(DemoConfig)
+  config_lib.define_flags(config_lib.TrainConfig, skip=NOT_FLAGS)
   # The demo's own default: batches of 2048 halve the optimizer steps of every stage, which
   # keeps the whole job within ~15 minutes on 2 cores (--batch_size still overrides it).
-  FLAGS.set_default("batch_size", 2048)
-  app.run(main)
+  FLAGS.set_default("batch_size", DEMO_BATCH_SIZE)
+  command.start(command.run_command(main, "experiments.demo"))
 
 
 if __name__ == "__main__":

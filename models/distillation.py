@@ -14,11 +14,13 @@ student head and an optional teacher head on a batch dict and hands their logits
 Modes: 'simultaneous' (the teacher trains in the same steps, by L_t only) and 'pretrained' (a
 frozen teacher: a Keras head or any callable batch -> logits, e.g. a loaded SavedModel; no L_t).
 
-The builders `build_student`, `build_teacher` and `build_distillation` read every feature list
-from the schema, so a student can never be built over a feature its stage may not serve.
+The builders `build_student`, `build_teacher` and `build_distillation` (which takes a
+`DistillationSpec`) read every feature list from the schema, so a student can never be built
+over a feature its stage may not serve.
 """
 
-from typing import Dict, Optional, Sequence
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -333,51 +335,83 @@ def build_teacher(kind: str, schema: schema_lib.Schema, stage: str,
   return build_head(architecture, feats, bank, widths, private_bank, name=name, **head_kwargs)
 
 
-def build_distillation(schema: schema_lib.Schema, stage: str, teacher_kind: str = PFD,
-                       architecture: str = rankers.DNN, label: str = "click",
-                       mode: str = SIMULTANEOUS, pretrained_teacher=None,
-                       distill_weight: float = 0.5, swap_step: int = 0,
-                       share_embeddings: bool = True, unshared: Sequence[str] = (),
-                       widths: Sequence[int] = towers.DEFAULT_WIDTHS,
-                       teacher_architecture: Optional[str] = None,
-                       teacher_widths_override: Optional[Sequence[int]] = None,
-                       md_multiplier: int = 2, embedding_dim: int = 16,
-                       distill_unlabelled: bool = True,
-                       student_names: Optional[Sequence[str]] = None,
-                       **head_kwargs) -> DistillationModel:
-  """One call from a stage's flags to a ready-to-compile `DistillationModel`.
+@dataclasses.dataclass(frozen=True)
+class DistillationSpec:
+  """Everything `build_distillation` needs besides the schema, the stage and a frozen teacher.
 
-  Args:
+  Fields:
     teacher_kind: 'baseline', 'pfd', 'md', 'pfd_md' or 'lupi'.
     architecture: the student's, 'dnn' or 'two_tower'.
-    mode: 'simultaneous' builds and trains the teacher; 'pretrained' uses
-      `pretrained_teacher` (a Keras head or callable batch -> logits), frozen.
+    label: the label column, 'click' or 'conversion'.
+    mode: 'simultaneous' builds and trains the teacher; 'pretrained' uses the
+      `pretrained_teacher` given to `build_distillation` (a Keras head or callable), frozen.
+    distill_weight, swap_step, distill_unlabelled: see `PrivilegedDistillation`.
     share_embeddings: teacher and student read one EmbeddingBank, except the features named
-      in `unshared` (e.g. ['user_id']), of which the teacher gets its own copy.
+      in `unshared` (e.g. ('user_id',)), of which the teacher gets its own copy.
+    widths, embedding_dim: the student's MLP widths and every embedding's width.
     teacher_architecture: for 'pfd' only; defaults to the student's architecture.
-    head_kwargs: sequence_pooling, scale, batch_norm, dropout, numeric_log1p (both heads;
-      a two-tower head always mean-pools).
+    teacher_widths: overrides the teacher's widths (default: `teacher_widths(kind, widths)`).
+    md_multiplier: how much wider MD and PFD+MD teachers are.
+    student_names: the student's features (default: every serving feature of the stage).
+    head_kwargs: sequence_pooling, scale, batch_norm, dropout, numeric_log1p (both heads; a
+      two-tower head always mean-pools).
   """
-  bank = inputs_lib.EmbeddingBank(embedding_dim, name="embeddings")
-  student = build_student(schema, stage, architecture, bank=bank, features=student_names,
-                          widths=widths, **_for_arch(architecture, head_kwargs))
+  teacher_kind: str = PFD
+  architecture: str = rankers.DNN
+  label: str = "click"
+  mode: str = SIMULTANEOUS
+  distill_weight: float = 0.5
+  swap_step: int = 0
+  distill_unlabelled: bool = True
+  share_embeddings: bool = True
+  unshared: Tuple[str, ...] = ()
+  widths: Tuple[int, ...] = tuple(towers.DEFAULT_WIDTHS)
+  embedding_dim: int = 16
+  teacher_architecture: Optional[str] = None
+  teacher_widths: Optional[Tuple[int, ...]] = None
+  md_multiplier: int = 2
+  student_names: Optional[Tuple[str, ...]] = None
+  head_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.teacher_kind not in TEACHER_KINDS:
+      raise ValueError(f"teacher_kind must be one of {TEACHER_KINDS}, got {self.teacher_kind!r}")
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+def build_distillation(schema: schema_lib.Schema, stage: str, spec: DistillationSpec,
+                       pretrained_teacher=None) -> DistillationModel:
+  """One call from a stage's settings to a ready-to-compile `DistillationModel`.
+
+  `pretrained_teacher` (a Keras head or callable batch -> logits) is required when
+  `spec.mode` is 'pretrained' and the kind is not 'baseline'.
+  """
+  names = spec.student_names
+  bank = inputs_lib.EmbeddingBank(spec.embedding_dim, name="embeddings")
+  student = build_student(schema, stage, spec.architecture, bank=bank, features=names,
+                          widths=spec.widths, **_for_arch(spec.architecture, spec.head_kwargs))
   teacher = None
-  if teacher_kind != BASELINE and mode == PRETRAINED:
+  if spec.teacher_kind != BASELINE and spec.mode == PRETRAINED:
     if pretrained_teacher is None:
       raise ValueError("mode='pretrained' needs pretrained_teacher (a head or a callable)")
     teacher = pretrained_teacher
-  elif teacher_kind != BASELINE:
-    t_arch = teacher_architecture or (architecture if teacher_kind == PFD else rankers.DNN)
-    read = {f.name for f in teacher_features(teacher_kind, schema, stage, student_names)}
-    t_bank, private = _teacher_banks(schema, bank, share_embeddings,
-                                     [n for n in unshared if n in read], embedding_dim)
-    teacher = build_teacher(teacher_kind, schema, stage, bank=t_bank, private_bank=private,
-                            student_names=student_names, architecture=t_arch,
-                            widths=teacher_widths_override, student_widths=widths,
-                            md_multiplier=md_multiplier, **_for_arch(t_arch, head_kwargs))
-  return DistillationModel(student, teacher, label=label, mode=mode,
-                           distill_weight=distill_weight, swap_step=swap_step,
-                           distill_unlabelled=distill_unlabelled, teacher_kind=teacher_kind)
+  elif spec.teacher_kind != BASELINE:
+    kind = spec.teacher_kind
+    t_arch = spec.teacher_architecture or (spec.architecture if kind == PFD else rankers.DNN)
+    read = {f.name for f in teacher_features(kind, schema, stage, names)}
+    t_bank, private = _teacher_banks(schema, bank, spec.share_embeddings,
+                                     [n for n in spec.unshared if n in read],
+                                     spec.embedding_dim)
+    teacher = build_teacher(kind, schema, stage, bank=t_bank, private_bank=private,
+                            student_names=names, architecture=t_arch,
+                            widths=spec.teacher_widths, student_widths=spec.widths,
+                            md_multiplier=spec.md_multiplier,
+                            **_for_arch(t_arch, spec.head_kwargs))
+  return DistillationModel(student, teacher, label=spec.label, mode=spec.mode,
+                           distill_weight=spec.distill_weight, swap_step=spec.swap_step,
+                           distill_unlabelled=spec.distill_unlabelled,
+                           teacher_kind=spec.teacher_kind)
 
 
 def _for_arch(architecture: str, head_kwargs: dict) -> dict:

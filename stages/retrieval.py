@@ -13,47 +13,22 @@ clicked items.
 import os
 from typing import Any, Dict, List
 
-from absl import app
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from data import files
+from data import metrics as metrics_lib
 from models import distillation
 from models import export
-from data import metrics as metrics_lib
 from models import pipeline
-from stages import common
+from models import rankers
+from stages import config as config_lib
+from stages import driver
 from stages import serving
 
-flags.DEFINE_float("temperature", 0.1, "Softmax temperature of the in-batch retrieval loss "
-                   "(the towers' vectors are unit length).")
-flags.DEFINE_integer("export_k", 1000, "How many items the exported index returns per query.")
-FLAGS = flags.FLAGS
-
-STAGE = "retrieval"
-VARIANT = "baseline"
+RetrievalConfig = config_lib.RetrievalConfig
 KS = (50, 100, 500, 1000)
-DEFAULTS = {"temperature": 0.1, "export_k": 1000}
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def build_inputs(world, config: common.StageConfig):
-  """Clicked impressions of the training days: the positive (user, item) pairs."""
-  logs = world.log_arrays(config.train_days)
-  clicked = pipeline.take_rows(logs, logs["click"] > 0)
-  if len(clicked["click"]) == 0:
-    raise common.StageError(f"no clicks in --train_days {config.train_days}")
-  logging.info("retrieval: %d clicked pairs from days %s", len(clicked["click"]),
-               config.train_days)
-  return clicked
-
-
-# ----------------------------------------------------------------------------- model
 
 
 class RetrievalModel(tfrs.models.Model):
@@ -68,16 +43,6 @@ class RetrievalModel(tfrs.models.Model):
     users = self.scorer.user_vectors(batch, training=training)
     items = self.scorer.item_vectors(batch, training=training)
     return self.task(users, items, candidate_ids=batch["item_id"], compute_metrics=False)
-
-
-def build_model(schema, config: common.StageConfig) -> RetrievalModel:
-  scorer = distillation.build_student(schema, STAGE, architecture="two_tower",
-                                      widths=config.hidden_units,
-                                      embedding_dim=config.embedding_dim, name="retrieval")
-  return RetrievalModel(scorer, config.extra["temperature"])
-
-
-# ----------------------------------------------------------------------------- index and export
 
 
 class _UserTower(tf.keras.layers.Layer):
@@ -113,27 +78,53 @@ class RetrievalServing(tf.Module):
     return {"scores": scores, "item_ids": ids}
 
 
-def export_index(world, model: RetrievalModel, index, out_dir: str, facts) -> str:
-  """Audits the query inputs against the schema, then writes the SavedModel atomically."""
-  names = model.scorer.user_input_names
-  world.schema.check_serving(STAGE, names)
-  module = RetrievalServing(index, export.signature_specs([world.schema[n] for n in names]))
-  meta = {"stage": STAGE, "architecture": "retrieval_index", "query_inputs": names,
-          "k": int(index._k), "extra": facts}
-  return export.save_module(module, os.path.join(out_dir, "saved_model"),
-                            {"serving_default": module.serve}, meta)
+class RetrievalTask(driver.StageTask):
+  """Clicked pairs in, a two-tower trained with in-batch negatives, a top-K index out."""
+  CONFIG = RetrievalConfig
+  label = "click"
+
+  def build_inputs(self) -> driver.Inputs:
+    """Clicked impressions of the training days: the positive (user, item) pairs."""
+    days = list(self.config.train_days)
+    logs = self.world.log_arrays(days)
+    clicked = pipeline.take_rows(logs, logs["click"] > 0)
+    if len(clicked["click"]) == 0:
+      raise config_lib.StageError(f"no clicks in --train_days {days}")
+    logging.info("retrieval: %d clicked pairs from days %s", len(clicked["click"]), days)
+    return driver.Inputs(clicked)
+
+  def build_model(self, inputs: driver.Inputs) -> RetrievalModel:
+    scorer = distillation.build_student(self.world.schema, self.config.stage,
+                                        architecture=rankers.TWO_TOWER,
+                                        widths=self.config.hidden_units,
+                                        embedding_dim=self.config.embedding_dim,
+                                        name="retrieval")
+    return RetrievalModel(scorer, self.config.temperature)
+
+  def evaluate(self, model: RetrievalModel, inputs: driver.Inputs) -> Dict[str, Any]:
+    """recall@K and hit@K of each eval-day request's clicked items, from the index."""
+    self.index = build_index(self.world, model, min(self.config.export_k, len(self.world.items)))
+    return evaluate_index(self.world, self.config.eval_day, self.index)
+
+  def export(self, model: RetrievalModel, facts: Dict[str, Any]) -> None:
+    """Audits the query inputs against the schema, then writes the SavedModel atomically."""
+    names = model.scorer.user_input_names
+    self.world.schema.check_serving(self.config.stage, names)
+    module = RetrievalServing(self.index,
+                              export.signature_specs([self.world.schema[n] for n in names]))
+    meta = {"stage": self.config.stage, "architecture": "retrieval_index",
+            "query_inputs": names, "k": int(self.index._k), "extra": facts}
+    export.save_module(module, os.path.join(self.out_dir, "saved_model"),
+                       {"serving_default": module.serve}, meta)
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate(world, config: common.StageConfig, index) -> Dict[str, Any]:
-  """recall@K and hit@K of each eval-day request's clicked items."""
-  logs = world.logs([config.eval_day])
+def evaluate_index(world, day: int, index) -> Dict[str, Any]:
+  """recall@K and hit@K of each of `day`'s requests' clicked items."""
+  logs = world.logs([day])
   clicks = logs[logs["click"] > 0]
   relevant: List[np.ndarray] = [g["item_id"].to_numpy() for _, g in clicks.groupby("request_id")]
   request_ids = np.array(sorted(clicks["request_id"].unique()))
-  queries = serving.request_rows(world, [config.eval_day], request_ids)
+  queries = serving.request_rows(world, [day], request_ids)
   queries = {n: queries[n] for n in index.query_model.scorer.user_input_names}
   top = serving.top_items(lambda batch: index(batch)[1], queries, k=int(index._k))
   ks = [k for k in KS if k <= top.shape[1]]
@@ -145,41 +136,13 @@ def evaluate(world, config: common.StageConfig, index) -> Dict[str, Any]:
   return result
 
 
-# ----------------------------------------------------------------------------- the command
-
-
-def train(config: common.StageConfig) -> Dict[str, Any]:
+def train(config: RetrievalConfig) -> Dict[str, Any]:
   """Trains, evaluates and exports the retrieval model; returns its metrics."""
-  if config.variant != VARIANT:
-    raise common.StageError(f"--variant={config.variant}: retrieval has one variant, "
-                            f"'{VARIANT}' (distillation applies to the ranking stages)")
-  config.extra = {**DEFAULTS, **config.extra}
-  world = common.open_world(config)
-  common.claim_model_dir(config.model_dir, world)
-  out_dir = common.stage_dir(config.model_dir, STAGE, VARIANT)
-  done = common.finished_metrics(out_dir, config)
-  if done is not None:
-    return done
-  common.seed_everything(config.seed)
-
-  clicked = build_inputs(world, config)
-  model = build_model(world.schema, config)
-  common.fit(model, clicked, config, out_dir)
-
-  k = min(int(config.extra["export_k"]), len(world.items))
-  index = build_index(world, model, k)
-  metrics = evaluate(world, config, index)
-  metrics["n_train"] = int(len(clicked["click"]))
-  metrics.update(common.run_facts(world, config, STAGE))
-  export_index(world, model, index, out_dir, common.run_facts(world, config, STAGE))
-  files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
-  logging.info("retrieval: %s -> %s", {k: v for k, v in metrics.items() if "@" in k}, out_dir)
-  return metrics
+  return driver.train(RetrievalTask, config)
 
 
-def run():
-  app.run(common.run_main(train, lambda: {"temperature": FLAGS.temperature,
-                                          "export_k": FLAGS.export_k}))
+def run() -> None:
+  driver.run(RetrievalTask, "stages.retrieval")
 
 
 if __name__ == "__main__":

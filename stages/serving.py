@@ -16,7 +16,7 @@ import tensorflow as tf
 from data import files
 from data.schema import ITEM, PAIR
 from models import export
-from stages import common
+from stages import layout
 
 ITEM_VECTORS = "item_vectors.npy"
 Arrays = Dict[str, np.ndarray]
@@ -72,19 +72,19 @@ class CoarseScorer:
 
 
 def load_retrieval(model_dir: str) -> RetrievalIndex:
-  return RetrievalIndex(common.require_stage(
+  return RetrievalIndex(layout.require_stage(
       model_dir, "retrieval", "baseline", "python -m stages.retrieval --world_dir=... "
       f"--model_dir={model_dir}"))
 
 
 def load_coarse(model_dir: str, variant: str) -> CoarseScorer:
-  return CoarseScorer(common.require_stage(
+  return CoarseScorer(layout.require_stage(
       model_dir, "coarse", variant, f"python -m stages.coarse --variant={variant} "
       f"--world_dir=... --model_dir={model_dir}"))
 
 
 def load_fine(model_dir: str, task: str, variant: str) -> export.ServingModel:
-  return export.load_serving(common.require_stage(
+  return export.load_serving(layout.require_stage(
       model_dir, f"fine/{task}", variant, f"python -m stages.fine --task={task} "
       f"--variant={variant} --world_dir=... --model_dir={model_dir}"))
 

@@ -1,0 +1,292 @@
+"""The typed configuration of a stage run: one frozen dataclass per stage, flags from its fields.
+
+`TrainConfig` holds what every stage trains with; `FineConfig`, `CoarseConfig` and
+`RetrievalConfig` add their stage's own settings. A field is the one place its default and its
+flag help are written: a command's `run()` calls `define_flags(FineConfig)` and
+`from_flags(FineConfig)`, the runner writes a child's command line from the same fields, and
+the reuse key (`layout.config_key`) digests the fields whose `metadata["key"]` is not False.
+
+A config is checked when it is built (`__post_init__`), with messages naming the flag, so no
+training code ever sees an invalid one. Values the world decides (the default eval day and
+training days) and the default teacher mode are resolved later, into a new config
+(`dataclasses.replace`); a config is never changed in place.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+
+from absl import flags
+
+from data import command
+from models import distillation
+
+StageError = command.UserError  # The stages' user-facing error: one line, exit status 2.
+Config = TypeVar("Config", bound="TrainConfig")
+
+VARIANTS = distillation.TEACHER_KINDS
+FINE_CTR_VARIANTS = (distillation.BASELINE, distillation.MD)
+RETRIEVAL_VARIANTS = (distillation.BASELINE,)
+MODES = distillation.MODES
+FINE_TASKS = ("ctr", "cvr")
+
+
+def _field(default: Any, help_text: str, **metadata: Any) -> Any:
+  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`)."""
+  if isinstance(default, (list, tuple)):
+    value = tuple(default)
+    return dataclasses.field(default_factory=lambda: value,
+                             metadata={"help": help_text, **metadata})
+  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
+def parse_days(spec: str) -> List[int]:
+  """'1-7' -> [1..7]; '1,3,5' -> [1, 3, 5]; '1-3,6' -> [1, 2, 3, 6]."""
+  days: List[int] = []
+  try:
+    for part in str(spec).split(","):
+      part = part.strip()
+      if "-" in part:
+        lo, hi = (int(x) for x in part.split("-", 1))
+        if hi < lo:
+          raise ValueError
+        days.extend(range(lo, hi + 1))
+      elif part:
+        days.append(int(part))
+  except ValueError:
+    raise StageError(f"--train_days: cannot parse {spec!r}; expected e.g. '1-7' or '1,2,3'")
+  if not days:
+    raise StageError(f"--train_days: {spec!r} names no day")
+  return sorted(set(days))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """What every stage trains with. Tests and drivers build it directly; commands from flags."""
+  world_dir: str = _field(None, "The world's directory (written by `python -m data.generate`).",
+                          key=False)
+  model_dir: str = _field(None, "Root of trained models; this stage writes "
+                          "MODEL_DIR/<stage>/<variant>/.", key=False)
+  train_days: Optional[Tuple[int, ...]] = _field(
+      None, "Training days, e.g. '1-7' or '1,2,3'. Default: every day before --eval_day.",
+      days=True)
+  eval_day: Optional[int] = _field(None, "Held-out evaluation day. Default: the world's last "
+                                   "day.")
+  seed: int = _field(0, "Seed of initialisation and shuffling.")
+  batch_size: int = _field(1024, "Training batch size.")
+  epochs: int = _field(1, "Training epochs (the paper trains one).")
+  learning_rate: float = _field(0.003, "Learning rate.")
+  optimizer: str = _field("adam", "Optimizer (the paper: Adagrad).", choices=("adam", "adagrad"))
+  max_steps: int = _field(0, "Stop after this many steps in total (0: no limit). For smoke "
+                          "runs and the resume test.")
+  checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)
+  variant: str = _field("baseline", f"Distillation variant: one of {', '.join(VARIANTS)}.")
+  mode: Optional[str] = _field(
+      None, "Teacher training: `pretrained` (frozen teacher trained first) or `simultaneous` "
+      "(teacher trained in the same steps). Default: pretrained for coarse pfd_md (the fine "
+      "CTR model), else simultaneous.", choices=MODES)
+  distill_lambda: float = _field(0.5, "λ: weight of the distillation loss, in [0, 1].")
+  swap_step: int = _field(0, "k: λ is 0 before this step (teacher warm-up).")
+  hidden_units: Tuple[int, ...] = _field((256, 128, 64), "Student MLP widths.")
+  embedding_dim: int = _field(16, "Embedding width of every categorical feature.")
+  unshared_features: Tuple[str, ...] = _field(
+      ("user_id",), "Features whose embedding the teacher does not share with the student "
+      "(the paper's best CTR setting: user_id).")
+  share_embeddings: bool = _field(True, "A simultaneous teacher reads the student's embedding "
+                                  "tables (except --unshared_features); false gives it its own.")
+  reuse: bool = _field(False, "Skip training when the output dir already holds a finished run "
+                       "with the same configuration (its metrics.json is returned).", key=False)
+  # Extra Keras callbacks for every fit of the run (not a flag; tests use it to simulate a kill).
+  callbacks: Sequence[Any] = dataclasses.field(default=(), compare=False,
+                                               metadata={"flag": False, "key": False})
+
+  def __post_init__(self):
+    if isinstance(self.train_days, str):
+      self._set("train_days", parse_days(self.train_days) if self.train_days else None)
+    for name in ("train_days", "hidden_units", "unshared_features"):
+      value = getattr(self, name)
+      if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+      if value is not None:
+        self._set(name, tuple(value))
+    self._set("callbacks", tuple(self.callbacks))
+    self.validate()
+
+  def _set(self, name: str, value: Any) -> None:
+    object.__setattr__(self, name, value)
+
+  # ---------------------------------------------------------------- what the stage is
+
+  @property
+  def stage(self) -> str:
+    """The stage's name in metrics and exports ('coarse', 'fine_ctr' ...)."""
+    return "training"  # The settings every stage shares (a driver's base config).
+
+  @property
+  def output(self) -> str:
+    """The stage's dir under MODEL_DIR ('coarse', 'fine/ctr' ...)."""
+    return self.stage
+
+  def variants(self) -> Sequence[str]:
+    return VARIANTS
+
+  # ---------------------------------------------------------------- checks, one place
+
+  def validate(self) -> None:
+    """Refuses settings no run can use, naming the flag."""
+    for name in ("world_dir", "model_dir"):
+      if not getattr(self, name):
+        raise StageError(f"--{name} is required")
+    self._check_variant()
+    positive = ("batch_size", "epochs", "learning_rate", "checkpoint_every", "embedding_dim")
+    for name in positive:
+      if not getattr(self, name) > 0:
+        raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
+    for name in ("seed", "max_steps", "swap_step"):
+      if getattr(self, name) < 0:
+        raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    if not 0.0 <= self.distill_lambda <= 1.0:
+      raise StageError(f"--distill_lambda must be in [0, 1], got {self.distill_lambda}")
+    if not self.hidden_units or any(int(w) <= 0 for w in self.hidden_units):
+      raise StageError(f"--hidden_units must be positive widths, got {list(self.hidden_units)}")
+    if self.mode is not None and self.mode not in MODES:
+      raise StageError(f"--mode={self.mode}: expected one of {', '.join(MODES)}")
+    if self.train_days is not None and self.eval_day in self.train_days:
+      raise StageError(f"--train_days and --eval_day overlap: day {self.eval_day} is in both")
+
+  def _check_variant(self) -> None:
+    if self.variant not in self.variants():
+      raise StageError(f"--variant={self.variant} is not valid for the {self.stage} stage; "
+                       f"expected one of {', '.join(self.variants())}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FineConfig(TrainConfig):
+  """A fine-rank run: the CTR model over impressions or the CVR model over clicks."""
+  task: str = _field("ctr", "ctr: click model over impressions; cvr: conversion model over "
+                     "clicks.", choices=FINE_TASKS)
+  ctr_variant: str = _field("baseline", "For --task=cvr: the fine CTR model whose pCTR makes "
+                            "the CTCVR evaluation (MODEL_DIR/fine/ctr/<ctr_variant>).")
+
+  @property
+  def stage(self) -> str:
+    return f"fine_{self.task}"
+
+  @property
+  def output(self) -> str:
+    return f"fine/{self.task}"
+
+  def variants(self) -> Sequence[str]:
+    return FINE_CTR_VARIANTS if self.task == "ctr" else VARIANTS
+
+  def validate(self) -> None:
+    if self.task not in FINE_TASKS:
+      raise StageError(f"--task={self.task}: expected one of {', '.join(FINE_TASKS)}")
+    super().validate()
+    if self.ctr_variant not in FINE_CTR_VARIANTS:
+      raise StageError(f"--ctr_variant={self.ctr_variant}: expected one of "
+                       f"{', '.join(FINE_CTR_VARIANTS)}")
+
+  def _check_variant(self) -> None:
+    if self.variant not in self.variants():
+      hint = (" (at fine rank the cross features are regular inputs, so the CTR model has no "
+              "privileged features to distil)" if self.task == "ctr" else "")
+      raise StageError(f"--variant={self.variant} is not valid for --task={self.task}; "
+                       f"expected one of {', '.join(self.variants())}{hint}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseConfig(TrainConfig):
+  """A coarse-rank run: the two-tower CTR model and its variant's teacher."""
+  teacher_variant: str = _field("baseline", "For --variant=pfd_md with a pre-trained teacher: "
+                                "the fine CTR model MODEL_DIR/fine/ctr/<teacher_variant>.")
+  distill_unlabelled: bool = _field(False, "Also distil on retrieved-but-not-shown candidates "
+                                    "(label -1), which only the teacher labels.")
+  unlabelled_per_request: int = _field(3, "With --distill_unlabelled: candidates per training "
+                                       "request, drawn from the retrieval model's top 100.")
+
+  @property
+  def stage(self) -> str:
+    return "coarse"
+
+  def validate(self) -> None:
+    super().validate()
+    if self.teacher_variant not in FINE_CTR_VARIANTS:
+      raise StageError(f"--teacher_variant={self.teacher_variant}: expected one of "
+                       f"{', '.join(FINE_CTR_VARIANTS)}")
+    if self.unlabelled_per_request <= 0:
+      raise StageError("--unlabelled_per_request must be positive, got "
+                       f"{self.unlabelled_per_request}")
+    if self.distill_unlabelled and self.variant == distillation.BASELINE:
+      raise StageError("--distill_unlabelled needs a teacher; --variant=baseline has none")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig(TrainConfig):
+  """A retrieval run: the two-tower trained with in-batch negatives, exported as a top-K index."""
+  temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
+                              "towers' vectors are unit length).")
+  export_k: int = _field(1000, "How many items the exported index returns per query.")
+
+  @property
+  def stage(self) -> str:
+    return "retrieval"
+
+  def variants(self) -> Sequence[str]:
+    return RETRIEVAL_VARIANTS
+
+  def validate(self) -> None:
+    super().validate()
+    for name in ("temperature", "export_k"):
+      if not getattr(self, name) > 0:
+        raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
+
+  def _check_variant(self) -> None:
+    if self.variant not in RETRIEVAL_VARIANTS:
+      raise StageError(f"--variant={self.variant}: retrieval has one variant, 'baseline' "
+                       "(distillation applies to the ranking stages)")
+
+
+# ----------------------------------------------------------------------------- fields and flags
+
+
+def flag_fields(config_class: Type[TrainConfig]) -> List[dataclasses.Field]:
+  """The fields a command line sets, in declaration order."""
+  return [f for f in dataclasses.fields(config_class) if f.metadata.get("flag", True)]
+
+
+def key_values(config: TrainConfig) -> Dict[str, Any]:
+  """The fields that change the trained model (not where it goes or how it is checkpointed)."""
+  values = {}
+  for field in dataclasses.fields(config):
+    if field.metadata.get("key", True):
+      value = getattr(config, field.name)
+      values[field.name] = list(value) if isinstance(value, tuple) else value
+  return values
+
+
+def define_flags(config_class: Type[TrainConfig], skip: Sequence[str] = ()) -> None:
+  """One flag per field of `config_class` (but `skip`); day lists are strings ('1-7', '1,3')."""
+  for field in flag_fields(config_class):
+    if field.metadata.get("days") and field.name not in flags.FLAGS and field.name not in skip:
+      flags.DEFINE_string(field.name, None, field.metadata["help"])
+  command.define_config_flags(config_class, skip=skip)
+
+
+def from_flags(config_class: Type[Config], **overrides: Any) -> Config:
+  """The config the parsed flags describe; `overrides` win over flags."""
+  return command.config_from_flags(config_class, **overrides)
+
+
+def common_values(config: TrainConfig) -> Dict[str, Any]:
+  """The `TrainConfig` fields of `config`, to build another stage's config from it."""
+  return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
+
+
+def for_stage(config_class: Type[Config], base: TrainConfig, **settings: Any) -> Config:
+  """A `config_class` run with `base`'s common settings; `settings` that the class has win.
+
+  Settings the class has no field for are dropped (a study's knob for another stage).
+  """
+  names = {f.name for f in dataclasses.fields(config_class)}
+  values = {**common_values(base), **{k: v for k, v in settings.items() if k in names}}
+  return config_class(**values)

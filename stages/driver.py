@@ -1,0 +1,139 @@
+"""The one driver every stage runs through, and the shape of a stage task.
+
+    world -> split -> claim the model dir -> reuse? -> seed -> inputs -> model -> fit
+          -> evaluate -> export -> metrics.json
+
+A stage module is a `StageTask` subclass that says only what is its own: how it reads its
+inputs from the world, which model it trains, how it evaluates it and what it exports. The
+driver does the rest, the same way for every stage, and never changes the config it is given:
+the world's defaults (eval day, training days) and the teacher's default mode go into a new,
+resolved config.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Type
+
+from absl import logging
+
+import data
+from data import command
+from data import files
+from stages import config as config_lib
+from stages import layout
+from stages import teachers
+from stages import training
+
+StageError = config_lib.StageError
+Arrays = Dict[str, Any]
+
+
+@dataclasses.dataclass
+class Inputs:
+  """A run's training rows and whatever its evaluation reads."""
+  train: Arrays
+  evaluation: Any = None
+
+
+class StageTask:
+  """One stage: its config class, inputs, model, evaluation and export.
+
+  The driver makes one task per run, after the world is open and the config resolved.
+  """
+  CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
+  label = "click"
+
+  def __init__(self, world, config: config_lib.TrainConfig, out_dir: str):
+    self.world, self.config, self.out_dir = world, config, out_dir
+
+  @classmethod
+  def upstream(cls, config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
+    """The exports this run reads, with their identity; part of its reuse key."""
+    return {}
+
+  def build_inputs(self) -> Inputs:
+    raise NotImplementedError
+
+  def build_model(self, inputs: Inputs):
+    raise NotImplementedError
+
+  def evaluate(self, model, inputs: Inputs) -> Dict[str, Any]:
+    raise NotImplementedError
+
+  def export(self, model, facts: Dict[str, Any]) -> None:
+    raise NotImplementedError
+
+
+def open_world(config: config_lib.TrainConfig):
+  """Loads the world, with an error that says what to run when there is none."""
+  manifest = os.path.join(config.world_dir, "manifest.json")
+  if not os.path.exists(manifest):
+    raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
+                     f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
+  return data.load(config.world_dir, verify="size")
+
+
+def resolve(config: config_lib.TrainConfig, world):
+  """A new config with the world's default split and the teacher's default mode filled in."""
+  days = list(world.days)
+  eval_day = days[-1] if config.eval_day is None else config.eval_day
+  if eval_day not in days:
+    raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
+                     f"{days[0]}..{days[-1]}")
+  train_days = config.train_days
+  if train_days is None:
+    train_days = [d for d in days if d < eval_day]
+  outside = [d for d in train_days if d not in days]
+  if outside:
+    raise StageError(f"--train_days {outside} are outside the world: it has days "
+                     f"{days[0]}..{days[-1]}")
+  if not train_days:
+    raise StageError(f"no training day before --eval_day={eval_day}")
+  mode = config.mode or teachers.default_mode(config.stage, config.variant)
+  return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode)
+
+
+def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
+  """Trains, evaluates and exports one run of a stage (or reuses it); returns its metrics."""
+  world = open_world(config)
+  config = resolve(config, world)
+  layout.claim_model_dir(config.model_dir, world)
+  out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
+  upstream = task_class.upstream(config)
+  if config.reuse:
+    done = layout.finished_metrics(out_dir, layout.config_key(config, upstream))
+    if done is not None:
+      return done
+  training.seed_everything(config.seed)
+
+  task = task_class(world, config, out_dir)
+  inputs = task.build_inputs()
+  started = time.perf_counter()  # Teacher pre-training included: the cost study reads it.
+  model = task.build_model(inputs)
+  training.fit(model, inputs.train, config, out_dir)
+  train_seconds = time.perf_counter() - started
+
+  metrics = task.evaluate(model, inputs)
+  metrics["n_train"] = int(len(inputs.train[task.label]))
+  metrics["train_seconds"] = train_seconds
+  facts = layout.run_facts(world, config, upstream)
+  metrics.update(facts)
+  task.export(model, facts)
+  files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  shown = {k: v for k, v in metrics.items() if k in ("auc", "gauc", "teacher_auc")
+           or k.startswith("recall@")}
+  logging.info("%s %s: %s -> %s", config.stage, config.variant, shown, out_dir)
+  return metrics
+
+
+def run(task_class: Type[StageTask], name: str) -> None:
+  """A stage's command: its flags from its config class, then train and print the metrics."""
+  config_lib.define_flags(task_class.CONFIG)
+
+  def main() -> None:
+    metrics = train(task_class, config_lib.from_flags(task_class.CONFIG))
+    print(json.dumps(files.json_safe(metrics), indent=2, sort_keys=True))
+
+  command.start(command.run_command(main, name))

@@ -1,0 +1,97 @@
+"""The model dir's layout and the facts a finished run leaves in it.
+
+A stage run writes `MODEL_DIR/<stage>/<variant>/` holding `saved_model/` (the serving export),
+`checkpoints/` (resumable training state), `tensorboard/` and `metrics.json`, written last.
+`MODEL_DIR/world.json` pins the model dir to one world, so models of different worlds are never
+mixed. A run's `config_key` digests its settings and the identity of every export it read (a
+coarse pfd_md student's fine CTR teacher, say), so `--reuse` never returns a run made from
+another teacher.
+"""
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from absl import logging
+
+from data import files
+from models import export
+from stages import config as config_lib
+
+StageError = config_lib.StageError
+Upstream = Mapping[str, Optional[str]]  # "fine/ctr/baseline" -> its config_key (None: absent)
+
+
+def stage_dir(model_dir: str, stage: str, variant: str) -> str:
+  """MODEL_DIR/<stage>/<variant>; `stage` may be nested, e.g. 'fine/ctr'."""
+  return os.path.join(model_dir, *stage.split("/"), variant)
+
+
+def export_path(model_dir: str, stage: str, variant: str) -> str:
+  return os.path.join(stage_dir(model_dir, stage, variant), "saved_model")
+
+
+def claim_model_dir(model_dir: str, world) -> None:
+  """Pins MODEL_DIR to one world; refuses a model dir that holds another world's models."""
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, "world.json")
+  if os.path.exists(path):
+    held = files.read_json(path).get("world_hash")
+    if held != world.world_hash:
+      raise StageError(f"--model_dir={model_dir} holds models of another world "
+                       f"(world_hash {held} in {path}, this world is {world.world_hash}); "
+                       "use a fresh --model_dir")
+    return
+  files.write_json(path, {"world_hash": world.world_hash,
+                          "world_dir": os.path.abspath(world.world_dir)})
+
+
+def require_stage(model_dir: str, stage: str, variant: str, command: str) -> str:
+  """The export dir of a stage this one depends on, or an error naming the command to run."""
+  path = export_path(model_dir, stage, variant)
+  if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    raise StageError(f"{stage} model '{variant}' not found at {path}; train it first with "
+                     f"`{command}`")
+  return path
+
+
+def export_identity(model_dir: str, stage: str, variant: str) -> Optional[str]:
+  """The config_key recorded in an export's meta (None when there is no export)."""
+  meta = os.path.join(export_path(model_dir, stage, variant), export.META_FILE)
+  if not os.path.exists(meta):
+    return None
+  return (files.read_json(meta).get("extra") or {}).get("config_key")
+
+
+def config_key(config: config_lib.TrainConfig, upstream: Upstream) -> str:
+  """A digest of everything that changes the trained model: the settings (not where the run
+  goes) and the identity of each export it reads."""
+  fields = config_lib.key_values(config)
+  if upstream:
+    fields["upstream"] = dict(upstream)
+  blob = json.dumps(files.json_safe(fields), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def finished_metrics(out_dir: str, key: str) -> Optional[Dict[str, Any]]:
+  """The metrics of a finished run in `out_dir` with this config key, else None."""
+  path = os.path.join(out_dir, "metrics.json")
+  if not os.path.exists(path):
+    return None
+  metrics = files.read_json(path)
+  if metrics.get("config_key") != key:
+    return None
+  logging.info("reusing the finished run in %s (same configuration)", out_dir)
+  return metrics
+
+
+def run_facts(world, config: config_lib.TrainConfig, upstream: Upstream) -> Dict[str, Any]:
+  """What produced a model (world, stage, settings, exports read), for metrics.json and meta."""
+  facts: Dict[str, Any] = {"world_hash": world.world_hash, "stage": config.stage,
+                           "config_key": config_key(config, upstream)}
+  facts.update(config_lib.key_values(config))
+  if config.variant == "baseline":
+    facts["mode"] = None
+  facts["upstream"] = dict(upstream)
+  return facts

@@ -1,0 +1,125 @@
+"""The teacher policy: which teacher a run distils from, and where it comes from. Decided here.
+
+A run's variant names the teacher's kind (`models.distillation.TEACHER_KINDS`); its mode says
+whether the teacher trains in the same steps as the student (`simultaneous`) or is trained
+first and frozen (`pretrained`). A pre-trained teacher comes from one of two places:
+  - another stage's export: the coarse pfd_md teacher is the fine CTR model,
+    MODEL_DIR/fine/ctr/<teacher_variant> (the paper's unified distillation), and its identity
+    goes into the student's reuse key (`upstream`);
+  - trained alone here first, kept under OUT_DIR/teacher/ (the paper's "independent teacher,
+    then student"); the coarse pfd teacher is then an inner-product model like its student.
+By default only the coarse pfd_md teacher is pre-trained; every other teacher is simultaneous.
+"""
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from models import distillation
+from models import export
+from models import pipeline
+from models import rankers
+from stages import config as config_lib
+from stages import layout
+from stages import training
+
+NONE, SIMULTANEOUS, PRETRAIN, EXPORT = "none", "simultaneous", "pretrain", "export"
+TEACHER_STAGE = "fine/ctr"  # whose export teaches the coarse pfd_md student
+
+
+def default_mode(stage: str, variant: str) -> str:
+  """pretrained for the coarse pfd_md student (the fine CTR model teaches it), else
+  simultaneous."""
+  if stage == "coarse" and variant == distillation.PFD_MD:
+    return distillation.PRETRAINED
+  return distillation.SIMULTANEOUS
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherPlan:
+  """A run's teacher: its kind, its mode and where it comes from (`source`)."""
+  kind: str
+  mode: str
+  source: str  # NONE, SIMULTANEOUS (built with the student), PRETRAIN or EXPORT
+  architecture: str = rankers.DNN  # of a teacher pre-trained here
+  export: Optional[Tuple[str, str]] = None  # (stage, variant) of an EXPORT teacher
+
+
+def plan(config: config_lib.TrainConfig) -> TeacherPlan:
+  """The teacher of `config`'s run (its mode resolved with `default_mode` if unset)."""
+  kind = config.variant
+  mode = config.mode or default_mode(config.stage, kind)
+  if kind == distillation.BASELINE:
+    return TeacherPlan(kind, distillation.SIMULTANEOUS, NONE)
+  if mode == distillation.SIMULTANEOUS:
+    return TeacherPlan(kind, mode, SIMULTANEOUS)
+  if config.stage == "coarse" and kind == distillation.PFD_MD:
+    return TeacherPlan(kind, mode, EXPORT, export=(TEACHER_STAGE, config.teacher_variant))
+  # The paper's PFD-only coarse teacher is itself an inner-product model.
+  two_tower = config.stage == "coarse" and kind == distillation.PFD
+  return TeacherPlan(kind, mode, PRETRAIN, rankers.TWO_TOWER if two_tower else rankers.DNN)
+
+
+def upstream(config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
+  """{"fine/ctr/<variant>": its config_key} for a teacher loaded from an export, else {}."""
+  teacher = plan(config)
+  if teacher.source != EXPORT:
+    return {}
+  stage, variant = teacher.export
+  return {f"{stage}/{variant}": layout.export_identity(config.model_dir, stage, variant)}
+
+
+def build_model(world, config: config_lib.TrainConfig, architecture: str, label: str,
+                train_arrays, out_dir: str, distill_unlabelled: bool = True):
+  """The student of `architecture` and its teacher, per the plan (pre-training it if asked)."""
+  teacher = plan(config)
+  spec = distillation.DistillationSpec(
+      teacher_kind=teacher.kind, architecture=architecture, label=label, mode=teacher.mode,
+      distill_weight=config.distill_lambda, swap_step=config.swap_step,
+      share_embeddings=config.share_embeddings, unshared=tuple(config.unshared_features),
+      widths=tuple(config.hidden_units), embedding_dim=config.embedding_dim,
+      distill_unlabelled=distill_unlabelled)
+  pretrained = None
+  if teacher.source == EXPORT:
+    pretrained = load_exported_teacher(config, *teacher.export)
+  elif teacher.source == PRETRAIN:
+    pretrained = pretrain_teacher(world.schema, config, teacher, train_arrays, out_dir, label)
+  return distillation.build_distillation(world.schema, config.stage, spec,
+                                         pretrained_teacher=pretrained)
+
+
+def load_exported_teacher(config: config_lib.TrainConfig, stage: str, variant: str):
+  """The logits of another stage's serving export (frozen by the distillation model)."""
+  path = layout.require_stage(
+      config.model_dir, stage, variant,
+      f"python -m stages.fine --task=ctr --variant={variant} "
+      f"--world_dir={config.world_dir} --model_dir={config.model_dir}")
+  return export.load_serving(path).logits
+
+
+def pretrain_teacher(schema, config: config_lib.TrainConfig, teacher: TeacherPlan,
+                     arrays: Dict[str, Any], out_dir: str, label: str):
+  """Trains the teacher alone (the paper's "independent teacher, then student").
+
+  The trained head is kept under `out_dir/teacher/checkpoints/final`; a rerun (e.g. resuming a
+  killed student) restores it instead of training it again.
+  """
+  head = distillation.build_teacher(teacher.kind, schema, config.stage,
+                                    architecture=teacher.architecture,
+                                    student_widths=config.hidden_units,
+                                    embedding_dim=config.embedding_dim)
+  wrapper = distillation.DistillationModel(head, None, label=label)
+  teacher_dir = os.path.join(out_dir, "teacher")
+  final = os.path.join(teacher_dir, "checkpoints", "final", "ckpt")
+  if os.path.exists(final + ".index"):
+    wrapper.compile(optimizer=training.make_optimizer(config))
+    wrapper(pipeline.take_rows(arrays, slice(0, 2)))
+    tf.train.Checkpoint(model=wrapper).read(final).expect_partial()
+    logging.info("restored the pre-trained %s teacher from %s", teacher.kind, final)
+  else:
+    logging.info("pre-training the %s teacher alone", teacher.kind)
+    training.fit(wrapper, arrays, config, teacher_dir)
+  return head

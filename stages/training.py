@@ -1,0 +1,155 @@
+"""The training loop every stage shares: seeding, the optimizer, a resumable fit, evaluation.
+
+`fit` trains with Keras fit on an endless, seeded stream of batches that can start at any
+global step, so a killed run resumed from its last backup sees exactly the batches an
+uninterrupted run would have. `evaluate_heads` gives the student's (and the teacher's)
+ranking metrics on held-out rows.
+"""
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from data import metrics as metrics_lib
+from data import numeric
+from models import pipeline
+from stages import config as config_lib
+
+
+def seed_everything(seed: int) -> None:
+  """Seeds Python, numpy and TF, and makes TF ops deterministic."""
+  tf.keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(config: config_lib.TrainConfig):
+  if config.optimizer == "adagrad":
+    return tf.keras.optimizers.Adagrad(config.learning_rate)
+  return tf.keras.optimizers.Adam(config.learning_rate)
+
+
+class _StepCounter(tf.keras.callbacks.Callback):
+  """Counts optimizer steps in Python (reading the variable every batch would stall the loop).
+
+  Starts from the optimizer's counter at train begin, after BackupAndRestore has restored it.
+  """
+
+  def on_train_begin(self, logs=None):
+    self.step = int(self.model.optimizer.iterations.numpy())
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    self.after_step(logs or {})
+
+  def after_step(self, logs):
+    raise NotImplementedError
+
+
+class _StopAfterSteps(_StepCounter):
+  """Stops training once the run has made `max_steps` optimizer steps in total."""
+
+  def __init__(self, max_steps: int):
+    super().__init__()
+    self.max_steps = max_steps
+
+  def after_step(self, logs):
+    if self.step >= self.max_steps:
+      self.model.stop_training = True
+
+
+class _ProgressLog(_StepCounter):
+  """One absl log line every `every` steps and at each epoch's end."""
+
+  def __init__(self, every: int, total_steps: Optional[int]):
+    super().__init__()
+    self.every, self.total = every, total_steps
+
+  def after_step(self, logs):
+    if self.step % self.every == 0:
+      logging.info("step %d/%s %s", self.step, self.total or "?", _format_logs(logs))
+
+  def on_epoch_end(self, epoch, logs=None):
+    logging.info("epoch %d done: %s", epoch + 1, _format_logs(logs or {}))
+
+
+def _format_logs(logs) -> str:
+  return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()))
+
+
+def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
+                      start_step: Callable[[], int]) -> Tuple[tf.data.Dataset, int]:
+  """An endless stream of shuffled batches that can pick up at any global step.
+
+  Epoch e visits the rows in a permutation seeded by (seed, e). The stream starts at
+  `start_step()`, read when iteration begins (after Keras has restored a backup), so a resumed
+  run sees exactly the batches an uninterrupted run would have. Returns (dataset, steps/epoch).
+  """
+  n = len(next(iter(arrays.values())))
+  steps_per_epoch = max(1, -(-n // batch_size))
+
+  def batches():
+    step = int(start_step())
+    while True:
+      epoch, first = divmod(step, steps_per_epoch)
+      order = np.random.default_rng([seed, epoch]).permutation(n)
+      for b in range(first, steps_per_epoch):
+        rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
+        yield {k: v[rows] for k, v in arrays.items()}
+      step = (epoch + 1) * steps_per_epoch
+
+  spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype))
+          for k, v in arrays.items()}
+  dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
+  return dataset.prefetch(2), steps_per_epoch
+
+
+def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
+        out_dir: str,
+        extra_callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> tf.keras.callbacks.History:
+  """Trains with Keras fit, resumable: a killed run continues from its last saved step.
+
+  BackupAndRestore keeps the model, optimizer and epoch/step counters under
+  `out_dir/checkpoints/backup` every `checkpoint_every` steps and at each epoch end, and
+  deletes them once training completes; the final weights go to `checkpoints/final`.
+  """
+  model.compile(optimizer=make_optimizer(config))
+  # Build every variable (teacher included) before BackupAndRestore looks for them.
+  model.compute_loss({k: tf.constant(v[:2]) for k, v in arrays.items()}, training=False)
+  model.built = True
+  model.reset_metrics()
+  dataset, steps_per_epoch = resumable_dataset(
+      arrays, config.batch_size, config.seed, lambda: model.optimizer.iterations.numpy())
+  callbacks: List[tf.keras.callbacks.Callback] = [
+      tf.keras.callbacks.BackupAndRestore(os.path.join(out_dir, "checkpoints", "backup"),
+                                          save_freq=config.checkpoint_every),
+      tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), update_freq=100),
+      _ProgressLog(every=max(config.checkpoint_every, 100),
+                   total_steps=(steps_per_epoch or 0) * config.epochs or None),
+  ]
+  if config.max_steps:
+    callbacks.append(_StopAfterSteps(config.max_steps))
+  callbacks.extend(extra_callbacks)
+  callbacks.extend(config.callbacks)
+  history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, verbose=0)
+  checkpoint = tf.train.Checkpoint(model=model)
+  checkpoint.write(os.path.join(out_dir, "checkpoints", "final", "ckpt"))
+  return history
+
+
+def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str) -> Dict[str, Any]:
+  """The student's ranking metrics on `arrays` (and the teacher's, prefixed `teacher_`)."""
+  labels = arrays[label]
+  groups = arrays["user_id"]
+  student = pipeline.predict(lambda b: model.student(b, training=False), arrays)
+  result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, numeric.sigmoid(student), groups)
+  result["n_eval"] = int(len(labels))
+  if getattr(model, "teacher", None) is not None:
+    teacher = pipeline.predict(lambda b: model.teacher_logits(b, training=False), arrays)
+    teacher_metrics = metrics_lib.ranking_metrics(labels, numeric.sigmoid(teacher), groups)
+    for name, value in teacher_metrics.items():
+      result[f"teacher_{name}"] = value
+  return result
