@@ -54,8 +54,7 @@ from data import oracle as oracle_lib
 from data.config import SECONDS_PER_DAY
 from models import export
 from data import metrics as metrics_lib
-from stages import common
-from stages import fine as _fine  # noqa: F401  (defines --ctr_variant, which replay shares)
+from data.command import UserError
 from stages import serving
 
 FLAGS = flags.FLAGS
@@ -118,14 +117,14 @@ def parse_funnel(spec: str) -> Funnel:
   for part in str(spec).split(","):
     name, _, value = part.strip().partition(":")
     if name not in STAGES or not value.strip().isdigit():
-      raise common.StageError(f"--funnel={spec!r}: expected retrieval:N1,coarse:N2,fine:K "
+      raise UserError(f"--funnel={spec!r}: expected retrieval:N1,coarse:N2,fine:K "
                               "with positive integers")
     sizes[name] = int(value)
   if set(sizes) != set(STAGES):
-    raise common.StageError(f"--funnel={spec!r} must name retrieval, coarse and fine")
+    raise UserError(f"--funnel={spec!r} must name retrieval, coarse and fine")
   funnel = Funnel(sizes["retrieval"], sizes["coarse"], sizes["fine"])
   if not funnel.retrieval >= funnel.coarse >= funnel.page >= 1:
-    raise common.StageError(f"--funnel={spec!r}: need N1 >= N2 >= K >= 1")
+    raise UserError(f"--funnel={spec!r}: need N1 >= N2 >= K >= 1")
   return funnel
 
 
@@ -189,16 +188,16 @@ def check_model(name: str, path: str, meta: dict, world, day: int) -> Dict[str, 
   extra = meta.get("extra") or {}
   where = os.path.join(path, export.META_FILE)
   if "world_hash" not in extra or "train_days" not in extra:
-    raise common.StageError(f"{name} model at {path}: {where} records no world_hash / "
+    raise UserError(f"{name} model at {path}: {where} records no world_hash / "
                             "train_days; retrain it with its stage command")
   if extra["world_hash"] != world.world_hash:
-    raise common.StageError(
+    raise UserError(
         f"{name} model at {path} was trained on another world (world_hash "
         f"{str(extra['world_hash'])[:12]}..., this world {world.world_hash[:12]}...); replay "
         "with that model's world or retrain it on this one")
   train_days = [int(d) for d in extra["train_days"]]
   if day in train_days:
-    raise common.StageError(
+    raise UserError(
         f"--day={day} is a training day of the {name} model at {path} (train_days "
         f"{train_days}); replay a held-out day")
   return {"variant": extra.get("variant"), "path": os.path.abspath(path),
@@ -617,7 +616,7 @@ def select_requests(world, day: int, config: ReplayConfig) -> DayRequests:
   """Every request of `day` (or a seeded subset of --max_requests), and the cascade sample."""
   request_ids = np.sort(world.request_arrays([day], ["request_id"])["request_id"])
   if not len(request_ids):
-    raise common.StageError(f"day {day} of the world at {world.world_dir} has no requests")
+    raise UserError(f"day {day} of the world at {world.world_dir} has no requests")
   rng = np.random.default_rng([config.seed, day])
   if 0 < config.max_requests < len(request_ids):
     request_ids = np.sort(rng.choice(request_ids, config.max_requests, replace=False))
@@ -733,14 +732,14 @@ class RunDir:
       summary = files.read_json(summary_path)
       if summary.get("replay_key") == _key_digest(key):
         return summary
-      raise common.StageError(f"{self.path} already holds a finished replay with another "
+      raise UserError(f"{self.path} already holds a finished replay with another "
                               "configuration; use another --run_dir or pass --overwrite")
     config_path = os.path.join(self.partial, "config.json")
     if os.path.exists(config_path) and not overwrite:
       held = files.read_json(config_path)
       if held != key:
         changed = sorted(name for name in set(held) | set(key) if held.get(name) != key.get(name))
-        raise common.StageError(
+        raise UserError(
             f"{self.partial} holds an unfinished replay with another configuration (differs "
             f"in {', '.join(changed)}); rerun with the same flags to resume, or pass --overwrite")
     elif overwrite:
@@ -871,7 +870,7 @@ def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world, models:
 def resolve_day(world, day: Optional[int]) -> int:
   day = world.days[-1] if day is None else int(day)
   if day not in world.days:
-    raise common.StageError(f"--day={day} is not a day of the world at {world.world_dir}: "
+    raise UserError(f"--day={day} is not a day of the world at {world.world_dir}: "
                             f"it has days {world.days[0]}..{world.days[-1]}")
   return day
 
@@ -879,7 +878,7 @@ def resolve_day(world, day: Optional[int]) -> int:
 def check_funnel(funnel: Funnel, world, models: FunnelModels) -> None:
   n_items = len(world.items)
   if funnel.retrieval > min(models.retrieval.k, n_items):
-    raise common.StageError(
+    raise UserError(
         f"--funnel asks retrieval for {funnel.retrieval} items; the index at "
         f"{models.retrieval.path} returns at most {models.retrieval.k} (corpus: {n_items})")
 
@@ -896,7 +895,7 @@ def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
 def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   """Replays a day through the funnel; writes the run dir and returns summary.json's content.
 
-  Raises common.StageError (one-line message) for models of another world, a replayed day
+  Raises UserError (one-line message) for models of another world, a replayed day
   the models trained on, missing models (naming the command that trains them), or a run dir
   holding another configuration.
   """
@@ -972,7 +971,7 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
   """The replay's configuration from its flags (benchmarks reuse them without --run_dir)."""
   for name in ("world_dir", "model_dir") + (("run_dir",) if need_run_dir else ()):
     if not FLAGS[name].value:
-      raise common.StageError(f"--{name} is required")
+      raise UserError(f"--{name} is required")
   return ReplayConfig(
       world_dir=FLAGS.world_dir, model_dir=FLAGS.model_dir, run_dir=FLAGS.run_dir or "",
       day=FLAGS.day, coarse_variant=FLAGS.coarse_variant, cvr_variant=FLAGS.cvr_variant,
@@ -986,7 +985,7 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
 
 def open_world(world_dir: str):
   if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
-    raise common.StageError(f"no world at {world_dir} (no manifest.json); make one with "
+    raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
                             f"`python -m data.generate --world_dir={world_dir}`")
   return data.load(world_dir, verify="size")
 
@@ -999,7 +998,7 @@ def main(argv: Sequence[str]) -> None:
     config = config_from_flags()
     funnel = parse_funnel(FLAGS.funnel)
     summary = replay(open_world(config.world_dir), funnel, config)
-  except (common.StageError, ValueError, FileNotFoundError) as error:
+  except (UserError, ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
   print(format_table(summary))

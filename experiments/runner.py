@@ -6,7 +6,9 @@ process (a 54-run study grew past 20 GB in-process), and a separate process per 
 one run's failure from taking the study down with it.
 
 A run the runner has already made is reused without starting a process: beside the stage's
-metrics.json it leaves runner.json, the digest of the exact command line and world that made it.
+metrics.json it leaves runner.json, the digest of the exact command line, the world and the
+identity of every export the run reads (a coarse pfd_md student's fine CTR teacher) that made it.
+A child's command line is written from its config's fields (`stages.config.flag_fields`).
 """
 
 import hashlib

@@ -25,9 +25,8 @@ from models.towers import MLP, Tower  # noqa: E402
 from models.rankers import DNNRanker, TwoTowerScorer, split_by_side  # noqa: E402
 from models.distillation import (BASELINE, LUPI, MD, PFD, PFD_MD, PRETRAINED,  # noqa: E402
                                  SIMULTANEOUS, TEACHER_KINDS, DistillationModel, DistillationSpec,
-                                 FrozenTeacher,
-                                 PrivilegedDistillation, build_distillation, build_head,
-                                 build_student, build_teacher, student_features,
+                                 FrozenTeacher, PrivilegedDistillation, build_distillation,
+                                 build_head, build_student, build_teacher, student_features,
                                  teacher_features)
 from models.export import ServingModel, export_serving, load_serving  # noqa: E402
 from models.pipeline import make_dataset, model_columns, predict, take_rows  # noqa: E402

@@ -102,12 +102,15 @@ class TrainConfig:
   def __post_init__(self):
     if isinstance(self.train_days, str):
       self._set("train_days", parse_days(self.train_days) if self.train_days else None)
-    for name in ("train_days", "hidden_units", "unshared_features"):
+    for name, item in (("train_days", int), ("hidden_units", int), ("unshared_features", str)):
       value = getattr(self, name)
       if isinstance(value, str):
         value = [v for v in value.split(",") if v]
       if value is not None:
-        self._set(name, tuple(value))
+        try:
+          self._set(name, tuple(item(v) for v in value))
+        except ValueError:
+          raise StageError(f"--{name} must be a list of {item.__name__}, got {value}") from None
     self._set("callbacks", tuple(self.callbacks))
     self.validate()
 

@@ -5,8 +5,9 @@ import os
 import pytest
 
 from stages import coarse
-from stages import common
+from stages import config as config_lib
 from stages import fine
+from stages import layout
 from stages import retrieval
 
 pytestmark = pytest.mark.slow
@@ -16,9 +17,13 @@ SMALL = dict(hidden_units=(64, 32), embedding_dim=8, batch_size=2048, epochs=1,
              train_days=[6, 7], eval_day=8, checkpoint_every=200)
 
 
-def _train(train_fn, world_dir, model_dir, variant="baseline", **extra):
-  config = common.StageConfig(world_dir=world_dir, model_dir=model_dir, variant=variant,
-                              extra=extra, **SMALL)
+CONFIGS = {retrieval.train: config_lib.RetrievalConfig, fine.train: config_lib.FineConfig,
+           coarse.train: config_lib.CoarseConfig}
+
+
+def _train(train_fn, world_dir, model_dir, variant="baseline", **settings):
+  config = CONFIGS[train_fn](world_dir=world_dir, model_dir=model_dir, variant=variant,
+                             **settings, **SMALL)
   return train_fn(config)
 
 
@@ -45,5 +50,5 @@ def test_chain_trains_every_stage_and_variant_on_the_small_world(small_world_dir
     assert coarse_runs[variant]["teacher_auc"] > coarse_runs["baseline"]["auc"]
   for stage, variant in [("retrieval", "baseline"), ("fine/ctr", "baseline"),
                          ("fine/cvr", "pfd"), ("coarse", "pfd_md")]:
-    export = os.path.join(common.stage_dir(model_dir, stage, variant), "saved_model")
+    export = os.path.join(layout.stage_dir(model_dir, stage, variant), "saved_model")
     assert os.path.exists(os.path.join(export, "saved_model.pb"))

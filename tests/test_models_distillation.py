@@ -22,11 +22,14 @@ def batch(schema):
   return testing.as_batch(arrays)
 
 
-def _model(schema, **kwargs):
+def _model(schema, stage="fine_cvr", pretrained_teacher=None, **settings):
   tf.keras.utils.set_random_seed(0)
-  kwargs.setdefault("widths", WIDTHS)
-  kwargs.setdefault("embedding_dim", 4)
-  return models.build_distillation(schema, kwargs.pop("stage", "fine_cvr"), **kwargs)
+  settings.setdefault("widths", WIDTHS)
+  settings.setdefault("embedding_dim", 4)
+  if "unshared" in settings:
+    settings["unshared"] = tuple(settings["unshared"])
+  spec = models.DistillationSpec(**settings)
+  return models.build_distillation(schema, stage, spec, pretrained_teacher=pretrained_teacher)
 
 
 def _exclusive(variables, others):
@@ -220,6 +223,18 @@ def test_teacher_kinds_read_the_right_features(schema, kind, stage, expected):
   assert (names & privileged) == (set() if kind == "md" else privileged)
   if kind == "lupi":
     assert names == privileged
+
+
+def test_spec_refuses_an_unknown_teacher_kind_or_mode():
+  with pytest.raises(ValueError, match="teacher_kind"):
+    models.DistillationSpec(teacher_kind="big")
+  with pytest.raises(ValueError, match="mode"):
+    models.DistillationSpec(mode="later")
+
+
+def test_pretrained_mode_needs_a_teacher(schema):
+  with pytest.raises(ValueError, match="pretrained_teacher"):
+    _model(schema, teacher_kind="pfd", mode="pretrained")
 
 
 def test_pfd_teacher_needs_a_stage_with_privileged_features(schema):

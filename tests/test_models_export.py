@@ -32,8 +32,9 @@ def _scrambled(schema, arrays, stage):
 
 def _trained(schema, stage, architecture, label):
   tf.keras.utils.set_random_seed(0)
-  model = models.build_distillation(schema, stage, "pfd", architecture, label=label,
-                                    widths=(16, 8), embedding_dim=4)
+  spec = models.DistillationSpec(teacher_kind="pfd", architecture=architecture, label=label,
+                                 widths=(16, 8), embedding_dim=4)
+  model = models.build_distillation(schema, stage, spec)
   model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
   data = testing.synthetic_log_arrays(schema, 256, seed=4)
   model.fit(models.make_dataset(data, 128, schema=schema), verbose=0)
@@ -103,9 +104,9 @@ def test_export_refuses_a_model_reading_privileged_features(schema, tmp_path):
 def test_served_model_is_a_frozen_teacher(schema, arrays, cvr_export):
   stage, _, served = cvr_export
   tf.keras.utils.set_random_seed(0)
-  model = models.build_distillation(schema, stage, "pfd", label="conversion", mode="pretrained",
-                                    pretrained_teacher=served.logits, widths=(8,),
-                                    embedding_dim=4)
+  spec = models.DistillationSpec(teacher_kind="pfd", label="conversion", mode="pretrained",
+                                 widths=(8,), embedding_dim=4)
+  model = models.build_distillation(schema, stage, spec, pretrained_teacher=served.logits)
   model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
   logs = model.fit(models.make_dataset(arrays, 16, schema=schema), verbose=0).history
   assert np.isfinite(logs["loss"]).all() and "teacher_auc" in logs

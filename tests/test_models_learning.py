@@ -22,8 +22,9 @@ def _fit_and_evaluate(schema, train, held_out, kind, seed, epochs=2):
   """(student AUC, teacher AUC or None) of a coarse two-tower model after `epochs`."""
   tf.config.experimental.enable_op_determinism()
   tf.keras.utils.set_random_seed(seed)
-  model = models.build_distillation(schema, "coarse", kind, "two_tower", label="click",
-                                    widths=WIDTHS, embedding_dim=8, distill_weight=0.5)
+  spec = models.DistillationSpec(teacher_kind=kind, architecture="two_tower", label="click",
+                                 widths=WIDTHS, embedding_dim=8, distill_weight=0.5)
+  model = models.build_distillation(schema, "coarse", spec)
   model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
   model.fit(models.make_dataset(train, 256, schema=schema, seed=seed), epochs=epochs, verbose=0)
   logs = model.evaluate(models.make_dataset(held_out, 4096, schema=schema, shuffle=False),
@@ -38,8 +39,9 @@ def test_training_is_reproducible_with_the_same_seed():
   for _ in range(2):
     tf.config.experimental.enable_op_determinism()
     tf.keras.utils.set_random_seed(5)
-    model = models.build_distillation(schema, "coarse", "pfd", "two_tower", widths=(8,),
-                                      embedding_dim=4)
+    spec = models.DistillationSpec(teacher_kind="pfd", architecture="two_tower", widths=(8,),
+                                   embedding_dim=4)
+    model = models.build_distillation(schema, "coarse", spec)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
     model.fit(models.make_dataset(rows, 64, schema=schema, seed=5), verbose=0)
     weights.append([v.numpy() for v in model.trainable_variables])

@@ -19,7 +19,7 @@ import data
 from experiments import compare
 from experiments import replay as replay_lib
 from stages import coarse
-from stages import common
+from stages import config as config_lib
 from stages import fine
 from stages import retrieval
 
@@ -31,22 +31,22 @@ REPLAY = dict(day=4, max_requests=240, batch_requests=100, cascade_sample=60)
 SPEED_PREFIXES = ("latency/", "throughput/")
 
 
-def _stage_config(world_dir, model_dir, **overrides) -> common.StageConfig:
-  extra = overrides.pop("extra", {})
-  return common.StageConfig(world_dir=world_dir, model_dir=model_dir, extra=dict(extra),
-                            **{**TINY, **overrides})
+def _stage_config(config_class, world_dir, model_dir, **overrides):
+  return config_class(world_dir=world_dir, model_dir=model_dir, **{**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_world_dir, tmp_path_factory):
   """Every export a funnel needs, trained on days 1-3 of the tiny world (tiny widths)."""
   path = str(tmp_path_factory.mktemp("replay_models"))
-  retrieval.train(_stage_config(tiny_world_dir, path, extra={"export_k": 300}))
-  fine.train(_stage_config(tiny_world_dir, path, extra={"task": "ctr"}))
-  fine.train(_stage_config(tiny_world_dir, path, variant="pfd", extra={"task": "cvr"}))
+  retrieval.train(_stage_config(config_lib.RetrievalConfig, tiny_world_dir, path,
+                                export_k=300))
+  fine.train(_stage_config(config_lib.FineConfig, tiny_world_dir, path, task="ctr"))
+  fine.train(_stage_config(config_lib.FineConfig, tiny_world_dir, path, variant="pfd",
+                           task="cvr"))
   for variant in ("baseline", "pfd_md"):
-    coarse.train(_stage_config(tiny_world_dir, path, variant=variant,
-                               extra={"teacher_variant": "baseline"}))
+    coarse.train(_stage_config(config_lib.CoarseConfig, tiny_world_dir, path, variant=variant,
+                               teacher_variant="baseline"))
   return path
 
 
@@ -181,7 +181,7 @@ def _tamper(model_dir, tmp_path, stage, key, value) -> str:
 def test_replay_refuses_models_trained_on_another_world(world, model_dir, tmp_path):
   tampered = _tamper(model_dir, tmp_path, "coarse/pfd_md", "world_hash", "0" * 64)
   run_dir = tmp_path / "run"
-  with pytest.raises(common.StageError, match="coarse model at .* was trained on another world"):
+  with pytest.raises(config_lib.StageError, match="coarse model at .* was trained on another world"):
     replay_lib.replay(world, FUNNEL, _config(world, tampered, run_dir))
   assert not os.path.exists(run_dir / "summary.json")
 
@@ -203,7 +203,7 @@ def test_replay_command_refuses_a_training_day_with_one_line(world, model_dir, t
 
 @pytest.mark.slow
 def test_replay_names_the_command_that_trains_a_missing_model(world, model_dir, tmp_path):
-  with pytest.raises(common.StageError, match="python -m stages.coarse --variant=md"):
+  with pytest.raises(config_lib.StageError, match="python -m stages.coarse --variant=md"):
     replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / "run",
                                              coarse_variant="md"))
 
@@ -227,7 +227,7 @@ def test_killed_replay_resumes_to_the_same_summary(world, model_dir, runs, tmp_p
       "chunk-00000.json", "chunk-00000.parquet", "config.json"]
   monkeypatch.setattr(replay_lib.RunDir, "write_chunk", write_chunk)
 
-  with pytest.raises(common.StageError, match="unfinished replay .*differs in max_requests"):
+  with pytest.raises(config_lib.StageError, match="unfinished replay .*differs in max_requests"):
     replay_lib.replay(world, FUNNEL, _config(world, model_dir, run_dir, coarse_variant="pfd_md",
                                              max_requests=100))
   resumed = replay_lib.replay(world, FUNNEL, config)
@@ -250,7 +250,7 @@ def test_compare_reads_two_replay_runs(runs, tmp_path):
 @pytest.mark.parametrize("spec", ["retrieval:100,coarse:200,fine:10", "retrieval:100,fine:10",
                                   "retrieval:a,coarse:10,fine:5"])
 def test_funnel_spec_must_name_shrinking_stages(spec):
-  with pytest.raises(common.StageError, match="--funnel"):
+  with pytest.raises(config_lib.StageError, match="--funnel"):
     replay_lib.parse_funnel(spec)
 
 

@@ -1,50 +1,89 @@
 """experiments.runner: stage runs in child processes, configured exactly like in-process ones."""
 
+import dataclasses
+import os
+
+from data import files
 from experiments import runner
-from stages import common
+from models import export
+from stages import config as config_lib
 
 
-def test_command_line_carries_every_setting_and_drops_other_stages_settings():
-  config = common.StageConfig(world_dir="W", model_dir="M", train_days=[1, 2], seed=3,
-                              variant="pfd_md", unshared_features=(), share_embeddings=False,
-                              reuse=True, extra={"distill_unlabelled": True, "scheme": "x"})
-  argv = runner.command_line("coarse", config)
+def test_command_line_carries_every_setting_and_only_the_stages_own():
+  config = config_lib.CoarseConfig(world_dir="W", model_dir="M", train_days=[1, 2], seed=3,
+                                   variant="pfd_md", unshared_features=(),
+                                   share_embeddings=False, reuse=True, distill_unlabelled=True)
+  argv = runner.command_line(config)
   assert argv[1:3] == ["-m", "stages.coarse"]
   for flag in ("--world_dir=W", "--model_dir=M", "--train_days=1,2", "--seed=3",
                "--variant=pfd_md", "--unshared_features=", "--noshare_embeddings", "--reuse",
-               "--distill_unlabelled"):
+               "--distill_unlabelled", "--teacher_variant=baseline"):
     assert flag in argv, flag
-  assert not any(a.startswith(("--scheme", "--mode=", "--eval_day", "--callbacks")) for a in argv)
-  assert "--distill_unlabelled" not in runner.command_line("retrieval", config)
-  assert "--task=cvr" in runner.command_line("fine_cvr", config)
+  assert not any(a.startswith(("--mode=", "--eval_day", "--callbacks")) for a in argv)
+  # Every flag is a field of the config: the command line has no hand-kept list.
+  names = {a[2:].split("=")[0] for a in argv[3:]}
+  fields = {f.name for f in config_lib.flag_fields(config_lib.CoarseConfig)}
+  assert names - {"noshare_embeddings"} <= fields
+  retrieval = config_lib.for_stage(config_lib.RetrievalConfig, config, variant="baseline")
+  assert "--distill_unlabelled" not in runner.command_line(retrieval)
+  assert runner.command_line(retrieval)[2] == "stages.retrieval"
+  cvr = config_lib.for_stage(config_lib.FineConfig, config, task="cvr")
+  assert "--task=cvr" in runner.command_line(cvr)
+
+
+def _fake_export(model_dir, stage, variant, config_key):
+  path = os.path.join(model_dir, *stage.split("/"), variant, "saved_model", export.META_FILE)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  files.write_json(path, {"extra": {"config_key": config_key}})
+
+
+def test_the_receipt_names_the_fine_ctr_export_that_teaches_coarse_pfd_md(tiny_world_dir,
+                                                                          tmp_path):
+  model_dir = str(tmp_path)
+  student = config_lib.CoarseConfig(world_dir=tiny_world_dir, model_dir=model_dir,
+                                    variant="pfd_md")
+  baseline = dataclasses.replace(student, variant="baseline")
+
+  def digest(config):
+    task = runner.TASKS[type(config)]
+    return runner.command_digest(runner.command_line(config), tiny_world_dir,
+                                 task.upstream(config))
+
+  missing = digest(student), digest(baseline)
+  _fake_export(model_dir, "fine/ctr", "baseline", "aaaa")
+  first = digest(student), digest(baseline)
+  _fake_export(model_dir, "fine/ctr", "baseline", "bbbb")
+  second = digest(student), digest(baseline)
+  assert len({missing[0], first[0], second[0]}) == 3  # The student's receipt follows its teacher.
+  assert missing[1] == first[1] == second[1]  # The baseline reads no teacher.
 
 
 def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_world_dir, tmp_path):
   settings = dict(hidden_units=(16,), embedding_dim=4, batch_size=512, max_steps=10)
-  child = runner.run_stage("fine_ctr", common.StageConfig(
+  child = runner.run_stage(config_lib.FineConfig(
       world_dir=tiny_world_dir, model_dir=str(tmp_path / "child"), **settings))
   from stages import fine
-  here = fine.train(common.StageConfig(world_dir=tiny_world_dir,
-                                       model_dir=str(tmp_path / "here"),
-                                       extra={"task": "ctr"}, **settings))
+  here = fine.train(config_lib.FineConfig(world_dir=tiny_world_dir,
+                                          model_dir=str(tmp_path / "here"), **settings))
   for key in ("auc", "gauc", "logloss", "config_key", "n_train"):
     assert child[key] == here[key], key
 
 
 def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
     tiny_world_dir, tmp_path, monkeypatch):
-  config = common.StageConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path), reuse=True,
-                              hidden_units=(8,), embedding_dim=4, batch_size=512, max_steps=3)
-  first = runner.run_stage("fine_ctr", config)
+  config = config_lib.FineConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path), reuse=True,
+                                 hidden_units=(8,), embedding_dim=4, batch_size=512,
+                                 max_steps=3)
+  first = runner.run_stage(config)
   spawned = []
   real_run = runner.subprocess.run
   monkeypatch.setattr(runner.subprocess, "run",
                       lambda argv, **kw: spawned.append(argv) or real_run(argv, **kw))
-  assert runner.run_stage("fine_ctr", config) == first
+  assert runner.run_stage(config) == first
   assert spawned == []
   # Another setting is another command: the child decides (and here retrains).
-  changed = runner.run_stage("fine_ctr", common.StageConfig(**{**config.__dict__, "max_steps": 4}))
+  changed = runner.run_stage(dataclasses.replace(config, max_steps=4))
   assert len(spawned) == 1 and changed["config_key"] != first["config_key"]
   # Back to the first command: its receipt was replaced by the other run's, so it runs again.
-  assert runner.run_stage("fine_ctr", config)["config_key"] == first["config_key"]
+  assert runner.run_stage(config)["config_key"] == first["config_key"]
   assert len(spawned) == 2

@@ -1,5 +1,6 @@
 """Stage commands on the tiny world: train, evaluate, export, resume, refuse bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,8 +15,10 @@ from data import schema as schema_lib
 from models import distillation
 from models import export
 from stages import coarse
-from stages import common
+from stages import config as config_lib
+from stages import driver
 from stages import fine
+from stages import layout
 from stages import retrieval
 from stages import serving
 
@@ -23,10 +26,12 @@ TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
             checkpoint_every=20)
 
 
-def _config(world_dir, model_dir, **overrides) -> common.StageConfig:
-  extra = overrides.pop("extra", {})
-  return common.StageConfig(world_dir=world_dir, model_dir=str(model_dir),
-                            extra=dict(extra), **{**TINY, **overrides})
+def _config(world_dir, model_dir, config_class=config_lib.FineConfig, **overrides):
+  return config_class(world_dir=world_dir, model_dir=str(model_dir), **{**TINY, **overrides})
+
+
+def _coarse(world_dir, model_dir, **overrides) -> config_lib.CoarseConfig:
+  return _config(world_dir, model_dir, config_lib.CoarseConfig, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +39,11 @@ def trained(tiny_world_dir, tmp_path_factory):
   """One model dir with every stage the others need: retrieval, fine CTR and CVR, coarse."""
   model_dir = tmp_path_factory.mktemp("models")
   results = {
-      "retrieval": retrieval.train(_config(tiny_world_dir, model_dir, extra={"export_k": 300})),
-      "fine_ctr": fine.train(_config(tiny_world_dir, model_dir, extra={"task": "ctr"})),
-      "fine_cvr": fine.train(_config(tiny_world_dir, model_dir, variant="pfd",
-                                     extra={"task": "cvr"})),
-      "coarse_pfd_md": coarse.train(_config(tiny_world_dir, model_dir, variant="pfd_md")),
+      "retrieval": retrieval.train(_config(tiny_world_dir, model_dir,
+                                           config_lib.RetrievalConfig, export_k=300)),
+      "fine_ctr": fine.train(_config(tiny_world_dir, model_dir, task="ctr")),
+      "fine_cvr": fine.train(_config(tiny_world_dir, model_dir, variant="pfd", task="cvr")),
+      "coarse_pfd_md": coarse.train(_coarse(tiny_world_dir, model_dir, variant="pfd_md")),
   }
   return str(model_dir), results
 
@@ -47,7 +52,7 @@ def test_every_stage_writes_metrics_and_a_serving_export(trained):
   model_dir, results = trained
   for stage, variant in [("retrieval", "baseline"), ("fine/ctr", "baseline"),
                          ("fine/cvr", "pfd"), ("coarse", "pfd_md")]:
-    out = common.stage_dir(model_dir, stage, variant)
+    out = layout.stage_dir(model_dir, stage, variant)
     with open(os.path.join(out, "metrics.json")) as f:
       metrics = json.load(f)
     assert metrics["stage"] in ("retrieval", "fine_ctr", "fine_cvr", "coarse")
@@ -84,7 +89,7 @@ def _privileged_perturbed(arrays, schema, stage):
 def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, task, variant,
                                                       stage):
   model_dir, _ = trained
-  world = common.open_world(_config(tiny_world_dir, model_dir))
+  world = driver.open_world(_config(tiny_world_dir, model_dir))
   served = serving.load_fine(model_dir, task, variant)
   assert not set(served.input_names) - {f.name for f in world.schema.serving_features(stage)}
   arrays = world.log_arrays([world.days[-1]])
@@ -95,7 +100,7 @@ def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, t
 
 def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
   model_dir, _ = trained
-  world = common.open_world(_config(tiny_world_dir, model_dir))
+  world = driver.open_world(_config(tiny_world_dir, model_dir))
   scorer = serving.load_coarse(model_dir, "pfd_md")
   assert scorer.item_vectors.shape[0] == len(world.items)
   signature = tf.saved_model.load(scorer.path).signatures["user_vectors"]
@@ -110,7 +115,7 @@ def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
 
 def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
   model_dir, _ = trained
-  world = common.open_world(_config(tiny_world_dir, model_dir))
+  world = driver.open_world(_config(tiny_world_dir, model_dir))
   index = serving.load_retrieval(model_dir)
   assert set(index.query_inputs) <= {f.name for f in world.schema.serving_features("retrieval")}
   assert all(world.schema[n].entity in (schema_lib.USER, schema_lib.CONTEXT)
@@ -124,7 +129,7 @@ def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
 
 @pytest.mark.parametrize("stage", ["coarse", "fine_cvr"])
 def test_export_refuses_a_model_that_reads_privileged_features(tiny_world_dir, tmp_path, stage):
-  world = common.open_world(_config(tiny_world_dir, tmp_path))
+  world = driver.open_world(_config(tiny_world_dir, tmp_path))
   teacher = distillation.build_teacher("pfd", world.schema, stage, student_widths=(8,),
                                        embedding_dim=4)
   privileged = world.schema.privileged_features(stage)[0].name
@@ -135,7 +140,7 @@ def test_export_refuses_a_model_that_reads_privileged_features(tiny_world_dir, t
 
 @pytest.mark.parametrize("variant", ["baseline", "pfd", "md", "lupi"])
 def test_coarse_variants_train_on_tiny(tiny_world_dir, tmp_path, variant):
-  metrics = coarse.train(_config(tiny_world_dir, tmp_path, variant=variant, max_steps=30))
+  metrics = coarse.train(_coarse(tiny_world_dir, tmp_path, variant=variant, max_steps=30))
   assert 0.4 < metrics["auc"] < 1.0
   assert ("teacher_auc" in metrics) == (variant != "baseline")
 
@@ -143,19 +148,25 @@ def test_coarse_variants_train_on_tiny(tiny_world_dir, tmp_path, variant):
 def test_cvr_lupi_and_md_train_with_a_pretrained_teacher(tiny_world_dir, tmp_path):
   for variant in ("lupi", "md"):
     metrics = fine.train(_config(tiny_world_dir, tmp_path, variant=variant, mode="pretrained",
-                                 max_steps=20, extra={"task": "cvr"}))
+                                 max_steps=20, task="cvr"))
     assert metrics["mode"] == "pretrained" and "teacher_auc" in metrics
-    teacher_ckpt = os.path.join(common.stage_dir(str(tmp_path), "fine/cvr", variant),
+    teacher_ckpt = os.path.join(layout.stage_dir(str(tmp_path), "fine/cvr", variant),
                                 "teacher", "checkpoints", "final", "ckpt.index")
     assert os.path.exists(teacher_ckpt)
 
 
-def test_same_seed_gives_same_metrics(tiny_world_dir, tmp_path):
-  runs = [fine.train(_config(tiny_world_dir, tmp_path / f"run{i}", max_steps=30,
-                             extra={"task": "ctr"})) for i in range(2)]
+def test_same_seed_gives_same_metrics_and_the_config_is_left_as_given(tiny_world_dir, tmp_path):
+  configs = [_config(tiny_world_dir, tmp_path / f"run{i}", max_steps=30, task="ctr")
+             for i in range(2)]
+  given = [dataclasses.asdict(c) for c in configs]
+  runs = [fine.train(config) for config in configs]
   for run in runs:
     run.pop("train_seconds")
   assert runs[0] == runs[1]
+  # Training resolved the eval day, the training days and the mode in a copy, not in place.
+  assert [dataclasses.asdict(c) for c in configs] == given
+  assert configs[0].eval_day is None and configs[0].train_days is None
+  assert configs[0].mode is None and runs[0]["eval_day"] == 4
 
 
 class _Killed(Exception):
@@ -185,12 +196,12 @@ class _CountSteps(tf.keras.callbacks.Callback):
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_path):
-  args = dict(epochs=2, checkpoint_every=10, extra={"task": "ctr"})
+  args = dict(epochs=2, checkpoint_every=10, task="ctr")
   uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
   with pytest.raises(_Killed):
     fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[_KillAtStep(90)],
                        **args))
-  backup = os.path.join(common.stage_dir(str(tmp_path / "killed"), "fine/ctr", "baseline"),
+  backup = os.path.join(layout.stage_dir(str(tmp_path / "killed"), "fine/ctr", "baseline"),
                         "checkpoints", "backup")
   assert os.path.isdir(backup) and os.listdir(backup)
   counter = _CountSteps()
@@ -203,24 +214,29 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_pa
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(variant="pfd", extra={"task": "ctr"}), "not valid for --task=ctr"),
-    (dict(eval_day=99, extra={"task": "ctr"}), "outside the world"),
-    (dict(train_days=[1, 2, 3], eval_day=3, extra={"task": "ctr"}), "overlap"),
+    (dict(variant="pfd", task="ctr"), "not valid for --task=ctr"),
+    (dict(eval_day=99, task="ctr"), "outside the world"),
+    (dict(train_days=[1, 2, 3], eval_day=3, task="ctr"), "overlap"),
+    (dict(train_days=[1, 2, 3, 4], task="ctr"), "overlap"),
+    (dict(train_days="1-x", task="ctr"), "--train_days: cannot parse"),
+    (dict(distill_lambda=1.5, task="cvr", variant="pfd"), "--distill_lambda must be in"),
+    (dict(batch_size=0, task="ctr"), "--batch_size must be positive"),
+    (dict(seed=-1, task="ctr"), "--seed must be >= 0"),
 ])
 def test_bad_stage_input_is_refused(tiny_world_dir, tmp_path, change, message):
-  with pytest.raises(common.StageError, match=message):
+  with pytest.raises(config_lib.StageError, match=message):
     fine.train(_config(tiny_world_dir, tmp_path, **change))
 
 
 def test_model_dir_of_another_world_is_refused(tiny_world_dir, tmp_path):
   files.write_json(str(tmp_path / "world.json"), {"world_hash": "another"})
-  with pytest.raises(common.StageError, match="another world"):
-    fine.train(_config(tiny_world_dir, tmp_path, extra={"task": "ctr"}))
+  with pytest.raises(config_lib.StageError, match="another world"):
+    fine.train(_config(tiny_world_dir, tmp_path, task="ctr"))
 
 
 def test_coarse_pfd_md_without_fine_ctr_names_the_command(tiny_world_dir, tmp_path):
-  with pytest.raises(common.StageError, match="python -m stages.fine --task=ctr"):
-    coarse.train(_config(tiny_world_dir, tmp_path, variant="pfd_md"))
+  with pytest.raises(config_lib.StageError, match="python -m stages.fine --task=ctr"):
+    coarse.train(_coarse(tiny_world_dir, tmp_path, variant="pfd_md"))
 
 
 def _cli(module, *args):
@@ -232,7 +248,7 @@ def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
   result = _cli("stages.fine", "--task=cvr", "--variant=nonsense", f"--world_dir={tiny_world_dir}",
                 f"--model_dir={tmp_path}")
   assert result.returncode != 0
-  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("stages.fine: error:")]
   assert len(errors) == 1 and "--variant=nonsense" in errors[0]
   result = _cli("stages.coarse", f"--world_dir={tmp_path / 'nowhere'}", f"--model_dir={tmp_path}")
   assert result.returncode != 0 and "python -m data.generate" in result.stderr
@@ -241,10 +257,9 @@ def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
 def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trained,
                                                                              tiny_world_dir):
   model_dir, _ = trained
-  config = _config(tiny_world_dir, model_dir, variant="pfd", train_days=[1, 2],
-                   extra={**coarse.DEFAULTS, "distill_unlabelled": True,
-                          "unlabelled_per_request": 3})
-  world = common.open_world(config)
+  config = _coarse(tiny_world_dir, model_dir, variant="pfd", train_days=[1, 2],
+                   distill_unlabelled=True, unlabelled_per_request=3)
+  world = driver.open_world(config)
   train = world.log_arrays(config.train_days)
   rows = coarse.unlabelled_candidates(world, config, train)
   n_requests = len(np.unique(train["request_id"]))
@@ -258,3 +273,35 @@ def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trai
   assert (rows["item_id"].reshape(n_requests, 3)[:, :, None] == top[:, None, :]).any(-1).all()
   again = coarse.unlabelled_candidates(world, config, train)
   np.testing.assert_array_equal(again["item_id"], rows["item_id"])
+
+
+def test_coarse_reuse_is_keyed_on_the_fine_ctr_export_that_teaches_it(tiny_world_dir, tmp_path):
+  teacher = _config(tiny_world_dir, tmp_path, task="ctr", max_steps=5)
+  student = _coarse(tiny_world_dir, tmp_path, variant="pfd_md", max_steps=5, reuse=True)
+  first_teacher = fine.train(teacher)
+  first = coarse.train(student)
+  assert first["upstream"] == {"fine/ctr/baseline": first_teacher["config_key"]}
+  again = coarse.train(student)  # Same teacher: reused, not retrained.
+  assert (again["config_key"], again["train_seconds"]) == (first["config_key"],
+                                                            first["train_seconds"])
+  # Retraining the fine CTR model alone must not leave the old student standing.
+  second_teacher = fine.train(dataclasses.replace(teacher, max_steps=6))
+  second = coarse.train(student)
+  assert second["config_key"] != first["config_key"]
+  assert second["upstream"] == {"fine/ctr/baseline": second_teacher["config_key"]}
+  assert second["teacher_auc"] == pytest.approx(second_teacher["auc"])
+
+
+def test_configs_are_checked_where_they_are_built():
+  base = dict(world_dir="W", model_dir="M")
+  with pytest.raises(config_lib.StageError, match="--world_dir is required"):
+    config_lib.FineConfig(model_dir="M")
+  with pytest.raises(config_lib.StageError, match="--variant=pfd: retrieval has one variant"):
+    config_lib.RetrievalConfig(variant="pfd", **base)
+  with pytest.raises(config_lib.StageError, match="--distill_unlabelled needs a teacher"):
+    config_lib.CoarseConfig(distill_unlabelled=True, **base)
+  with pytest.raises(config_lib.StageError, match="--ctr_variant=pfd"):
+    config_lib.FineConfig(task="cvr", ctr_variant="pfd", **base)
+  config = config_lib.CoarseConfig(train_days="1-3,5", hidden_units=[8, 4], **base)
+  assert config.train_days == (1, 2, 3, 5) and config.hidden_units == (8, 4)
+  assert config_lib.FineConfig(**base).variants() == ("baseline", "md")
