@@ -30,6 +30,7 @@ import numpy as np
 
 from data import features as F
 from data import oracle as O
+from data import truth as ground_truth
 from data.config import SECONDS_PER_DAY, WorldConfig
 
 # Entity generation.
@@ -351,8 +352,8 @@ class ShardSimulator:
                              self.span)
     views = counter.count(users * c.n_items + items, imp["timestamp"], F.WINDOW_7D)
     imp["cross_views_item_7d"] = views.astype(np.float32)
-    terms = pair_terms(e, users, items, np.repeat(truth["intent_category"], page),
-                       np.repeat(truth["intent_shop"], page))
+    terms = ground_truth.pair_terms(e, users, items, np.repeat(truth["intent_category"], page),
+                                    np.repeat(truth["intent_shop"], page))
     p_click = (O.sigmoid(O.click_logit(c, views_7d=views, **terms))
                * O.examination(c, imp["position"]))
     click = rng(c.seed, 2, self.shard, day, _CLICK).random(len(items)) < p_click
@@ -412,18 +413,6 @@ def request_ids(shard: int, first_ordinal: int, count: int) -> np.ndarray:
 
 
 SHARD_SHIFT = 40  # up to 2**40 requests per shard
-
-
-def pair_terms(e: Entities, users, items, intent_category, intent_shop) -> Dict[str, np.ndarray]:
-  """Per-impression inputs of the click and conversion models (float64 / bool arrays)."""
-  taste_dot = np.einsum("nd,nd->n", e.user_taste[users].astype(np.float64),
-                        e.item_taste[items].astype(np.float64))
-  return dict(taste_dot=taste_dot,
-              same_category=e.item_category[items] == intent_category,
-              same_shop=e.item_shop[items] == intent_shop,
-              quality=e.item_quality[items].astype(np.float64),
-              log_price=np.log(e.item_price[items].astype(np.float64)),
-              price_sensitivity=e.user_price_sensitivity[users].astype(np.float64))
 
 
 def post_click_signals(r, config, z: np.ndarray, log_price: np.ndarray) -> Dict[str, np.ndarray]:
