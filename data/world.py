@@ -30,6 +30,7 @@ import numpy as np
 
 from data import features as F
 from data import oracle as O
+from data import schema as S
 from data import truth as ground_truth
 from data.config import SECONDS_PER_DAY, WorldConfig
 
@@ -80,18 +81,15 @@ class Entities:
   item_popularity: np.ndarray          # hidden float32, the logging policy's prior
   category_popularity: np.ndarray      # hidden float64[n_categories], sums to 1
 
-  USER_OBSERVABLE = ("user_age_bucket", "user_gender", "user_power_level")
-  ITEM_OBSERVABLE = ("item_category", "item_shop", "item_brand", "item_price")
-
   def users_table(self) -> Dict[str, np.ndarray]:
     n = len(self.user_gender)
-    return {"user_id": np.arange(n, dtype=np.int64),
-            **{k: getattr(self, k) for k in self.USER_OBSERVABLE}}
+    return {S.USER_ID: np.arange(n, dtype=np.int64),
+            **{k: getattr(self, k) for k in S.USER_PROFILE}}
 
   def items_table(self) -> Dict[str, np.ndarray]:
     n = len(self.item_category)
-    return {"item_id": np.arange(n, dtype=np.int64),
-            **{k: getattr(self, k) for k in self.ITEM_OBSERVABLE}}
+    return {S.ITEM_ID: np.arange(n, dtype=np.int64),
+            **{k: getattr(self, k) for k in S.ITEM_PROFILE}}
 
 
 def make_entities(config: WorldConfig) -> Entities:
@@ -397,10 +395,10 @@ class ShardSimulator:
                                e.item_category[clicked], e.item_shop[clicked],
                                e.item_brand[clicked], self.span)
     users, items = imp["user_id"], imp["item_id"]
-    for name in F.USER_PROFILE:
+    for name in S.USER_PROFILE:
       imp[name] = getattr(e, name)[users]
     imp["context_hour"] = F.context_hour(imp["timestamp"])
-    for name in F.ITEM_PROFILE:
+    for name in S.ITEM_PROFILE:
       imp[name] = getattr(e, name)[items]
     imp.update(counters.count(users, imp["timestamp"], imp["item_category"],
                               imp["item_shop"], imp["item_brand"]))

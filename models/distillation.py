@@ -32,7 +32,7 @@ SIMULTANEOUS, PRETRAINED = "simultaneous", "pretrained"
 MODES = (SIMULTANEOUS, PRETRAINED)
 BASELINE, PFD, MD, PFD_MD, LUPI = "baseline", "pfd", "md", "pfd_md", "lupi"
 TEACHER_KINDS = (BASELINE, PFD, MD, PFD_MD, LUPI)
-UNLABELLED = -1.0
+UNLABELLED = schema_lib.UNLABELLED  # the label of rows only a teacher can label
 
 
 def _masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

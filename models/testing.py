@@ -85,7 +85,7 @@ def synthetic_log_arrays(schema: schema_lib.Schema, n_rows: int, seed: int = 0,
   if unlabelled_fraction > 0:
     hidden = rng.random(n) < unlabelled_fraction
     for label in ("click", "conversion", "gmv"):
-      arrays[label] = np.where(hidden, -1.0, arrays[label]).astype(np.float32)
+      arrays[label] = np.where(hidden, schema_lib.UNLABELLED, arrays[label]).astype(np.float32)
   return {k: np.asarray(v, dtype=_dtype(schema, k)) for k, v in arrays.items()}
 
 
