@@ -36,14 +36,11 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
 from absl import app, flags, logging
+import numpy as np
 
-from data import cli  # noqa: F401  (--world_dir, --seed, --overwrite: shared flags)
-from data import files
-from data import io
+from data import cli, files, io, world  # noqa: F401  (cli: --world_dir, --seed, --overwrite)
 from data import schema as S
-from data import world
 from data.config import PRESETS, WorldConfig, preset
 
 SHARDS_DIR = "_shards"

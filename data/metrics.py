@@ -247,7 +247,7 @@ def per_request_hit_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
 
 
 def _as_ks(ks: Union[int, Iterable[int]]) -> Sequence[int]:
-  return [int(ks)] if np.isscalar(ks) else [int(k) for k in ks]
+  return [int(k) for k in ks] if isinstance(ks, Iterable) else [int(ks)]
 
 
 def recall_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:

@@ -25,8 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from data import schema as schema_lib
 from models import inputs as inputs_lib
-from models import rankers
-from models import towers
+from models import rankers, towers
 
 SIMULTANEOUS, PRETRAINED = "simultaneous", "pretrained"
 MODES = (SIMULTANEOUS, PRETRAINED)
