@@ -1,5 +1,7 @@
 """experiments.runner: stage runs in child processes, configured exactly like in-process ones."""
 
+import pytest
+
 from experiments import runner
 from stages import common
 
@@ -19,6 +21,7 @@ def test_command_line_carries_every_setting_and_drops_other_stages_settings():
   assert "--task=cvr" in runner.command_line("fine_cvr", config)
 
 
+@pytest.mark.slow
 def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_world_dir, tmp_path):
   settings = dict(hidden_units=(16,), embedding_dim=4, batch_size=512, max_steps=10)
   child = runner.run_stage("fine_ctr", common.StageConfig(
@@ -31,6 +34,7 @@ def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_wor
     assert child[key] == here[key], key
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
     tiny_world_dir, tmp_path, monkeypatch):
   config = common.StageConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path), reuse=True,
