@@ -20,8 +20,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import metrics
-from data import numeric
+from data import metrics, numeric
 from models import pipeline
 
 MONITORS = ("logloss", "auc")
