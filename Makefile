@@ -1,4 +1,5 @@
 # Two entry points: `make demo` and `make test`. Both build .venv on first use.
+# `make lint` runs ruff (pyflakes, import order) and mypy (config in pyproject.toml).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,8 +7,9 @@ STAMP := $(VENV)/.installed
 WORK ?= work
 PRESET ?= small
 SEED ?= 0
+LINT_PATHS ?= .
 
-.PHONY: demo test test-fast venv freeze clean
+.PHONY: demo test test-fast lint venv freeze clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -22,13 +24,18 @@ demo: $(STAMP)
 	$(PY) -m experiments.demo --work_dir=$(WORK) --preset=$(PRESET) --seed=$(SEED) $(DEMO_FLAGS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
 freeze: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable > constraints.txt
+	{ grep '^#' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) $(WORK) build *.egg-info

@@ -14,8 +14,8 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 from absl import app, flags
+import numpy as np
 
 import data
 from data import generate

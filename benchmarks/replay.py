@@ -23,21 +23,28 @@ import tempfile
 import time
 from typing import Callable, Dict
 
-from absl import app
-from absl import flags
+from absl import app, flags
 import numpy as np
 
 import data
-from experiments import replay as replay_lib
+from data import best_page as best_page_lib
 from data import metrics as metrics_lib
+from experiments import funnel as funnel_lib
+from experiments import replay as replay_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("requests", 2048, "Requests timed through the funnel.")
-flags.DEFINE_integer("cascade_requests", 64, "Requests timed for the cascade figures.")
-flags.DEFINE_integer("corpus_requests", 4, "Requests scored against the whole corpus.")
-flags.DEFINE_integer("corpus_chunk", 10_000, "Items per fine-model call when scoring the corpus.")
-flags.DEFINE_bool("full_replay", False, "Also time replay() end to end on --requests requests "
-                  "(cascade on --cascade_requests of them).")
+
+
+def define_flags() -> None:
+  """The replay's flags, plus the benchmark's own."""
+  replay_lib.define_flags()
+  flags.DEFINE_integer("requests", 2048, "Requests timed through the funnel.")
+  flags.DEFINE_integer("cascade_requests", 64, "Requests timed for the cascade figures.")
+  flags.DEFINE_integer("corpus_requests", 4, "Requests scored against the whole corpus.")
+  flags.DEFINE_integer("corpus_chunk", 10_000, "Items per fine-model call when scoring the "
+                       "corpus.")
+  flags.DEFINE_bool("full_replay", False, "Also time replay() end to end on --requests "
+                    "requests (cascade on --cascade_requests of them).")
 
 
 class Stopwatch:
@@ -71,11 +78,11 @@ def funnel_batches(world, models, requests, funnel, config, watch: Stopwatch, be
   size = config.batch_requests
   for start in range(0, len(requests.request_ids), size):
     ids, queries, _ = requests.batch(start, start + size)
-    retrieved = watch.time("retrieval", replay_lib.retrieve, models.retrieval, queries,
+    retrieved = watch.time("retrieval", funnel_lib.retrieve, models.retrieval, queries,
                            funnel.retrieval)
-    _, kept = watch.time("coarse", replay_lib.coarse_rank, models.coarse, queries, retrieved,
+    _, kept = watch.time("coarse", funnel_lib.coarse_rank, models.coarse, queries, retrieved,
                          funnel.coarse)
-    page = watch.time("fine", replay_lib.fine_rank, world, models, ids, kept, funnel.page,
+    page = watch.time("fine", funnel_lib.fine_rank, world, models, ids, kept, funnel.page,
                       config.rank_by)
     if best_page is not None:
       best = watch.time("oracle best page", best_page.top, ids)
@@ -102,7 +109,7 @@ def report_funnel(world, models, requests, funnel, config) -> None:
 
 
 def report_oracle(world, models, requests, funnel, config, day: int) -> None:
-  best_page = _timed("oracle best-page setup", lambda: replay_lib.OracleBestPage(
+  best_page = _timed("oracle best-page setup", lambda: best_page_lib.OracleBestPage(
       world, day, funnel.page, config.rank_by, config.oracle_block_pairs))
   watch = Stopwatch()
   funnel_batches(world, models, requests, funnel, config, watch, best_page)
@@ -116,10 +123,10 @@ def report_cascade(world, models, requests, funnel, config) -> None:
   n = min(FLAGS.cascade_requests, len(requests.request_ids))
   ids, queries, _ = requests.batch(0, n)
   watch = Stopwatch()
-  retrieved = replay_lib.retrieve(models.retrieval, queries, funnel.retrieval)
-  coarse_scores, _ = replay_lib.coarse_rank(models.coarse, queries, retrieved, funnel.coarse)
-  fine_scores = watch.time("fine scores of the N1", replay_lib.fine_objective, world, models, ids,
-                           retrieved, config.rank_by)
+  retrieved = funnel_lib.retrieve(models.retrieval, queries, funnel.retrieval)
+  coarse_scores, _ = funnel_lib.coarse_rank(models.coarse, queries, retrieved, funnel.coarse)
+  fine_scores = watch.time("fine scores of the N1", funnel_lib.fine_objective, world, models,
+                           ids, retrieved, config.rank_by)
   watch.time("kendall tau (metrics)", metrics_lib.kendall_tau, coarse_scores, fine_scores)
   print(f"cascade figures, {n} requests x {funnel.retrieval} candidates:")
   for name in ("fine scores of the N1", "kendall tau (metrics)"):
@@ -134,7 +141,7 @@ def report_corpus(world, models, requests, config) -> None:
   for start in range(0, n_items, FLAGS.corpus_chunk):
     items = np.broadcast_to(np.arange(start, min(start + FLAGS.corpus_chunk, n_items)),
                             (n, min(FLAGS.corpus_chunk, n_items - start)))
-    watch.time("fine over the corpus", replay_lib.fine_objective, world, models, ids,
+    watch.time("fine over the corpus", funnel_lib.fine_objective, world, models, ids,
                np.ascontiguousarray(items), config.rank_by)
   wall = watch.wall["fine over the corpus"]
   print(f"fine models over all {n_items:,} items (no funnel), {n} requests:")
@@ -164,7 +171,8 @@ def main(argv):
   world = _timed("load world", lambda: data.load(config.world_dir, verify="size"))
   day = replay_lib.resolve_day(world, config.day)
   config.day, config.max_requests = day, FLAGS.requests
-  models = _timed("load models", lambda: replay_lib.load_models(config, world, day))
+  models = _timed("load models", lambda: funnel_lib.load_models(
+      config.model_dir, config.variants(), world, day))
   _timed("feature service", lambda: world.features)
   _timed("oracle", lambda: world.oracle)
   requests = replay_lib.select_requests(world, day, config)
@@ -180,4 +188,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -14,11 +14,9 @@ import collections.abc
 import dataclasses
 import sys
 import typing
-from typing import Any, Callable, Dict, Iterable, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 Config = TypeVar("Config")
@@ -44,8 +42,8 @@ def _item_type(field_type: Any) -> Any:
   """The element type of a list-valued field (int for Sequence[int])."""
   origin = typing.get_origin(field_type)
   if origin is typing.Union:
-    args = [a for a in typing.get_args(field_type) if a is not type(None)]
-    return _item_type(args[0])
+    members = [a for a in typing.get_args(field_type) if a is not type(None)]
+    return _item_type(members[0])
   args = typing.get_args(field_type)
   return args[0] if args else str
 
@@ -84,7 +82,7 @@ def config_from_flags(config_class: Type[Config], **overrides: Any) -> Config:
   """An instance of `config_class` from the parsed flags; `overrides` win over flags."""
   hints = typing.get_type_hints(config_class)
   values: Dict[str, Any] = {}
-  for field in dataclasses.fields(config_class):
+  for field in dataclasses.fields(config_class):  # type: ignore[arg-type]
     if field.name in overrides:
       values[field.name] = overrides[field.name]
     elif field.name in FLAGS and field.metadata.get("flag", True):
@@ -110,8 +108,8 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
   UserError, ValueError, FileNotFoundError and PermissionError (plus `known_errors`) are the
   errors a user can fix; anything else is a bug and keeps its traceback.
   """
-  expected = (UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
-              *known_errors)
+  expected: Tuple[Type[BaseException], ...] = (
+      UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError, *known_errors)
 
   def absl_main(argv: List[str]) -> None:
     if len(argv) > 1:

@@ -22,12 +22,6 @@ from data.config import SECONDS_PER_DAY
 
 WINDOW_24H = SECONDS_PER_DAY
 WINDOW_7D = 7 * SECONDS_PER_DAY
-CROSS_CLICK_FEATURES = ("cross_clicks_cate_24h", "cross_clicks_shop_24h",
-                        "cross_clicks_brand_24h")
-CROSS_FEATURES = CROSS_CLICK_FEATURES + ("cross_views_item_7d",)
-USER_PROFILE = ("user_age_bucket", "user_gender", "user_power_level")
-ITEM_PROFILE = ("item_category", "item_shop", "item_brand", "item_price")
-HISTORY = ("hist_item_ids", "hist_category_ids", "hist_shop_ids")
 
 
 class EventCounter:
@@ -114,8 +108,8 @@ class ClickCounters:
     keys = {"cross_clicks_cate_24h": users * c.n_categories + categories,
             "cross_clicks_shop_24h": users * c.n_shops + shops,
             "cross_clicks_brand_24h": users * c.n_brands + brands}
-    return {name: self._counters[name].count(keys[name], timestamps, WINDOW_24H)
-            .astype(np.float32) for name in CROSS_CLICK_FEATURES}
+    return {name: counter.count(keys[name], timestamps, WINDOW_24H).astype(np.float32)
+            for name, counter in self._counters.items()}
 
 
 def view_counter(config, users, items, timestamps, span: int) -> EventCounter:
@@ -164,7 +158,7 @@ class FeatureService:
   def candidate_features(self, users, timestamps, item_ids: np.ndarray) -> Dict[str, np.ndarray]:
     """Item profile and cross features of candidates item_ids [n, k] of users at times [n]."""
     out = {"item_id": item_ids}
-    for name in ITEM_PROFILE:
+    for name in S.ITEM_PROFILE:
       out[name] = self._items[name][item_ids]
     out["item_price"] = out["item_price"].astype(np.float32)
     for name in ("item_category", "item_shop", "item_brand"):
@@ -208,7 +202,7 @@ def request_features(config, users_table, sequence: ClickSequence, users,
                      timestamps) -> Dict[str, np.ndarray]:
   """User profile, behaviour sequence and context of requests: arrays of [n] or [n, L]."""
   out = {"user_id": np.asarray(users, np.int64)}
-  for name in USER_PROFILE:
+  for name in S.USER_PROFILE:
     out[name] = users_table[name][users].astype(np.int64)
   out.update(sequence.last_before(users, timestamps, config.history_len))
   out["context_hour"] = context_hour(timestamps)

@@ -35,14 +35,11 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
 from absl import flags, logging
+import numpy as np
 
-from data import command
-from data import files
-from data import io
+from data import command, files, io, world
 from data import schema as S
-from data import world
 from data.config import PRESETS, WorldConfig, preset
 
 SHARDS_DIR = "_shards"

@@ -7,7 +7,7 @@ Intervals are 95% two-sided unless an `alpha` says otherwise.
 """
 
 import math
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import numpy as np
 
@@ -194,7 +194,7 @@ def paired_bootstrap_delta(baseline, treatment, groups=None, n_boot: int = 1000,
   columns = np.concatenate([base_columns, treat_columns], axis=1)[keep]
   kept_groups = _subset_groups(groups, keep)
   if columns.shape[0] == 0:
-    return DeltaCI(*([float("nan")] * 8), 0)
+    return DeltaCI._make([float("nan")] * 8 + [0])
   totals = columns.sum(axis=0)
   sums = _bootstrap_sums(columns, kept_groups, n_boot, np.random.default_rng(seed))
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -219,7 +219,7 @@ def independent_bootstrap_delta(baseline, treatment, baseline_groups=None,
     columns, keep = _outcome_columns(values, denominators)
     columns, groups = columns[keep], _subset_groups(groups, keep)
     if columns.shape[0] == 0:
-      return DeltaCI(*([float("nan")] * 8), 0)
+      return DeltaCI._make([float("nan")] * 8 + [0])
     sums = _bootstrap_sums(columns, groups, n_boot, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
       estimates.append(columns[:, 0].sum() / columns[:, 1].sum())

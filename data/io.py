@@ -41,23 +41,25 @@ MANIFEST = "manifest.json"
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True,
                        write_statistics=True, row_group_size=1 << 20, version="2.6")
 
-META_COLUMNS = (S.REQUEST_ID, S.DAY, S.TIMESTAMP, S.POSITION)
-REQUEST_LEVEL = ("hist_item_ids", "hist_category_ids", "hist_shop_ids", "hist_len")
-REQUEST_COLUMNS = (S.REQUEST_ID, "user_id", S.DAY, S.TIMESTAMP, "context_hour") + REQUEST_LEVEL
+# Feature columns come from the schema's declarations; the hidden truth is not in the schema.
+# The behaviour sequence (S.BEHAVIOUR_FEATURES) is stored once per request, joined onto
+# impressions by `World.log_arrays`.
+REQUEST_COLUMNS = ((S.REQUEST_ID, S.USER_ID, S.DAY, S.TIMESTAMP) + S.CONTEXT_FEATURES
+                   + S.BEHAVIOUR_FEATURES)
 REQUEST_TRUTH_COLUMNS = (S.REQUEST_ID, "intent_category", "intent_shop")
-USER_COLUMNS = ("user_id", "user_age_bucket", "user_gender", "user_power_level")
-ITEM_COLUMNS = ("item_id", "item_category", "item_shop", "item_brand", "item_price")
-USER_TRUTH_COLUMNS = ("user_id", "user_taste", "user_pref_categories", "user_pref_weights",
+USER_COLUMNS = (S.USER_ID,) + S.USER_PROFILE
+ITEM_COLUMNS = (S.ITEM_ID,) + S.ITEM_PROFILE
+USER_TRUTH_COLUMNS = (S.USER_ID, "user_taste", "user_pref_categories", "user_pref_weights",
                       "user_price_sensitivity")
-ITEM_TRUTH_COLUMNS = ("item_id", "item_quality", "item_taste", "item_popularity")
+ITEM_TRUTH_COLUMNS = (S.ITEM_ID, "item_quality", "item_taste", "item_popularity")
 CATEGORY_TRUTH_COLUMNS = ("category_id", "category_popularity")
 
 
 def log_columns(schema: S.Schema) -> List[str]:
   """Columns of logs/day=NN/*.parquet, in order: ids, scalar features, labels."""
   scalar = [f.name for f in schema.features
-            if f.kind != S.SEQUENCE and f.name not in REQUEST_LEVEL]
-  head = [S.REQUEST_ID, S.DAY, S.TIMESTAMP, S.POSITION, "user_id", "item_id"]
+            if f.kind != S.SEQUENCE and f.name not in S.BEHAVIOUR_FEATURES]
+  head = [S.REQUEST_ID, S.DAY, S.TIMESTAMP, S.POSITION, S.USER_ID, S.ITEM_ID]
   return head + [n for n in scalar if n not in head] + list(S.LABELS)
 
 
@@ -202,13 +204,13 @@ class World:
     labels float32, ids / day / timestamp / position int64. `columns` restricts the output.
     """
     wanted = list(columns) if columns is not None else (log_columns(self.schema)
-                                                        + list(REQUEST_LEVEL))
-    known = set(log_columns(self.schema)) | set(REQUEST_LEVEL)
+                                                        + list(S.BEHAVIOUR_FEATURES))
+    known = set(log_columns(self.schema)) | set(S.BEHAVIOUR_FEATURES)
     unknown = [c for c in wanted if c not in known]
     if unknown:
       raise ValueError(f"unknown log columns {unknown}; expected names from {sorted(known)}")
-    scalar = [c for c in wanted if c not in REQUEST_LEVEL]
-    joined = [c for c in wanted if c in REQUEST_LEVEL]
+    scalar = [c for c in wanted if c not in S.BEHAVIOUR_FEATURES]
+    joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
     arrays = table_arrays(self._read("logs", days, read))
     if joined:
@@ -248,8 +250,8 @@ class World:
     items = table_arrays(read_table(self._path("truth/items.parquet"), ITEM_TRUTH_COLUMNS))
     categories = table_arrays(read_table(self._path("truth/categories.parquet"),
                                          CATEGORY_TRUTH_COLUMNS))
-    observable = {**{c: self.users[c].to_numpy() for c in USER_COLUMNS[1:]},
-                  **{c: self.items[c].to_numpy() for c in ITEM_COLUMNS[1:]}}
+    observable = {**{c: self.users[c].to_numpy() for c in S.USER_PROFILE},
+                  **{c: self.items[c].to_numpy() for c in S.ITEM_PROFILE}}
     hidden = {**{c: users[c] for c in USER_TRUTH_COLUMNS[1:]},
               **{c: items[c] for c in ITEM_TRUTH_COLUMNS[1:]}}
     return Entities(**observable, **hidden,

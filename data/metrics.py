@@ -59,6 +59,32 @@ def auc(labels, scores) -> float:
                / (n_positive * n_negative))
 
 
+def eauc(true_probabilities, scores) -> float:
+  """Expected AUC: each row counts as a positive with weight p and a negative with weight 1-p.
+
+  p is the row's true probability (the oracle's). This is the AUC of `scores` against the
+  labels' distribution rather than one draw of them, so it carries no label-sampling noise:
+  two models compared on the same rows differ only by how they rank. Equal to the weighted AUC
+  of the data set in which every row appears once as a positive (weight p) and once as a
+  negative (weight 1-p); ties, a row with itself included, count one half. nan when all p are
+  0 or all are 1.
+  """
+  p = np.asarray(true_probabilities, dtype=np.float64).reshape(-1)
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  if p.shape != scores.shape:
+    raise ValueError(f"eauc: {p.size} probabilities for {scores.size} scores")
+  if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+    raise ValueError("eauc: true probabilities must lie in [0, 1]")
+  positive_weight, negative_weight = p.sum(), (1.0 - p).sum()
+  if positive_weight <= 0 or negative_weight <= 0:
+    return float("nan")
+  distinct, group = np.unique(scores, return_inverse=True)
+  negatives_at = np.bincount(group.reshape(-1), weights=1.0 - p, minlength=distinct.size)
+  negatives_below = np.cumsum(negatives_at) - negatives_at
+  credit = negatives_below[group] + 0.5 * negatives_at[group]
+  return float((p * credit).sum() / (positive_weight * negative_weight))
+
+
 class GroupedAuc(NamedTuple):
   """GAUC and what it was computed from."""
   value: float  # impression-weighted mean of per-group AUCs (nan if no group qualifies)
@@ -221,7 +247,7 @@ def per_request_hit_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
 
 
 def _as_ks(ks: Union[int, Iterable[int]]) -> Sequence[int]:
-  return [int(ks)] if np.isscalar(ks) else [int(k) for k in ks]
+  return [int(k) for k in ks] if isinstance(ks, Iterable) else [int(ks)]
 
 
 def recall_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:

@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from data import ids as id_lookup
+from data import truth as ground_truth
 from data.numeric import sigmoid
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
@@ -108,18 +109,10 @@ class Oracle:
     return rows, item_ids, squeeze
 
   def _terms(self, rows, item_ids):
-    """Gathers the per-pair inputs shared by the click and conversion models."""
-    e, r = self._entities, self._requests
-    users = r["user_id"][rows]
-    taste_dot = np.einsum("nd,nkd->nk", e.user_taste[users].astype(np.float64),
-                          e.item_taste[item_ids].astype(np.float64))
-    return dict(
-        taste_dot=taste_dot,
-        same_category=(e.item_category[item_ids] == r["intent_category"][rows][:, None]),
-        same_shop=(e.item_shop[item_ids] == r["intent_shop"][rows][:, None]),
-        quality=e.item_quality[item_ids].astype(np.float64),
-        log_price=np.log(e.item_price[item_ids].astype(np.float64)),
-        price_sensitivity=e.user_price_sensitivity[users].astype(np.float64)[:, None])
+    """The per-pair inputs shared by the click and conversion models (data.truth)."""
+    r = self._requests
+    return ground_truth.pair_terms(self._entities, r["user_id"][rows], item_ids,
+                            r["intent_category"][rows], r["intent_shop"][rows])
 
   def click_logit(self, request_ids, item_ids) -> np.ndarray:
     """True click logit at position 0, float64[n, k]."""

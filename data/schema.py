@@ -21,7 +21,6 @@ from data.config import WorldConfig
 SERVING = "serving"
 PRIVILEGED_CROSS = "privileged_cross"
 PRIVILEGED_POST_CLICK = "privileged_post_click"
-AVAILABILITIES = (SERVING, PRIVILEGED_CROSS, PRIVILEGED_POST_CLICK)
 
 # Kinds.
 CATEGORICAL = "categorical"  # int64 id in [0, vocab_size); ids >= vocab_size are out-of-vocabulary
@@ -31,7 +30,14 @@ SEQUENCE = "sequence"        # int64[length] ids, most recent first, padded with
 # Entities: which side of a two-tower model a feature belongs to.
 USER, ITEM, CONTEXT, PAIR = "user", "item", "context", "pair"
 
+# Sources: where a feature's value comes from, and so which world file stores it.
+ID = "id"                # the user's or item's id: the key of its entity table
+PROFILE = "profile"      # a fixed attribute of the user or item: users.parquet, items.parquet
+BEHAVIOUR = "behaviour"  # the user's clicks before the request: once per request, requests/
+EVENT = "event"          # a property of the request or impression: on every impression, logs/
+
 PAD_ID = -1
+UNLABELLED = -1  # the label of a row nobody labelled (a candidate that was never shown)
 
 # Stages and roles.
 STAGES = ("retrieval", "coarse", "fine_ctr", "fine_cvr")
@@ -54,6 +60,7 @@ _PRIVILEGED_AVAILABILITY: Dict[str, FrozenSet[str]] = {
 
 # Log columns that are not model features.
 REQUEST_ID, DAY, TIMESTAMP, POSITION = "request_id", "day", "timestamp", "position"
+USER_ID, ITEM_ID = "user_id", "item_id"
 CLICK, CONVERSION, GMV = "click", "conversion", "gmv"
 LABELS = (CLICK, CONVERSION, GMV)
 
@@ -71,6 +78,7 @@ class Feature:
     kind: CATEGORICAL, NUMERIC or SEQUENCE.
     entity: USER, ITEM, CONTEXT or PAIR (user x item).
     availability: SERVING, PRIVILEGED_CROSS or PRIVILEGED_POST_CLICK.
+    source: ID, PROFILE, BEHAVIOUR or EVENT (where the value comes from and is stored).
     vocab_size: for categorical and sequence features, ids lie in [0, vocab_size).
     buckets: for numeric features, the bucket boundaries.
     length: for sequence features, the fixed length.
@@ -80,6 +88,7 @@ class Feature:
   kind: str
   entity: str
   availability: str
+  source: str
   vocab_size: int = 0
   buckets: Tuple[float, ...] = ()
   length: int = 0
@@ -88,10 +97,6 @@ class Feature:
   @property
   def dtype(self) -> str:
     return "float32" if self.kind == NUMERIC else "int64"
-
-  @property
-  def is_privileged(self) -> bool:
-    return self.availability != SERVING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +118,10 @@ class Schema:
   @property
   def names(self) -> List[str]:
     return [f.name for f in self.features]
+
+  def names_of(self, entity: str, source: str) -> Tuple[str, ...]:
+    """Names of the features of `entity` (USER, ...) from `source` (PROFILE, ...), in order."""
+    return tuple(f.name for f in self.features if f.entity == entity and f.source == source)
 
   def with_availability(self, availabilities) -> List[Feature]:
     return [f for f in self.features if f.availability in availabilities]
@@ -149,10 +158,17 @@ class Schema:
 
   @classmethod
   def from_json(cls, rows: List[dict]) -> "Schema":
-    return cls(tuple(Feature(**{**r, "buckets": tuple(r.get("buckets", ()))}) for r in rows))
+    """The schema of a manifest; one written before features had a source gets the declared
+    source of each feature."""
+    return cls(tuple(Feature(**{"source": _declared_source(r["name"]), **r,
+                                "buckets": tuple(r.get("buckets", ()))}) for r in rows))
 
   def dumps(self) -> str:
     return json.dumps(self.to_json(), indent=1)
+
+
+def _declared_source(name: str) -> str:
+  return _DECLARED[name].source if name in _DECLARED.names else EVENT
 
 
 def _stage(table: Dict[str, FrozenSet[str]], stage: str) -> FrozenSet[str]:
@@ -167,51 +183,67 @@ def build_schema(config: WorldConfig) -> Schema:
   cat = CATEGORICAL
   feats = [
       # User profile (serving).
-      Feature("user_id", cat, USER, SERVING, vocab_size=c.n_users, description="user id"),
-      Feature("user_age_bucket", cat, USER, SERVING, vocab_size=7, description="age bucket"),
-      Feature("user_gender", cat, USER, SERVING, vocab_size=2, description="gender"),
-      Feature("user_power_level", cat, USER, SERVING, vocab_size=5,
+      Feature(USER_ID, cat, USER, SERVING, ID, vocab_size=c.n_users, description="user id"),
+      Feature("user_age_bucket", cat, USER, SERVING, PROFILE, vocab_size=7,
+              description="age bucket"),
+      Feature("user_gender", cat, USER, SERVING, PROFILE, vocab_size=2, description="gender"),
+      Feature("user_power_level", cat, USER, SERVING, PROFILE, vocab_size=5,
               description="purchasing-power level, 0 (low) .. 4 (high)"),
       # Behaviour sequence as of the request time (serving, user side).
-      Feature("hist_item_ids", SEQUENCE, USER, SERVING, vocab_size=c.n_items,
+      Feature("hist_item_ids", SEQUENCE, USER, SERVING, BEHAVIOUR, vocab_size=c.n_items,
               length=c.history_len, description="last clicked item ids, most recent first"),
-      Feature("hist_category_ids", SEQUENCE, USER, SERVING, vocab_size=c.n_categories,
-              length=c.history_len, description="categories of the last clicked items"),
-      Feature("hist_shop_ids", SEQUENCE, USER, SERVING, vocab_size=c.n_shops,
+      Feature("hist_category_ids", SEQUENCE, USER, SERVING, BEHAVIOUR,
+              vocab_size=c.n_categories, length=c.history_len,
+              description="categories of the last clicked items"),
+      Feature("hist_shop_ids", SEQUENCE, USER, SERVING, BEHAVIOUR, vocab_size=c.n_shops,
               length=c.history_len, description="shops of the last clicked items"),
-      Feature("hist_len", NUMERIC, USER, SERVING, buckets=COUNT_BUCKETS,
+      Feature("hist_len", NUMERIC, USER, SERVING, BEHAVIOUR, buckets=COUNT_BUCKETS,
               description="number of valid entries in the behaviour sequence"),
       # Request context (serving).
-      Feature("context_hour", cat, CONTEXT, SERVING, vocab_size=24,
+      Feature("context_hour", cat, CONTEXT, SERVING, EVENT, vocab_size=24,
               description="hour of day of the request"),
       # Item profile (serving).
-      Feature("item_id", cat, ITEM, SERVING, vocab_size=c.n_items, description="item id"),
-      Feature("item_category", cat, ITEM, SERVING, vocab_size=c.n_categories,
+      Feature(ITEM_ID, cat, ITEM, SERVING, ID, vocab_size=c.n_items, description="item id"),
+      Feature("item_category", cat, ITEM, SERVING, PROFILE, vocab_size=c.n_categories,
               description="item category"),
-      Feature("item_shop", cat, ITEM, SERVING, vocab_size=c.n_shops, description="item shop"),
-      Feature("item_brand", cat, ITEM, SERVING, vocab_size=c.n_brands,
+      Feature("item_shop", cat, ITEM, SERVING, PROFILE, vocab_size=c.n_shops,
+              description="item shop"),
+      Feature("item_brand", cat, ITEM, SERVING, PROFILE, vocab_size=c.n_brands,
               description="item brand"),
-      Feature("item_price", NUMERIC, ITEM, SERVING, buckets=PRICE_BUCKETS,
+      Feature("item_price", NUMERIC, ITEM, SERVING, PROFILE, buckets=PRICE_BUCKETS,
               description="item price"),
       # User x item cross features (privileged at coarse rank, regular at fine rank).
-      Feature("cross_clicks_cate_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, buckets=COUNT_BUCKETS,
+      Feature("cross_clicks_cate_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, EVENT,
+              buckets=COUNT_BUCKETS,
               description="user's clicks in this item's category in the 24h before the request"),
-      Feature("cross_clicks_shop_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, buckets=COUNT_BUCKETS,
+      Feature("cross_clicks_shop_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, EVENT,
+              buckets=COUNT_BUCKETS,
               description="user's clicks in this item's shop in the 24h before the request"),
-      Feature("cross_clicks_brand_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, buckets=COUNT_BUCKETS,
+      Feature("cross_clicks_brand_24h", NUMERIC, PAIR, PRIVILEGED_CROSS, EVENT,
+              buckets=COUNT_BUCKETS,
               description="user's clicks in this item's brand in the 24h before the request"),
-      Feature("cross_views_item_7d", NUMERIC, PAIR, PRIVILEGED_CROSS, buckets=COUNT_BUCKETS,
+      Feature("cross_views_item_7d", NUMERIC, PAIR, PRIVILEGED_CROSS, EVENT,
+              buckets=COUNT_BUCKETS,
               description="times this item was shown to the user in the 7 days before"),
       # Post-click signals from the item's detail page (never available at serving).
-      Feature("dwell_seconds", NUMERIC, PAIR, PRIVILEGED_POST_CLICK, buckets=DWELL_BUCKETS,
-              description="seconds on the detail page; 0 without a click"),
-      Feature("read_comments", cat, PAIR, PRIVILEGED_POST_CLICK, vocab_size=2,
+      Feature("dwell_seconds", NUMERIC, PAIR, PRIVILEGED_POST_CLICK, EVENT,
+              buckets=DWELL_BUCKETS, description="seconds on the detail page; 0 without a click"),
+      Feature("read_comments", cat, PAIR, PRIVILEGED_POST_CLICK, EVENT, vocab_size=2,
               description="read the comments after the click"),
-      Feature("chatted_with_seller", cat, PAIR, PRIVILEGED_POST_CLICK, vocab_size=2,
+      Feature("chatted_with_seller", cat, PAIR, PRIVILEGED_POST_CLICK, EVENT, vocab_size=2,
               description="chatted with the seller after the click"),
-      Feature("added_to_cart", cat, PAIR, PRIVILEGED_POST_CLICK, vocab_size=2,
+      Feature("added_to_cart", cat, PAIR, PRIVILEGED_POST_CLICK, EVENT, vocab_size=2,
               description="added the item to the cart after the click"),
-      Feature("favorited", cat, PAIR, PRIVILEGED_POST_CLICK, vocab_size=2,
+      Feature("favorited", cat, PAIR, PRIVILEGED_POST_CLICK, EVENT, vocab_size=2,
               description="favourited the item after the click"),
   ]
   return Schema(tuple(feats))
+
+
+# Column groups, derived from the declarations above. Names, entities and sources do not
+# depend on a world's sizes, so the default configuration's schema gives them for every world.
+_DECLARED = build_schema(WorldConfig())
+USER_PROFILE = _DECLARED.names_of(USER, PROFILE)   # user_age_bucket, user_gender, ...
+ITEM_PROFILE = _DECLARED.names_of(ITEM, PROFILE)   # item_category, item_shop, ...
+BEHAVIOUR_FEATURES = _DECLARED.names_of(USER, BEHAVIOUR)  # hist_* and hist_len
+CONTEXT_FEATURES = _DECLARED.names_of(CONTEXT, EVENT)     # context_hour

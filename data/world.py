@@ -30,6 +30,8 @@ import numpy as np
 
 from data import features as F
 from data import oracle as O
+from data import schema as S
+from data import truth as ground_truth
 from data.config import SECONDS_PER_DAY, WorldConfig
 
 # Entity generation.
@@ -79,18 +81,15 @@ class Entities:
   item_popularity: np.ndarray          # hidden float32, the logging policy's prior
   category_popularity: np.ndarray      # hidden float64[n_categories], sums to 1
 
-  USER_OBSERVABLE = ("user_age_bucket", "user_gender", "user_power_level")
-  ITEM_OBSERVABLE = ("item_category", "item_shop", "item_brand", "item_price")
-
   def users_table(self) -> Dict[str, np.ndarray]:
     n = len(self.user_gender)
-    return {"user_id": np.arange(n, dtype=np.int64),
-            **{k: getattr(self, k) for k in self.USER_OBSERVABLE}}
+    return {S.USER_ID: np.arange(n, dtype=np.int64),
+            **{k: getattr(self, k) for k in S.USER_PROFILE}}
 
   def items_table(self) -> Dict[str, np.ndarray]:
     n = len(self.item_category)
-    return {"item_id": np.arange(n, dtype=np.int64),
-            **{k: getattr(self, k) for k in self.ITEM_OBSERVABLE}}
+    return {S.ITEM_ID: np.arange(n, dtype=np.int64),
+            **{k: getattr(self, k) for k in S.ITEM_PROFILE}}
 
 
 def make_entities(config: WorldConfig) -> Entities:
@@ -351,8 +350,8 @@ class ShardSimulator:
                              self.span)
     views = counter.count(users * c.n_items + items, imp["timestamp"], F.WINDOW_7D)
     imp["cross_views_item_7d"] = views.astype(np.float32)
-    terms = pair_terms(e, users, items, np.repeat(truth["intent_category"], page),
-                       np.repeat(truth["intent_shop"], page))
+    terms = ground_truth.pair_terms(e, users, items, np.repeat(truth["intent_category"], page),
+                                    np.repeat(truth["intent_shop"], page))
     p_click = (O.sigmoid(O.click_logit(c, views_7d=views, **terms))
                * O.examination(c, imp["position"]))
     click = rng(c.seed, 2, self.shard, day, _CLICK).random(len(items)) < p_click
@@ -396,10 +395,10 @@ class ShardSimulator:
                                e.item_category[clicked], e.item_shop[clicked],
                                e.item_brand[clicked], self.span)
     users, items = imp["user_id"], imp["item_id"]
-    for name in F.USER_PROFILE:
+    for name in S.USER_PROFILE:
       imp[name] = getattr(e, name)[users]
     imp["context_hour"] = F.context_hour(imp["timestamp"])
-    for name in F.ITEM_PROFILE:
+    for name in S.ITEM_PROFILE:
       imp[name] = getattr(e, name)[items]
     imp.update(counters.count(users, imp["timestamp"], imp["item_category"],
                               imp["item_shop"], imp["item_brand"]))
@@ -412,18 +411,6 @@ def request_ids(shard: int, first_ordinal: int, count: int) -> np.ndarray:
 
 
 SHARD_SHIFT = 40  # up to 2**40 requests per shard
-
-
-def pair_terms(e: Entities, users, items, intent_category, intent_shop) -> Dict[str, np.ndarray]:
-  """Per-impression inputs of the click and conversion models (float64 / bool arrays)."""
-  taste_dot = np.einsum("nd,nd->n", e.user_taste[users].astype(np.float64),
-                        e.item_taste[items].astype(np.float64))
-  return dict(taste_dot=taste_dot,
-              same_category=e.item_category[items] == intent_category,
-              same_shop=e.item_shop[items] == intent_shop,
-              quality=e.item_quality[items].astype(np.float64),
-              log_price=np.log(e.item_price[items].astype(np.float64)),
-              price_sensitivity=e.user_price_sensitivity[users].astype(np.float64))
 
 
 def post_click_signals(r, config, z: np.ndarray, log_price: np.ndarray) -> Dict[str, np.ndarray]:

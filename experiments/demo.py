@@ -17,15 +17,11 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Tuple, Type
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
-from data import command
+from data import command, generate
 from data import config as world_config
-from data import generate
-from experiments import compare
-from experiments import replay
-from experiments import runner
+from experiments import compare, replay, runner
 from stages import config as config_lib
 from stages import driver
 

@@ -4,17 +4,21 @@ Every figure is the mean over seeds with a Student-t 95% CI (models.metrics); th
 figure stands beside ours where it has one (method.md: Xu et al., KDD 2020). Input is the frame
 of trial rows written by `experiments.paper` (one row per stage run: study, stage, variant,
 seed, days, knobs, and the run's metrics.json numbers).
+
+Each section function returns a `Section`: its table as a DataFrame (one row per line of the
+report's table) and the Markdown lines that follow it (a plot, a note); `render_section` is the
+one place a table becomes Markdown.
 """
 
+import dataclasses
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from data import files
-from experiments import compare
 from data import intervals
 
 VARIANTS = ("baseline", "lupi", "md", "pfd", "pfd_md")
@@ -29,6 +33,25 @@ PAPER_GAP_CLOSURE = {("coarse", "pfd_md"): "0.25 (1 day)", ("fine_cvr", "pfd"): 
 PAPER_COST = {"independent teacher, then student": "+99.5%", "independent, simultaneous": "+55%",
               "shared, simultaneous": "+2.9%", "shared except user id, simultaneous": "+11.4%"}
 PAPER_ONLINE = {("coarse_pfd_md", "clicks"): "+5.0%", ("cvr_pfd", "conversions"): "+2.3%"}
+
+
+@dataclasses.dataclass
+class Section:
+  """One report section: its table and the Markdown lines after it."""
+  table: pd.DataFrame
+  notes: List[str] = dataclasses.field(default_factory=list)
+
+
+def render_section(section: Optional[Section]) -> List[str]:
+  """The section's Markdown lines: the table (header, rule, one line per row), then notes."""
+  if section is None:
+    return []
+  table = section.table
+  lines = ["| " + " | ".join(str(c) for c in table.columns) + " |",
+           "|" + "---|" * len(table.columns)]
+  lines += ["| " + " | ".join(str(v) for v in row) + " |"
+            for row in table.itertuples(index=False)]
+  return lines + list(section.notes)
 
 
 def mean_ci(values, signed: bool = False) -> str:
@@ -87,13 +110,13 @@ def paired_with_baseline(frame: pd.DataFrame, variant: str, **where):
 
 
 def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, str],
-              paper: Dict[str, Dict[str, str]]) -> List[str]:
-  """Markdown rows: method | ours per days column | paper's figures | paired delta vs
+              paper: Dict[str, Dict[str, str]]) -> pd.DataFrame:
+  """One row per method: ours per days column | paper's figures | paired delta vs
   baseline | gap closure."""
   header = ["method"] + [f"ours, days {c}" for c in columns.values()]
   header += list(paper) + [f"Δ vs baseline, days {c}" for c in columns.values()]
   header += [f"gap closure, days {c}" for c in columns.values()]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  rows = []
   for variant in VARIANTS:
     cells = [NAMES[variant]]
     cells += [student_teacher(frame, study=study, stage=stage, variant=variant, days=d)
@@ -103,39 +126,38 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, columns: Dict[str, st
               paired_delta(frame, variant, study=study, stage=stage, days=d) for d in columns]
     cells += ["" if variant == "baseline" else
               gap_closure(frame, variant, study=study, stage=stage, days=d) for d in columns]
-    lines.append("| " + " | ".join(cells) + " |")
-  return lines
+    rows.append(cells)
+  return pd.DataFrame(rows, columns=header)
 
 
-def lambda_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
+def lambda_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:
   rows = frame[frame["study"] == "lambda"]
   if rows.empty:
-    return []
+    return None
   series = [("coarse", "pfd"), ("fine_cvr", "pfd"), ("fine_cvr", "lupi")]
   lambdas = sorted(rows["distill_lambda"].dropna().unique())
-  lines = ["| λ | " + " | ".join(f"{s} {NAMES[v]}" for s, v in series) + " |",
-           "|---|" + "---|" * len(series)]
+  header = ["λ"] + [f"{s} {NAMES[v]}" for s, v in series]
+  lines = []
   # λ = 0 is the baseline student, when the study ran it (Tables A and B) on the same days.
   days = rows["days"].iloc[0]
   baseline = [student_teacher(frame[frame["study"].isin(["coarse", "cvr"])], stage=s,
                               variant="baseline", days=days) for s, _ in series]
   if any(cell != "-" for cell in baseline):
-    lines.append("| 0 (baseline) | " + " | ".join(baseline) + " |")
+    lines.append(["0 (baseline)"] + baseline)
   for lam in lambdas:
     cells = [student_teacher(rows, stage=s, variant=v, distill_lambda=lam) for s, v in series]
-    lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+    lines.append([f"{lam:g}"] + cells)
   _line_plot(rows, series, "distill_lambda", "auc", "λ", "student AUC",
              os.path.join(plots_dir, "lambda_sweep.png"))
-  return lines + ["", "![λ sweep](plots/lambda_sweep.png)"]
+  return Section(pd.DataFrame(lines, columns=header), ["", "![λ sweep](plots/lambda_sweep.png)"])
 
 
-def cost_section(frame: pd.DataFrame) -> List[str]:
+def cost_section(frame: pd.DataFrame) -> Optional[Section]:
   rows = frame[frame["study"] == "cost"]
   if rows.empty:
-    return []
+    return None
   alone = rows[rows["scheme"] == "student alone"].set_index("seed")["train_seconds"]
-  lines = ["| scheme | train seconds | extra over the student alone | paper |",
-           "|---|---|---|---|"]
+  lines = []
   for scheme in dict.fromkeys(rows["scheme"]):
     own = rows[rows["scheme"] == scheme].set_index("seed")["train_seconds"]
     seeds = own.index.intersection(alone.index)
@@ -143,18 +165,21 @@ def cost_section(frame: pd.DataFrame) -> List[str]:
     mean, half = intervals.mean_ci_over_seeds(extra.to_numpy())
     extra_text = "" if scheme == "student alone" else f"{mean:+.1f}% ± {half:.1f}"
     seconds, spread = intervals.mean_ci_over_seeds(own.to_numpy())
-    lines.append(f"| {scheme} | {seconds:.1f} ± {spread:.1f} | {extra_text} | "
-                 f"{PAPER_COST.get(scheme, '')} |")
-  return lines + ["", "Wall-clock seconds are only as steady as the machine was: runs that "
+    lines.append([scheme, f"{seconds:.1f} ± {spread:.1f}", extra_text,
+                  PAPER_COST.get(scheme, "")])
+  table = pd.DataFrame(lines, columns=["scheme", "train seconds",
+                                       "extra over the student alone", "paper"])
+  return Section(table, ["", "Wall-clock seconds are only as steady as the machine was: runs that "
                   "shared it with other jobs are noisy. `python -m benchmarks.train_cost` "
-                  "times the schemes back to back on one process."]
+                  "times the schemes back to back on one process."])
 
 
-def online_section(online: Dict[str, str]) -> List[str]:
+def online_section(online: Dict[str, str]) -> Optional[Section]:
   if not online:
-    return []
-  lines = ["| comparison | outcome per 1,000 requests | baseline | treatment | relative delta "
-           "[95% CI] | CI method | paper |", "|---|---|---|---|---|---|---|"]
+    return None
+  header = ["comparison", "outcome per 1,000 requests", "baseline", "treatment",
+            "relative delta [95% CI]", "CI method", "paper"]
+  lines = []
   for name, report in online.items():
     table = pd.read_csv(os.path.join(os.path.dirname(report), "tables.csv"))
     for outcome in ("clicks", "conversions", "gmv"):
@@ -164,44 +189,45 @@ def online_section(online: Dict[str, str]) -> List[str]:
       if base.empty or treated.empty:
         continue
       t = treated.iloc[0]
-      lines.append(
-          f"| {name} | {outcome} | {base.iloc[0]['mean']:.2f} | {t['mean']:.2f} | "
-          f"{100 * t['rel_delta']:+.2f}% [{100 * t['rel_lo']:+.2f}%, {100 * t['rel_hi']:+.2f}%]"
-          f" | {t['delta_method']} | {PAPER_ONLINE.get((name, outcome), '')} |")
-  lines += ["", "Full comparisons: " + ", ".join(
-      f"[{name}](online/{name}/report.md)" for name in online)]
-  return lines
+      lines.append([
+          name, outcome, f"{base.iloc[0]['mean']:.2f}", f"{t['mean']:.2f}",
+          f"{100 * t['rel_delta']:+.2f}% [{100 * t['rel_lo']:+.2f}%, {100 * t['rel_hi']:+.2f}%]",
+          t["delta_method"], PAPER_ONLINE.get((name, outcome), "")])
+  return Section(pd.DataFrame(lines, columns=header), ["", "Full comparisons: " + ", ".join(
+      f"[{name}](online/{name}/report.md)" for name in online)])
 
 
-def noise_section(frame: pd.DataFrame, plots_dir: str) -> List[str]:
+def noise_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:
   rows = frame[frame["study"] == "noise"].copy()
   if rows.empty:
-    return []
+    return None
   rows["noise"] = rows["world"].str.split("=").str[1].astype(float)
-  lines = ["| post_click_noise | CVR baseline | CVR PFD (teacher) | PFD gain over baseline |",
-           "|---|---|---|---|"]
+  header = ["post_click_noise", "CVR baseline", "CVR PFD (teacher)", "PFD gain over baseline"]
+  lines = []
   gains = []
   for noise in sorted(rows["noise"].unique()):
     at = rows[rows["noise"] == noise]
     pfd, base = paired_with_baseline(at, "pfd")
     gain = (pfd["auc"] - base).to_numpy()
     gains.append((noise, *intervals.mean_ci_over_seeds(gain)))
-    lines.append(f"| {noise:g} | {mean_ci(base.to_numpy())} | "
-                 f"{student_teacher(at, variant='pfd')} | {mean_ci(gain, signed=True)} |")
+    lines.append([f"{noise:g}", mean_ci(base.to_numpy()), student_teacher(at, variant="pfd"),
+                  mean_ci(gain, signed=True)])
   _gain_plot(gains, os.path.join(plots_dir, "noise_sweep.png"))
-  return lines + ["", "![noise sweep](plots/noise_sweep.png)"]
+  return Section(pd.DataFrame(lines, columns=header),
+                 ["", "![noise sweep](plots/noise_sweep.png)"])
 
 
-def unlabelled_section(frame: pd.DataFrame) -> List[str]:
+def unlabelled_section(frame: pd.DataFrame) -> Optional[Section]:
   rows = frame[frame["study"] == "unlabelled"]
   if rows.empty or "distill_unlabelled" not in rows:
-    return []
+    return None
   with_unlabelled = rows["distill_unlabelled"].fillna(False).astype(bool)
   plain = rows[(rows["stage"] == "coarse") & ~with_unlabelled]
   extra = rows[(rows["stage"] == "coarse") & with_unlabelled]
-  return ["| coarse PFD+MD | student AUC (teacher) |", "|---|---|",
-          f"| logged impressions only | {student_teacher(plain)} |",
-          f"| + retrieved, unshown candidates | {student_teacher(extra)} |"]
+  return Section(pd.DataFrame(
+      [["logged impressions only", student_teacher(plain)],
+       ["+ retrieved, unshown candidates", student_teacher(extra)]],
+      columns=["coarse PFD+MD", "student AUC (teacher)"]))
 
 
 def _auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
@@ -274,23 +300,24 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
     coarse_days = sorted(_rows(frame, study="coarse", stage="coarse")["days"].unique(),
                          key=lambda d: len(d))
     _auc_bars(frame, "coarse", "coarse", coarse_days, os.path.join(plots_dir, "table_a.png"))
-    sections.append(("Table A: coarse CTR (two-tower student)", auc_table(
+    sections.append(("Table A: coarse CTR (two-tower student)", Section(auc_table(
         frame, "coarse", "coarse", {d: d for d in coarse_days},
-        {"paper, 1 day": PAPER_CTR_1DAY, "paper, 10 days": PAPER_CTR_10DAYS})
-        + ["", "![Table A](plots/table_a.png)"]))
+        {"paper, 1 day": PAPER_CTR_1DAY, "paper, 10 days": PAPER_CTR_10DAYS}),
+        ["", "![Table A](plots/table_a.png)"])))
   if "cvr" in studies:
     cvr_days = sorted(_rows(frame, study="cvr", stage="fine_cvr")["days"].unique())
     _auc_bars(frame, "fine_cvr", "cvr", cvr_days, os.path.join(plots_dir, "table_b.png"))
-    sections.append(("Table B: fine CVR (trained on clicks)", auc_table(
+    sections.append(("Table B: fine CVR (trained on clicks)", Section(auc_table(
         frame, "fine_cvr", "cvr", {d: d for d in cvr_days},
-        {"paper, 30 days": PAPER_CVR_30DAYS}) + ["", "![Table B](plots/table_b.png)"]))
+        {"paper, 30 days": PAPER_CVR_30DAYS}), ["", "![Table B](plots/table_b.png)"])))
   sections += [("λ sweep", lambda_section(frame, plots_dir)),
                ("Training cost (coarse, wall-clock seconds of training)", cost_section(frame)),
                ("Simulated online A/B (replayed funnel, oracle outcomes)",
                 online_section(online)),
                ("Post-click noise sweep (CVR)", noise_section(frame, plots_dir)),
                ("Distillation on unlabelled candidates", unlabelled_section(frame))]
-  for title, body in sections:
+  for title, section in sections:
+    body = render_section(section)
     if body:
       lines += [f"## {title}", ""] + body + [""]
   lines += ["Paper gap closure for reference: " + ", ".join(

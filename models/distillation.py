@@ -27,14 +27,13 @@ import tensorflow_recommenders as tfrs
 
 from data import schema as schema_lib
 from models import inputs as inputs_lib
-from models import rankers
-from models import towers
+from models import rankers, towers
 
 SIMULTANEOUS, PRETRAINED = "simultaneous", "pretrained"
 MODES = (SIMULTANEOUS, PRETRAINED)
 BASELINE, PFD, MD, PFD_MD, LUPI = "baseline", "pfd", "md", "pfd_md", "lupi"
 TEACHER_KINDS = (BASELINE, PFD, MD, PFD_MD, LUPI)
-UNLABELLED = -1.0
+UNLABELLED = schema_lib.UNLABELLED  # the label of rows only a teacher can label
 
 
 def _masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

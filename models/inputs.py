@@ -220,7 +220,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     single = {}
     for f in features:
       if f.kind != schema_lib.SEQUENCE:
-        key = (self.table(f).ref(), f.name)
+        key: tuple = (self.table(f).ref(), f.name)
         single[f.name] = self._cached(cache, key, lambda f=f: self.embed(f, batch[f.name]))
     parts = []
     for f in features:

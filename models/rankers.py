@@ -12,7 +12,7 @@ can be precomputed and coarse serving is one matrix product. Given pair features
 side, it is the paper's inner-product PFD teacher for the coarse stage.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -151,8 +151,8 @@ class TwoTowerScorer(tf.keras.layers.Layer):
     wrong += [f.name for f in user_features if f.entity not in USER_SIDE]
     if wrong:
       raise ValueError(f"features on the wrong side of the two-tower model: {wrong}")
-    common = dict(private_bank=private_bank, sequence_pooling="mean",
-                  numeric_log1p=numeric_log1p)
+    common: Dict[str, Any] = dict(private_bank=private_bank, sequence_pooling="mean",
+                                  numeric_log1p=numeric_log1p)
     self.user_embedding = inputs_lib.FeatureEmbedding(
         user_features, bank, name="user_embedding", **common)
     self.item_embedding = inputs_lib.FeatureEmbedding(

@@ -8,7 +8,7 @@ on a hidden purchase propensity that the post-click features reveal. So a teache
 privileged features is clearly better than any student, as in the paper's world.
 """
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -68,7 +68,7 @@ def synthetic_log_arrays(schema: schema_lib.Schema, n_rows: int, seed: int = 0,
   users = rng.integers(0, s["users"], n)
   items = rng.integers(0, s["items"], n)
   category = items % s["categories"]
-  arrays = {
+  arrays: Dict[str, Any] = {
       "user_id": users, "user_age_bucket": users % 7, "user_gender": users % 2,
       "user_power_level": users % 5, "context_hour": rng.integers(0, 24, n),
       "item_id": items, "item_category": category, "item_shop": items % s["shops"],
@@ -85,7 +85,7 @@ def synthetic_log_arrays(schema: schema_lib.Schema, n_rows: int, seed: int = 0,
   if unlabelled_fraction > 0:
     hidden = rng.random(n) < unlabelled_fraction
     for label in ("click", "conversion", "gmv"):
-      arrays[label] = np.where(hidden, -1.0, arrays[label]).astype(np.float32)
+      arrays[label] = np.where(hidden, schema_lib.UNLABELLED, arrays[label]).astype(np.float32)
   return {k: np.asarray(v, dtype=_dtype(schema, k)) for k, v in arrays.items()}
 
 

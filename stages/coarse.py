@@ -27,15 +27,9 @@ import numpy as np
 
 from data import files
 from data import ids as id_lookup
-from models import export
-from models import pipeline
-from models import rankers
+from models import export, pipeline, rankers
 from stages import config as config_lib
-from stages import driver
-from stages import layout
-from stages import serving
-from stages import teachers
-from stages import training
+from stages import driver, layout, serving, teachers, training
 
 CoarseConfig = config_lib.CoarseConfig
 LABEL = "click"

@@ -17,14 +17,9 @@ from absl import logging
 
 from data import metrics as metrics_lib
 from data import numeric
-from models import export
-from models import pipeline
-from models import rankers
+from models import export, pipeline, rankers
 from stages import config as config_lib
-from stages import driver
-from stages import layout
-from stages import teachers
-from stages import training
+from stages import driver, layout, teachers, training
 
 FineConfig = config_lib.FineConfig
 LABEL = {"ctr": "click", "cvr": "conversion"}

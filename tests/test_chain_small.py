@@ -4,11 +4,8 @@ import os
 
 import pytest
 
-from stages import coarse
+from stages import coarse, fine, layout, retrieval
 from stages import config as config_lib
-from stages import fine
-from stages import layout
-from stages import retrieval
 
 pytestmark = pytest.mark.slow
 

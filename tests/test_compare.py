@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data import command
 from experiments import compare
+from experiments import compare_report
+from experiments import compare_stats
 
 PLANTED_CLICK_LIFT = 0.05  # expected clicks per request added by the "pfd" variant
 N_USERS, REQUESTS_PER_USER = 60, 5
@@ -139,13 +142,65 @@ def test_unknown_baseline_and_empty_glob_are_refused(tmp_path):
     compare.compare([str(tmp_path / "missing_*")], str(tmp_path / "report"))
 
 
-def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path):
+def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path, capsys):
   (tmp_path / "half_done").mkdir()
+  if "run_dirs" not in flags.FLAGS:
+    command.define_config_flags(compare.CompareConfig)
   with flagsaver.flagsaver():
     flags.FLAGS(["compare", f"--run_dirs={tmp_path / 'half_done'}",
                  f"--report_dir={tmp_path / 'report'}"])
     with pytest.raises(SystemExit) as exit_info:
-      compare.main(["compare"])
-  message = str(exit_info.value.code)
-  assert message.startswith("compare: ") and "\n" not in message
+      command.run_command(compare.main, "experiments.compare")(["compare"])
+  assert exit_info.value.code == 2
+  message = capsys.readouterr().err.strip()
+  assert message.startswith("experiments.compare: error: ") and "\n" not in message
   assert "python -m experiments.replay" in message
+
+
+def test_compare_defines_no_flag_at_import():
+  import subprocess
+  import sys
+  code = ("from absl import flags; import experiments.compare, experiments.replay; "
+          "print(sorted(n for n in ('run_dirs', 'report_dir', 'run_dir', 'funnel', "
+          "'ctr_variant', 'rank_by') if n in flags.FLAGS))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
+
+
+def _planted_tables(tmp_path):
+  base = write_run(tmp_path, "base", "coarse=base", 0)
+  pfd = write_run(tmp_path, "pfd", "coarse=pfd", 0, lift=PLANTED_CLICK_LIFT)
+  runs = [compare.load_run(path) for path in (base, pfd)]
+  variants = {run.label: [run] for run in runs}
+  return compare_stats.build_tables(variants, "coarse=base", FAST), variants
+
+
+def test_report_frames_hold_the_numbers_the_markdown_shows(tmp_path):
+  table, variants = _planted_tables(tmp_path)
+  metrics = compare_report.metrics_frame(table, list(variants))
+  clicks = metrics.loc["online/exp_clicks_per_1k"]
+  assert clicks["coarse=pfd", "mean"] - clicks["coarse=base", "mean"] == pytest.approx(
+      1000 * PLANTED_CLICK_LIFT, rel=0.05)
+  assert clicks["coarse=base", "ci_lo"] < clicks["coarse=base", "mean"] < clicks["coarse=base",
+                                                                                 "ci_hi"]
+  assert metrics.loc["offline/coarse_auc", ("coarse=pfd", "mean")] == pytest.approx(0.7)
+  assert np.isnan(metrics.loc["offline/coarse_auc", ("coarse=pfd", "ci_lo")])
+  deltas = compare_report.deltas_frame(table, list(variants), "coarse=base")
+  assert list(dict.fromkeys(deltas.columns.get_level_values("variant"))) == ["coarse=pfd"]
+  row = deltas.loc["online/exp_clicks_per_1k", "coarse=pfd"]
+  assert row["delta_lo"] < 1000 * PLANTED_CLICK_LIFT < row["delta_hi"]
+  assert row["rel_delta"] == pytest.approx(row["delta"] / clicks["coarse=base", "mean"],
+                                           rel=0.05)
+  methods = compare_report.methods_frame(table, "delta_method")
+  assert methods["n_metrics"].sum() == table["delta_method"].notna().sum()
+  text = compare_report.metrics_markdown(metrics, variants)
+  assert f"{clicks['coarse=pfd', 'mean']:.4g}" in text
+
+
+def test_every_declared_per_request_metric_is_compared_with_a_bootstrap(tmp_path):
+  table, _ = _planted_tables(tmp_path)
+  from experiments import request_table
+  pfd = table[table.variant == "coarse=pfd"].set_index("metric")
+  for metric in request_table.REQUEST_METRICS:
+    assert "bootstrap" in pfd.loc[metric.name, "ci_method"], metric.name
+    assert "bootstrap" in pfd.loc[metric.name, "delta_method"], metric.name

@@ -201,3 +201,38 @@ def test_importing_metrics_does_not_load_tensorflow():
   output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
   assert output == "False"
+
+
+def _brute_force_eauc(p, scores):
+  """The definition: every row once as a positive (weight p), once as a negative (1 - p)."""
+  numerator = denominator = 0.0
+  for i in range(len(p)):
+    for j in range(len(p)):
+      weight = p[i] * (1 - p[j])
+      denominator += weight
+      numerator += weight * (1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j]
+                             else 0.0)
+  return numerator / denominator
+
+
+def test_eauc_equals_the_brute_force_definition_with_ties():
+  rng = np.random.default_rng(3)
+  p = rng.random(40)
+  scores = np.round(rng.random(40), 1)  # many ties
+  assert metrics.eauc(p, scores) == pytest.approx(_brute_force_eauc(p, scores), abs=1e-12)
+
+
+def test_eauc_of_the_truth_beats_noise_and_degenerate_cases_are_nan():
+  rng = np.random.default_rng(0)
+  p = rng.beta(1, 10, 5000)
+  assert metrics.eauc(p, p) > metrics.eauc(p, p + rng.normal(0, 0.05, p.size)) > 0.5
+  assert metrics.eauc(p, -p) < 0.5
+  assert math.isnan(metrics.eauc(np.zeros(3), [1, 2, 3]))
+  with pytest.raises(ValueError, match="\\[0, 1\\]"):
+    metrics.eauc([0.5, 1.5], [1, 2])
+
+
+def test_eauc_with_binary_probabilities_is_the_auc():
+  labels = np.array([1, 0, 1, 0, 0, 1])
+  scores = np.array([0.9, 0.2, 0.4, 0.4, 0.1, 0.3])
+  assert metrics.eauc(labels.astype(float), scores) == pytest.approx(metrics.auc(labels, scores))

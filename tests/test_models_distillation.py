@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-import models
 import tensorflow as tf
 
+import models
 from models import testing
 
 WIDTHS = (16, 8)

@@ -4,10 +4,9 @@ import os
 
 import numpy as np
 import pytest
-
-import models
 import tensorflow as tf
 
+import models
 from models import testing
 
 

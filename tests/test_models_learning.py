@@ -7,12 +7,11 @@ rows. Everything is seeded and op determinism is on, so the figures are reproduc
 
 import numpy as np
 import pytest
-
-import models
 import tensorflow as tf
 
 import data
 from data import generate
+import models
 from models import testing
 
 WIDTHS = (64, 32)

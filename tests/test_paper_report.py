@@ -51,3 +51,19 @@ def test_lambda_sweep_starts_from_the_baseline_student(tmp_path):
   start = lines.index("| 0 (baseline) | - | 0.7000 ± 0.0000 | 0.7000 ± 0.0000 |")
   assert lines[start + 1].startswith("| 0.1 | - | 0.7100") and lines[start + 2].startswith("| 0.5")
   assert os.path.exists(tmp_path / "plots" / "lambda_sweep.png")
+
+
+def test_auc_table_is_a_frame_with_one_row_per_method():
+  table = paper_report.auc_table(_frame(), "coarse", "coarse", {"1": "1", "1-7": "1-7"},
+                                 {"paper, 1 day": paper_report.PAPER_CTR_1DAY})
+  assert list(table["method"]) == [paper_report.NAMES[v] for v in paper_report.VARIANTS]
+  pfd = table.set_index("method").loc["PFD"]
+  assert pfd["Δ vs baseline, days 1"] == pfd["Δ vs baseline, days 1-7"] == "+0.0100 ± 0.0000"
+  assert pfd["gap closure, days 1"].startswith("0.5000")
+  assert pfd["paper, 1 day"] == paper_report.PAPER_CTR_1DAY["pfd"]
+
+
+def test_sections_without_rows_render_nothing():
+  empty = pd.DataFrame({"study": [], "stage": [], "variant": [], "seed": []})
+  assert paper_report.cost_section(empty) is None
+  assert paper_report.render_section(paper_report.online_section({})) == []

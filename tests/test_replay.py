@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 import data
-from experiments import compare
+from data import best_page as best_page_lib
+from data import command
+from experiments import compare, request_table
 from experiments import replay as replay_lib
-from stages import coarse
+from stages import coarse, fine, retrieval
 from stages import config as config_lib
-from stages import fine
-from stages import retrieval
 
 FLAGS = flags.FLAGS
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
@@ -122,16 +122,14 @@ def test_replay_writes_the_contract_compare_reads(runs):
 
 
 @pytest.mark.slow
-def test_summary_agrees_with_what_compare_recomputes_per_request(runs):
+def test_summary_holds_every_declared_per_request_metric(runs):
   run = compare.load_run(runs["baseline"])
-  definitions = compare.per_request_metrics([run])
-  names = {d.name for d in definitions.values()}
+  names = {metric.name for metric in request_table.REQUEST_METRICS}
   assert {"online/exp_gmv_per_1k", "online/share_of_oracle_gmv", "survival/coarse",
           "cascade/coarse_fine_recall", "cascade/kendall_tau"} <= names
-  assert not any(name.startswith("per_request/") for name in names)
-  for definition in definitions.values():
-    assert definition.value(run.per_request) == pytest.approx(run.metrics[definition.name],
-                                                              rel=1e-9), definition.name
+  for metric in request_table.REQUEST_METRICS:
+    assert set(metric.columns) <= set(run.per_request), metric.name
+    assert metric.value(run.per_request) == run.metrics[metric.name], metric.name
 
 
 @pytest.mark.slow
@@ -146,12 +144,12 @@ def test_oracle_page_earns_at_least_the_funnel_page_for_every_request(runs):
 @pytest.mark.parametrize("rank_by", replay_lib.OBJECTIVES)
 def test_oracle_best_page_is_the_brute_force_best_over_the_corpus(world, rank_by):
   request_ids = np.sort(world.request_arrays([4], ["request_id"])["request_id"])[::25]
-  finder = replay_lib.OracleBestPage(world, 4, FUNNEL.page, rank_by, block_pairs=20_000)
+  finder = best_page_lib.OracleBestPage(world, 4, FUNNEL.page, rank_by, block_pairs=20_000)
   best = finder.top(request_ids)
   corpus = np.broadcast_to(np.arange(world.config.n_items), (len(request_ids),
                                                              world.config.n_items))
   prices = world.entities.item_price
-  values = replay_lib.oracle_item_values(world.oracle, request_ids, corpus, rank_by, prices)
+  values = best_page_lib.oracle_item_values(world.oracle, request_ids, corpus, rank_by, prices)
   expected = -np.sort(-values, axis=1)[:, :FUNNEL.page]
   np.testing.assert_allclose(np.take_along_axis(values, best, 1), expected, rtol=1e-12)
   # Optimal as a page too: no random page of K distinct items earns more on the objective.
@@ -181,7 +179,7 @@ def _tamper(model_dir, tmp_path, stage, key, value) -> str:
 def test_replay_refuses_models_trained_on_another_world(world, model_dir, tmp_path):
   tampered = _tamper(model_dir, tmp_path, "coarse/pfd_md", "world_hash", "0" * 64)
   run_dir = tmp_path / "run"
-  with pytest.raises(config_lib.StageError, match="coarse model at .* was trained on another world"):
+  with pytest.raises(command.UserError, match="coarse model at .* was trained on another world"):
     replay_lib.replay(world, FUNNEL, _config(world, tampered, run_dir))
   assert not os.path.exists(run_dir / "summary.json")
 
@@ -191,13 +189,16 @@ def test_replay_command_refuses_a_training_day_with_one_line(world, model_dir, t
   run_dir = tmp_path / "run"
   argv = dict(world_dir=world.world_dir, model_dir=model_dir, run_dir=str(run_dir), day=3,
               funnel=FUNNEL.spec())
+  if "run_dir" not in FLAGS:
+    replay_lib.define_flags()
   with flagsaver.flagsaver(), pytest.raises(SystemExit) as exit_info:
     FLAGS(["replay"] + [f"--{name}={value}" for name, value in argv.items()])
-    replay_lib.main(["replay"])
+    command.run_command(replay_lib.main, "experiments.replay")(["replay"])
   assert exit_info.value.code == 2
   message = capsys.readouterr().err.strip()
   assert message.count("\n") == 0
-  assert message.startswith("error: --day=3 is a training day of the retrieval model")
+  assert message.startswith(
+      "experiments.replay: error: --day=3 is a training day of the retrieval model")
   assert not os.path.exists(run_dir / "summary.json")
 
 
@@ -227,7 +228,7 @@ def test_killed_replay_resumes_to_the_same_summary(world, model_dir, runs, tmp_p
       "chunk-00000.json", "chunk-00000.parquet", "config.json"]
   monkeypatch.setattr(replay_lib.RunDir, "write_chunk", write_chunk)
 
-  with pytest.raises(config_lib.StageError, match="unfinished replay .*differs in max_requests"):
+  with pytest.raises(command.UserError, match="unfinished replay .*differs in max_requests"):
     replay_lib.replay(world, FUNNEL, _config(world, model_dir, run_dir, coarse_variant="pfd_md",
                                              max_requests=100))
   resumed = replay_lib.replay(world, FUNNEL, config)
@@ -250,7 +251,7 @@ def test_compare_reads_two_replay_runs(runs, tmp_path):
 @pytest.mark.parametrize("spec", ["retrieval:100,coarse:200,fine:10", "retrieval:100,fine:10",
                                   "retrieval:a,coarse:10,fine:5"])
 def test_funnel_spec_must_name_shrinking_stages(spec):
-  with pytest.raises(config_lib.StageError, match="--funnel"):
+  with pytest.raises(command.UserError, match="--funnel"):
     replay_lib.parse_funnel(spec)
 
 
@@ -266,7 +267,7 @@ def test_cached_oracle_pages_are_reused_and_change_no_result(world, model_dir, r
   def no_oracle(self, request_ids):
     raise AssertionError("the cached best pages should have been used")
 
-  monkeypatch.setattr(replay_lib.OracleBestPage, "top", no_oracle)
+  monkeypatch.setattr(best_page_lib.OracleBestPage, "top", no_oracle)
   second = replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / "b",
                                                     coarse_variant="baseline",
                                                     oracle_cache_dir=cache))

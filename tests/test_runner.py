@@ -3,6 +3,8 @@
 import dataclasses
 import os
 
+import pytest
+
 from data import files
 from experiments import runner
 from models import export
@@ -58,6 +60,7 @@ def test_the_receipt_names_the_fine_ctr_export_that_teaches_coarse_pfd_md(tiny_w
   assert missing[1] == first[1] == second[1]  # The baseline reads no teacher.
 
 
+@pytest.mark.slow
 def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_world_dir, tmp_path):
   settings = dict(hidden_units=(16,), embedding_dim=4, batch_size=512, max_steps=10)
   child = runner.run_stage(config_lib.FineConfig(
@@ -69,6 +72,7 @@ def test_a_stage_run_in_a_child_process_matches_the_same_run_in_process(tiny_wor
     assert child[key] == here[key], key
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
     tiny_world_dir, tmp_path, monkeypatch):
   config = config_lib.FineConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path), reuse=True,

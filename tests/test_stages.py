@@ -12,15 +12,9 @@ import tensorflow as tf
 
 from data import files
 from data import schema as schema_lib
-from models import distillation
-from models import export
-from stages import coarse
+from models import distillation, export
+from stages import coarse, driver, fine, layout, retrieval, serving
 from stages import config as config_lib
-from stages import driver
-from stages import fine
-from stages import layout
-from stages import retrieval
-from stages import serving
 
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
             checkpoint_every=20)
@@ -48,6 +42,7 @@ def trained(tiny_world_dir, tmp_path_factory):
   return str(model_dir), results
 
 
+@pytest.mark.slow
 def test_every_stage_writes_metrics_and_a_serving_export(trained):
   model_dir, results = trained
   for stage, variant in [("retrieval", "baseline"), ("fine/ctr", "baseline"),
@@ -69,6 +64,7 @@ def test_every_stage_writes_metrics_and_a_serving_export(trained):
   assert 0.0 < recall[0] <= recall[1] <= 1.0
 
 
+@pytest.mark.slow
 def test_pfd_md_coarse_teacher_is_the_fine_ctr_model(trained):
   _, results = trained
   assert results["coarse_pfd_md"]["teacher_auc"] == pytest.approx(results["fine_ctr"]["auc"])
@@ -86,6 +82,7 @@ def _privileged_perturbed(arrays, schema, stage):
 
 @pytest.mark.parametrize("task,variant,stage", [("ctr", "baseline", "fine_ctr"),
                                                 ("cvr", "pfd", "fine_cvr")])
+@pytest.mark.slow
 def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, task, variant,
                                                       stage):
   model_dir, _ = trained
@@ -98,6 +95,7 @@ def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, t
   np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.slow
 def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
   model_dir, _ = trained
   world = driver.open_world(_config(tiny_world_dir, model_dir))
@@ -113,6 +111,7 @@ def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
   np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.slow
 def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
   model_dir, _ = trained
   world = driver.open_world(_config(tiny_world_dir, model_dir))
@@ -138,6 +137,7 @@ def test_export_refuses_a_model_that_reads_privileged_features(tiny_world_dir, t
   assert not os.path.exists(tmp_path / "export")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "pfd", "md", "lupi"])
 def test_coarse_variants_train_on_tiny(tiny_world_dir, tmp_path, variant):
   metrics = coarse.train(_coarse(tiny_world_dir, tmp_path, variant=variant, max_steps=30))
@@ -145,6 +145,7 @@ def test_coarse_variants_train_on_tiny(tiny_world_dir, tmp_path, variant):
   assert ("teacher_auc" in metrics) == (variant != "baseline")
 
 
+@pytest.mark.slow
 def test_cvr_lupi_and_md_train_with_a_pretrained_teacher(tiny_world_dir, tmp_path):
   for variant in ("lupi", "md"):
     metrics = fine.train(_config(tiny_world_dir, tmp_path, variant=variant, mode="pretrained",
@@ -195,6 +196,7 @@ class _CountSteps(tf.keras.callbacks.Callback):
     self.steps += 1
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_path):
   args = dict(epochs=2, checkpoint_every=10, task="ctr")
   uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
@@ -244,6 +246,7 @@ def _cli(module, *args):
                         timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
   result = _cli("stages.fine", "--task=cvr", "--variant=nonsense", f"--world_dir={tiny_world_dir}",
                 f"--model_dir={tmp_path}")
@@ -254,6 +257,7 @@ def test_cli_reports_bad_flags_in_one_line(tiny_world_dir, tmp_path):
   assert result.returncode != 0 and "python -m data.generate" in result.stderr
 
 
+@pytest.mark.slow
 def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trained,
                                                                              tiny_world_dir):
   model_dir, _ = trained
