@@ -25,7 +25,8 @@ from tests.test_world_helpers import cached_tiny_world
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 # world_hash of `python -m data.generate --preset=tiny --seed=0`, recorded on main before the
-# calibration knobs existed (small: 7acffe6faf98f512cbc0f34ce8d1047af09e19e3006e29f15b045e40d624bce9).
+# calibration knobs existed (the small preset's was
+# 7acffe6faf98f512cbc0f34ce8d1047af09e19e3006e29f15b045e40d624bce9, and still is).
 # If a change to the default world is intended, record the new hash here and say so.
 DEFAULT_TINY_WORLD_HASH = "9c498f687aa9e150c28cf488e24277727edd915abfcdf617bfdd8edef6b13f29"
 TEST_USERS = 4_000
