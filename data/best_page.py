@@ -95,6 +95,9 @@ class OracleBestPage:
     self._upper_scale = scale * np.float32(1 + _SCREEN_SLACK)
     self._conversion = ConversionBounds()
     self._recent = RecentlyShown(world)
+    intent = oracle_lib.purchase_intent(world.config, self._truth["request_id"],
+                                        self._truth["user_id"])
+    self._intent = None if intent is None else intent.astype(np.float32)
 
   def save(self) -> None:
     """Nothing to keep (see CachedBestPage)."""
@@ -159,7 +162,10 @@ class OracleBestPage:
     lower_scale, upper_scale = self._lower_scale[items], self._upper_scale[items]
     if self.rank_by == "ctr":
       return click * lower_scale, click * upper_scale
-    conversion_lower, conversion_upper = self._conversion(oracle_lib.conversion_mean(**terms))
+    intent = None if self._intent is None else self._intent[rows][:, None]
+    mean = oracle_lib.conversion_mean(**terms, bias=self.world.config.conversion_bias,
+                                      purchase_intent=intent)
+    conversion_lower, conversion_upper = self._conversion(mean)
     conversion_lower *= click
     conversion_lower *= lower_scale
     conversion_upper *= click

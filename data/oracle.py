@@ -5,18 +5,31 @@ them) and the `Oracle` (which evaluates them for any (request, item) pair, logge
 the replay's "simulated online" outcomes are exactly the probabilities the logs came from.
 
 Click model (per impression of item i to user u at request r, position p):
-  logit = CLICK_BIAS + TASTE_WEIGHT * <taste_u, taste_i>
+  logit = click_bias + TASTE_WEIGHT * <taste_u, taste_i>
           + intent_strength * [category_i == intent_category_r]
           + intent_shop_strength * [shop_i == intent_shop_r]
           + revisit_strength * log1p(views of i by u in the 7 days strictly before t_r)
           + quality_i - price_sensitivity_u * (log price_i - LOG_PRICE_CENTER)
   P(click) = sigmoid(logit) / (1 + p) ** position_bias          (examination model)
 
+(`click_bias`, `conversion_bias` and the purchase intent's knobs are WorldConfig fields.)
+
 Conversion model (after a click): a latent purchase propensity
   z = conversion_mean(u, i, r) + CONVERSION_SIGMA * eps,  eps ~ N(0, 1) per click,
+  conversion_mean = conversion_bias + <observable and hidden terms of u, i, r>
+                    + purchase_intent_sd * a_r,
   P(conversion | z) = sigmoid(z),  so  P(conversion | click) = E_eps[sigmoid(z)],
-computed here with Gauss-Hermite quadrature. The post-click signals (world.py) are noisy
-functions of the same z, which is why they are informative privileged features.
+computed here with Gauss-Hermite quadrature. a_r is the request's purchase intent (standard
+normal; `purchase_intent`): sqrt(share) * b_u, a persistent trait of the user, plus
+sqrt(1 - share) * c_r, fresh per request. Like the intent category it is hidden truth of
+the request, so the oracle uses it: P(conversion | click) is exact for the request, and
+`Oracle.conversion_mean` (the CVR ceiling's score) is everything except the per-click eps.
+The post-click signals (world.py) are noisy functions of the same z, which is why they are
+informative privileged features; through a_r they also reveal the request's and the user's
+intent, which lasts beyond the click.
+
+a_r needs no file: it is a counter-based draw, a hash of (seed, request id) and of (seed,
+user id), so the generator and the oracle compute the same value for any subset of requests.
 """
 
 from typing import Optional
@@ -25,16 +38,17 @@ import numpy as np
 
 from data import ids as id_lookup
 from data import truth as ground_truth
+from data.config import WorldConfig
 from data.numeric import sigmoid
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).
-CLICK_BIAS = -4.3
+CLICK_BIAS = WorldConfig.click_bias  # the default world's; config.click_bias is the truth
 TASTE_WEIGHT = 2.0
 LOG_PRICE_CENTER = float(np.log(60.0))
 
 # Conversion model constants.
-CONVERSION_BIAS = -4.5
+CONVERSION_BIAS = WorldConfig.conversion_bias  # the default world's
 CONVERSION_TASTE_WEIGHT = 1.0
 CONVERSION_QUALITY_WEIGHT = 0.8
 CONVERSION_PRICE_BASE = 0.4        # everybody converts less on expensive items ...
@@ -44,11 +58,14 @@ CONVERSION_SIGMA = 1.5
 
 _HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite.hermgauss(24)
 
+# Purposes of the counter-based (hashed) draws.
+_USER_PURCHASE_TRAIT, _REQUEST_PURCHASE_INTENT = 1, 2
+
 
 def click_logit(config, taste_dot, same_category, same_shop, views_7d, quality, log_price,
                 price_sensitivity) -> np.ndarray:
   """The true click logit at position 0 (all inputs broadcast together)."""
-  return (CLICK_BIAS + TASTE_WEIGHT * taste_dot
+  return (config.click_bias + TASTE_WEIGHT * taste_dot
           + config.intent_strength * same_category
           + config.intent_shop_strength * same_shop
           + config.revisit_strength * np.log1p(views_7d)
@@ -61,13 +78,56 @@ def examination(config, positions) -> np.ndarray:
 
 
 def conversion_mean(taste_dot, same_category, same_shop, quality, log_price,
-                    price_sensitivity) -> np.ndarray:
-  """Mean of the latent purchase propensity z of a click (before the per-click noise)."""
-  return (CONVERSION_BIAS + CONVERSION_TASTE_WEIGHT * taste_dot
+                    price_sensitivity, bias: float = CONVERSION_BIAS,
+                    purchase_intent: Optional[np.ndarray] = None) -> np.ndarray:
+  """Mean of the latent purchase propensity z of a click (before the per-click noise).
+
+  bias: the world's `conversion_bias`; purchase_intent: purchase_intent_sd * a_r per click
+  (broadcast with the other inputs), None when the world has none.
+  """
+  mean = (bias + CONVERSION_TASTE_WEIGHT * taste_dot
           + CONVERSION_QUALITY_WEIGHT * quality
           - (CONVERSION_PRICE_BASE + price_sensitivity) * (log_price - LOG_PRICE_CENTER)
           + CONVERSION_INTENT_WEIGHT * same_category
           + CONVERSION_INTENT_SHOP_WEIGHT * same_shop)
+  return mean if purchase_intent is None else mean + purchase_intent
+
+
+def purchase_intent(config, request_ids, user_ids) -> Optional[np.ndarray]:
+  """purchase_intent_sd * a_r per request (float64), or None if the world has no such intent.
+
+  a_r = sqrt(share) * b_u + sqrt(1 - share) * c_r with b_u, c_r independent standard
+  normals: b_u a hash of (seed, user id), c_r of (seed, request id).
+  """
+  if config.purchase_intent_sd == 0:
+    return None
+  share = config.purchase_intent_user_share
+  trait = hashed_normals(config.seed, _USER_PURCHASE_TRAIT, user_ids)
+  fresh = hashed_normals(config.seed, _REQUEST_PURCHASE_INTENT, request_ids)
+  return config.purchase_intent_sd * (np.sqrt(share) * trait + np.sqrt(1.0 - share) * fresh)
+
+
+def hashed_normals(seed: int, purpose: int, keys) -> np.ndarray:
+  """Standard normals indexed by integer keys: a key always gets the same draw.
+
+  Box-Muller on two uniforms from the splitmix64 finaliser of (seed, purpose, key, half); a
+  stream that needs no ordering or count, so any subset of keys can be drawn alone.
+  """
+  keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
+  base = _mix64(_mix64(np.full(1, seed, np.uint64)) ^ np.uint64(purpose))
+  first = _mix64(_mix64(base ^ keys) ^ np.uint64(1))
+  second = _mix64(_mix64(base ^ keys) ^ np.uint64(2))
+  u1 = ((first >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+  u2 = (second >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+  return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser (uint64 arithmetic wraps)."""
+  x = x + np.uint64(0x9E3779B97F4A7C15)
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
 
 
 def expected_sigmoid(mean: np.ndarray, sigma: float = CONVERSION_SIGMA) -> np.ndarray:
@@ -93,6 +153,8 @@ class Oracle:
     self._entities = entities
     self._requests = request_truth
     self._features = features
+    self._purchase_intent = purchase_intent(config, request_truth["request_id"],
+                                            request_truth["user_id"])
 
   def _pairs(self, request_ids, item_ids):
     request_ids = np.asarray(request_ids, dtype=np.int64).reshape(-1)
@@ -133,9 +195,14 @@ class Oracle:
     return p
 
   def conversion_mean(self, request_ids, item_ids) -> np.ndarray:
-    """Mean latent purchase propensity of a click, float64[n, k]."""
+    """Mean latent purchase propensity of a click (all but the per-click noise), float64[n, k].
+
+    It includes the request's purchase intent: the CVR ceiling's score.
+    """
     rows, item_ids, squeeze = self._pairs(request_ids, item_ids)
-    mean = conversion_mean(**self._terms(rows, item_ids))
+    intent = None if self._purchase_intent is None else self._purchase_intent[rows][:, None]
+    mean = conversion_mean(**self._terms(rows, item_ids), bias=self.config.conversion_bias,
+                           purchase_intent=intent)
     return mean[:, 0] if squeeze else mean
 
   def p_convert(self, request_ids, item_ids) -> np.ndarray:

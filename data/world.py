@@ -19,8 +19,11 @@ Per day and shard:
      and a `logging_exploration` share uniformly at random, ordered by a noisy policy score;
   4. clicks ~ Bernoulli(oracle P(click)), with the 7-day views from impressions strictly
      before each request;
-  5. for clicks: latent z = conversion_mean + sigma * eps; conversion ~ Bernoulli(sigmoid(z));
-     post-click signals are noisy functions of z (dwell also grows with price).
+  5. for clicks: latent z = conversion_mean + sigma * eps, where conversion_mean includes the
+     request's purchase intent (if `purchase_intent_sd` > 0; oracle.purchase_intent, a hashed
+     draw per user and request, so no stream above shifts); conversion ~ Bernoulli(sigmoid(z));
+     post-click signals are noisy functions of z (dwell also grows with price), centred on
+     `conversion_bias` so that it moves conversions and not the signals.
 """
 
 import dataclasses
@@ -47,8 +50,11 @@ HOUR_WEIGHTS = (3, 2, 1, 1, 1, 1, 2, 3, 4, 5, 5, 6, 7, 6, 5, 5, 6, 7, 8, 9, 10, 
 # Logging policy.
 POLICY_INTENT_ACCURACY = 0.6      # P(the policy sees the true intent category)
 POLICY_OVERSAMPLE = 2             # candidates drawn per slot before de-duplication
-# Post-click signals: (intercept, slope on z - Z_CENTER) of each Bernoulli signal.
+# Post-click signals: (intercept, slope on z - Z_CENTER) of each Bernoulli signal. Z_CENTER
+# belongs to the default conversion_bias and moves with it (signal_center).
 Z_CENTER = -2.5
+# The config knob added to each signal's intercept (0 for signals without one).
+SIGNAL_SHIFTS = {"added_to_cart": "cart_shift", "favorited": "favorite_shift"}
 BINARY_SIGNALS = {"read_comments": (0.0, 0.9), "chatted_with_seller": (-2.0, 0.8),
                   "added_to_cart": (-1.0, 1.2), "favorited": (-1.5, 0.7)}
 DWELL_LOG_BASE, DWELL_Z_SLOPE, DWELL_PRICE_SLOPE, DWELL_NOISE = 3.2, 0.35, 0.45, 0.5
@@ -356,8 +362,12 @@ class ShardSimulator:
                * O.examination(c, imp["position"]))
     click = rng(c.seed, 2, self.shard, day, _CLICK).random(len(items)) < p_click
     clicked = {k: v[click] for k, v in terms.items()}
+    intent = O.purchase_intent(c, requests["request_id"], requests["user_id"])
+    if intent is not None:
+      intent = np.repeat(intent, page)[click]
     r = rng(c.seed, 2, self.shard, day, _CONVERSION)
-    z = O.conversion_mean(**clicked) + O.CONVERSION_SIGMA * r.standard_normal(click.sum())
+    z = (O.conversion_mean(**clicked, bias=c.conversion_bias, purchase_intent=intent)
+         + O.CONVERSION_SIGMA * r.standard_normal(click.sum()))
     converted = r.random(click.sum()) < O.sigmoid(z)
     signals = post_click_signals(rng(c.seed, 2, self.shard, day, _POST_CLICK), c, z,
                                  clicked["log_price"])
@@ -416,16 +426,22 @@ SHARD_SHIFT = 40  # up to 2**40 requests per shard
 def post_click_signals(r, config, z: np.ndarray, log_price: np.ndarray) -> Dict[str, np.ndarray]:
   """Noisy consequences of the purchase propensity z; dwell also grows with price."""
   noise = config.post_click_noise
-  zc = z - Z_CENTER
+  zc = z - signal_center(config)
   log_dwell = (DWELL_LOG_BASE + DWELL_Z_SLOPE * zc
                + DWELL_PRICE_SLOPE * (log_price - O.LOG_PRICE_CENTER)
                + DWELL_NOISE * noise * r.standard_normal(len(z)))
   out = {"dwell_seconds": np.clip(np.round(np.exp(log_dwell), 1), 1.0, 3600.0)
          .astype(np.float32)}
   for name, (intercept, slope) in BINARY_SIGNALS.items():
-    logit = intercept + slope * zc + noise * r.standard_normal(len(z))
+    shift = getattr(config, SIGNAL_SHIFTS[name]) if name in SIGNAL_SHIFTS else 0.0
+    logit = (intercept + shift) + slope * zc + noise * r.standard_normal(len(z))
     out[name] = (r.random(len(z)) < O.sigmoid(logit)).astype(np.int64)
   return out
+
+
+def signal_center(config) -> float:
+  """The z the post-click signals are centred on: Z_CENTER, moved with conversion_bias."""
+  return Z_CENTER + (config.conversion_bias - O.CONVERSION_BIAS)
 
 
 def _distinct_prefix(r, items: np.ndarray, page_size: int, n_items: int) -> np.ndarray:

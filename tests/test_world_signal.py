@@ -2,13 +2,16 @@
 
 Logistic regressions (numpy IRLS) with and without the privileged features: the cross
 features help predict clicks, the post-click signals help predict conversion among clicks, and
-noisier post-click signals help less.
+noisier post-click signals help less. The post-click signals stay informative in the
+Taobao-calibrated regime (experiments/configs/world_taobao.cfg), where about 1% of clicks
+convert.
 """
 
 import numpy as np
 import pytest
 
 import data
+from tests.test_world_calibration import TEST_USERS, flagfile_knobs
 from tests.test_world_helpers import fitted_auc, cached_tiny_world
 
 SERVING_NUMERIC = ["item_price", "hist_len"]
@@ -51,6 +54,13 @@ def test_cross_features_predict_clicks(tmp_path_factory):
 def test_post_click_signals_predict_conversion(tmp_path_factory):
   gap = _post_click_gap(_arrays(tmp_path_factory))
   assert gap > 0.05, gap
+
+
+def test_post_click_signals_predict_conversion_in_the_taobao_regime(tmp_path_factory):
+  arrays = _arrays(tmp_path_factory, n_users=TEST_USERS, **flagfile_knobs("world_taobao.cfg"))
+  assert arrays["conversion"].sum() >= 100
+  gap = _post_click_gap(arrays)
+  assert gap > 0.08, gap
 
 
 def test_noisier_post_click_signals_help_less(tmp_path_factory):
