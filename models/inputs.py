@@ -1,18 +1,20 @@
 """Schema-driven input embeddings: one `EmbeddingBank` of tables, one `FeatureEmbedding` per head.
 
 Every feature is embedded: categorical ids directly, numeric values after bucketising at the
-schema's `buckets`, behaviour sequences element-wise and then pooled. Tables live in an
-`EmbeddingBank` so that a teacher and a student can read the *same* variables (the paper's
-shared embeddings, which roughly halve the parameter traffic); a head that must not share a
-table (the paper's best CTR setting gives the teacher its own `user_id` embedding) reads it from
-a second, private bank instead.
+schema's `buckets`, behaviour sequences element-wise and then pooled. A sequence is pooled over
+its valid entries only (found with `tf.where`, pooled with segment sums): histories are mostly
+padding, and embedding the padding made most of a step's sparse gradient rows point at one
+padding row. Tables live in an `EmbeddingBank` so that a teacher and a student can read the
+*same* variables (the paper's shared embeddings, which roughly halve the parameter traffic); a
+head that must not share a table (the paper's best CTR setting gives the teacher its own
+`user_id` embedding) reads it from a second, private bank instead.
 
 Vocabulary groups: a sequence of ids shares its table with the item-side feature of the same
 vocabulary (`hist_item_ids` with `item_id`, and so on), so a history entry and a candidate item
 are embedded in one space. That is also what target attention compares.
 """
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -120,23 +122,37 @@ def lookup_ids(feature: schema_lib.Feature, values: tf.Tensor) -> tf.Tensor:
   return tf.where(in_vocab, ids, tf.constant(feature.vocab_size, tf.int64))
 
 
-def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Mean of [B, L, D] over valid positions; zeros for an empty history."""
-  weights = tf.cast(mask, sequence.dtype)[..., None]
-  total = tf.reduce_sum(sequence * weights, axis=1)
-  return tf.math.divide_no_nan(total, tf.reduce_sum(weights, axis=1))
+def valid_entries(ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(rows [V], ids [V]) of the non-padding entries of a [B, L] id sequence, row-major.
 
-
-def target_attention(sequence: tf.Tensor, mask: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
-  """Scaled dot-product attention of the candidate (`query`, [B, D]) over the history [B, L, D].
-
-  Padded positions get no weight; an empty history pools to zeros.
+  Histories are mostly padding (about 2 valid entries in 50 slots on the small world), so the
+  pooling below embeds and differentiates only these V entries, never the padding.
   """
-  scale = tf.math.rsqrt(tf.cast(tf.shape(query)[-1], sequence.dtype))
-  scores = tf.einsum("bld,bd->bl", sequence, query) * scale
-  scores = tf.where(mask, scores, tf.fill(tf.shape(scores), tf.constant(-1e9, scores.dtype)))
-  weights = tf.nn.softmax(scores, axis=-1) * tf.cast(mask, scores.dtype)
-  return tf.einsum("bl,bld->bd", weights, sequence)
+  positions = tf.where(tf.not_equal(ids, schema_lib.PAD_ID))
+  return positions[:, 0], tf.gather_nd(ids, positions)
+
+
+def segment_mean(entries: tf.Tensor, rows: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+  """[B, D] mean of the [V, D] `entries` of each batch row; zeros for a row without entries."""
+  total = tf.math.unsorted_segment_sum(entries, rows, batch_size)
+  count = tf.math.unsorted_segment_sum(tf.ones_like(rows, entries.dtype), rows, batch_size)
+  return tf.math.divide_no_nan(total, count[:, None])
+
+
+def segment_attention(entries: tf.Tensor, rows: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
+  """Scaled dot-product attention of each row's candidate (`query`, [B, D]) over its entries.
+
+  `entries` [V, D] belong to batch rows `rows` [V]; the softmax runs over each row's entries
+  only, and a row without entries pools to zeros.
+  """
+  batch_size = tf.shape(query, out_type=rows.dtype)[0]
+  scale = tf.math.rsqrt(tf.cast(tf.shape(query)[-1], entries.dtype))
+  scores = tf.reduce_sum(entries * tf.gather(query, rows), axis=-1) * scale
+  # Softmax is shift-invariant, so the per-row maximum needs no gradient.
+  top = tf.stop_gradient(tf.math.unsorted_segment_max(scores, rows, batch_size))
+  weights = tf.exp(scores - tf.gather(top, rows))
+  weights /= tf.gather(tf.math.unsorted_segment_sum(weights, rows, batch_size), rows)
+  return tf.math.unsorted_segment_sum(weights[:, None] * entries, rows, batch_size)
 
 
 class FeatureEmbedding(tf.keras.layers.Layer):
@@ -245,8 +261,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   def _pool(self, feature, ids, single):
     ids = tf.cast(ids, tf.int64)
-    mask = tf.not_equal(ids, schema_lib.PAD_ID)
-    sequence = self.embed(feature, ids)
+    rows, valid = valid_entries(ids)
+    entries = self.embed(feature, valid)
     if self.sequence_pooling == "attention":
-      return target_attention(sequence, mask, single[VOCABULARY_GROUPS[feature.name]])
-    return masked_mean(sequence, mask)
+      return segment_attention(entries, rows, single[VOCABULARY_GROUPS[feature.name]])
+    return segment_mean(entries, rows, tf.shape(ids, out_type=tf.int64)[0])

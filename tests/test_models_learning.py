@@ -12,6 +12,7 @@ import tensorflow as tf
 import data
 from data import generate
 import models
+from models import optimizers
 from models import testing
 
 WIDTHS = (64, 32)
@@ -24,7 +25,7 @@ def _fit_and_evaluate(schema, train, held_out, kind, seed, epochs=2):
   spec = models.DistillationSpec(teacher_kind=kind, architecture="two_tower", label="click",
                                  widths=WIDTHS, embedding_dim=8, distill_weight=0.5)
   model = models.build_distillation(schema, "coarse", spec)
-  model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
+  model.compile(optimizer=optimizers.make_optimizer("adam", 0.003))
   model.fit(models.make_dataset(train, 256, schema=schema, seed=seed), epochs=epochs, verbose=0)
   logs = model.evaluate(models.make_dataset(held_out, 4096, schema=schema, shuffle=False),
                         return_dict=True, verbose=0)
@@ -41,7 +42,7 @@ def test_training_is_reproducible_with_the_same_seed():
     spec = models.DistillationSpec(teacher_kind="pfd", architecture="two_tower", widths=(8,),
                                    embedding_dim=4)
     model = models.build_distillation(schema, "coarse", spec)
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    model.compile(optimizer=optimizers.make_optimizer("adam", 0.01))
     model.fit(models.make_dataset(rows, 64, schema=schema, seed=5), verbose=0)
     weights.append([v.numpy() for v in model.trainable_variables])
   for a, b in zip(*weights):
