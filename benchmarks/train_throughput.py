@@ -154,9 +154,10 @@ def stage_model(schema, stage: str, variant: str, config: ThroughputConfig,
   tf.keras.utils.set_random_seed(config.seed)
   architecture = "two_tower" if stage == "coarse" else "dnn"
   label = "conversion" if stage == "fine_cvr" else "click"
-  model = models.build_distillation(
-      schema, stage, variant, architecture, label=label, unshared=["user_id"],
-      widths=list(config.hidden_units), embedding_dim=config.embedding_dim)
+  spec = models.DistillationSpec(teacher_kind=variant, architecture=architecture, label=label,
+                                 unshared=("user_id",), widths=tuple(config.hidden_units),
+                                 embedding_dim=config.embedding_dim)
+  model = models.build_distillation(schema, stage, spec)
   model.compile(optimizer=optimizers.make_optimizer("adam", config.learning_rate,
                                                     rowwise_tables=rowwise_tables))
   return model

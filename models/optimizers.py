@@ -18,7 +18,8 @@ Keras's Adagrad already updates a table row-wise (scatter on the accumulator and
 import tensorflow as tf
 
 ADAM, ADAGRAD = "adam", "adagrad"
-OPTIMIZERS = (ADAM, ADAGRAD)
+DENSE_ADAM = "dense_adam"
+OPTIMIZERS = (ADAM, ADAGRAD, DENSE_ADAM)
 
 
 class RowwiseAdam(tf.keras.optimizers.Adam):
@@ -58,10 +59,13 @@ class RowwiseAdam(tf.keras.optimizers.Adam):
 
 def make_optimizer(name: str, learning_rate: float,
                    rowwise_tables: bool = True) -> tf.keras.optimizers.Optimizer:
-  """The training optimizer: 'adam' or 'adagrad'.
+  """The training optimizer: 'adam' (row-wise for tables), 'adagrad' or 'dense_adam'.
 
-  `rowwise_tables=False` gives Keras's dense-update Adam (for benchmarks and comparisons).
+  'dense_adam' (or `rowwise_tables=False`) is Keras's Adam, which updates every row of a table
+  each step: what the project trained with before row-wise Adam, kept for comparisons.
   """
+  if name == DENSE_ADAM:
+    return tf.keras.optimizers.Adam(learning_rate)
   if name == ADAGRAD:
     return tf.keras.optimizers.Adagrad(learning_rate)
   if name == ADAM:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 from absl import flags
 
 from data import command
-from models import distillation
+from models import distillation, optimizers
 
 StageError = command.UserError  # The stages' user-facing error: one line, exit status 2.
 Config = TypeVar("Config", bound="TrainConfig")
@@ -75,7 +75,9 @@ class TrainConfig:
   batch_size: int = _field(1024, "Training batch size.")
   epochs: int = _field(1, "Training epochs (the paper trains one).")
   learning_rate: float = _field(0.003, "Learning rate.")
-  optimizer: str = _field("adam", "Optimizer (the paper: Adagrad).", choices=("adam", "adagrad"))
+  optimizer: str = _field("adam", "Optimizer: adam (row-wise updates of the embedding tables, "
+                          "Keras Adam for dense weights), adagrad (the paper's), or dense_adam "
+                          "(Keras Adam everywhere).", choices=optimizers.OPTIMIZERS)
   max_steps: int = _field(0, "Stop after this many steps in total (0: no limit). For smoke "
                           "runs and the resume test.")
   checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from data import metrics as metrics_lib
 from data import numeric
-from models import pipeline
+from models import optimizers, pipeline
 from stages import config as config_lib
 
 
@@ -26,9 +26,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(config: config_lib.TrainConfig):
-  if config.optimizer == "adagrad":
-    return tf.keras.optimizers.Adagrad(config.learning_rate)
-  return tf.keras.optimizers.Adam(config.learning_rate)
+  """Adam with row-wise updates of the embedding tables by default (models.optimizers)."""
+  return optimizers.make_optimizer(config.optimizer, config.learning_rate)
 
 
 class _StepCounter(tf.keras.callbacks.Callback):

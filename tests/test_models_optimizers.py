@@ -67,8 +67,9 @@ def test_rowwise_adam_trains_a_stage_model_with_keras_fit():
   schema = testing.tiny_schema()
   arrays = testing.synthetic_log_arrays(schema, 512, seed=1)
   tf.keras.utils.set_random_seed(0)
-  model = models.build_distillation(schema, "fine_cvr", "pfd", "dnn", label="conversion",
-                                    widths=(16, 8), embedding_dim=4, unshared=["user_id"])
+  spec = models.DistillationSpec(teacher_kind="pfd", architecture="dnn", label="conversion",
+                                 widths=(16, 8), embedding_dim=4, unshared=("user_id",))
+  model = models.build_distillation(schema, "fine_cvr", spec)
   model.compile(optimizer=optimizers.make_optimizer("adam", 0.01))
   table = model.student.embedding.table(schema["item_id"])
   before = table.numpy()
