@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import app
+from absl import flags
 
 FLAGS = flags.FLAGS
 

@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app
+from absl import flags
 import numpy as np
 
 import data

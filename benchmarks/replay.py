@@ -23,7 +23,8 @@ import tempfile
 import time
 from typing import Callable, Dict
 
-from absl import app, flags
+from absl import app
+from absl import flags
 import numpy as np
 
 import data

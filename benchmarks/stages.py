@@ -13,13 +13,17 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import app
+from absl import flags
 import numpy as np
 import tensorflow as tf
 
 import data
-from stages import coarse, fine, retrieval, serving
+from stages import coarse
 from stages import config as config_lib
+from stages import fine
+from stages import retrieval
+from stages import serving
 
 FLAGS = flags.FLAGS
 

@@ -14,12 +14,16 @@ warm-up (tracing) of --warmup_steps. Without --world_dir, synthetic rows shaped 
 import time
 from typing import List
 
-from absl import app, flags
+import models  # Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+
+# isort: split
+
+from absl import app
+from absl import flags
 import tensorflow as tf
 
 import data
 from data import schema as schema_lib
-import models  # Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 from models import testing
 
 FLAGS = flags.FLAGS

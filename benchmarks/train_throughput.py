@@ -27,7 +27,8 @@ import time
 from typing import Callable, Dict, List, Sequence
 
 import models  # Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
-import numpy as np
+
+# isort: split
 import tensorflow as tf
 
 import data

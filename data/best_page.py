@@ -13,9 +13,10 @@ from typing import List, Tuple
 
 import numpy as np
 
-from data import files, truth
+from data import files
 from data import ids as id_lookup
 from data import oracle as oracle_lib
+from data import truth
 from data.config import SECONDS_PER_DAY
 
 

@@ -16,7 +16,9 @@ import sys
 import typing
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 
 FLAGS = flags.FLAGS
 Config = TypeVar("Config")

@@ -35,12 +35,18 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 import numpy as np
 
-from data import command, files, io, world
+from data import command
+from data import files
+from data import io
 from data import schema as S
-from data.config import PRESETS, WorldConfig, preset
+from data import world
+from data.config import PRESETS
+from data.config import WorldConfig
+from data.config import preset
 
 SHARDS_DIR = "_shards"
 SHARD_MANIFEST = "shard.json"

@@ -18,10 +18,11 @@ from absl import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import command, files, io
+from data import command
 from data import config as config_lib
+from data import files
+from data import io
 from data import schema as schema_lib
-
 
 # Schema fields that manifests written before they existed lack; Schema.from_json fills them.
 FIELDS_ADDED_LATER = frozenset({"source"})

@@ -35,7 +35,8 @@ from data import features as F
 from data import oracle as O
 from data import schema as S
 from data import truth as ground_truth
-from data.config import SECONDS_PER_DAY, WorldConfig
+from data.config import SECONDS_PER_DAY
+from data.config import WorldConfig
 
 # Entity generation.
 AGE_PROBS = (0.06, 0.20, 0.26, 0.20, 0.14, 0.09, 0.05)

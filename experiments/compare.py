@@ -27,15 +27,17 @@ import dataclasses
 import os
 from typing import List, Optional, Sequence
 
-
 from data import command
 from data import files
 from experiments import compare_plots
 from experiments import compare_report
 from experiments import compare_runs
 from experiments import compare_stats
-from experiments.compare_runs import CompareInputError, ReplayRun, load_run  # noqa: F401
-from experiments.compare_stats import BootstrapOptions, build_tables  # noqa: F401
+from experiments.compare_runs import CompareInputError  # noqa: F401
+from experiments.compare_runs import ReplayRun  # noqa: F401
+from experiments.compare_runs import load_run  # noqa: F401
+from experiments.compare_stats import BootstrapOptions  # noqa: F401
+from experiments.compare_stats import build_tables  # noqa: F401
 
 
 @dataclasses.dataclass

@@ -19,7 +19,9 @@ import pandas as pd
 
 from data import intervals
 from experiments.compare_runs import ReplayRun
-from experiments.request_table import METRICS_BY_NAME, REQUEST_METRICS, RequestMetric
+from experiments.request_table import METRICS_BY_NAME
+from experiments.request_table import REQUEST_METRICS
+from experiments.request_table import RequestMetric
 
 # Requests two runs must share (as a share of the smaller run) to be compared request by request.
 MIN_PAIRED_OVERLAP = 0.5

@@ -17,11 +17,15 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Tuple, Type
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 
-from data import command, generate
+from data import command
 from data import config as world_config
-from experiments import compare, replay, runner
+from data import generate
+from experiments import compare
+from experiments import replay
+from experiments import runner
 from stages import config as config_lib
 from stages import driver
 

@@ -33,9 +33,13 @@ import numpy as np
 import pandas as pd
 
 import data
-from data import command, generate
+from data import command
 from data import config as world_config
-from experiments import compare, paper_report, replay, runner
+from data import generate
+from experiments import compare
+from experiments import paper_report
+from experiments import replay
+from experiments import runner
 from models import distillation
 from stages import config as config_lib
 from stages import driver

@@ -33,21 +33,29 @@ import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from absl import flags, logging
+from absl import flags
+from absl import logging
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 import data
 from data import best_page as best_page_lib
-from data import command, files
+from data import command
+from data import files
 from data.command import UserError
 from experiments import funnel as funnel_lib
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
-from experiments.funnel import OBJECTIVES, STAGES, Funnel, parse_funnel  # noqa: F401
+from experiments.funnel import OBJECTIVES  # noqa: F401
+from experiments.funnel import STAGES  # noqa: F401
+from experiments.funnel import Funnel  # noqa: F401
+from experiments.funnel import parse_funnel  # noqa: F401
 from experiments.request_table import OUTCOMES  # noqa: F401
-from experiments.run_dir import PARTIAL, PER_REQUEST, SUMMARY, RunDir  # noqa: F401
+from experiments.run_dir import PARTIAL  # noqa: F401
+from experiments.run_dir import PER_REQUEST  # noqa: F401
+from experiments.run_dir import SUMMARY  # noqa: F401
+from experiments.run_dir import RunDir  # noqa: F401
 from stages import serving
 
 # The oracle outcome each objective is the expected value of (the property-tested one).

@@ -19,8 +19,12 @@ import sys
 from typing import Any, Dict, List, Optional, Type
 
 from data import files
-from stages import coarse, driver, fine, layout, retrieval
+from stages import coarse
 from stages import config as config_lib
+from stages import driver
+from stages import fine
+from stages import layout
+from stages import retrieval
 
 # The task (and so the `python -m` module) that trains each kind of config.
 TASKS: Dict[Type[config_lib.TrainConfig], Type[driver.StageTask]] = {

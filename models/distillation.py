@@ -27,7 +27,8 @@ import tensorflow_recommenders as tfrs
 
 from data import schema as schema_lib
 from models import inputs as inputs_lib
-from models import rankers, towers
+from models import rankers
+from models import towers
 
 SIMULTANEOUS, PRETRAINED = "simultaneous", "pretrained"
 MODES = (SIMULTANEOUS, PRETRAINED)
@@ -413,7 +414,7 @@ def build_distillation(schema: schema_lib.Schema, stage: str, spec: Distillation
                            teacher_kind=spec.teacher_kind)
 
 
-def _for_arch(architecture: str, head_kwargs: dict) -> dict:
+def _for_arch(architecture: str, head_kwargs: Mapping[str, Any]) -> Dict[str, Any]:
   if architecture == rankers.TWO_TOWER:
     return {k: v for k, v in head_kwargs.items() if k != "sequence_pooling"}
   return {k: v for k, v in head_kwargs.items() if k != "scale"}

@@ -20,7 +20,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import metrics, numeric
+from data import metrics
+from data import numeric
 from models import pipeline
 
 MONITORS = ("logloss", "auc")

@@ -27,9 +27,15 @@ import numpy as np
 
 from data import files
 from data import ids as id_lookup
-from models import export, pipeline, rankers
+from models import export
+from models import pipeline
+from models import rankers
 from stages import config as config_lib
-from stages import driver, layout, serving, teachers, training
+from stages import driver
+from stages import layout
+from stages import serving
+from stages import teachers
+from stages import training
 
 CoarseConfig = config_lib.CoarseConfig
 LABEL = "click"
@@ -93,10 +99,14 @@ def unlabelled_candidates(world, config: CoarseConfig, train) -> Dict[str, np.nd
   request_ids = np.unique(train["request_id"])
   queries = serving.request_rows(world, list(config.train_days), request_ids)
   top_ids = retrieval.top_items(queries, k=100).astype(np.int64)
-  # (request, item) pairs as one int64 key; a candidate is unseen if its key was never logged.
-  n_items = np.int64(len(world.items))
-  shown = np.unique(train["request_id"].astype(np.int64) * n_items + train["item_id"])
-  keys = request_ids[:, None].astype(np.int64) * n_items + top_ids
+  # (request, item) pairs as one int64 key over dense request ranks: raw request ids carry
+  # the shard in their high bits, so id * n_items could overflow on large worlds.
+  n_items = len(world.items)
+  distinct, train_rank = id_lookup.dense_ranks(train["request_id"])
+  shown = np.unique(id_lookup.pair_keys(train_rank, train["item_id"], n_items))
+  request_rank = id_lookup.lookup_rows(distinct, request_ids)
+  keys = id_lookup.pair_keys(np.repeat(request_rank[:, None], top_ids.shape[1], 1), top_ids,
+                             n_items)
   unseen = ~id_lookup.find_rows(shown, keys)[1]
   per_request = config.unlabelled_per_request
   short = unseen.sum(axis=1) < per_request

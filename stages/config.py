@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 from absl import flags
 
 from data import command
-from models import distillation, optimizers
+from models import distillation
+from models import optimizers
 
 StageError = command.UserError  # The stages' user-facing error: one line, exit status 2.
 Config = TypeVar("Config", bound="TrainConfig")

@@ -19,9 +19,12 @@ from typing import Any, Dict, Optional, Type
 from absl import logging
 
 import data
-from data import command, files
+from data import command
+from data import files
 from stages import config as config_lib
-from stages import layout, teachers, training
+from stages import layout
+from stages import teachers
+from stages import training
 
 StageError = config_lib.StageError
 Arrays = Dict[str, Any]

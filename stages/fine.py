@@ -17,9 +17,14 @@ from absl import logging
 
 from data import metrics as metrics_lib
 from data import numeric
-from models import export, pipeline, rankers
+from models import export
+from models import pipeline
+from models import rankers
 from stages import config as config_lib
-from stages import driver, layout, teachers, training
+from stages import driver
+from stages import layout
+from stages import teachers
+from stages import training
 
 FineConfig = config_lib.FineConfig
 LABEL = {"ctr": "click", "cvr": "conversion"}

@@ -19,9 +19,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from data import metrics as metrics_lib
-from models import distillation, export, pipeline, rankers
+from models import distillation
+from models import export
+from models import pipeline
+from models import rankers
 from stages import config as config_lib
-from stages import driver, serving
+from stages import driver
+from stages import serving
 
 RetrievalConfig = config_lib.RetrievalConfig
 KS = (50, 100, 500, 1000)

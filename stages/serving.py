@@ -14,7 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from data import files
-from data.schema import ITEM, PAIR
+from data.schema import ITEM
+from data.schema import PAIR
+from data.schema import UNLABELLED
 from models import export
 from stages import layout
 
@@ -123,5 +125,5 @@ def flatten_candidates(schema, features: Arrays, request_ids: np.ndarray,
   rows["request_id"] = np.repeat(np.asarray(request_ids), k)
   rows["item_id"] = item_ids.reshape(-1).astype(np.int64)
   for name in labels:
-    rows[name] = np.full(n * k, -1.0, np.float32)
+    rows[name] = np.full(n * k, float(UNLABELLED), np.float32)
   return rows

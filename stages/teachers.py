@@ -18,9 +18,13 @@ from typing import Any, Dict, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from models import distillation, export, pipeline, rankers
+from models import distillation
+from models import export
+from models import pipeline
+from models import rankers
 from stages import config as config_lib
-from stages import layout, training
+from stages import layout
+from stages import training
 
 NONE, SIMULTANEOUS, PRETRAIN, EXPORT = "none", "simultaneous", "pretrain", "export"
 TEACHER_STAGE = "fine/ctr"  # whose export teaches the coarse pfd_md student

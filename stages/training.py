@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from data import metrics as metrics_lib
 from data import numeric
-from models import optimizers, pipeline
+from models import optimizers
+from models import pipeline
 from stages import config as config_lib
 
 

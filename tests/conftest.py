@@ -2,10 +2,9 @@
 
 import pytest
 
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
-
 from data import config as config_lib
 from data import generate
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
 import data
 from data import schema as schema_lib
 from experiments import audit
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from models import distillation
 from models import export
 from models import inputs as inputs_lib

@@ -4,8 +4,11 @@ import os
 
 import pytest
 
-from stages import coarse, fine, layout, retrieval
+from stages import coarse
 from stages import config as config_lib
+from stages import fine
+from stages import layout
+from stages import retrieval
 
 pytestmark = pytest.mark.slow
 

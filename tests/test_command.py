@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+
 def test_flags_follow_the_dataclass_and_errors_are_one_line(tmp_path):
   script = tmp_path / "toy_command.py"
   script.write_text(textwrap.dedent('''

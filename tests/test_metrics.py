@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from data import metrics
 from data import intervals
+from data import metrics
 
 
 def brute_force_auc(labels, scores):

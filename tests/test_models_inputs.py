@@ -3,11 +3,10 @@ padded pooling), table sharing, missing features."""
 
 import numpy as np
 import pytest
-
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from data import schema as schema_lib
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from models import inputs
 from models import rankers
 from models import testing

@@ -1,11 +1,10 @@
 """The linear reference: a logistic regression that learns, and scores candidates like a row."""
 
 import numpy as np
-
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from data import metrics
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from models import distillation
 from models import linear
 from models import pipeline

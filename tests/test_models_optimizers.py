@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from models import optimizers
 from models import testing
 

@@ -1,10 +1,9 @@
 """Early stopping within the epoch: it stops an overfitting run and keeps the best weights."""
 
 import numpy as np
-
-import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from models import distillation
 from models import pipeline
 from models import testing

@@ -18,10 +18,13 @@ import pytest
 import data
 from data import best_page as best_page_lib
 from data import command
-from experiments import compare, request_table
+from experiments import compare
 from experiments import replay as replay_lib
-from stages import coarse, fine, retrieval
+from experiments import request_table
+from stages import coarse
 from stages import config as config_lib
+from stages import fine
+from stages import retrieval
 
 FLAGS = flags.FLAGS
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,

@@ -12,9 +12,15 @@ import tensorflow as tf
 
 from data import files
 from data import schema as schema_lib
-from models import distillation, export
-from stages import coarse, driver, fine, layout, retrieval, serving
+from models import distillation
+from models import export
+from stages import coarse
 from stages import config as config_lib
+from stages import driver
+from stages import fine
+from stages import layout
+from stages import retrieval
+from stages import serving
 
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
             checkpoint_every=20)
@@ -268,7 +274,8 @@ def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trai
   rows = coarse.unlabelled_candidates(world, config, train)
   n_requests = len(np.unique(train["request_id"]))
   assert len(rows["item_id"]) == 3 * n_requests
-  assert (rows["click"] == -1).all() and (rows["conversion"] == -1).all()
+  assert (rows["click"] == schema_lib.UNLABELLED).all()
+  assert (rows["conversion"] == schema_lib.UNLABELLED).all()
   shown = set(zip(train["request_id"].tolist(), train["item_id"].tolist()))
   picked = list(zip(rows["request_id"].tolist(), rows["item_id"].tolist()))
   assert not shown & set(picked) and len(set(picked)) == len(picked)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import data
-from data import io, schema as S
+from data import io
+from data import schema as S
 from data.config import SECONDS_PER_DAY
 from tests.test_world_helpers import cached_tiny_world
 

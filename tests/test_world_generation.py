@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import data
-from data import generate, io
-from tests.test_world_helpers import cached_tiny_world, world_files
+from data import generate
+from data import io
+from tests.test_world_helpers import cached_tiny_world
+from tests.test_world_helpers import world_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import data
-from tests.test_world_calibration import TEST_USERS, flagfile_knobs
-from tests.test_world_helpers import fitted_auc, cached_tiny_world
+from tests.test_world_calibration import TEST_USERS
+from tests.test_world_calibration import flagfile_knobs
+from tests.test_world_helpers import cached_tiny_world
+from tests.test_world_helpers import fitted_auc
 
 SERVING_NUMERIC = ["item_price", "hist_len"]
 SERVING_CATEGORICAL = ["user_power_level", "position"]
