@@ -15,11 +15,12 @@ import tensorflow as tf
 
 from data import schema as schema_lib
 from models import inputs as inputs_lib
+from models import rankers
 
 LINEAR = "linear"
 
 
-class LinearRanker(tf.keras.layers.Layer):
+class LinearRanker(rankers.EmbeddedHead):
   """bias + sum over features of the feature's weight (a sequence: mean of its ids' weights).
 
   Args:
@@ -35,14 +36,6 @@ class LinearRanker(tf.keras.layers.Layer):
     self.embedding = inputs_lib.FeatureEmbedding(features, self.bank, sequence_pooling="mean",
                                                  name="embedding")
     self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
-
-  @property
-  def input_features(self) -> List[schema_lib.Feature]:
-    return list(self.embedding.features)
-
-  @property
-  def input_names(self) -> List[str]:
-    return self.embedding.input_names
 
   def call(self, batch, training=None, cache=None) -> tf.Tensor:
     """Logits [B]."""

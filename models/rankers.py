@@ -33,7 +33,21 @@ def split_by_side(features: Sequence[schema_lib.Feature]
   return user, item
 
 
-class DNNRanker(tf.keras.layers.Layer):
+class EmbeddedHead(tf.keras.layers.Layer):
+  """A head whose inputs are the features of one `FeatureEmbedding`, `self.embedding`."""
+
+  embedding: inputs_lib.FeatureEmbedding
+
+  @property
+  def input_features(self) -> List[schema_lib.Feature]:
+    return list(self.embedding.features)
+
+  @property
+  def input_names(self) -> List[str]:
+    return self.embedding.input_names
+
+
+class DNNRanker(EmbeddedHead):
   """MLP over the concatenated embeddings of `features`, ending in one logit.
 
   Args:
@@ -59,14 +73,6 @@ class DNNRanker(tf.keras.layers.Layer):
     self.mlp = towers.MLP(widths, batch_norm, dropout, name="mlp")
     self.logit = tf.keras.layers.Dense(1, name="logit")
     self.widths = tuple(widths)
-
-  @property
-  def input_features(self) -> List[schema_lib.Feature]:
-    return list(self.embedding.features)
-
-  @property
-  def input_names(self) -> List[str]:
-    return self.embedding.input_names
 
   def call(self, batch, training=None, cache=None) -> tf.Tensor:
     """Logits [B]; `cache` shares embedding lookups between heads (see FeatureEmbedding)."""
