@@ -1,7 +1,8 @@
 """The one driver every stage runs through, and the shape of a stage task.
 
-    world -> split -> claim the model dir -> reuse? -> seed -> inputs -> model -> fit
-          -> evaluate -> export -> metrics.json
+    world -> split -> claim the model dir -> lock the stage dir -> reuse? -> keep or drop
+          the resumable state (by config key) -> seed -> inputs -> model -> fit -> evaluate
+          -> export -> metrics.json
 
 A stage module is a `StageTask` subclass that says only what is its own: how it reads its
 inputs from the world, which model it trains, how it evaluates it and what it exports. The
@@ -69,6 +70,8 @@ class StageTask:
 def open_world(config: config_lib.TrainConfig):
   """Loads the world, with an error that says what to run when there is none."""
   manifest = os.path.join(config.world_dir, "manifest.json")
+  if os.path.exists(config.world_dir) and not os.path.isdir(config.world_dir):
+    raise StageError(f"--world_dir={config.world_dir} is a file, not a world directory")
   if not os.path.exists(manifest):
     raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
                      f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
@@ -101,11 +104,20 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   config = resolve(config, world)
   layout.claim_model_dir(config.model_dir, world)
   out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
+  with layout.stage_lock(out_dir):
+    return _train_locked(task_class, config, world, out_dir)
+
+
+def _train_locked(task_class: Type[StageTask], config: config_lib.TrainConfig, world,
+                  out_dir: str) -> Dict[str, Any]:
+  """`train` once the stage dir is this run's alone."""
   upstream = task_class.upstream(config)
+  key = layout.config_key(config, upstream)
   if config.reuse:
-    done = layout.finished_metrics(out_dir, layout.config_key(config, upstream))
+    done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
+  layout.claim_resumable_state(out_dir, key)
   training.seed_everything(config.seed)
 
   task = task_class(world, config, out_dir)
