@@ -70,6 +70,8 @@ def column_problem(path: str, name: str, values: np.ndarray,
   if valid is None:
     return None
   low, high, description = valid
+  if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+    return f"{path}: column {name!r} holds {values.dtype} values, expected numbers"
   with np.errstate(invalid="ignore"):
     bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
   if values.ndim > 1:

@@ -193,8 +193,14 @@ class World:
     return [self._path(p) for p in sorted(self.manifest["files"]) if p.startswith(prefix)]
 
   def _read(self, kind: str, days, columns: Sequence[str]) -> pa.Table:
-    tables = [self._checked(os.path.relpath(path, self.world_dir), columns)
-              for day in _as_days(days, self.days) for path in self._parts(kind, day)]
+    paths = [path for day in _as_days(days, self.days) for path in self._parts(kind, day)]
+    tables = [self._checked(os.path.relpath(path, self.world_dir), columns) for path in paths]
+    for path, table in zip(paths[1:], tables[1:]):
+      for field in table.schema:
+        expected = tables[0].schema.field(field.name).type
+        if field.type != expected:
+          raise ValueError(f"{path}: column {field.name!r} is {field.type}, {paths[0]} has "
+                           f"{expected} (damaged or edited; regenerate the world)")
     return pa.concat_tables(tables)
 
   def logs(self, days, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:

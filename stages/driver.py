@@ -1,7 +1,7 @@
 """The one driver every stage runs through, and the shape of a stage task.
 
-    world -> split -> claim the model dir -> lock the stage dir -> reuse? -> keep or drop
-          the resumable state (by config key) -> seed -> inputs -> model -> fit -> evaluate
+    world -> split -> reuse? -> seed -> inputs -> claim the model dir -> lock the stage dir
+          -> keep or drop the resumable state (by config key) -> model -> fit -> evaluate
           -> export -> metrics.json
 
 A stage module is a `StageTask` subclass that says only what is its own: how it reads its
@@ -99,29 +99,34 @@ def resolve(config: config_lib.TrainConfig, world):
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
-  """Trains, evaluates and exports one run of a stage (or reuses it); returns its metrics."""
+  """Trains, evaluates and exports one run of a stage (or reuses it); returns its metrics.
+
+  Nothing is written before the flags, the world and the training rows have been checked, so
+  a refused run leaves no trace; from then on the stage dir is locked for this run alone.
+  """
   world = open_world(config)
   config = resolve(config, world)
-  layout.claim_model_dir(config.model_dir, world)
+  layout.check_model_dir(config.model_dir, world)
   out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
-  with layout.stage_lock(out_dir):
-    return _train_locked(task_class, config, world, out_dir)
-
-
-def _train_locked(task_class: Type[StageTask], config: config_lib.TrainConfig, world,
-                  out_dir: str) -> Dict[str, Any]:
-  """`train` once the stage dir is this run's alone."""
   upstream = task_class.upstream(config)
   key = layout.config_key(config, upstream)
   if config.reuse:
     done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
-  layout.claim_resumable_state(out_dir, key)
   training.seed_everything(config.seed)
-
   task = task_class(world, config, out_dir)
   inputs = task.build_inputs()
+  layout.claim_model_dir(config.model_dir, world)
+  with layout.stage_lock(out_dir):
+    layout.claim_resumable_state(out_dir, key)
+    return _train_locked(task, inputs, upstream)
+
+
+def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[str]]
+                  ) -> Dict[str, Any]:
+  """Model, fit, evaluation, export and metrics.json, once the stage dir is this run's."""
+  world, config, out_dir = task.world, task.config, task.out_dir
   started = time.perf_counter()  # Teacher pre-training included: the cost study reads it.
   model = task.build_model(inputs)
   training.fit(model, inputs.train, config, out_dir)

@@ -40,17 +40,28 @@ def export_path(model_dir: str, stage: str, variant: str) -> str:
   return os.path.join(stage_dir(model_dir, stage, variant), "saved_model")
 
 
+def check_model_dir(model_dir: str, world) -> bool:
+  """Refuses a model dir that is a file or holds another world's models (writes nothing);
+  True when it is already pinned to `world`."""
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise StageError(f"--model_dir={model_dir} is a file, not a directory")
+  path = os.path.join(model_dir, "world.json")
+  if not os.path.exists(path):
+    return False
+  held = files.read_json(path).get("world_hash")
+  if held != world.world_hash:
+    raise StageError(f"--model_dir={model_dir} holds models of another world "
+                     f"(world_hash {held} in {path}, this world is {world.world_hash}); "
+                     "use a fresh --model_dir")
+  return True
+
+
 def claim_model_dir(model_dir: str, world) -> None:
   """Pins MODEL_DIR to one world; refuses a model dir that holds another world's models."""
+  if check_model_dir(model_dir, world):
+    return
   os.makedirs(model_dir, exist_ok=True)
   path = os.path.join(model_dir, "world.json")
-  if os.path.exists(path):
-    held = files.read_json(path).get("world_hash")
-    if held != world.world_hash:
-      raise StageError(f"--model_dir={model_dir} holds models of another world "
-                       f"(world_hash {held} in {path}, this world is {world.world_hash}); "
-                       "use a fresh --model_dir")
-    return
   files.write_json(path, {"world_hash": world.world_hash,
                           "world_dir": os.path.abspath(world.world_dir)})
 
