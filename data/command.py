@@ -107,11 +107,13 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
                 known_errors: Iterable[Type[BaseException]] = ()) -> Callable[[List[str]], None]:
   """An absl main for `main()`: refuses stray arguments; known errors become one line.
 
-  UserError, ValueError, FileNotFoundError and PermissionError (plus `known_errors`) are the
-  errors a user can fix; anything else is a bug and keeps its traceback.
+  UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError and a path that
+  is (not) a directory (plus `known_errors`) are the errors a user can fix; anything else is a
+  bug and keeps its traceback.
   """
   expected: Tuple[Type[BaseException], ...] = (
-      UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError, *known_errors)
+      UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
+      NotADirectoryError, IsADirectoryError, *known_errors)
 
   def absl_main(argv: List[str]) -> None:
     if len(argv) > 1:
@@ -121,6 +123,8 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
     except expected as error:
       if isinstance(error, PermissionError):
         fail(name, f"permission denied: {error.filename or error}")
+      if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
+        fail(name, f"{error.filename}: {(error.strerror or str(error)).lower()}")
       fail(name, str(error))
 
   return absl_main

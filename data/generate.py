@@ -104,9 +104,11 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
   """Refuses a directory that is not ours; returns the manifest if the world is already there."""
   manifest_path = os.path.join(world_dir, io.MANIFEST)
   if os.path.isfile(manifest_path) and not overwrite:
-    with open(manifest_path) as f:
-      manifest = json.load(f)
-    if manifest["config"] == config.to_dict():
+    manifest = files.read_json(manifest_path)
+    if manifest.get("config") == config.to_dict():
+      _check_existing(world_dir, manifest)
+      # A run killed between the manifest and the cleanup leaves the shards' parts behind.
+      files.remove_tree(os.path.join(world_dir, SHARDS_DIR))
       return manifest
     raise FileExistsError(f"{world_dir} holds a world with a different config; pass "
                           "--overwrite to replace it")
@@ -122,6 +124,15 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
     raise FileExistsError(f"--world_dir={world_dir} exists and is not a directory")
   os.makedirs(world_dir, exist_ok=True)
   return None
+
+
+def _check_existing(world_dir: str, manifest: dict) -> None:
+  """The cheap load check of a world already there (sizes, entity hashes, world_hash)."""
+  try:
+    io.verify_files(world_dir, manifest, hashes=False)
+  except (ValueError, FileNotFoundError) as error:
+    raise ValueError(f"{world_dir} holds this world's manifest but its files are damaged: "
+                     f"{error}; pass --overwrite to regenerate it") from None
 
 
 def _shard_dir(world_dir: str, shard: int) -> str:

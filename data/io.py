@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import files
+from data import integrity
 from data import schema as S
 from data.config import WorldConfig
 
@@ -53,6 +54,9 @@ USER_TRUTH_COLUMNS = (S.USER_ID, "user_taste", "user_pref_categories", "user_pre
                       "user_price_sensitivity")
 ITEM_TRUTH_COLUMNS = (S.ITEM_ID, "item_quality", "item_taste", "item_popularity")
 CATEGORY_TRUTH_COLUMNS = ("category_id", "category_popularity")
+# Files every command reads whole, once: their sha256 is checked on every load (cheap).
+ENTITY_FILES = ("users.parquet", "items.parquet", "truth/users.parquet", "truth/items.parquet",
+                "truth/categories.parquet")
 
 
 def log_columns(schema: S.Schema) -> List[str]:
@@ -168,8 +172,18 @@ class World:
     self.schema = S.Schema.from_json(manifest["schema"])
     self.world_hash = manifest["world_hash"]
     self.days = [int(d) for d in manifest["days"]]
-    self.users = read_table(self._path("users.parquet"), USER_COLUMNS).to_pandas()
-    self.items = read_table(self._path("items.parquet"), ITEM_COLUMNS).to_pandas()
+    self.users = self._checked("users.parquet", USER_COLUMNS).to_pandas()
+    self.items = self._checked("items.parquet", ITEM_COLUMNS).to_pandas()
+
+  def _checked(self, relative: str, columns: Sequence[str]) -> pa.Table:
+    """Reads a world file, refusing values outside their declared range (NaN, negative...)."""
+    path = self._path(relative)
+    table = read_table(path, columns)
+    problems = integrity.value_problems(path, table, self.schema)
+    if problems:
+      raise ValueError("; ".join(problems) + " (damaged or edited; `python -m data.verify` "
+                       "checks the whole world)")
+    return table
 
   def _path(self, relative: str) -> str:
     return os.path.join(self.world_dir, relative)
@@ -179,8 +193,14 @@ class World:
     return [self._path(p) for p in sorted(self.manifest["files"]) if p.startswith(prefix)]
 
   def _read(self, kind: str, days, columns: Sequence[str]) -> pa.Table:
-    tables = [read_table(path, columns) for day in _as_days(days, self.days)
-              for path in self._parts(kind, day)]
+    paths = [path for day in _as_days(days, self.days) for path in self._parts(kind, day)]
+    tables = [self._checked(os.path.relpath(path, self.world_dir), columns) for path in paths]
+    for path, table in zip(paths[1:], tables[1:]):
+      for field in table.schema:
+        expected = tables[0].schema.field(field.name).type
+        if field.type != expected:
+          raise ValueError(f"{path}: column {field.name!r} is {field.type}, {paths[0]} has "
+                           f"{expected} (damaged or edited; regenerate the world)")
     return pa.concat_tables(tables)
 
   def logs(self, days, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
@@ -280,29 +300,47 @@ class World:
 def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   """Opens a generated world, checking it first.
 
+  Always: the manifest's schema is the one the code declares for its config (the schema
+  decides what a serving model may read, so it is never taken from an editable file), and
+  values read later are checked against their declared ranges.
   verify=True: every file listed in the manifest exists, its sha256 matches, its Parquet
-  footer is readable and has the expected columns. verify="size": the same with sizes
-  instead of hashes (fast). verify=False: only the manifest is parsed.
-  Raises FileNotFoundError / ValueError naming the file (and column) at fault.
+  footer is readable and has the expected columns. verify="size": the same with sizes instead
+  of hashes (fast), except the entity tables every command reads whole, which are hashed.
+  verify=False: only the manifest is parsed and its schema checked.
+  Raises FileNotFoundError / ValueError naming the file (and column or field) at fault.
   """
   path = os.path.join(world_dir, MANIFEST)
+  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
+    raise ValueError(f"--world_dir={world_dir} is a file, not a world directory")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no manifest; {world_dir!r} is not a generated world "
                             "(run: python -m data.generate --world_dir=...)")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: manifest is not valid JSON: {e}")
+  manifest = files.read_json(path)
+  if not isinstance(manifest, dict):
+    raise ValueError(f"{path}: manifest is not a JSON object")
   for key in ("format_version", "config", "schema", "days", "files", "world_hash"):
     if key not in manifest:
       raise ValueError(f"{path}: manifest lacks {key!r}")
   if manifest["format_version"] != FORMAT_VERSION:
     raise ValueError(f"{path}: format_version {manifest['format_version']}, this code reads "
                      f"{FORMAT_VERSION}; regenerate the world")
+  problems = integrity.schema_problems(manifest)
+  if problems:
+    raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
+                                                   if len(problems) > 1 else "")
+                     + "; the schema must be the code's: regenerate the world")
+  _check_days(path, manifest)
   if verify:
     verify_files(world_dir, manifest, hashes=verify is True)
   return World(world_dir, manifest)
+
+
+def _check_days(path: str, manifest: dict) -> None:
+  """The manifest's days are the config's days, and every one has files."""
+  expected = list(range(1, int(manifest["config"].get("n_days", 0)) + 1))
+  if [int(d) for d in manifest["days"]] != expected:
+    raise ValueError(f"{path}: 'days' is {manifest['days']}, the config's n_days gives "
+                     f"{expected} (manifest edited?); regenerate the world")
 
 
 def expected_columns(relative: str, schema: S.Schema) -> Sequence[str]:
@@ -329,7 +367,7 @@ def verify_files(world_dir: str, manifest: dict, hashes: bool = True) -> None:
     if size != entry["bytes"]:
       raise ValueError(f"{path}: {size} bytes, the manifest expects {entry['bytes']} "
                        "(truncated or modified)")
-    if hashes and sha256_file(path) != entry["sha256"]:
+    if (hashes or relative in ENTITY_FILES) and sha256_file(path) != entry["sha256"]:
       raise ValueError(f"{path}: sha256 does not match the manifest (corrupt or modified)")
     columns = expected_columns(relative, schema)
     try:

@@ -19,13 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import command
-from data import config as config_lib
 from data import files
+from data import integrity
 from data import io
 from data import schema as schema_lib
-
-# Schema fields that manifests written before they existed lack; Schema.from_json fills them.
-FIELDS_ADDED_LATER = frozenset({"source"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,32 +31,14 @@ class VerifyConfig:
       default=None, metadata={"help": "The world directory to check."})
 
 
-def schema_problems(manifest: dict) -> List[str]:
-  """Differences between the manifest's schema and the code's schema for its config."""
-  declared = schema_lib.build_schema(config_lib.WorldConfig.from_dict(manifest["config"]))
-  stored = {row["name"]: row for row in manifest["schema"]}
-  problems = []
-  for feature in declared.features:
-    row = stored.pop(feature.name, None)
-    if row is None:
-      problems.append(f"schema: feature {feature.name!r} is missing from the manifest")
-      continue
-    expected = dataclasses.asdict(feature)
-    for key in sorted(expected):
-      if key in FIELDS_ADDED_LATER and key not in row:
-        continue  # a world generated before the field existed (its bytes are unchanged)
-      value = row.get(key)
-      value = tuple(value) if isinstance(value, list) else value
-      if value != expected[key]:
-        problems.append(f"schema: feature {feature.name!r} field {key!r} is {value!r} in the "
-                        f"manifest, the code declares {expected[key]!r}")
-  problems += [f"schema: feature {name!r} is not declared by the code" for name in stored]
-  return problems
+schema_problems = integrity.schema_problems  # The check data.load also makes, on every load.
 
 
 def file_problems(world_dir: str, manifest: dict) -> List[str]:
-  """Every file of the manifest that is missing, of another size or hash, or unreadable."""
-  problems = []
+  """Every file of the manifest that is missing, of another size or hash, unreadable, or with
+  values outside their declared range."""
+  problems: List[str] = []
+  schema = schema_lib.Schema.from_json(manifest["schema"])
   for relative, entry in sorted(manifest["files"].items()):
     path = os.path.join(world_dir, relative)
     if not os.path.isfile(path):
@@ -71,9 +50,11 @@ def file_problems(world_dir: str, manifest: dict) -> List[str]:
       problems.append(f"{path}: content differs from the manifest (sha256 mismatch)")
     else:
       try:
-        pq.read_metadata(path)
+        table = pq.read_table(path)
       except (pa.ArrowException, OSError) as error:
         problems.append(f"{path}: not readable as Parquet ({error})")
+        continue
+      problems += integrity.value_problems(path, table, schema)
   if io.world_hash(manifest["config"], manifest["files"]) != manifest["world_hash"]:
     problems.append(f"{os.path.join(world_dir, io.MANIFEST)}: world_hash does not match the "
                     "config and file hashes (manifest edited)")
@@ -86,7 +67,7 @@ def verify(world_dir: str) -> List[str]:
   if not os.path.isfile(path):
     raise command.UserError(f"{path}: no manifest; --world_dir={world_dir} is not a world")
   manifest = files.read_json(path)
-  return schema_problems(manifest) + file_problems(world_dir, manifest)
+  return integrity.schema_problems(manifest) + file_problems(world_dir, manifest)
 
 
 def main() -> None:

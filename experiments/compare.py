@@ -71,6 +71,9 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
   Raises CompareInputError (a data.command.UserError) for input it cannot use (missing or
   unfinished runs, mixed worlds, an unknown baseline, an empty glob).
   """
+  if os.path.exists(report_dir) and not os.path.isdir(report_dir):
+    raise compare_runs.CompareInputError(f"--report_dir={report_dir} is a file, not a "
+                                         "directory")
   runs = [load_run(run_dir) for run_dir in compare_runs.expand_run_dirs(run_dirs)]
   compare_runs.check_same_world(runs, allow_mixed_worlds)
   variants = compare_runs.group_variants(runs)

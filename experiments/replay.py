@@ -56,6 +56,7 @@ from experiments.run_dir import PARTIAL  # noqa: F401
 from experiments.run_dir import PER_REQUEST  # noqa: F401
 from experiments.run_dir import SUMMARY  # noqa: F401
 from experiments.run_dir import RunDir  # noqa: F401
+from stages import config as stage_config
 from stages import serving
 
 # The oracle outcome each objective is the expected value of (the property-tested one).
@@ -79,9 +80,12 @@ class ReplayConfig:
   run_dir: str = dataclasses.field(metadata={
       "help": "Where summary.json and per_request.parquet are written."})
   day: Optional[int] = _option(None, "The held-out day to replay. Default: the world's last day.")
-  coarse_variant: str = _option("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.")
-  cvr_variant: str = _option("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>.")
-  ctr_variant: str = _option("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.")
+  coarse_variant: str = _option("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
+                                choices=stage_config.VARIANTS)
+  cvr_variant: str = _option("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>.",
+                             choices=stage_config.VARIANTS)
+  ctr_variant: str = _option("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
+                             choices=stage_config.FINE_CTR_VARIANTS)
   rank_by: str = _option("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
                          "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.", choices=OBJECTIVES)
   label: Optional[str] = _option(None, "Run label for compare. Default: "
@@ -364,6 +368,8 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
 
 
 def open_world(world_dir: str):
+  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
+    raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
   if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
     raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
                     f"`python -m data.generate --world_dir={world_dir}`")

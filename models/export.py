@@ -8,7 +8,6 @@ needs (and cannot pass) a privileged column. Two-tower students also get `user_v
 user pass and a matrix product. `load_serving` gives back a callable batch -> scores.
 """
 
-import json
 import os
 from typing import Dict, List, Optional
 
@@ -144,9 +143,8 @@ class ServingModel:
 
   def __init__(self, path: str):
     self.path = path
-    with open(os.path.join(path, META_FILE)) as f:
-      self.meta = json.load(f)
-    self._loaded = tf.saved_model.load(path)
+    self.meta = files.read_json(os.path.join(path, META_FILE))
+    self._loaded = load_saved_model(path)
     self.stage = self.meta["stage"]
     self.architecture = self.meta["architecture"]
     self._dtypes = dict(self.meta["inputs"])
@@ -202,6 +200,20 @@ class ServingModel:
         {k: features[k][s:s + step] for k in self.input_names}, self.input_names))[output]
         .numpy() for s in range(0, n, step)]
     return np.concatenate(chunks) if chunks else np.zeros([0, m], np.float32)
+
+
+def load_saved_model(path: str):
+  """tf.saved_model.load with errors that name the export: unreadable, or permission denied."""
+  if not os.access(path, os.R_OK | os.X_OK):
+    raise PermissionError(13, "permission denied", path)
+  try:
+    return tf.saved_model.load(path)
+  except tf.errors.PermissionDeniedError:
+    raise PermissionError(13, "permission denied", path) from None
+  except Exception as error:  # protobuf DecodeError, OSError, tf.errors.*: damaged bytes
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    raise ValueError(f"{path}: not a readable SavedModel ({type(error).__name__}: "
+                     f"{first_line}); it is damaged: train the model again") from None
 
 
 def load_serving(path: str) -> ServingModel:

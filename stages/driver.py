@@ -1,7 +1,8 @@
 """The one driver every stage runs through, and the shape of a stage task.
 
-    world -> split -> claim the model dir -> reuse? -> seed -> inputs -> model -> fit
-          -> evaluate -> export -> metrics.json
+    world -> split -> reuse? -> seed -> inputs -> claim the model dir -> lock the stage dir
+          -> keep or drop the resumable state (by config key) -> model -> fit -> evaluate
+          -> export -> metrics.json
 
 A stage module is a `StageTask` subclass that says only what is its own: how it reads its
 inputs from the world, which model it trains, how it evaluates it and what it exports. The
@@ -69,6 +70,8 @@ class StageTask:
 def open_world(config: config_lib.TrainConfig):
   """Loads the world, with an error that says what to run when there is none."""
   manifest = os.path.join(config.world_dir, "manifest.json")
+  if os.path.exists(config.world_dir) and not os.path.isdir(config.world_dir):
+    raise StageError(f"--world_dir={config.world_dir} is a file, not a world directory")
   if not os.path.exists(manifest):
     raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
                      f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
@@ -96,20 +99,34 @@ def resolve(config: config_lib.TrainConfig, world):
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
-  """Trains, evaluates and exports one run of a stage (or reuses it); returns its metrics."""
+  """Trains, evaluates and exports one run of a stage (or reuses it); returns its metrics.
+
+  Nothing is written before the flags, the world and the training rows have been checked, so
+  a refused run leaves no trace; from then on the stage dir is locked for this run alone.
+  """
   world = open_world(config)
   config = resolve(config, world)
-  layout.claim_model_dir(config.model_dir, world)
+  layout.check_model_dir(config.model_dir, world)
   out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
   upstream = task_class.upstream(config)
+  key = layout.config_key(config, upstream)
   if config.reuse:
-    done = layout.finished_metrics(out_dir, layout.config_key(config, upstream))
+    done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
   training.seed_everything(config.seed)
-
   task = task_class(world, config, out_dir)
   inputs = task.build_inputs()
+  layout.claim_model_dir(config.model_dir, world)
+  with layout.stage_lock(out_dir):
+    layout.claim_resumable_state(out_dir, key)
+    return _train_locked(task, inputs, upstream)
+
+
+def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[str]]
+                  ) -> Dict[str, Any]:
+  """Model, fit, evaluation, export and metrics.json, once the stage dir is this run's."""
+  world, config, out_dir = task.world, task.config, task.out_dir
   started = time.perf_counter()  # Teacher pre-training included: the cost study reads it.
   model = task.build_model(inputs)
   training.fit(model, inputs.train, config, out_dir)

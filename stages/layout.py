@@ -6,12 +6,20 @@ A stage run writes `MODEL_DIR/<stage>/<variant>/` holding `saved_model/` (the se
 mixed. A run's `config_key` digests its settings and the identity of every export it read (a
 coarse pfd_md student's fine CTR teacher, say), so `--reuse` never returns a run made from
 another teacher.
+
+Resumable state (`checkpoints/`, a pre-trained teacher's `teacher/`) belongs to one config key,
+recorded in `checkpoints.json`: a run with another key discards it and starts fresh instead of
+adopting another configuration's weights. A run holds `.lock` (fcntl) on its stage dir, so two
+runs never write into the same one.
 """
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional
 
 from absl import logging
 
@@ -32,17 +40,28 @@ def export_path(model_dir: str, stage: str, variant: str) -> str:
   return os.path.join(stage_dir(model_dir, stage, variant), "saved_model")
 
 
+def check_model_dir(model_dir: str, world) -> bool:
+  """Refuses a model dir that is a file or holds another world's models (writes nothing);
+  True when it is already pinned to `world`."""
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise StageError(f"--model_dir={model_dir} is a file, not a directory")
+  path = os.path.join(model_dir, "world.json")
+  if not os.path.exists(path):
+    return False
+  held = files.read_json(path).get("world_hash")
+  if held != world.world_hash:
+    raise StageError(f"--model_dir={model_dir} holds models of another world "
+                     f"(world_hash {held} in {path}, this world is {world.world_hash}); "
+                     "use a fresh --model_dir")
+  return True
+
+
 def claim_model_dir(model_dir: str, world) -> None:
   """Pins MODEL_DIR to one world; refuses a model dir that holds another world's models."""
+  if check_model_dir(model_dir, world):
+    return
   os.makedirs(model_dir, exist_ok=True)
   path = os.path.join(model_dir, "world.json")
-  if os.path.exists(path):
-    held = files.read_json(path).get("world_hash")
-    if held != world.world_hash:
-      raise StageError(f"--model_dir={model_dir} holds models of another world "
-                       f"(world_hash {held} in {path}, this world is {world.world_hash}); "
-                       "use a fresh --model_dir")
-    return
   files.write_json(path, {"world_hash": world.world_hash,
                           "world_dir": os.path.abspath(world.world_dir)})
 
@@ -50,6 +69,10 @@ def claim_model_dir(model_dir: str, world) -> None:
 def require_stage(model_dir: str, stage: str, variant: str, command: str) -> str:
   """The export dir of a stage this one depends on, or an error naming the command to run."""
   path = export_path(model_dir, stage, variant)
+  blocked = next((p for p in (model_dir, stage_dir(model_dir, stage, variant), path)
+                  if os.path.isdir(p) and not os.access(p, os.R_OK | os.X_OK)), None)
+  if blocked:
+    raise PermissionError(13, "permission denied", blocked)
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     raise StageError(f"{stage} model '{variant}' not found at {path}; train it first with "
                      f"`{command}`")
@@ -95,3 +118,49 @@ def run_facts(world, config: config_lib.TrainConfig, upstream: Upstream) -> Dict
     facts["mode"] = None
   facts["upstream"] = dict(upstream)
   return facts
+
+
+RESUMABLE_STATE = ("checkpoints", "teacher")  # what a killed run resumes from, per stage dir
+STATE_KEY_FILE = "checkpoints.json"
+LOCK_FILE = ".lock"
+
+
+def claim_resumable_state(out_dir: str, key: str) -> None:
+  """Keeps the stage dir's resumable state only if it belongs to config `key`; else drops it."""
+  path = os.path.join(out_dir, STATE_KEY_FILE)
+  held = files.read_json(path).get("config_key") if os.path.exists(path) else None
+  present = [name for name in RESUMABLE_STATE if os.path.exists(os.path.join(out_dir, name))]
+  if held != key:
+    if present:
+      logging.warning("%s holds training state of another configuration (config_key %s, this "
+                      "run is %s); starting fresh", out_dir, held, key)
+    for name in present:
+      files.remove_tree(os.path.join(out_dir, name))
+    files.write_json(path, {"config_key": key})
+  elif present:
+    logging.info("resuming from the training state in %s (same configuration)", out_dir)
+
+
+@contextlib.contextmanager
+def stage_lock(out_dir: str) -> Iterator[None]:
+  """Holds an exclusive lock on the stage dir; a second run into it is refused."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, LOCK_FILE)
+  with open(path, "a+") as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      handle.seek(0)
+      holder = handle.read().strip() or "another process"
+      raise StageError(f"{out_dir} is in use by another run ({holder} holds {path}); wait for "
+                       "it to finish, or use another --model_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)

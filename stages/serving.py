@@ -30,7 +30,7 @@ class RetrievalIndex:
   def __init__(self, path: str):
     self.path = path
     self.meta = files.read_json(os.path.join(path, export.META_FILE))
-    self._serve = tf.saved_model.load(path).signatures["serving_default"]
+    self._serve = export.load_saved_model(path).signatures["serving_default"]
     self.query_inputs = list(self.meta["query_inputs"])
     self.k = int(self.meta["k"])
 

@@ -79,6 +79,20 @@ def _format_logs(logs) -> str:
   return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()))
 
 
+class _BackupAtStepsAndEpochEnd(tf.keras.callbacks.BackupAndRestore):
+  """BackupAndRestore saving every `save_freq` steps and also at each epoch's end.
+
+  The saved batch counter is then the epoch's last batch, so a resumed run starts the next
+  epoch; without the epoch-end save a run killed before its first `save_freq` steps of an
+  epoch would restart from the last interval save (or from step 0).
+  """
+
+  def on_epoch_end(self, epoch, logs=None):
+    super().on_epoch_end(epoch, logs)
+    self._backup(epoch=epoch)
+    self._batches_count = 0
+
+
 def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
                       start_step: Callable[[], int]) -> Tuple[tf.data.Dataset, int]:
   """An endless stream of shuffled batches that can pick up at any global step.
@@ -111,9 +125,11 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
         extra_callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> tf.keras.callbacks.History:
   """Trains with Keras fit, resumable: a killed run continues from its last saved step.
 
-  BackupAndRestore keeps the model, optimizer and epoch/step counters under
-  `out_dir/checkpoints/backup` every `checkpoint_every` steps and at each epoch end, and
-  deletes them once training completes; the final weights go to `checkpoints/final`.
+  A BackupAndRestore keeps the model, optimizer and epoch/step counters under
+  `out_dir/checkpoints/backup` every `checkpoint_every` steps and at each epoch's end (Keras's
+  own saves at one or the other, not both), and deletes them once training completes; the final
+  weights go to `checkpoints/final`. The backup is the caller's to keep or drop: the driver
+  drops one of another configuration (layout.claim_resumable_state).
   """
   model.compile(optimizer=make_optimizer(config))
   # Build every variable (teacher included) before BackupAndRestore looks for them.
@@ -123,8 +139,8 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   dataset, steps_per_epoch = resumable_dataset(
       arrays, config.batch_size, config.seed, lambda: model.optimizer.iterations.numpy())
   callbacks: List[tf.keras.callbacks.Callback] = [
-      tf.keras.callbacks.BackupAndRestore(os.path.join(out_dir, "checkpoints", "backup"),
-                                          save_freq=config.checkpoint_every),
+      _BackupAtStepsAndEpochEnd(os.path.join(out_dir, "checkpoints", "backup"),
+                                save_freq=config.checkpoint_every),
       tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), update_freq=100),
       _ProgressLog(every=max(config.checkpoint_every, 100),
                    total_steps=(steps_per_epoch or 0) * config.epochs or None),

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from experiments import audit
 from stages import coarse
 from stages import config as config_lib
 from stages import fine
@@ -52,3 +53,7 @@ def test_chain_trains_every_stage_and_variant_on_the_small_world(small_world_dir
                          ("fine/cvr", "pfd"), ("coarse", "pfd_md")]:
     export = os.path.join(layout.stage_dir(model_dir, stage, variant), "saved_model")
     assert os.path.exists(os.path.join(export, "saved_model.pb"))
+  # The leak audit over every export the chain made: no privileged input, and outputs
+  # invariant to permuting the privileged columns of real eval rows.
+  findings = audit.audit(audit.AuditConfig(model_dir=model_dir, world_dir=small_world_dir))
+  assert len(findings) >= 7 and [f.violations for f in findings if not f.ok] == []

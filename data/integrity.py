@@ -1,0 +1,106 @@
+"""Checks of a world's content that hashes cannot give: its schema and its value ranges.
+
+The schema decides which columns a serving model may read, so it must come from the code, not
+from an editable manifest: `schema_problems` compares the manifest's schema with the one the
+code declares for the world's config, and `data.load` refuses a world where they differ.
+
+A hash only says a file is the one the manifest lists; a file rewritten together with its
+manifest entry (or a world written by another tool) can still hold NaN prices or negative dwell
+times, which train and export without complaint and shift every metric. `value_problems` checks
+each column of a table against the range its schema declares, naming the file, the column, how
+many values are out of range and one example row.
+"""
+
+import dataclasses
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from data import config as config_lib
+from data import schema as schema_lib
+
+# Schema fields that manifests written before they existed lack; Schema.from_json fills them.
+FIELDS_ADDED_LATER = frozenset({"source"})
+BINARY_LABELS = (schema_lib.CLICK, schema_lib.CONVERSION)
+
+
+def schema_problems(manifest: dict) -> List[str]:
+  """Differences between the manifest's schema and the code's schema for its config."""
+  declared = schema_lib.build_schema(config_lib.WorldConfig.from_dict(manifest["config"]))
+  stored = {row["name"]: row for row in manifest["schema"]}
+  problems = []
+  for feature in declared.features:
+    row = stored.pop(feature.name, None)
+    if row is None:
+      problems.append(f"schema: feature {feature.name!r} is missing from the manifest")
+      continue
+    expected = dataclasses.asdict(feature)
+    for key in sorted(expected):
+      if key in FIELDS_ADDED_LATER and key not in row:
+        continue  # a world generated before the field existed (its bytes are unchanged)
+      value = row.get(key)
+      value = tuple(value) if isinstance(value, list) else value
+      if value != expected[key]:
+        problems.append(f"schema: feature {feature.name!r} field {key!r} is {value!r} in the "
+                        f"manifest, the code declares {expected[key]!r}")
+  problems += [f"schema: feature {name!r} is not declared by the code" for name in stored]
+  return problems
+
+
+def _valid_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, float, str]]:
+  """(low, high, description) of the values column `name` may hold; None: not checked."""
+  if name in BINARY_LABELS:
+    return 0, 1, "a 0/1 label"
+  if name == schema_lib.GMV:
+    return 0, np.inf, "finite and >= 0"
+  if name not in schema.names:
+    return None
+  feature = schema[name]
+  if feature.kind == schema_lib.NUMERIC:
+    return 0, np.inf, "finite and >= 0"
+  low = -1 if feature.kind == schema_lib.SEQUENCE else 0  # -1 pads a short history
+  return low, feature.vocab_size - 1, f"an id in [{low}, {feature.vocab_size})"
+
+
+def column_problem(path: str, name: str, values: np.ndarray,
+                   schema: schema_lib.Schema) -> Optional[str]:
+  """One line naming the file, column, count and an example row when values are out of range."""
+  valid = _valid_range(name, schema)
+  if valid is None:
+    return None
+  low, high, description = valid
+  if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+    return f"{path}: column {name!r} holds {values.dtype} values, expected numbers"
+  with np.errstate(invalid="ignore"):
+    bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+  if values.ndim > 1:
+    bad = bad.any(axis=1)
+  count = int(bad.sum())
+  if not count:
+    return None
+  row = int(np.flatnonzero(bad)[0])
+  return (f"{path}: column {name!r} has {count} value(s) that are not {description} "
+          f"(e.g. row {row}: {values[row].tolist()})")
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+  """A column as numpy (fixed-size lists as 2-D); nulls become NaN, so they are out of range."""
+  column = column.combine_chunks()
+  if pa.types.is_fixed_size_list(column.type):
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, column.type.list_size)
+  values = column.to_numpy(zero_copy_only=False)
+  return values.astype(np.float64) if column.null_count else values
+
+
+def value_problems(path: str, table: pa.Table, schema: schema_lib.Schema) -> List[str]:
+  """Every column of `table` (read from `path`) whose values leave their declared range."""
+  problems = []
+  for name in table.column_names:
+    if _valid_range(name, schema) is None:
+      continue
+    problem = column_problem(path, name, _numpy(table.column(name)), schema)
+    if problem:
+      problems.append(problem)
+  return problems
