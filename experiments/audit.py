@@ -152,7 +152,9 @@ def audit(config: AuditConfig) -> List[Finding]:
     pinned = os.path.join(config.model_dir, "world.json")
     if not os.path.exists(pinned):
       raise command.UserError(f"--world_dir is required ({pinned} does not name the world)")
-    world_dir = files.read_json(pinned)["world_dir"]
+    world_dir = files.read_json(pinned).get("world_dir")
+    if not world_dir:
+      raise command.UserError(f"{pinned} does not name the world's directory; pass --world_dir")
   world = data.load(world_dir)
   exports = find_exports(config.model_dir)
   if not exports:
