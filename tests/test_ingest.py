@@ -20,6 +20,7 @@ from data import verify
 from data.ingest import aliccp
 from data.ingest import contract
 from data.ingest import report as R
+from data.ingest import taobao_ad
 from data.ingest import world_builder as W
 from data.ingest.__main__ import IngestConfig
 from data.ingest.__main__ import ingest
@@ -46,7 +47,7 @@ def _rewrite_line(path, line, edit):
     f.writelines(lines)
 
 
-@pytest.mark.parametrize("source", ["contract", "aliccp"])
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad"])
 def test_fixture_converts_to_an_intact_world_without_an_oracle(source, tmp_path):
   world_dir = tmp_path / "world"
   manifest = _ingest(source, os.path.join(FIXTURES, source), world_dir)
@@ -218,3 +219,24 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
   assert "online/exp_clicks_per_1k" in summary["unavailable"]
   assert summary["metrics"]["offline/fine_ctr_auc"] is not None
   assert "offline metrics only" in replay_lib.format_table(summary)
+
+
+def test_taobao_behaviour_counts_only_before_for_cross_and_only_after_for_post_click():
+  """pv events at t - 1h, t and t + 1h in the ad's category: the cross counter sees one; a
+  cart at t (the impression's own second) is not a post-click cart, one at t + 1h is."""
+  t = 1_494_100_000
+  ads = {"item_category": np.array([0]), "item_brand": np.array([0])}
+  tags = np.array(sorted(taobao_ad.BTAGS))
+  cart = int(np.searchsorted(tags, "cart"))
+  pv = int(np.searchsorted(tags, "pv"))
+  events = {S.USER_ID: np.zeros(5, np.int64), S.TIMESTAMP: t + np.array([-3600, 0, 3600, 0, 3600]),
+            "btag": np.array([pv, pv, pv, cart, cart]), "cate": np.zeros(5, np.int64),
+            "brand": np.zeros(5, np.int64)}
+  samples = {S.USER_ID: np.array([0]), S.TIMESTAMP: np.array([t]), S.ITEM_ID: np.array([0]),
+             S.CLICK: np.array([1])}
+  taobao_ad._behaviour_features(samples, ads, events)
+  assert samples["cross_clicks_cate_24h"].tolist() == [1.0]
+  assert samples["added_to_cart"].tolist() == [1]
+  events[S.TIMESTAMP] = t + np.array([-3600, 0, 3600, 0, 0])  # no cart after t
+  taobao_ad._behaviour_features(samples, ads, events)
+  assert samples["added_to_cart"].tolist() == [0]

@@ -24,10 +24,12 @@ Reader = Callable[..., Tuple[W.LogTables, R.RowReport]]
 def _readers() -> Dict[str, Reader]:
   from data.ingest import aliccp
   from data.ingest import contract
-  return {"contract": contract.read_contract, "aliccp": aliccp.read_aliccp}
+  from data.ingest import taobao_ad
+  return {"contract": contract.read_contract, "aliccp": aliccp.read_aliccp,
+          "taobao_ad": taobao_ad.read_taobao_ad}
 
 
-SOURCES = ("contract", "aliccp")
+SOURCES = ("contract", "aliccp", "taobao_ad")
 
 
 @dataclasses.dataclass(frozen=True)
