@@ -47,7 +47,7 @@ def _rewrite_line(path, line, edit):
     f.writelines(lines)
 
 
-@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad"])
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand"])
 def test_fixture_converts_to_an_intact_world_without_an_oracle(source, tmp_path):
   world_dir = tmp_path / "world"
   manifest = _ingest(source, os.path.join(FIXTURES, source), world_dir)
@@ -134,6 +134,30 @@ def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
     _ingest("aliccp", input_dir, tmp_path / "world")
   assert error.value.path.endswith(name) and error.value.line == 5
   assert not os.path.exists(tmp_path / "world")
+
+
+@pytest.mark.parametrize("source,name,edit,expected", [
+    ("taobao_ad", "raw_sample.csv", lambda s: s[:-2] + "3\n", "clk must be 0 or 1"),
+    ("taobao_ad", "behavior_log.csv", lambda s: s.replace(",pv,", ",look,"), "btag must be"),
+    ("kuairand", "log_standard_4_08_to_4_21_1k.csv",
+     lambda s: ",".join(s.split(",")[:5] + ["yes"] + s.split(",")[6:]), "is_click must be"),
+])
+def test_bad_adapter_input_names_file_and_line(tmp_path, source, name, edit, expected):
+  input_dir = _copy(tmp_path, source)
+  _rewrite_line(os.path.join(input_dir, name), 2, edit)
+  with pytest.raises(R.IngestError, match=expected) as error:
+    _ingest(source, input_dir, tmp_path / "world")
+  assert error.value.path.endswith(name) and error.value.line == 2
+  assert not os.path.exists(tmp_path / "world")
+
+
+def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
+  _ingest("kuairand", os.path.join(FIXTURES, "kuairand"), tmp_path / "world")
+  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3])
+  unclicked = logs[S.CLICK] == 0
+  for slot in W.POST_CLICK_SLOTS + (S.CONVERSION,):
+    assert not logs[slot][unclicked].any(), slot
+  assert logs["dwell_seconds"][~unclicked].min() > 0
 
 
 def test_file_of_another_format_is_refused(tmp_path):

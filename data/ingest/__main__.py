@@ -24,12 +24,13 @@ Reader = Callable[..., Tuple[W.LogTables, R.RowReport]]
 def _readers() -> Dict[str, Reader]:
   from data.ingest import aliccp
   from data.ingest import contract
+  from data.ingest import kuairand
   from data.ingest import taobao_ad
   return {"contract": contract.read_contract, "aliccp": aliccp.read_aliccp,
-          "taobao_ad": taobao_ad.read_taobao_ad}
+          "taobao_ad": taobao_ad.read_taobao_ad, "kuairand": kuairand.read_kuairand}
 
 
-SOURCES = ("contract", "aliccp", "taobao_ad")
+SOURCES = ("contract", "aliccp", "taobao_ad", "kuairand")
 
 
 @dataclasses.dataclass(frozen=True)
