@@ -47,7 +47,7 @@ def _rewrite_line(path, line, edit):
     f.writelines(lines)
 
 
-@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand"])
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand", "recbole"])
 def test_fixture_converts_to_an_intact_world_without_an_oracle(source, tmp_path):
   world_dir = tmp_path / "world"
   manifest = _ingest(source, os.path.join(FIXTURES, source), world_dir)
@@ -149,6 +149,21 @@ def test_bad_adapter_input_names_file_and_line(tmp_path, source, name, edit, exp
     _ingest(source, input_dir, tmp_path / "world")
   assert error.value.path.endswith(name) and error.value.line == 2
   assert not os.path.exists(tmp_path / "world")
+
+
+def test_recbole_refuses_a_file_without_an_atomic_header(tmp_path):
+  input_dir = _copy(tmp_path, "recbole")
+  shutil.copy(os.path.join(FIXTURES, "contract", "impressions.csv"),
+              os.path.join(input_dir, "ml-fixture.inter"))
+  with pytest.raises(R.IngestError, match="ml-fixture.inter:1: expected a RecBole atomic"):
+    _ingest("recbole", input_dir, tmp_path / "world")
+
+
+def test_recbole_labels_come_from_the_rating_threshold(tmp_path):
+  _ingest("recbole", os.path.join(FIXTURES, "recbole"), tmp_path / "world")
+  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3, 4])
+  assert 0 < logs[S.CLICK].mean() < 1
+  assert (logs[S.CONVERSION] <= logs[S.CLICK]).all()  # rating 5 implies rating >= 4
 
 
 def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):

@@ -25,12 +25,14 @@ def _readers() -> Dict[str, Reader]:
   from data.ingest import aliccp
   from data.ingest import contract
   from data.ingest import kuairand
+  from data.ingest import recbole
   from data.ingest import taobao_ad
   return {"contract": contract.read_contract, "aliccp": aliccp.read_aliccp,
-          "taobao_ad": taobao_ad.read_taobao_ad, "kuairand": kuairand.read_kuairand}
+          "taobao_ad": taobao_ad.read_taobao_ad, "kuairand": kuairand.read_kuairand,
+          "recbole": recbole.read_recbole}
 
 
-SOURCES = ("contract", "aliccp", "taobao_ad", "kuairand")
+SOURCES = ("contract", "aliccp", "taobao_ad", "kuairand", "recbole")
 
 
 @dataclasses.dataclass(frozen=True)
