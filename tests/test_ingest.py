@@ -231,7 +231,9 @@ def test_impressions_of_a_request_share_its_first_timestamp():
 
 
 @pytest.mark.slow
-def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only(tmp_path):
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand", "recbole"])
+def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only(source,
+                                                                                 tmp_path):
   from experiments import audit
   from experiments import replay as replay_lib
   from stages import coarse
@@ -239,7 +241,7 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
   from stages import fine
   from stages import retrieval
   world_dir, model_dir = str(tmp_path / "world"), str(tmp_path / "models")
-  _ingest("contract", os.path.join(FIXTURES, "contract"), world_dir)
+  _ingest(source, os.path.join(FIXTURES, source), world_dir)
   tiny = dict(world_dir=world_dir, model_dir=model_dir, hidden_units=(16,), embedding_dim=4,
               batch_size=64, max_steps=10)
   retrieval.train(config_lib.RetrievalConfig(**tiny))
