@@ -6,8 +6,8 @@ Writes a contract directory (tests/fixtures/contract's schema.json, users, items
 impressions.csv of --rows rows: 5 impressions per request, 100k users, 200k items, 30 days),
 then runs `python -m data.ingest --source=contract` on it in a child process and prints its
 wall time and peak RSS (getrusage RUSAGE_CHILDREN). The parser's memory is bounded by
---chunk_rows; what grows with the rows is the kept columns (about 60 bytes per impression)
-and the point-in-time sort of the world builder.
+--chunk_rows; what grows with the rows is the world builder's in-memory columns and
+point-in-time sorts (measured: 5.94 GB peak at 10^7 rows, about 640 bytes per impression).
 """
 
 import os
