@@ -188,6 +188,17 @@ class World:
   def _path(self, relative: str) -> str:
     return os.path.join(self.world_dir, relative)
 
+  @property
+  def has_oracle(self) -> bool:
+    """False for a world ingested from real logs (data.ingest): it has no truth/."""
+    return bool(self.manifest.get("has_oracle", True))
+
+  def _require_oracle(self, what: str) -> None:
+    if not self.has_oracle:
+      raise ValueError(f"{self.world_dir}: no oracle for {what}: this world comes from "
+                       f"real logs ({self.manifest.get('ingest', {}).get('source', 'ingested')}; "
+                       "manifest has_oracle: false): only offline metrics are available")
+
   def _parts(self, kind: str, day: int) -> List[str]:
     prefix = day_dir(kind, day) + os.sep
     return [self._path(p) for p in sorted(self.manifest["files"]) if p.startswith(prefix)]
@@ -251,6 +262,7 @@ class World:
 
   def request_truth(self, days=None) -> Dict[str, np.ndarray]:
     """Hidden per-request state (intent category / shop) with user and time, by request_id."""
+    self._require_oracle("request_truth")
     days = self.days if days is None else days
     truth = table_arrays(self._read("truth/requests", days, REQUEST_TRUTH_COLUMNS))
     requests = self.request_arrays(days, [S.REQUEST_ID, "user_id", S.TIMESTAMP])
@@ -265,6 +277,7 @@ class World:
   @functools.cached_property
   def entities(self):
     """Every user and item attribute, observable and hidden (world.Entities)."""
+    self._require_oracle("entities")
     from data.world import Entities
     users = table_arrays(read_table(self._path("truth/users.parquet"), USER_TRUTH_COLUMNS))
     items = table_arrays(read_table(self._path("truth/items.parquet"), ITEM_TRUTH_COLUMNS))
@@ -293,6 +306,7 @@ class World:
   @functools.cached_property
   def oracle(self):
     """The ground-truth Oracle (P(click), P(conversion | click)) for any pairs."""
+    self._require_oracle("the oracle")
     from data.oracle import Oracle
     return Oracle(self.config, self.entities, self.request_truth(), self.features)
 

@@ -151,6 +151,18 @@ def interval_note(options: BootstrapOptions) -> str:
       "deltas at the seed level divide the absolute CI by the baseline mean.")
 
 
+def unavailable_markdown(runs: Sequence[ReplayRun]) -> str:
+  """The figures some run could not compute (real logs have no oracle), with the reason;
+  their cells read '-', never a zero."""
+  reasons: Dict[str, str] = {}
+  for run in runs:
+    reasons.update(run.unavailable)
+  if not reasons:
+    return ""
+  rows = [[name, reason] for name, reason in sorted(reasons.items())]
+  return "## Unavailable figures\n\n" + markdown_table(["metric", "why"], rows)
+
+
 def report_markdown(table: pd.DataFrame, variants: Dict[str, List[ReplayRun]], baseline: str,
                     options: BootstrapOptions, plot_names: Sequence[str]) -> str:
   """The whole report.md, rendered from the frames above."""
@@ -169,4 +181,7 @@ def report_markdown(table: pd.DataFrame, variants: Dict[str, List[ReplayRun]], b
       "## Plots\n" + "\n".join(f"![{name}](plots/{name})" for name in plot_names),
       "## Runs", markdown_table(["run dir", "label", "seed", "day", "world hash"], run_rows),
   ]
+  unavailable = unavailable_markdown(runs)
+  if unavailable:
+    parts.insert(1, unavailable)
   return "\n\n".join(parts) + "\n"

@@ -31,6 +31,8 @@ class ReplayRun:
   world_hash: str
   metrics: Dict[str, float]  # numeric metrics of summary.json, flat names
   per_request: pd.DataFrame
+  # Figures the run could not compute ({name: reason}): the oracle-only ones on real logs.
+  unavailable: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def expand_run_dirs(patterns: Sequence[str]) -> List[str]:
@@ -99,7 +101,8 @@ def load_run(run_dir: str) -> ReplayRun:
                    seed=int(summary.get("seed", 0)), day=summary.get("day"),
                    world_hash=str(summary["world_hash"]),
                    metrics=_flat_numeric(summary["metrics"]),
-                   per_request=pd.read_parquet(per_request_path))
+                   per_request=pd.read_parquet(per_request_path),
+                   unavailable=dict(summary.get("unavailable") or {}))
 
 
 def check_same_world(runs: Sequence[ReplayRun], allow_mixed_worlds: bool) -> None:

@@ -174,6 +174,9 @@ class Replayer:
   def __init__(self, world, models: funnel_lib.FunnelModels, funnel: Funnel,
                config: ReplayConfig, day: int):
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
+    self.best_page = None
+    if not world.has_oracle:  # real logs: the funnel and the cascade only
+      return
     self.best_page = best_page_lib.OracleBestPage(world, day, funnel.page, config.rank_by,
                                                   config.oracle_block_pairs)
     if config.oracle_cache_dir:
@@ -189,17 +192,22 @@ class Replayer:
                                      retrieved, funnel.coarse)
     page = clock.time("fine", funnel_lib.fine_rank, self.world, models, request_ids, kept,
                       funnel.page, rank_by)
-    oracle_page = clock.time("oracle", self.best_page.top, request_ids)
-    outcomes = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, page)
-    best = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, oracle_page)
     cascade = clock.time("cascade", self._cascade, request_ids, coarse_scores, retrieved, kept,
                          in_sample)
     columns = {"request_id": request_ids, "user_id": queries["user_id"].astype(np.int64)}
-    columns.update({f"exp_{name}": outcomes[name] for name in OUTCOMES})
-    columns.update({f"oracle_{name}": best[name] for name in OUTCOMES})
-    columns.update(request_table.stage_survival(oracle_page, retrieved, kept, page))
+    lists = {"page_item_ids": page, "coarse_item_ids": kept}
+    if self.best_page is None:  # no oracle: its columns are NaN (null), never zeros
+      columns.update({c: np.full(len(request_ids), np.nan)
+                      for c in request_table.ORACLE_ONLY_COLUMNS})
+    else:
+      oracle_page = clock.time("oracle", self.best_page.top, request_ids)
+      outcomes = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, page)
+      best = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, oracle_page)
+      columns.update({f"exp_{name}": outcomes[name] for name in OUTCOMES})
+      columns.update({f"oracle_{name}": best[name] for name in OUTCOMES})
+      columns.update(request_table.stage_survival(oracle_page, retrieved, kept, page))
+      lists["oracle_item_ids"] = oracle_page
     columns.update(cascade)
-    lists = {"page_item_ids": page, "coarse_item_ids": kept, "oracle_item_ids": oracle_page}
     if self.config.store_retrieved:
       lists["retrieved_item_ids"] = retrieved
     return request_table.build_table(columns, lists), clock.seconds
@@ -266,12 +274,14 @@ def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
   metrics.update(offline)
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))
+  unavailable = {} if world.has_oracle else request_table.unavailable_without_oracle(metrics)
   flag_values = dataclasses.asdict(config)
   flag_values.update(day=day, funnel=funnel.spec(), label=config.run_label())
   return {"format": run_dir_lib.SUMMARY_FORMAT, "label": config.run_label(),
           "seed": int(config.seed), "day": int(day), "world_hash": world.world_hash,
           "config": flag_values, "models": models.facts, "metrics": metrics,
-          "per_request_file": PER_REQUEST, "replay_key": run_dir_lib.key_digest(key)}
+          "per_request_file": PER_REQUEST, "replay_key": run_dir_lib.key_digest(key),
+          "has_oracle": bool(world.has_oracle), "unavailable": unavailable}
 
 
 def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
@@ -293,7 +303,8 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   requests = select_requests(world, day, config)
   replayer = Replayer(world, models, funnel, config, day)
   n_chunks = run_chunks(replayer, requests, run_dir, config)
-  replayer.best_page.save()
+  if replayer.best_page is not None:
+    replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
   offline = funnel_lib.offline_metrics(world, models, day)
@@ -342,9 +353,16 @@ def format_table(summary: dict) -> str:
   """The main online and funnel figures, one per line."""
   metrics = summary["metrics"]
   lines = [f"replay {summary['label']} (day {summary['day']}, seed {summary['seed']})"]
+  if not summary.get("has_oracle", True):
+    lines.append("  real logs, no oracle: offline metrics only; online/ and survival/ figures "
+                 "are unavailable (null in summary.json)")
   for name in TABLE_ROWS:
     value = metrics.get(name)
-    shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+    if name in summary.get("unavailable", {}):
+      shown = "n/a"
+    else:
+      shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float)
+                                         else str(value))
     lines.append(f"  {name:<42} {shown:>12}")
   return "\n".join(lines)
 

@@ -79,6 +79,21 @@ def _declare() -> Tuple[RequestMetric, ...]:
 
 
 REQUEST_METRICS = _declare()
+# Figures that need the world's oracle: unavailable (null, with this reason) on real logs.
+ORACLE_ONLY_PREFIXES = ("online/", "survival/")
+ORACLE_ONLY_COLUMNS = tuple(c for m in REQUEST_METRICS
+                            if m.name.startswith(ORACLE_ONLY_PREFIXES) for c in m.columns)
+NO_ORACLE_REASON = "needs the oracle; this world comes from real logs (has_oracle: false)"
+
+
+def unavailable_without_oracle(metrics: Dict[str, float]) -> Dict[str, str]:
+  """Nulls the oracle-only figures of `metrics` in place; returns {name: reason}."""
+  out = {}
+  for name in list(metrics):
+    if name.startswith(ORACLE_ONLY_PREFIXES):
+      metrics[name] = None  # type: ignore[assignment]
+      out[name] = NO_ORACLE_REASON
+  return out
 METRICS_BY_NAME = {metric.name: metric for metric in REQUEST_METRICS}
 
 

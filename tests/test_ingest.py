@@ -1,0 +1,283 @@
+"""data.ingest: real logs into worlds without an oracle.
+
+The fixtures under tests/fixtures/<source>/ are written in each source's exact format
+(tests/fixtures/make_fixtures.py). The fast tests convert them, break them one way at a time
+(each error names the file and line, and nothing is written), and prove the point-in-time
+cross features never count an event at or after the impression. The slow test trains every
+stage on an ingested world, audits the exports and replays it (offline metrics only).
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import data
+from data import schema as S
+from data import verify
+from data.ingest import aliccp
+from data.ingest import contract
+from data.ingest import report as R
+from data.ingest import taobao_ad
+from data.ingest import world_builder as W
+from data.ingest.__main__ import IngestConfig
+from data.ingest.__main__ import ingest
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def _copy(tmp_path, source):
+  path = str(tmp_path / source)
+  shutil.copytree(os.path.join(FIXTURES, source), path)
+  return path
+
+
+def _ingest(source, input_dir, world_dir):
+  return ingest(IngestConfig(source=source, input=input_dir, world_dir=str(world_dir),
+                             chunk_rows=97))  # several chunks even on the fixtures
+
+
+def _rewrite_line(path, line, edit):
+  with open(path, newline="") as f:
+    lines = f.readlines()
+  lines[line - 1] = edit(lines[line - 1])
+  with open(path, "w", newline="") as f:
+    f.writelines(lines)
+
+
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand", "recbole"])
+def test_fixture_converts_to_an_intact_world_without_an_oracle(source, tmp_path):
+  world_dir = tmp_path / "world"
+  manifest = _ingest(source, os.path.join(FIXTURES, source), world_dir)
+  assert verify.verify(str(world_dir)) == []
+  assert manifest["has_oracle"] is False
+  assert not os.path.exists(world_dir / "truth")
+  world = data.load(str(world_dir))
+  assert not world.has_oracle
+  with pytest.raises(ValueError, match="no oracle"):
+    world.oracle  # noqa: B018
+  logs = world.log_arrays(world.days)
+  assert len(logs[S.REQUEST_ID]) == sum(c["impressions"] for c in manifest["row_counts"].values())
+  assert set(np.unique(logs[S.CLICK])) <= {0.0, 1.0}
+  rows = manifest["ingest"]["rows"]
+  assert all(entry["read"] >= entry["kept"] for entry in rows.values())
+
+
+def test_aliccp_splits_become_days_and_combination_fields_privileged_cross(tmp_path):
+  world_dir = tmp_path / "world"
+  manifest = _ingest("aliccp", os.path.join(FIXTURES, "aliccp"), world_dir)
+  assert manifest["days"] == [1, 2]
+  world = data.load(str(world_dir))
+  logs = world.log_arrays([1, 2])
+  for slot in aliccp.CROSS_FIELDS.values():
+    assert world.schema[slot].availability == S.PRIVILEGED_CROSS
+  assert logs["cross_clicks_cate_24h"].max() > 0  # field 508's values arrived
+  assert manifest["row_counts"]["1"]["impressions"] == 480
+  assert manifest["row_counts"]["2"]["impressions"] == 200
+
+
+def test_contract_counts_rows_it_drops_by_reason(tmp_path):
+  input_dir = _copy(tmp_path, "contract")
+  with open(os.path.join(input_dir, "impressions.csv"), "a") as f:
+    f.write("d2r999,u001,i999,1700180000,0,0,0,0.0,0\n")  # an item the items file lacks
+  manifest = _ingest("contract", input_dir, tmp_path / "world")
+  dropped = manifest["ingest"]["rows"]["impressions"]["dropped"]
+  assert dropped == {"item_id not in the items file": 1}
+  assert manifest["ingest"]["rows"]["impressions"]["read"] == 721
+
+
+def _bad_contract(tmp_path, name, edit, line):
+  input_dir = _copy(tmp_path, "contract")
+  _rewrite_line(os.path.join(input_dir, name), line, edit)
+  return input_dir
+
+
+@pytest.mark.parametrize("name,line,edit,expected", [
+    ("impressions.csv", 1, lambda s: s.replace("clicked", "clk"), "missing \\['clicked'\\]"),
+    ("impressions.csv", 7, lambda s: s.rsplit(",", 4)[0] + ",2,0,0.0,0\n", "click.*0 or 1"),
+    ("impressions.csv", 3, lambda s: s.replace(",1700", ",1600", 1), "backwards"),
+    ("users.csv", 4, lambda s: "u003,old,F,1\n", "integer"),
+])
+def test_bad_contract_input_names_file_and_line_and_writes_nothing(tmp_path, name, line, edit,
+                                                                    expected):
+  input_dir = _bad_contract(tmp_path, name, edit, line)
+  world_dir = tmp_path / "world"
+  with pytest.raises(R.IngestError, match=expected) as error:
+    _ingest("contract", input_dir, world_dir)
+  assert error.value.path.endswith(name)
+  if expected != "backwards":
+    assert error.value.line == line
+  assert not os.path.exists(world_dir)
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".world")]
+
+
+def test_missing_file_of_the_set_is_named(tmp_path):
+  input_dir = _copy(tmp_path, "aliccp")
+  os.remove(os.path.join(input_dir, "common_features_test.csv"))
+  with pytest.raises(R.IngestError, match="common_features_test.csv: missing file"):
+    _ingest("aliccp", input_dir, tmp_path / "world")
+  assert not os.path.exists(tmp_path / "world")
+
+
+@pytest.mark.parametrize("name,edit,expected", [
+    ("sample_skeleton_train.csv", lambda s: s.replace("\x03", ":", 1), "malformed feature list"),
+    ("sample_skeleton_test.csv", lambda s: ",".join([s.split(",", 2)[0], "2",
+                                                      s.split(",", 2)[2]]), "click must be 0"),
+    ("common_features_train.csv", lambda s: s.replace(",5,", ",6,", 1), "feature_num says 6"),
+])
+def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
+  input_dir = _copy(tmp_path, "aliccp")
+  _rewrite_line(os.path.join(input_dir, name), 5, edit)
+  with pytest.raises(R.IngestError, match=expected) as error:
+    _ingest("aliccp", input_dir, tmp_path / "world")
+  assert error.value.path.endswith(name) and error.value.line == 5
+  assert not os.path.exists(tmp_path / "world")
+
+
+@pytest.mark.parametrize("source,name,edit,expected", [
+    ("taobao_ad", "raw_sample.csv", lambda s: s[:-2] + "3\n", "clk must be 0 or 1"),
+    ("taobao_ad", "behavior_log.csv", lambda s: s.replace(",pv,", ",look,"), "btag must be"),
+    ("kuairand", "log_standard_4_08_to_4_21_1k.csv",
+     lambda s: ",".join(s.split(",")[:5] + ["yes"] + s.split(",")[6:]), "is_click must be"),
+])
+def test_bad_adapter_input_names_file_and_line(tmp_path, source, name, edit, expected):
+  input_dir = _copy(tmp_path, source)
+  _rewrite_line(os.path.join(input_dir, name), 2, edit)
+  with pytest.raises(R.IngestError, match=expected) as error:
+    _ingest(source, input_dir, tmp_path / "world")
+  assert error.value.path.endswith(name) and error.value.line == 2
+  assert not os.path.exists(tmp_path / "world")
+
+
+def test_recbole_refuses_a_file_without_an_atomic_header(tmp_path):
+  input_dir = _copy(tmp_path, "recbole")
+  shutil.copy(os.path.join(FIXTURES, "contract", "impressions.csv"),
+              os.path.join(input_dir, "ml-fixture.inter"))
+  with pytest.raises(R.IngestError, match="ml-fixture.inter:1: expected a RecBole atomic"):
+    _ingest("recbole", input_dir, tmp_path / "world")
+
+
+def test_recbole_labels_come_from_the_rating_threshold(tmp_path):
+  _ingest("recbole", os.path.join(FIXTURES, "recbole"), tmp_path / "world")
+  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3, 4])
+  assert 0 < logs[S.CLICK].mean() < 1
+  assert (logs[S.CONVERSION] <= logs[S.CLICK]).all()  # rating 5 implies rating >= 4
+
+
+def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
+  _ingest("kuairand", os.path.join(FIXTURES, "kuairand"), tmp_path / "world")
+  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3])
+  unclicked = logs[S.CLICK] == 0
+  for slot in W.POST_CLICK_SLOTS + (S.CONVERSION,):
+    assert not logs[slot][unclicked].any(), slot
+  assert logs["dwell_seconds"][~unclicked].min() > 0
+
+
+def test_file_of_another_format_is_refused(tmp_path):
+  input_dir = _copy(tmp_path, "aliccp")
+  shutil.copy(os.path.join(FIXTURES, "contract", "impressions.csv"),
+              os.path.join(input_dir, "sample_skeleton_train.csv"))
+  with pytest.raises(R.IngestError, match="sample_skeleton_train.csv:1"):
+    _ingest("aliccp", input_dir, tmp_path / "world")
+
+
+def test_contract_refuses_a_privileged_column_declared_serving(tmp_path):
+  input_dir = _copy(tmp_path, "contract")
+  path = os.path.join(input_dir, contract.SCHEMA_FILE)
+  with open(path) as f:
+    schema = json.load(f)
+  for column in schema["columns"]:
+    if column.get("slot") == "dwell_seconds":
+      column["availability"] = S.SERVING
+  with open(path, "w") as f:
+    json.dump(schema, f)
+  with pytest.raises(R.IngestError, match="does not match slot dwell_seconds"):
+    _ingest("contract", input_dir, tmp_path / "world")
+
+
+def test_cross_features_count_no_event_at_or_after_the_impression():
+  """Behaviour events in the item's category at t - 2h, t - 1s, t, t + 1s and t + 1h: only
+  the two before t count, on the day it happens and across a day boundary."""
+  day0 = 1_700_006_400
+  t = day0 + 86_400 + 600  # day 2, 00:10
+  offsets = np.array([-7200, -1, 0, 1, 3600])
+  behaviour = {S.USER_ID: np.zeros(5, np.int64), S.ITEM_ID: np.ones(5, np.int64),
+               S.TIMESTAMP: t + offsets}
+  impressions = {S.REQUEST_ID: np.array([0, 1]), S.USER_ID: np.array([0, 0]),
+                 S.ITEM_ID: np.array([0, 0]), S.TIMESTAMP: np.array([day0 + 5, t]),
+                 S.CLICK: np.array([1, 1])}
+  items = {S.ITEM_ID: np.array([0, 1]), "item_category": np.array([3, 3]),
+           "item_shop": np.array([0, 1]), "item_brand": np.array([0, 0])}
+  users = {S.USER_ID: np.array([0])}
+  _, _, imp, requests, _, _ = W.build_world_arrays(
+      W.LogTables(impressions, users, items, behaviour))
+  assert imp["cross_clicks_cate_24h"].tolist() == [0.0, 2.0]
+  assert imp["cross_clicks_brand_24h"].tolist() == [0.0, 2.0]
+  assert imp["cross_views_item_7d"].tolist() == [0.0, 1.0]  # the first impression only
+  assert requests["hist_len"].tolist() == [0.0, 1.0]  # the earlier click, not its own
+
+
+def test_impressions_of_a_request_share_its_first_timestamp():
+  impressions = {S.REQUEST_ID: np.array([0, 0, 1]), S.USER_ID: np.array([0, 0, 0]),
+                 S.ITEM_ID: np.array([0, 1, 0]),
+                 S.TIMESTAMP: np.array([1_700_000_000, 1_700_000_009, 1_700_090_000]),
+                 S.CLICK: np.array([0, 1, 0])}
+  tables = W.LogTables(impressions, {S.USER_ID: np.array([0])}, {S.ITEM_ID: np.array([0, 1])})
+  _, _, imp, _, _, _ = W.build_world_arrays(tables)
+  assert imp[S.TIMESTAMP][0] == imp[S.TIMESTAMP][1]
+  assert imp[S.DAY].tolist() == [1, 1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["contract", "aliccp", "taobao_ad", "kuairand", "recbole"])
+def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only(source,
+                                                                                 tmp_path):
+  from experiments import audit
+  from experiments import replay as replay_lib
+  from stages import coarse
+  from stages import config as config_lib
+  from stages import fine
+  from stages import retrieval
+  world_dir, model_dir = str(tmp_path / "world"), str(tmp_path / "models")
+  _ingest(source, os.path.join(FIXTURES, source), world_dir)
+  tiny = dict(world_dir=world_dir, model_dir=model_dir, hidden_units=(16,), embedding_dim=4,
+              batch_size=64, max_steps=10)
+  retrieval.train(config_lib.RetrievalConfig(**tiny))
+  fine.train(config_lib.FineConfig(task="ctr", **tiny))
+  fine.train(config_lib.FineConfig(task="cvr", variant="pfd", **tiny))
+  coarse.train(config_lib.CoarseConfig(variant="pfd_md", teacher_variant="baseline", **tiny))
+  findings = audit.audit(audit.AuditConfig(model_dir=model_dir))
+  assert findings and all(finding.ok for finding in findings)
+  world = data.load(world_dir)
+  config = replay_lib.ReplayConfig(world_dir=world_dir, model_dir=model_dir,
+                                   run_dir=str(tmp_path / "run"), coarse_variant="pfd_md",
+                                   cvr_variant="pfd")
+  summary = replay_lib.replay(world, replay_lib.Funnel(retrieval=20, coarse=10, page=4), config)
+  assert summary["has_oracle"] is False
+  assert summary["metrics"]["online/exp_clicks_per_1k"] is None
+  assert "online/exp_clicks_per_1k" in summary["unavailable"]
+  assert summary["metrics"]["offline/fine_ctr_auc"] is not None
+  assert "offline metrics only" in replay_lib.format_table(summary)
+
+
+def test_taobao_behaviour_counts_only_before_for_cross_and_only_after_for_post_click():
+  """pv events at t - 1h, t and t + 1h in the ad's category: the cross counter sees one; a
+  cart at t (the impression's own second) is not a post-click cart, one at t + 1h is."""
+  t = 1_494_100_000
+  ads = {"item_category": np.array([0]), "item_brand": np.array([0])}
+  tags = np.array(sorted(taobao_ad.BTAGS))
+  cart = int(np.searchsorted(tags, "cart"))
+  pv = int(np.searchsorted(tags, "pv"))
+  events = {S.USER_ID: np.zeros(5, np.int64), S.TIMESTAMP: t + np.array([-3600, 0, 3600, 0, 3600]),
+            "btag": np.array([pv, pv, pv, cart, cart]), "cate": np.zeros(5, np.int64),
+            "brand": np.zeros(5, np.int64)}
+  samples = {S.USER_ID: np.array([0]), S.TIMESTAMP: np.array([t]), S.ITEM_ID: np.array([0]),
+             S.CLICK: np.array([1])}
+  taobao_ad._behaviour_features(samples, ads, events)
+  assert samples["cross_clicks_cate_24h"].tolist() == [1.0]
+  assert samples["added_to_cart"].tolist() == [1]
+  events[S.TIMESTAMP] = t + np.array([-3600, 0, 3600, 0, 0])  # no cart after t
+  taobao_ad._behaviour_features(samples, ads, events)
+  assert samples["added_to_cart"].tolist() == [0]
