@@ -8,6 +8,7 @@ from data import io
 from data import schema as S
 from data import splits
 from models import pipeline
+from stages import training
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,14 @@ def test_stage_columns_hold_every_feature_of_its_student_and_teacher(world, stag
     assert {f.name for f in world.schema.features_for(stage, role)} <= columns
   assert {S.REQUEST_ID, S.DAY, S.USER_ID, S.ITEM_ID, *S.LABELS} <= columns
   assert columns < set(io.log_columns(world.schema)) | set(S.BEHAVIOUR_FEATURES)
+
+
+def test_training_stream_batches_match_the_expanded_arrays(world):
+  arrays = world.log_arrays([world.days[0]], io.stage_columns(world.schema, "fine_cvr"))
+  expanded = {k: np.asarray(v) for k, v in arrays.items()}
+  lazy, steps = training.resumable_dataset(arrays, 256, seed=1, start_step=lambda: 3)
+  eager, _ = training.resumable_dataset(expanded, 256, seed=1, start_step=lambda: 3)
+  for a, b in zip(lazy.take(steps).as_numpy_iterator(), eager.take(steps).as_numpy_iterator()):
+    for name in b:
+      assert a[name].dtype == b[name].dtype
+      np.testing.assert_array_equal(a[name], b[name])
