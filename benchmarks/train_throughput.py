@@ -14,7 +14,11 @@ It prints:
      forward + gradients, the full step (row-wise Adam), and the full step with Keras's dense
      Adam; the input pipeline's share is fit on the pipeline minus fit on cached batches;
   3. the simultaneous PFD step over the student-alone step for coarse (two-tower) and CVR with
-     the stage defaults (embeddings shared except user_id).
+     the stage defaults (embeddings shared except user_id), and the same PFD model with the
+     teacher's dense towers cut to width 4: what the teacher costs besides its own towers
+     (its private user_id table, its privileged inputs, its loss and metrics).
+--clock=cpu times in CPU seconds of the whole process (every thread) instead of wall seconds:
+work done rather than time waited, steadier when other processes load the machine.
 The world is generated (--preset) if --world_dir holds none. Figures, not assertions.
 """
 
@@ -58,6 +62,12 @@ class ThroughputConfig:
       "help": "Timed steps per variant and round."})
   repeats: int = dataclasses.field(default=5, metadata={"help": "Rounds (A/B alternations)."})
   seed: int = dataclasses.field(default=0, metadata={"help": "Seed of models and batches."})
+  clock: str = dataclasses.field(default="wall", metadata={
+      "help": "wall: wall seconds; cpu: CPU seconds of the process (all threads)."})
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # Set from --clock by main().
 
 
 # ----------------------------------------------------------------------------- world and batches
@@ -150,14 +160,17 @@ def plain_keras_anchor(schema, batches, config: ThroughputConfig):
 
 
 def stage_model(schema, stage: str, variant: str, config: ThroughputConfig,
-                rowwise_tables: bool = True) -> models.DistillationModel:
-  """A stage's model as the stage commands build it (defaults: user_id unshared)."""
+                rowwise_tables: bool = True,
+                teacher_widths=None) -> models.DistillationModel:
+  """A stage's model as the stage commands build it (defaults: user_id unshared);
+  `teacher_widths` overrides the teacher's tower widths."""
   tf.keras.utils.set_random_seed(config.seed)
   architecture = "two_tower" if stage == "coarse" else "dnn"
   label = "conversion" if stage == "fine_cvr" else "click"
   spec = models.DistillationSpec(teacher_kind=variant, architecture=architecture, label=label,
                                  unshared=("user_id",), widths=tuple(config.hidden_units),
-                                 embedding_dim=config.embedding_dim)
+                                 embedding_dim=config.embedding_dim,
+                                 teacher_widths=teacher_widths)
   model = models.build_distillation(schema, stage, spec)
   model.compile(optimizer=optimizers.make_optimizer("adam", config.learning_rate,
                                                     rowwise_tables=rowwise_tables))
@@ -199,11 +212,11 @@ def loop_timer(fn: Callable, batches, steps: int) -> Callable[[], float]:
     fn(batch)
 
   def run() -> float:
-    start = time.perf_counter()
+    start = clock()
     for i in range(steps):
       out = fn(batches[i % len(batches)])
     tf.nest.map_structure(lambda t: t.numpy(), out)  # Wait for the last step.
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
   return run
 
@@ -213,9 +226,9 @@ def fit_timer(model, dataset: tf.data.Dataset, steps: int) -> Callable[[], float
   model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # Trace, build and warm up.
 
   def run() -> float:
-    start = time.perf_counter()
+    start = clock()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
   return run
 
@@ -291,6 +304,9 @@ def print_breakdown(seconds, median) -> None:
         f"{median_ratio(seconds, 'full step, row-wise Adam', 'full step, Keras dense Adam'):.2f})")
 
 
+TOWERLESS = "pfd, teacher towers of width 4"
+
+
 def pfd_ratios(world, config: ThroughputConfig) -> None:
   """Section 3: simultaneous PFD step / student-alone step, coarse and CVR."""
   schema = world.schema
@@ -303,24 +319,34 @@ def pfd_ratios(world, config: ThroughputConfig) -> None:
       arrays = pipeline.take_rows(arrays, world.log_arrays(list(config.days), ["click"])
                                   ["click"] > 0)
     batches = cached_batches(schema, arrays, columns, config)
-    timers = {variant: loop_timer(step_fn(stage_model(schema, stage, variant, config)),
-                                  batches, config.steps) for variant in ("baseline", "pfd")}
+    models_ = {"baseline": stage_model(schema, stage, "baseline", config),
+               "pfd": stage_model(schema, stage, "pfd", config),
+               TOWERLESS: stage_model(schema, stage, "pfd", config, teacher_widths=(4,))}
+    timers = {name: loop_timer(step_fn(model), batches, config.steps)
+              for name, model in models_.items()}
     seconds = paired(timers, config.repeats)
     ratio = median_ratio(seconds, "pfd", "baseline")
+    towerless = median_ratio(seconds, TOWERLESS, "baseline")
     student = statistics.median(seconds["baseline"])
     print(f"  {stage:<9s} student {1000 * student:6.2f} ms/step, PFD "
           f"{1000 * statistics.median(seconds['pfd']):6.2f} ms/step: {ratio:.3f}x "
-          f"({100 * (ratio - 1):+.1f}%)")
+          f"({100 * (ratio - 1):+.1f}%); teacher towers cut to width 4: {towerless:.3f}x "
+          f"({100 * (towerless - 1):+.1f}%)")
 
 
 def main() -> None:
+  global clock
   config = command.config_from_flags(ThroughputConfig)
+  if config.clock not in CLOCKS:
+    raise command.UserError(f"--clock={config.clock}: expected one of {sorted(CLOCKS)}")
+  clock = CLOCKS[config.clock]
   tf.config.experimental.enable_op_determinism()
   world = open_world(config)
   columns = model_columns(world.schema, "fine_ctr", "click")
   arrays = world.log_arrays(list(config.days), columns)
   print(f"world {config.world_dir}: days {list(config.days)}, {len(arrays['click']):,} "
-        f"impressions; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+        f"impressions; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
+        f"{config.clock} clock")
   fine_ctr_throughput(world.schema, arrays, config)
   del arrays
   pfd_ratios(world, config)

@@ -12,7 +12,9 @@ Layout of a world directory:
 DESIGN DECISION: the behaviour sequence (hist_item_ids / hist_category_ids / hist_shop_ids and
 hist_len) is a request-level feature. Repeating 3 x history_len ints on every impression would
 cost ~14 GB raw on the medium world, so it is stored once per request under requests/ as
-fixed-size list columns, and `World.log_arrays` joins it onto impressions by request_id.
+fixed-size list columns. In memory it stays one row per request too: `World.log_arrays` gives
+each sequence column as a `RequestColumn` (the request table, int32 where the vocabulary
+allows, and each impression's row in it), which expands only the rows a batch asks for.
 
 Every file is written to a temporary name in its final directory and os.replace'd into place,
 so no reader ever sees half a file; day directories are assembled under a temporary name and
@@ -25,7 +27,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -146,6 +148,83 @@ def table_arrays(table: pa.Table) -> Dict[str, np.ndarray]:
   return {name: column_array(table, name) for name in table.column_names}
 
 
+def _fits_int32(schema: S.Schema, name: str) -> bool:
+  """Whether every id of `name` fits in int32 (its declared vocabulary does)."""
+  return name in schema.names and 0 < schema[name].vocab_size <= np.iinfo(np.int32).max
+
+
+class RequestColumn:
+  """A request-level column seen as one row per impression, without copying it per impression.
+
+  `table` holds one row per request (e.g. a behaviour sequence [R, L], ids as int32 where the
+  vocabulary allows); `rows[i]` is impression i's request row. Indexing with impression rows
+  (an index array, a boolean mask or a slice) expands only those rows, in `dtype`;
+  `take_rows` keeps the result request-level. `np.asarray(column)` expands every row.
+  """
+
+  def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
+    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)
+
+  @property
+  def shape(self):
+    return (len(self.rows),) + self.table.shape[1:]
+
+  @property
+  def ndim(self) -> int:
+    return self.table.ndim
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def __getitem__(self, rows) -> np.ndarray:
+    return self.table[self.rows[rows]].astype(self.dtype, copy=False)
+
+  def take_rows(self, rows) -> "RequestColumn":
+    """The impressions `rows` of this column, still one row per request."""
+    return RequestColumn(self.table, self.rows[rows], self.dtype)
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    values = self[slice(None)]
+    return values if dtype is None else values.astype(dtype, copy=False)
+
+  @property
+  def nbytes(self) -> int:
+    return int(self.table.nbytes + self.rows.nbytes)
+
+
+def take_rows(arrays: Dict[str, Any], rows) -> Dict[str, Any]:
+  """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
+  request-level columns stay request-level."""
+  return {k: v.take_rows(rows) if isinstance(v, RequestColumn) else v[rows]
+          for k, v in arrays.items()}
+
+
+def stage_columns(schema: S.Schema, stage: str) -> List[str]:
+  """The log columns a stage's models read: every feature its student or teacher may read,
+  the labels, and the request, user and item ids (grouping, joins, evaluation)."""
+  features = [f.name for f in schema.features_for(stage, S.TEACHER)]
+  ids = [S.REQUEST_ID, S.DAY, S.USER_ID, S.ITEM_ID]
+  return ids + [n for n in features if n not in ids] + list(S.LABELS)
+
+
+def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
+  """The columns of `arrays` that `extra` also has, with `extra`'s rows appended; a
+  request-level column gets `extra`'s rows as new request rows."""
+  out: Dict[str, Any] = {}
+  for name, values in arrays.items():
+    if name not in extra:
+      continue
+    if isinstance(values, RequestColumn):
+      added = np.asarray(extra[name]).astype(values.table.dtype)
+      rows = np.arange(len(added)) + len(values.table)
+      out[name] = RequestColumn(np.concatenate([values.table, added]),
+                                np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
+                                values.dtype)
+    else:
+      out[name] = np.concatenate([values, extra[name]])
+  return out
+
+
 def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   order = np.argsort(arrays[S.REQUEST_ID], kind="stable")
   return {k: v[order] for k, v in arrays.items()}
@@ -228,11 +307,14 @@ class World:
     table = self._read("requests", days, list(columns) if columns else REQUEST_COLUMNS)
     return {k: self._typed(k, v) for k, v in table_arrays(table).items()}
 
-  def log_arrays(self, days, columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+  def log_arrays(self, days, columns: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Impressions of `days` as numpy, every column incl. the joined behaviour sequence.
 
-    Categorical and sequence features int64 (sequences [n, L]), numeric features float32,
-    labels float32, ids / day / timestamp / position int64. `columns` restricts the output.
+    Categorical features int64, numeric features float32, labels float32, ids / day /
+    timestamp / position int64. The behaviour sequence columns (S.BEHAVIOUR_FEATURES) stay one
+    row per request: each is a `RequestColumn` that expands only the rows it is indexed with
+    (`column[rows]` -> int64 [k, L]; `np.asarray(column)` expands all of them). `columns`
+    restricts the output (read only those from disk).
     """
     wanted = list(columns) if columns is not None else (log_columns(self.schema)
                                                         + list(S.BEHAVIOUR_FEATURES))
@@ -243,22 +325,43 @@ class World:
     scalar = [c for c in wanted if c not in S.BEHAVIOUR_FEATURES]
     joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
-    arrays = table_arrays(self._read("logs", days, read))
+    arrays: Dict[str, Any] = dict(self._typed_columns(self._read("logs", days, read)))
     if joined:
-      requests = self.request_arrays(days, [S.REQUEST_ID] + joined)
+      requests = self._typed_columns(self._read("requests", days, [S.REQUEST_ID] + joined),
+                                     compact=True)
       order = np.argsort(requests[S.REQUEST_ID], kind="stable")
-      rows = order[np.searchsorted(requests[S.REQUEST_ID], arrays[S.REQUEST_ID],
-                                   sorter=order)]
+      rows = order[np.searchsorted(requests[S.REQUEST_ID], arrays[S.REQUEST_ID], sorter=order)]
+      rows = rows.astype(np.int32 if len(order) < 2 ** 31 else np.int64)
       for name in joined:
-        arrays[name] = requests[name][rows]
-    return {name: self._typed(name, arrays[name]) for name in wanted}
+        arrays[name] = RequestColumn(requests[name], rows, self._dtype(name))
+    return {name: arrays[name] for name in wanted}
+
+  def _typed_columns(self, table: pa.Table, compact: bool = False) -> Dict[str, np.ndarray]:
+    """Every column of `table` as typed numpy, releasing each Arrow column once converted.
+
+    compact=True keeps id columns whose vocabulary fits in int32 as int32 (request-level
+    sequences, expanded to their schema dtype by `RequestColumn`).
+    """
+    out = {}
+    for name in table.column_names:
+      values = column_array(table, name)
+      table = table.drop_columns([name])
+      dtype = self._dtype(name)
+      if compact and dtype == np.int64 and _fits_int32(self.schema, name):
+        dtype = np.dtype(np.int32)
+      out[name] = values.astype(dtype, copy=False)
+      del values
+    return out
+
+  def _dtype(self, name: str) -> np.dtype:
+    if name in S.LABELS:
+      return np.dtype(np.float32)
+    if name in self.schema.names:
+      return np.dtype(self.schema[name].dtype)
+    return np.dtype(np.int64)
 
   def _typed(self, name: str, values: np.ndarray) -> np.ndarray:
-    if name in S.LABELS:
-      return values.astype(np.float32, copy=False)
-    if name in self.schema.names:
-      return values.astype(self.schema[name].dtype, copy=False)
-    return values.astype(np.int64, copy=False)
+    return values.astype(self._dtype(name), copy=False)
 
   def request_truth(self, days=None) -> Dict[str, np.ndarray]:
     """Hidden per-request state (intent category / shop) with user and time, by request_id."""

@@ -11,6 +11,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from data import io
+
 Arrays = Dict[str, np.ndarray]
 
 
@@ -33,4 +35,4 @@ def split_validation(arrays: Arrays, fraction: float, seed: int) -> Tuple[Arrays
   """(training rows, validation rows) of `arrays`, which must hold request_id and day."""
   mask = validation_mask(arrays["request_id"], arrays["day"], fraction, seed)
   keep = ~mask
-  return ({k: v[keep] for k, v in arrays.items()}, {k: v[mask] for k, v in arrays.items()})
+  return io.take_rows(arrays, keep), io.take_rows(arrays, mask)

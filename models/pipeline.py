@@ -3,7 +3,9 @@
 The logs stay in numpy: each batch is gathered from the arrays by a small generator (shuffled
 per epoch with a seeded permutation), so a large world is never copied into a graph constant.
 Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
-[B, L], float32 numerics and labels [B].
+[B, L], float32 numerics and labels [B]. A column may be a `data.io.RequestColumn` (a
+request-level behaviour sequence): each batch expands only its own rows, so the per-impression
+copy of a sequence never exists in memory.
 """
 
 from typing import Callable, Dict, Iterator, Optional, Sequence
@@ -11,6 +13,7 @@ from typing import Callable, Dict, Iterator, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from data import io
 from data import schema as schema_lib
 
 Arrays = Dict[str, np.ndarray]
@@ -31,13 +34,18 @@ def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Array
   out = {}
   for name in names:
     dtype = schema[name].dtype if name in schema.names else np.float32
-    out[name] = np.asarray(arrays[name], dtype=dtype)
+    values = arrays[name]
+    if isinstance(values, io.RequestColumn) and values.dtype == np.dtype(dtype):
+      out[name] = values  # Stays request-level; batches expand it.
+    else:
+      out[name] = np.asarray(values, dtype=dtype)
   return out
 
 
 def take_rows(arrays: Arrays, rows) -> Arrays:
-  """The same columns restricted to `rows` (a boolean mask or an index array)."""
-  return {k: v[rows] for k, v in arrays.items()}
+  """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
+  request-level columns (`data.io.RequestColumn`) stay request-level."""
+  return io.take_rows(arrays, rows)
 
 
 def _batches(arrays: Arrays, batch_size: int, shuffle: bool, seed: int, epochs: Optional[int],

@@ -27,6 +27,7 @@ import numpy as np
 
 from data import files
 from data import ids as id_lookup
+from data import io
 from models import export
 from models import pipeline
 from models import rankers
@@ -59,11 +60,11 @@ class CoarseTask(driver.StageTask):
   def build_inputs(self) -> driver.Inputs:
     """Impressions; with --distill_unlabelled, unlabelled candidates appended."""
     config = self.config
-    train = self.world.log_arrays(list(config.train_days))
-    evaluation = self.world.log_arrays([config.eval_day])
+    columns = io.stage_columns(self.world.schema, config.stage)
+    train = self.world.log_arrays(list(config.train_days), columns)
+    evaluation = self.world.log_arrays([config.eval_day], columns)
     if config.distill_unlabelled:
-      extra = unlabelled_candidates(self.world, config, train)
-      train = {k: np.concatenate([v, extra[k]]) for k, v in train.items() if k in extra}
+      train = io.append_rows(train, unlabelled_candidates(self.world, config, train))
     logging.info("coarse: %d training rows (days %s), %d evaluation rows (day %d)",
                  len(train[LABEL]), list(config.train_days), len(evaluation[LABEL]),
                  config.eval_day)

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
+from data import io
 from data import metrics as metrics_lib
 from data import numeric
 from models import export
@@ -50,8 +51,9 @@ class FineTask(driver.StageTask):
   def build_inputs(self) -> driver.Inputs:
     """Impressions for CTR, clicked impressions for CVR."""
     config, task = self.config, self.config.task
-    train = self.world.log_arrays(list(config.train_days))
-    evaluation = self.world.log_arrays([config.eval_day])
+    columns = io.stage_columns(self.world.schema, config.stage)
+    train = self.world.log_arrays(list(config.train_days), columns)
+    evaluation = self.world.log_arrays([config.eval_day], columns)
     if task == "cvr":
       train = pipeline.take_rows(train, train["click"] > 0)
       evaluation = pipeline.take_rows(evaluation, evaluation["click"] > 0)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from data import io
 from data import metrics as metrics_lib
 from models import distillation
 from models import export
@@ -86,7 +87,7 @@ class RetrievalTask(driver.StageTask):
   def build_inputs(self) -> driver.Inputs:
     """Clicked impressions of the training days: the positive (user, item) pairs."""
     days = list(self.config.train_days)
-    logs = self.world.log_arrays(days)
+    logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage))
     clicked = pipeline.take_rows(logs, logs["click"] > 0)
     if len(clicked["click"]) == 0:
       raise config_lib.StageError(f"no clicks in --train_days {days}")

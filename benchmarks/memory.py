@@ -1,0 +1,54 @@
+"""Peak resident memory of one stage run, measured on a child process.
+
+    python -m benchmarks.memory --world_dir=/tmp/perf-small --model_dir=/tmp/mem_models
+    python -m benchmarks.memory --world_dir=W --model_dir=M --stage=stages.coarse --args=
+
+Runs the stage command (default: `python -m stages.fine --task=ctr`) as a child process with
+--noreuse, waits for it, and prints its wall time and peak resident set size (the kernel's
+`ru_maxrss` of the waited-for child, the figure `/usr/bin/time -v` prints as "Maximum resident
+set size"). Issue 10 targets at most 1.5 GB for fine CTR on the small world. Figures, not
+assertions: the child's own load and the machine's load are printed with them.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("world_dir", None, "World to train on.", required=True)
+  flags.DEFINE_string("model_dir", None, "Scratch model directory (written).", required=True)
+  flags.DEFINE_string("stage", "stages.fine", "Stage command module.")
+  flags.DEFINE_list("args", ["--task=ctr"], "Extra flags of the stage command.")
+
+
+def peak_rss(command) -> tuple:
+  """(exit code, wall seconds, peak RSS in bytes) of `command` run as a child process."""
+  started = time.perf_counter()
+  code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+  seconds = time.perf_counter() - started
+  # Linux reports ru_maxrss in KiB; the maximum over waited-for children (here just this one).
+  return code, seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def main(argv) -> None:
+  del argv
+  command = [sys.executable, "-m", FLAGS.stage, f"--world_dir={FLAGS.world_dir}",
+             f"--model_dir={FLAGS.model_dir}", "--noreuse", *FLAGS.args]
+  load = os.getloadavg()[0]
+  code, seconds, rss = peak_rss(command)
+  print(f"command: {' '.join(command[1:])}")
+  print(f"exit code {code}, wall {seconds:.1f} s, load average at start {load:.1f}")
+  print(f"peak RSS: {rss / 1e9:.2f} GB ({rss / 2 ** 30:.2f} GiB)")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
