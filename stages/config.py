@@ -92,8 +92,10 @@ class TrainConfig:
                                "end); 0: ten times per epoch.")
   patience: int = _field(3, "Validation checks without improvement before training stops; "
                          "the best check's weights are kept.")
-  monitor: str = _field("logloss", "Validation figure that stopping watches: logloss (less "
-                        "noisy on few positives) or auc.", choices=validation.MONITORS)
+  monitor: str = _field("auc", "Validation figure that stopping watches: auc (the ranking "
+                        "the stages are judged on) or logloss (keeps falling while the model "
+                        "calibrates, after its ranking has peaked; BUILD_NOTES.md).",
+                        choices=validation.MONITORS)
   checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)
   variant: str = _field("baseline", f"Distillation variant: one of {', '.join(VARIANTS)}.")
   mode: Optional[str] = _field(
