@@ -184,6 +184,11 @@ class TrainConfig:
     if self.train_days is not None and self.eval_day in self.train_days:
       raise StageError(f"--train_days and --eval_day overlap: day {self.eval_day} is in both")
 
+  @property
+  def validates(self) -> bool:
+    """Whether the run holds out validation rows and stops on them."""
+    return self.validation_fraction > 0
+
   def resolved_swap_step(self, n_train_rows: int) -> int:
     """k itself, or for --swap_step=-1 the auto warm-up: a share of the first epoch's steps."""
     if self.swap_step != AUTO:
@@ -264,8 +269,8 @@ class RetrievalConfig(TrainConfig):
   temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
                               "towers' vectors are unit length).")
   export_k: int = _field(1000, "How many items the exported index returns per query.")
-  validation_fraction: float = _field(0.0, "Retrieval trains with in-batch negatives and has "
-                                      "no validation stopping: must be 0.")
+  validation_fraction: float = _field(0.0, "Ignored: retrieval trains with in-batch negatives "
+                                      "and has no validation stopping.")
 
   @property
   def stage(self) -> str:
@@ -274,13 +279,15 @@ class RetrievalConfig(TrainConfig):
   def variants(self) -> Sequence[str]:
     return RETRIEVAL_VARIANTS
 
+  @property
+  def validates(self) -> bool:
+    return False  # A study's --validation_fraction is for the ranking stages.
+
   def validate(self) -> None:
     super().validate()
     for name in ("temperature", "export_k"):
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    if self.validation_fraction:
-      raise StageError("--validation_fraction: retrieval has no validation stopping; use 0")
 
   def _check_variant(self) -> None:
     if self.variant not in RETRIEVAL_VARIANTS:

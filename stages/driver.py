@@ -150,7 +150,7 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
   Every row of a held-out request leaves training (unlabelled candidates included); only its
   labelled rows validate.
   """
-  if not config.validation_fraction:
+  if not config.validates:
     return inputs
   train = inputs.train
   held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,

@@ -318,8 +318,7 @@ def test_configs_are_checked_where_they_are_built():
     config_lib.FineConfig(model_dir="M")
   with pytest.raises(config_lib.StageError, match="--variant=pfd: retrieval has one variant"):
     config_lib.RetrievalConfig(variant="pfd", **base)
-  with pytest.raises(config_lib.StageError, match="retrieval has no validation stopping"):
-    config_lib.RetrievalConfig(validation_fraction=0.1, **base)
+  assert not config_lib.RetrievalConfig(validation_fraction=0.1, **base).validates
   with pytest.raises(config_lib.StageError, match="--distill_unlabelled needs a teacher"):
     config_lib.CoarseConfig(distill_unlabelled=True, **base)
   with pytest.raises(config_lib.StageError, match="--ctr_variant=pfd"):
