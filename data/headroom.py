@@ -11,7 +11,7 @@ conversion row (a click) it is P(conversion | click), which averages the per-cli
 everything about the conversion except that noise, as the CVR ceiling should be.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -21,12 +21,15 @@ CLICK = "click"
 CONVERSION = "conversion"
 
 
-def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> np.ndarray:
+def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> Optional[np.ndarray]:
   """The oracle's probability of `label` for each logged row of `arrays` (float64[n]).
 
   `arrays` holds at least request_id, item_id and, for clicks, position (as `log_arrays`
-  returns). For `conversion` the rows must be clicks.
+  returns). For `conversion` the rows must be clicks. None for a world of real logs, which
+  has no oracle: its runs report no ceiling and no eAUC.
   """
+  if not getattr(world, "has_oracle", True):
+    return None
   request_ids = np.asarray(arrays["request_id"], np.int64)
   item_ids = np.asarray(arrays["item_id"], np.int64)
   if label == CLICK:

@@ -201,9 +201,10 @@ def take_rows(arrays: Dict[str, Any], rows) -> Dict[str, Any]:
 
 def stage_columns(schema: S.Schema, stage: str) -> List[str]:
   """The log columns a stage's models read: every feature its student or teacher may read,
-  the labels, and the request, user and item ids (grouping, joins, evaluation)."""
+  the labels, the request, user and item ids (grouping, joins, evaluation) and the position
+  (the oracle's click probability, for the run's ceiling and eAUC)."""
   features = [f.name for f in schema.features_for(stage, S.TEACHER)]
-  ids = [S.REQUEST_ID, S.DAY, S.USER_ID, S.ITEM_ID]
+  ids = [S.REQUEST_ID, S.DAY, S.USER_ID, S.ITEM_ID, S.POSITION]
   return ids + [n for n in features if n not in ids] + list(S.LABELS)
 
 

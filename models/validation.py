@@ -8,9 +8,11 @@ steps (and at each epoch end), keeps the weights of the best check, stops after 
 checks without improvement, and restores the best weights when training ends. Its `curve`
 (step, logloss, AUC per check) is the run's learning curve.
 
-The monitored figure is the validation logloss by default: on few positives it is far less
-noisy than AUC. The best weights are kept in memory: a run resumed from a backup starts a
-fresh search from the restored weights.
+This callback monitors the validation logloss by default; the stages monitor AUC
+(`stages.config.TrainConfig.monitor`): on the simulator's worlds the logloss keeps falling for
+epochs while the model calibrates, after its ranking has peaked (BUILD_NOTES.md, "Training
+regime"). The best weights are kept in memory: a run resumed from a backup starts a fresh
+search from the restored weights.
 """
 
 import math

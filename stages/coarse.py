@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 
 from data import files
+from data import headroom
 from data import ids as id_lookup
 from data import io
 from models import export
@@ -74,10 +75,12 @@ class CoarseTask(driver.StageTask):
     """The two-tower student and the variant's teacher (see `stages.teachers`)."""
     return teachers.build_model(self.world, self.config, rankers.TWO_TOWER, LABEL,
                                 inputs.train, self.out_dir,
-                                distill_unlabelled=self.config.distill_unlabelled)
+                                distill_unlabelled=self.config.distill_unlabelled,
+                                validation=inputs.validation)
 
   def evaluate(self, model, inputs: driver.Inputs) -> Dict[str, Any]:
-    return training.evaluate_heads(model, inputs.evaluation, LABEL)
+    true_p = headroom.true_probabilities(self.world, inputs.evaluation, LABEL)
+    return training.evaluate_heads(model, inputs.evaluation, LABEL, true_p)
 
   def export(self, model, facts: Dict[str, Any]) -> None:
     """The user tower as a SavedModel plus every item's vector, precomputed."""

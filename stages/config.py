@@ -20,6 +20,7 @@ from absl import flags
 from data import command
 from models import distillation
 from models import optimizers
+from models import validation
 
 StageError = command.UserError  # The stages' user-facing error: one line, exit status 2.
 Config = TypeVar("Config", bound="TrainConfig")
@@ -29,6 +30,8 @@ FINE_CTR_VARIANTS = (distillation.BASELINE, distillation.MD)
 RETRIEVAL_VARIANTS = (distillation.BASELINE,)
 MODES = distillation.MODES
 FINE_TASKS = ("ctr", "cvr")
+AUTO = -1  # swap_step: derived from the epoch's length (`resolved_swap_step`)
+AUTO_SWAP_FRACTION = 0.5  # of the first epoch's steps: the teacher's warm-up (BUILD_NOTES.md)
 
 
 def _field(default: Any, help_text: str, **metadata: Any) -> Any:
@@ -74,13 +77,25 @@ class TrainConfig:
                                    "day.")
   seed: int = _field(0, "Seed of initialisation and shuffling.")
   batch_size: int = _field(1024, "Training batch size.")
-  epochs: int = _field(1, "Training epochs (the paper trains one).")
+  epochs: int = _field(1, "Training epochs: an upper bound when validation stopping is on "
+                       "(--validation_fraction > 0); the paper trains one.")
   learning_rate: float = _field(0.003, "Learning rate.")
   optimizer: str = _field("adam", "Optimizer: adam (row-wise updates of the embedding tables, "
                           "Keras Adam for dense weights), adagrad (the paper's), or dense_adam "
                           "(Keras Adam everywhere).", choices=optimizers.OPTIMIZERS)
   max_steps: int = _field(0, "Stop after this many steps in total (0: no limit). For smoke "
                           "runs and the resume test.")
+  validation_fraction: float = _field(
+      0.1, "Share of the last training day's requests held out (whole requests) for "
+      "validation stopping; 0 turns it off (the paper's fixed-length training).")
+  validate_every: int = _field(0, "Check the validation rows every N steps (and at each epoch "
+                               "end); 0: ten times per epoch.")
+  patience: int = _field(3, "Validation checks without improvement before training stops; "
+                         "the best check's weights are kept.")
+  monitor: str = _field("auc", "Validation figure that stopping watches: auc (the ranking "
+                        "the stages are judged on) or logloss (keeps falling while the model "
+                        "calibrates, after its ranking has peaked; BUILD_NOTES.md).",
+                        choices=validation.MONITORS)
   checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)
   variant: str = _field("baseline", f"Distillation variant: one of {', '.join(VARIANTS)}.")
   mode: Optional[str] = _field(
@@ -88,7 +103,8 @@ class TrainConfig:
       "(teacher trained in the same steps). Default: pretrained for coarse pfd_md (the fine "
       "CTR model), else simultaneous.", choices=MODES)
   distill_lambda: float = _field(0.5, "λ: weight of the distillation loss, in [0, 1].")
-  swap_step: int = _field(0, "k: λ is 0 before this step (teacher warm-up).")
+  swap_step: int = _field(-1, "k: λ is 0 before this step (teacher warm-up); -1: auto, "
+                          f"{AUTO_SWAP_FRACTION:g} of the first epoch's steps.")
   hidden_units: Tuple[int, ...] = _field((256, 128, 64), "Student MLP widths.")
   embedding_dim: int = _field(16, "Embedding width of every categorical feature.")
   unshared_features: Tuple[str, ...] = _field(
@@ -147,9 +163,18 @@ class TrainConfig:
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("seed", "max_steps", "swap_step"):
+    for name in ("seed", "max_steps", "validate_every"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    if self.swap_step < AUTO:
+      raise StageError(f"--swap_step must be >= 0 (or -1: auto), got {self.swap_step}")
+    if not 0.0 <= self.validation_fraction < 1.0:
+      raise StageError(f"--validation_fraction must be in [0, 1), got {self.validation_fraction}")
+    if self.patience < 1:
+      raise StageError(f"--patience must be >= 1, got {self.patience}")
+    if self.monitor not in validation.MONITORS:
+      raise StageError(f"--monitor={self.monitor}: expected one of "
+                       f"{', '.join(validation.MONITORS)}")
     if not 0.0 <= self.distill_lambda <= 1.0:
       raise StageError(f"--distill_lambda must be in [0, 1], got {self.distill_lambda}")
     if not self.hidden_units or any(int(w) <= 0 for w in self.hidden_units):
@@ -158,6 +183,18 @@ class TrainConfig:
       raise StageError(f"--mode={self.mode}: expected one of {', '.join(MODES)}")
     if self.train_days is not None and self.eval_day in self.train_days:
       raise StageError(f"--train_days and --eval_day overlap: day {self.eval_day} is in both")
+
+  @property
+  def validates(self) -> bool:
+    """Whether the run holds out validation rows and stops on them."""
+    return self.validation_fraction > 0
+
+  def resolved_swap_step(self, n_train_rows: int) -> int:
+    """k itself, or for --swap_step=-1 the auto warm-up: a share of the first epoch's steps."""
+    if self.swap_step != AUTO:
+      return self.swap_step
+    steps_per_epoch = max(1, -(-n_train_rows // self.batch_size))
+    return int(AUTO_SWAP_FRACTION * steps_per_epoch)
 
   def _check_variant(self) -> None:
     if self.variant not in self.variants():
@@ -232,6 +269,8 @@ class RetrievalConfig(TrainConfig):
   temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
                               "towers' vectors are unit length).")
   export_k: int = _field(1000, "How many items the exported index returns per query.")
+  validation_fraction: float = _field(0.0, "Ignored: retrieval trains with in-batch negatives "
+                                      "and has no validation stopping.")
 
   @property
   def stage(self) -> str:
@@ -239,6 +278,10 @@ class RetrievalConfig(TrainConfig):
 
   def variants(self) -> Sequence[str]:
     return RETRIEVAL_VARIANTS
+
+  @property
+  def validates(self) -> bool:
+    return False  # A study's --validation_fraction is for the ranking stages.
 
   def validate(self) -> None:
     super().validate()

@@ -1,8 +1,12 @@
 """The one driver every stage runs through, and the shape of a stage task.
 
-    world -> split -> reuse? -> seed -> inputs -> claim the model dir -> lock the stage dir
-          -> keep or drop the resumable state (by config key) -> model -> fit -> evaluate
-          -> export -> metrics.json
+    world -> split -> reuse? -> seed -> inputs -> validation rows -> claim the model dir
+          -> lock the stage dir -> keep or drop the resumable state (by config key) -> model
+          -> fit (validation stopping) -> evaluate (with headroom) -> export -> metrics.json
+
+Validation rows are a seeded share of the last training day's requests (`data.splits`,
+--validation_fraction), removed from the training rows before the model is built; `fit` checks
+them within the epoch and keeps the best weights, and metrics.json gains the learning curve.
 
 A stage module is a `StageTask` subclass that says only what is its own: how it reads its
 inputs from the world, which model it trains, how it evaluates it and what it exports. The
@@ -22,6 +26,8 @@ from absl import logging
 import data
 from data import command
 from data import files
+from data import io
+from data import splits
 from stages import config as config_lib
 from stages import layout
 from stages import teachers
@@ -33,9 +39,10 @@ Arrays = Dict[str, Any]
 
 @dataclasses.dataclass
 class Inputs:
-  """A run's training rows and whatever its evaluation reads."""
+  """A run's training rows, whatever its evaluation reads, and its validation rows."""
   train: Arrays
   evaluation: Any = None
+  validation: Optional[Arrays] = None
 
 
 class StageTask:
@@ -53,6 +60,11 @@ class StageTask:
   def upstream(cls, config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
     """The exports this run reads, with their identity; part of its reuse key."""
     return {}
+
+  @classmethod
+  def output_dir(cls, config: config_lib.TrainConfig) -> str:
+    """Where the run writes: MODEL_DIR/<stage>/<variant>/."""
+    return layout.stage_dir(config.model_dir, config.output, config.variant)
 
   def build_inputs(self) -> Inputs:
     raise NotImplementedError
@@ -107,7 +119,7 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   world = open_world(config)
   config = resolve(config, world)
   layout.check_model_dir(config.model_dir, world)
-  out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
+  out_dir = task_class.output_dir(config)
   upstream = task_class.upstream(config)
   key = layout.config_key(config, upstream)
   if config.reuse:
@@ -116,7 +128,7 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
       return done
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
-  inputs = task.build_inputs()
+  inputs = hold_out_validation(task.build_inputs(), config, task.label)
   layout.claim_model_dir(config.model_dir, world)
   with layout.stage_lock(out_dir):
     layout.claim_resumable_state(out_dir, key)
@@ -129,12 +141,16 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   world, config, out_dir = task.world, task.config, task.out_dir
   started = time.perf_counter()  # Teacher pre-training included: the cost study reads it.
   model = task.build_model(inputs)
-  training.fit(model, inputs.train, config, out_dir)
+  history = training.fit(model, inputs.train, config, out_dir, validation=inputs.validation,
+                         min_steps=training.warmup_steps(model))
   train_seconds = time.perf_counter() - started
 
   metrics = task.evaluate(model, inputs)
   metrics["n_train"] = int(len(inputs.train[task.label]))
+  metrics["n_validation"] = (0 if inputs.validation is None
+                             else int(len(inputs.validation[task.label])))
   metrics["train_seconds"] = train_seconds
+  metrics.update(training.learning_summary(history))
   facts = layout.run_facts(world, config, upstream)
   metrics.update(facts)
   task.export(model, facts)
@@ -143,6 +159,22 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
            or k.startswith("recall@")}
   logging.info("%s %s: %s -> %s", config.stage, config.variant, shown, out_dir)
   return metrics
+
+
+def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: str) -> Inputs:
+  """Moves --validation_fraction of the last training day's requests out of the training rows.
+
+  Every row of a held-out request leaves training (unlabelled candidates included); only its
+  labelled rows validate.
+  """
+  if not config.validates:
+    return inputs
+  train = inputs.train
+  held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,
+                                config.seed)
+  labelled = held & (train[label] >= 0)
+  return dataclasses.replace(inputs, train=io.take_rows(train, ~held),
+                             validation=io.take_rows(train, labelled))
 
 
 def run(task_class: Type[StageTask], name: str) -> None:

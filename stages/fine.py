@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
+from data import headroom
 from data import io
 from data import metrics as metrics_lib
 from data import numeric
@@ -68,10 +69,11 @@ class FineTask(driver.StageTask):
   def build_model(self, inputs: driver.Inputs):
     """The DNN student and, for a distilled variant, its teacher (see `stages.teachers`)."""
     return teachers.build_model(self.world, self.config, rankers.DNN, self.label, inputs.train,
-                                self.out_dir)
+                                self.out_dir, validation=inputs.validation)
 
   def evaluate(self, model, inputs: driver.Inputs) -> Dict[str, Any]:
-    metrics = training.evaluate_heads(model, inputs.evaluation, self.label)
+    true_p = headroom.true_probabilities(self.world, inputs.evaluation, self.label)
+    metrics = training.evaluate_heads(model, inputs.evaluation, self.label, true_p)
     if self.config.task == "cvr":
       metrics.update(self.ctcvr_metrics(model))
     return metrics

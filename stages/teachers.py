@@ -9,6 +9,8 @@ first and frozen (`pretrained`). A pre-trained teacher comes from one of two pla
   - trained alone here first, kept under OUT_DIR/teacher/ (the paper's "independent teacher,
     then student"); the coarse pfd teacher is then an inner-product model like its student.
 By default only the coarse pfd_md teacher is pre-trained; every other teacher is simultaneous.
+A simultaneous teacher warms up before λ turns on: --swap_step=-1 (the default) puts k at
+`config.AUTO_SWAP_FRACTION` of the first epoch; a pre-trained teacher needs no warm-up (k=0).
 """
 
 import dataclasses
@@ -72,13 +74,25 @@ def upstream(config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
   return {f"{stage}/{variant}": layout.export_identity(config.model_dir, stage, variant)}
 
 
+def swap_step(config: config_lib.TrainConfig, teacher: TeacherPlan, n_train_rows: int) -> int:
+  """k: --swap_step, or for auto (-1) a warm-up for a simultaneous teacher, 0 for a trained one."""
+  if config.swap_step == config_lib.AUTO and teacher.source in (EXPORT, PRETRAIN):
+    return 0
+  return config.resolved_swap_step(n_train_rows)
+
+
 def build_model(world, config: config_lib.TrainConfig, architecture: str, label: str,
-                train_arrays, out_dir: str, distill_unlabelled: bool = True):
-  """The student of `architecture` and its teacher, per the plan (pre-training it if asked)."""
+                train_arrays, out_dir: str, distill_unlabelled: bool = True,
+                validation=None):
+  """The student of `architecture` and its teacher, per the plan (pre-training it if asked).
+
+  A teacher pre-trained here stops on the `validation` rows like its student.
+  """
   teacher = plan(config)
   spec = distillation.DistillationSpec(
       teacher_kind=teacher.kind, architecture=architecture, label=label, mode=teacher.mode,
-      distill_weight=config.distill_lambda, swap_step=config.swap_step,
+      distill_weight=config.distill_lambda,
+      swap_step=swap_step(config, teacher, len(train_arrays[label])),
       share_embeddings=config.share_embeddings, unshared=tuple(config.unshared_features),
       widths=tuple(config.hidden_units), embedding_dim=config.embedding_dim,
       distill_unlabelled=distill_unlabelled)
@@ -86,7 +100,8 @@ def build_model(world, config: config_lib.TrainConfig, architecture: str, label:
   if teacher.source == EXPORT:
     pretrained = load_exported_teacher(config, *teacher.export)
   elif teacher.source == PRETRAIN:
-    pretrained = pretrain_teacher(world.schema, config, teacher, train_arrays, out_dir, label)
+    pretrained = pretrain_teacher(world.schema, config, teacher, train_arrays, out_dir, label,
+                                  validation)
   return distillation.build_distillation(world.schema, config.stage, spec,
                                          pretrained_teacher=pretrained)
 
@@ -101,7 +116,7 @@ def load_exported_teacher(config: config_lib.TrainConfig, stage: str, variant: s
 
 
 def pretrain_teacher(schema, config: config_lib.TrainConfig, teacher: TeacherPlan,
-                     arrays: Dict[str, Any], out_dir: str, label: str):
+                     arrays: Dict[str, Any], out_dir: str, label: str, validation=None):
   """Trains the teacher alone (the paper's "independent teacher, then student").
 
   The trained head is kept under `out_dir/teacher/checkpoints/final`; a rerun (e.g. resuming a
@@ -121,5 +136,5 @@ def pretrain_teacher(schema, config: config_lib.TrainConfig, teacher: TeacherPla
     logging.info("restored the pre-trained %s teacher from %s", teacher.kind, final)
   else:
     logging.info("pre-training the %s teacher alone", teacher.kind)
-    training.fit(wrapper, arrays, config, teacher_dir)
+    training.fit(wrapper, arrays, config, teacher_dir, validation=validation)
   return head

@@ -2,8 +2,11 @@
 
 `fit` trains with Keras fit on an endless, seeded stream of batches that can start at any
 global step, so a killed run resumed from its last backup sees exactly the batches an
-uninterrupted run would have. `evaluate_heads` gives the student's (and the teacher's)
-ranking metrics on held-out rows.
+uninterrupted run would have. With validation rows, `fit` also stops when the student's
+validation figure stops improving, checked within the epoch (`models.validation`), and keeps
+the best check's weights; `learning_summary` gives the curve for metrics.json.
+`evaluate_heads` gives the student's (and the teacher's) ranking metrics on held-out rows, and
+with the oracle's true probabilities their headroom (`data.headroom`).
 """
 
 import os
@@ -13,10 +16,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from data import headroom
 from data import metrics as metrics_lib
 from data import numeric
 from models import optimizers
 from models import pipeline
+from models import validation as validation_lib
 from stages import config as config_lib
 
 
@@ -122,7 +127,9 @@ def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
 
 def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
         out_dir: str,
-        extra_callbacks: Sequence[tf.keras.callbacks.Callback] = ()) -> tf.keras.callbacks.History:
+        extra_callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+        validation: Optional[Dict[str, np.ndarray]] = None,
+        min_steps: int = 0) -> tf.keras.callbacks.History:
   """Trains with Keras fit, resumable: a killed run continues from its last saved step.
 
   A BackupAndRestore keeps the model, optimizer and epoch/step counters under
@@ -130,6 +137,10 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   own saves at one or the other, not both), and deletes them once training completes; the final
   weights go to `checkpoints/final`. The backup is the caller's to keep or drop: the driver
   drops one of another configuration (layout.claim_resumable_state).
+  With `validation` rows (holding the model's label), a `ValidationStopping` callback checks
+  them every `validate_every` steps, stops after `patience` checks without improvement (never
+  before `min_steps`) and restores the best weights; it is `history.validation`. Its best
+  weights live in memory: a resumed run starts a fresh search from the restored weights.
   """
   model.compile(optimizer=make_optimizer(config))
   # Build every variable (teacher included) before BackupAndRestore looks for them.
@@ -147,25 +158,67 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   ]
   if config.max_steps:
     callbacks.append(_StopAfterSteps(config.max_steps))
+  stopping = _validation_stopping(model, validation, config, steps_per_epoch, min_steps)
+  if stopping is not None:
+    callbacks.append(stopping)
   callbacks.extend(extra_callbacks)
   callbacks.extend(config.callbacks)
   history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=0)
   checkpoint = tf.train.Checkpoint(model=model)
   checkpoint.write(os.path.join(out_dir, "checkpoints", "final", "ckpt"))
+  history.validation = stopping
   return history
 
 
-def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str) -> Dict[str, Any]:
-  """The student's ranking metrics on `arrays` (and the teacher's, prefixed `teacher_`)."""
+def _validation_stopping(model, validation: Optional[Dict[str, np.ndarray]],
+                         config: config_lib.TrainConfig, steps_per_epoch: int,
+                         min_steps: int) -> Optional[validation_lib.ValidationStopping]:
+  """The run's early-stopping callback, or None without validation rows."""
+  if validation is None or not len(next(iter(validation.values()))):
+    return None
+  label = getattr(model, "label", None) or "click"
+  every = config.validate_every or max(1, steps_per_epoch // 10)
+  return validation_lib.ValidationStopping(validation, label, every_steps=every,
+                                           patience=config.patience, monitor=config.monitor,
+                                           min_steps=min_steps)
+
+
+def warmup_steps(model) -> int:
+  """The distillation's swap step k (0 for a model without one): stopping waits for it."""
+  return int(getattr(getattr(model, "task", None), "swap_step", 0) or 0)
+
+
+def learning_summary(history: tf.keras.callbacks.History) -> Dict[str, Any]:
+  """metrics.json's learning_curve ([{step, logloss, auc}]), best_step and stopped_step."""
+  stopping = getattr(history, "validation", None)
+  if stopping is None:
+    return {}
+  return {"learning_curve": list(stopping.curve), "best_step": int(stopping.best_step),
+          "stopped_step": int(stopping.curve[-1]["step"]) if stopping.curve else 0,
+          "validate_every": int(stopping.every_steps)}
+
+
+def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str,
+                   true_p: Optional[np.ndarray] = None) -> Dict[str, Any]:
+  """The student's ranking metrics on `arrays` (and the teacher's, prefixed `teacher_`).
+
+  With `true_p`, the oracle's probability of each row's label (`data.headroom`), also
+  ceiling_auc, eauc and ceiling_eauc of the student, and the teacher's teacher_eauc.
+  """
   labels = arrays[label]
   groups = arrays["user_id"]
-  student = pipeline.predict(lambda b: model.student(b, training=False), arrays)
-  result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, numeric.sigmoid(student), groups)
+  student = numeric.sigmoid(pipeline.predict(lambda b: model.student(b, training=False), arrays))
+  result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, student, groups)
   result["n_eval"] = int(len(labels))
+  if true_p is not None:
+    result.update(headroom.headroom_metrics(labels, student, true_p))
   if getattr(model, "teacher", None) is not None:
-    teacher = pipeline.predict(lambda b: model.teacher_logits(b, training=False), arrays)
-    teacher_metrics = metrics_lib.ranking_metrics(labels, numeric.sigmoid(teacher), groups)
+    teacher = numeric.sigmoid(
+        pipeline.predict(lambda b: model.teacher_logits(b, training=False), arrays))
+    teacher_metrics = metrics_lib.ranking_metrics(labels, teacher, groups)
     for name, value in teacher_metrics.items():
       result[f"teacher_{name}"] = value
+    if true_p is not None:
+      result["teacher_eauc"] = metrics_lib.eauc(true_p, teacher)
   return result

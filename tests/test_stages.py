@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import data
 from data import files
+from data import metrics as metrics_lib
+from data import numeric
 from data import schema as schema_lib
+from data import splits
 from models import distillation
 from models import export
+from models import pipeline
 from stages import coarse
 from stages import config as config_lib
 from stages import driver
@@ -204,7 +209,8 @@ class _CountSteps(tf.keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_path):
-  args = dict(epochs=2, checkpoint_every=10, task="ctr")
+  # Fixed-length training: validation stopping keeps its best weights in memory only.
+  args = dict(epochs=2, checkpoint_every=10, task="ctr", validation_fraction=0.0)
   uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
   with pytest.raises(_Killed):
     fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[_KillAtStep(90)],
@@ -230,6 +236,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_pa
     (dict(distill_lambda=1.5, task="cvr", variant="pfd"), "--distill_lambda must be in"),
     (dict(batch_size=0, task="ctr"), "--batch_size must be positive"),
     (dict(seed=-1, task="ctr"), "--seed must be >= 0"),
+    (dict(validation_fraction=1.0, task="ctr"), "--validation_fraction must be in"),
+    (dict(patience=0, task="ctr"), "--patience must be >= 1"),
+    (dict(swap_step=-2, task="cvr", variant="pfd"), "--swap_step must be >= 0"),
 ])
 def test_bad_stage_input_is_refused(tiny_world_dir, tmp_path, change, message):
   with pytest.raises(config_lib.StageError, match=message):
@@ -309,6 +318,7 @@ def test_configs_are_checked_where_they_are_built():
     config_lib.FineConfig(model_dir="M")
   with pytest.raises(config_lib.StageError, match="--variant=pfd: retrieval has one variant"):
     config_lib.RetrievalConfig(variant="pfd", **base)
+  assert not config_lib.RetrievalConfig(validation_fraction=0.1, **base).validates
   with pytest.raises(config_lib.StageError, match="--distill_unlabelled needs a teacher"):
     config_lib.CoarseConfig(distill_unlabelled=True, **base)
   with pytest.raises(config_lib.StageError, match="--ctr_variant=pfd"):
@@ -316,3 +326,65 @@ def test_configs_are_checked_where_they_are_built():
   config = config_lib.CoarseConfig(train_days="1-3,5", hidden_units=[8, 4], **base)
   assert config.train_days == (1, 2, 3, 5) and config.hidden_units == (8, 4)
   assert config_lib.FineConfig(**base).variants() == ("baseline", "md")
+
+
+# ------------------------------------------------------------ training regime (issue 11 item 1)
+
+
+class _ValidationAucAtEnd(tf.keras.callbacks.Callback):
+  """The student's AUC on `rows` once training has ended (after the best weights return)."""
+
+  def __init__(self, rows, label):
+    super().__init__()
+    self.rows, self.label, self.auc = rows, label, None
+
+  def on_train_end(self, logs=None):
+    logits = pipeline.predict(lambda b: self.model.student(b, training=False), self.rows)
+    self.auc = metrics_lib.auc(self.rows[self.label], numeric.sigmoid(logits))
+
+
+def test_validation_stopping_ends_an_overfitting_run_early_with_its_best_weights(
+    tiny_world_dir, tmp_path):
+  world = data.load(tiny_world_dir)
+  _, held_out = splits.split_validation(world.log_arrays([1, 2, 3]), 0.1, seed=0)
+  final = _ValidationAucAtEnd(held_out, "click")
+  epochs = 6
+  result = fine.train(_config(tiny_world_dir, tmp_path, task="ctr", learning_rate=0.05,
+                              epochs=epochs, validation_fraction=0.1, validate_every=5,
+                              patience=2, callbacks=[final]))
+  steps_per_epoch = -(-result["n_train"] // TINY["batch_size"])
+  curve = result["learning_curve"]
+  assert result["n_validation"] == len(held_out["click"])
+  assert result["stopped_step"] == curve[-1]["step"] < (epochs - 1) * steps_per_epoch
+  best = max(curve, key=lambda point: point["auc"])  # the default --monitor=auc
+  assert result["best_step"] == best["step"] < result["stopped_step"]
+  assert final.auc == pytest.approx(best["auc"], abs=1e-9)  # the best weights came back
+  # Headroom: the oracle's ranking is the eAUC ceiling of any model on the same rows.
+  for key in ("ceiling_auc", "eauc", "ceiling_eauc"):
+    assert 0.5 < result[key] <= 1.0
+  assert result["eauc"] <= result["ceiling_eauc"] + 1e-12
+
+
+def test_validation_rows_are_whole_last_day_requests_left_out_of_training(tiny_world_dir,
+                                                                          tmp_path):
+  world = data.load(tiny_world_dir)
+  rows = world.log_arrays([1, 2, 3])
+  config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
+  inputs = driver.hold_out_validation(driver.Inputs(rows), config, "click")
+  train, held_out = inputs.train, inputs.validation
+  assert len(train["click"]) + len(held_out["click"]) == len(rows["click"])
+  assert set(np.unique(held_out["day"])) == {3}
+  assert not np.isin(held_out["request_id"], train["request_id"]).any()
+  off = dataclasses.replace(config, validation_fraction=0.0)
+  assert driver.hold_out_validation(driver.Inputs(rows), off, "click").validation is None
+
+
+def test_distilled_run_reports_the_teacher_eauc_and_waits_for_the_teacher(tiny_world_dir,
+                                                                          tmp_path):
+  config = _config(tiny_world_dir, tmp_path, task="cvr", variant="pfd", max_steps=6)
+  result = fine.train(config)
+  assert 0.0 <= result["teacher_eauc"] <= result["ceiling_eauc"] + 1e-12
+  n_rows = 1000
+  steps = -(-n_rows // config.batch_size)
+  assert config.resolved_swap_step(n_rows) == int(config_lib.AUTO_SWAP_FRACTION * steps)
+  assert dataclasses.replace(config, swap_step=7).resolved_swap_step(n_rows) == 7
