@@ -302,8 +302,9 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
   for trial, i in zip(trials, run_of):
     reference = reference_metrics(configs[i])
     world_knobs = {k: float(v) for k, v in paper_worlds.name_knobs(trial.world).items()}
-    rows.append({**dataclasses.asdict(trial), **dict(trial.knobs), **world_knobs,
-                 **_numeric(results[i]), **reference})
+    # The trial's own fields win over the metrics' copies (seed stays an integer).
+    rows.append({**_numeric(results[i]), **dataclasses.asdict(trial), **dict(trial.knobs),
+                 **world_knobs, **reference})
   frame = pd.DataFrame(rows)
   frame["days"] = frame["train_days"].map(_days)
   return frame

@@ -56,11 +56,12 @@ def regime_table(rows: pd.DataFrame) -> pd.DataFrame:
       teacher = metric_values(rows_where(rows, variant=variant, **where), "teacher_eauc")
       line.update(stat_cells(f"{name} teacher eAUC", teacher))
       eauc = paired_deltas(rows, variant, "eauc", **where)
+      auc = paired_deltas(rows, variant, "auc", **where)
       line.update(stat_cells(f"Δ eAUC {name}", eauc))
-      line.update(stat_cells(f"Δ AUC {name}", paired_deltas(rows, variant, "auc", **where)))
+      line.update(stat_cells(f"Δ AUC {name}", auc))
+      line[f"{name} pairs"] = len(auc)
       mean, half, n = stat(eauc)
-      line[f"{name} pairs"] = n
-      line[f"{name} CI excludes 0"] = bool(abs(mean) > half) if n > 1 else False
+      line[f"{name} eAUC CI excludes 0"] = bool(abs(mean) > half) if n > 1 else False
     lines.append(line)
   return pd.DataFrame(lines)
 
@@ -75,6 +76,8 @@ def regime_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:
            "oracle's P(convert | click), so it is free of the label noise that dominates AUC "
            "when conversions are rare. conversion_bias: lower is sparser (-4.5 dense, -8.8 "
            "Taobao); the other world knobs come from --regime_world_flagfile.", ""]
+  if table.filter(like="Δ eAUC").isna().all().all():
+    notes += ["These runs measured no eAUC: the heatmaps show Δ AUC.", ""]
   for variant, name in GAINS:
     path = os.path.join(plots_dir, f"regime_{variant}.png")
     if heatmaps(table, name, path):
@@ -95,11 +98,14 @@ def _grid(part: pd.DataFrame, knob: str, column: str) -> Tuple[List[float], List
 
 
 def heatmaps(table: pd.DataFrame, name: str, path: str) -> bool:
-  """One panel per training-days value: Δ eAUC of `name` over sparsity x strength, annotated
-  mean ± half-width, * where the interval excludes 0. False when there is nothing to draw."""
-  column = f"Δ eAUC {name}"
-  if column not in table or table[column].isna().all():
+  """One panel per training-days value: Δ eAUC of `name` over sparsity x strength (Δ AUC when
+  the runs measured no eAUC), annotated mean ± half-width, * where the interval excludes 0.
+  False when there is nothing to draw."""
+  column = next((c for c in (f"Δ eAUC {name}", f"Δ AUC {name}")
+                 if c in table and table[c].notna().any()), None)
+  if column is None:
     return False
+  metric = column.split()[1]
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -123,7 +129,7 @@ def heatmaps(table: pd.DataFrame, name: str, path: str) -> bool:
     axis.set_yticks(range(len(biases)), [f"{b:g}" for b in biases])
     axis.set_xlabel(knob)
     axis.set_ylabel("conversion_bias (down: sparser)")
-    axis.set_title(f"{name} Δ eAUC, days {day}")
-  figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    axis.set_title(f"{name} Δ {metric}, days {day}")
+    figure.colorbar(image, ax=axis, shrink=0.8)
   files.write_png(path, figure)
   return True

@@ -116,6 +116,9 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
       shown[column] = values.map(lambda v: "n/a" if _missing(v) else str(v))
       continue
     halves = table.get(f"{column} ±")
+    if halves is None and not column.startswith("Δ"):  # a setting (λ, a world knob)
+      shown[column] = values.map(lambda v: "n/a" if _missing(v) else f"{v:g}")
+      continue
     signed = column.startswith("Δ")
     shown[column] = [_number(v, None if halves is None else halves.iloc[k], signed)
                      for k, v in enumerate(values)]

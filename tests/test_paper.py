@@ -117,7 +117,7 @@ def test_two_workers_give_the_numbers_of_one(tmp_path):
   tables = []
   for workers in (1, 2):
     report_dir = tmp_path / f"workers{workers}"
-    _run(["--seeds=1", "--world_seeds=2", "--studies=coarse", f"--workers={workers}",
+    _run(["--seeds=1", "--world_seeds=2", "--studies=cvr", f"--workers={workers}",
           "--max_worker_gb=0", f"--report_dir={report_dir}"])
     tables.append(pd.read_csv(report_dir / "tables.csv"))
   one, two = (t.drop(columns=[c for c in t.columns if any(x in c for x in TIMING)])

@@ -111,9 +111,9 @@ def test_regime_map_has_one_row_per_cell_with_paired_eauc_gains_and_heatmaps(tmp
   assert len(table) == 8  # 2 days x 2 sparsities x 2 strengths
   sparse_strong = table[(table["conversion_bias"] == -8.8) & (table["purchase_intent_sd"] == 1)]
   assert np.allclose(sparse_strong["Δ eAUC PFD"], 0.01, atol=1e-3)
-  assert sparse_strong["PFD CI excludes 0"].all() and (sparse_strong["PFD pairs"] == 4).all()
+  assert sparse_strong["PFD eAUC CI excludes 0"].all() and (sparse_strong["PFD pairs"] == 4).all()
   dense = table[table["conversion_bias"] == -4.5]
-  assert np.allclose(dense["Δ eAUC PFD"], 0.0) and not dense["PFD CI excludes 0"].any()
+  assert np.allclose(dense["Δ eAUC PFD"], 0.0) and not dense["PFD eAUC CI excludes 0"].any()
   assert os.path.exists(tmp_path / "regime_pfd.png")
   assert os.path.exists(tmp_path / "regime_pfd_md.png")
   assert any("plots/regime_pfd.png" in line for line in section.notes)
