@@ -312,8 +312,9 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
 
 def reference_metrics(config: config_lib.TrainConfig) -> Dict[str, float]:
   """The linear reference's auc and eauc on the run's eval rows, as reference_auc and
-  reference_eauc, when MODEL_DIR/reference/<stage>/metrics.json exists ({} otherwise)."""
-  path = os.path.join(config.model_dir, "reference", config.output, "metrics.json")
+  reference_eauc, when MODEL_DIR/reference/<stage>/metrics.json exists ({} otherwise): where
+  `python -m experiments.reference --stage=<stage> --model_dir=MODEL_DIR` writes it."""
+  path = os.path.join(config.model_dir, "reference", config.stage, "metrics.json")
   if not os.path.exists(path):
     return {}
   metrics = _numeric(files.read_json(path))
