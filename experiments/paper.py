@@ -14,12 +14,17 @@ Studies (--studies picks some; all by default, `unlabelled` only when named):
   online      simulated online A/B through the whole funnel: coarse baseline vs pfd_md
               (clicks) and CVR baseline vs pfd (conversions), via experiments.replay/compare;
   noise       CVR PFD's gain over baseline as the post-click signals get noisier (new worlds);
-  unlabelled  coarse pfd_md with and without distillation on retrieved-but-unshown items.
+  unlabelled  coarse pfd_md with and without distillation on retrieved-but-unshown items;
+  regime      (only when named) the CVR PFD and PFD+MD eAUC gain over training days x
+              conversion sparsity x privileged-signal strength, on worlds it generates
+              (experiments/configs/paper_regime.cfg).
 Every trial is a stage command run in its own process (experiments.runner) and its own model
-dir under --work_dir, reused when its configuration is unchanged (--reuse), so an interrupted
-study resumes where it stopped. Every figure
-is mean ± 95% CI (Student t) over --seeds seeds. Stage flags (--hidden_units, --batch_size,
---epochs, --learning_rate ...) apply to every trial.
+dir under --work_dir, reused when its configuration is unchanged, so an interrupted study
+resumes where it stopped; --workers runs independent trials at once (bounded by memory,
+--max_worker_gb), each after the runs it reads. Every trial runs for each pair (world seed,
+training seed): --world_seeds worlds x --seeds seeds; every figure is mean ± 95% CI (Student t)
+over those pairs, and every delta is paired on them. Stage flags (--hidden_units,
+--batch_size, --epochs, --learning_rate ...) apply to every trial.
 """
 
 import dataclasses
@@ -35,16 +40,18 @@ import pandas as pd
 import data
 from data import command
 from data import config as world_config
-from data import generate
+from data import files
 from experiments import compare
 from experiments import paper_report
+from experiments import paper_worlds
 from experiments import replay
 from experiments import runner
 from models import distillation
 from stages import config as config_lib
 from stages import driver
 
-STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled")
+STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled", "regime")
+ONLY_WHEN_NAMED = ("unlabelled", "regime")
 VARIANTS = distillation.TEACHER_KINDS
 # Training settings each trial decides; every other TrainConfig field is a flag of the study.
 NOT_FLAGS = ("world_dir", "model_dir", "train_days", "seed", "variant", "mode", "reuse")
@@ -65,9 +72,17 @@ class PaperConfig:
   """The study's own settings (the training ones are `stages.config.TrainConfig`'s)."""
   report_dir: Optional[str] = _field(None, "Where report.md, tables.csv and plots/ go.")
   preset: str = _field("small", "The worlds' preset.", choices=sorted(world_config.PRESETS))
-  seeds: int = _field(3, "Seeds per configuration (0 .. seeds-1).")
-  studies: Tuple[str, ...] = _field(tuple(s for s in STUDIES if s != "unlabelled"),
+  seeds: int = _field(6, "Training seeds per configuration and world (0 .. seeds-1).")
+  world_seeds: int = _field(2, "World seeds (0 .. world_seeds-1): every trial runs on each; "
+                            "pairs (world seed, training seed) are the units of every CI.")
+  studies: Tuple[str, ...] = _field(tuple(s for s in STUDIES if s not in ONLY_WHEN_NAMED),
                                     f"Which studies to run, of {', '.join(STUDIES)}.")
+  workers: int = _field(1, "Trials run at once, each in its own process.")
+  max_worker_gb: float = _field(4.0, "Memory one trial may need: fewer workers than --workers "
+                                "when the machine has less available, and none started while "
+                                "less than this is available (0: no check).")
+  world_flagfile: str = _field("", "data.generate flagfile of the main and noise worlds' knobs "
+                               "(e.g. experiments/configs/world_taobao.cfg; empty: the preset).")
   work_dir: Optional[str] = _field(None, "Worlds, models and replays (default "
                                    "REPORT_DIR/work).")
   short_days: int = _field(1, "Training days of the short-data column of Table A.")
@@ -79,6 +94,16 @@ class PaperConfig:
                              "Funnel of the online study's replays.")
   online_max_requests: int = _field(0, "Replay at most this many requests per run in the "
                                     "online study (0: the whole day).")
+  regime_days: Tuple[str, ...] = _field(("1", "3", "7"), "Training days of the regime map "
+                                        "(the first N; capped at the days before the eval day).")
+  regime_conversion_biases: Tuple[str, ...] = _field(
+      ("-4.5", "-6.5", "-8.8"), "conversion_bias of the regime map's worlds (sparsity).")
+  regime_strength_knob: str = _field("purchase_intent_sd", "World knob of the privileged "
+                                     "signal's strength in the regime map.")
+  regime_strengths: Tuple[str, ...] = _field(("0", "1", "2"), "Values of "
+                                             "--regime_strength_knob in the regime map.")
+  regime_world_flagfile: str = _field("experiments/configs/world_taobao.cfg", "data.generate "
+                                      "flagfile of the regime worlds' other knobs.")
 
   def __post_init__(self):
     unknown = [s for s in self.studies if s not in STUDIES]
@@ -87,7 +112,10 @@ class PaperConfig:
                               f"{unknown}")
     if not self.report_dir:
       raise command.UserError("--report_dir is required")
-    for name in ("lambdas", "noise_levels"):
+    if self.seeds < 1 or self.world_seeds < 1 or self.workers < 1:
+      raise command.UserError("--seeds, --world_seeds and --workers must be at least 1")
+    for name in ("lambdas", "noise_levels", "regime_days", "regime_conversion_biases",
+                 "regime_strengths"):
       for value in getattr(self, name):
         try:
           float(value)
@@ -103,14 +131,20 @@ class Trial:
   variant: str
   seed: int
   train_days: Tuple[int, ...]
-  world: str = "main"  # or e.g. "noise=2" for the noise sweep's worlds
+  world: str = paper_worlds.MAIN  # or e.g. "noise=2" (paper_worlds names worlds by knobs)
   knobs: Tuple[Tuple[str, Any], ...] = ()  # stage config fields that differ
+  world_seed: int = 0
 
   def model_dir(self, work_dir: str) -> str:
     """Trials that can share models (a pfd_md student and its fine CTR teacher) share a dir."""
     days = f"days{self.train_days[0]}-{self.train_days[-1]}"
     knobs = "_".join(f"{k}={_short(v)}" for k, v in self.knobs) or "default"
-    return os.path.join(work_dir, "models", self.world, days, f"seed{self.seed}", knobs)
+    return os.path.join(work_dir, "models", paper_worlds.world_key(self.world, self.world_seed),
+                        days, f"seed{self.seed}", knobs)
+
+  def run_key(self) -> Tuple[str, str, str]:
+    """Trials with one key are one run (studies may declare the same run)."""
+    return (self.model_dir(""), self.stage, self.variant)
 
 
 def _short(value) -> str:
@@ -122,9 +156,10 @@ def _short(value) -> str:
 # ----------------------------------------------------------------------------- declared studies
 
 
-def study_trials(paper: PaperConfig, study: str, days: Sequence[int],
-                 seeds: Sequence[int]) -> List[Trial]:
-  """The trials one study needs, declared (the order respects dependencies)."""
+def study_trials(paper: PaperConfig, study: str, days: Sequence[int], seeds: Sequence[int],
+                 world_seed: int = 0) -> List[Trial]:
+  """The trials one study needs on the worlds of `world_seed`, declared (the order respects
+  dependencies)."""
   long_days = tuple(days[:-1])
   short_days = tuple(days[:paper.short_days])
   trials: List[Trial] = []
@@ -162,7 +197,31 @@ def study_trials(paper: PaperConfig, study: str, days: Sequence[int],
                  Trial(study, "retrieval", "baseline", seed, long_days, knobs=unlabelled),
                  Trial(study, "fine_ctr", "baseline", seed, long_days, knobs=unlabelled),
                  Trial(study, "coarse", "pfd_md", seed, long_days, knobs=unlabelled)]
-  return trials
+    elif study == "regime":
+      trials += regime_trials(paper, days, seed)
+  return [dataclasses.replace(t, world_seed=world_seed) for t in trials]
+
+
+REGIME_VARIANTS = ("baseline", "pfd", "pfd_md")
+
+
+def regime_worlds(paper: PaperConfig) -> List[str]:
+  """The regime map's worlds: one per (conversion_bias, strength), named by those knobs."""
+  return [paper_worlds.world_name([("conversion_bias", bias),
+                                   (paper.regime_strength_knob, strength)])
+          for bias in paper.regime_conversion_biases for strength in paper.regime_strengths]
+
+
+def regime_day_counts(paper: PaperConfig, days: Sequence[int]) -> List[int]:
+  """--regime_days, capped at the days before the eval day (the last day), without repeats."""
+  return sorted({min(int(n), len(days) - 1) for n in paper.regime_days})
+
+
+def regime_trials(paper: PaperConfig, days: Sequence[int], seed: int) -> List[Trial]:
+  """CVR baseline, PFD and PFD+MD on each regime world, for each training-days count."""
+  return [Trial("regime", "fine_cvr", variant, seed, tuple(days[:n]), world=world)
+          for world in regime_worlds(paper) for n in regime_day_counts(paper, days)
+          for variant in REGIME_VARIANTS]
 
 
 # The paper's training-cost schemes, as knobs of a coarse pfd run; "student alone" is baseline.
@@ -183,46 +242,83 @@ def cost_trials(seed: int, short_days: Tuple[int, ...]) -> List[Trial]:
 # ----------------------------------------------------------------------------- running trials
 
 
-def world_path(work_dir: str, world: str) -> str:
-  return os.path.join(work_dir, "worlds", world)
-
-
-def ensure_world(preset: str, work_dir: str, world: str, seed: int) -> str:
-  """Generates the main world or a noise-sweep world (reused when already there)."""
-  overrides = {"seed": seed}
-  if world.startswith("noise="):
-    overrides["post_click_noise"] = float(world.split("=", 1)[1])
-  path = world_path(work_dir, world)
-  generate.generate(path, world_config.preset(preset, **overrides))
-  return path
+# Runs a trial reads, by stage: a run waits for the runs of earlier ranks in its model dir (the
+# fine CTR export teaches coarse pfd_md and scores CVR's CTCVR; retrieval picks the coarse
+# unlabelled candidates).
+STAGE_RANK = {"retrieval": 0, "fine_ctr": 1, "fine_cvr": 2, "coarse": 2}
 
 
 def stage_config(trial: Trial, base: config_lib.TrainConfig,
                  work_dir: str) -> config_lib.TrainConfig:
   """The trial's stage config: `base`'s settings, the trial's, and the knobs its stage has."""
   settings: Dict[str, Any] = dict(
-      world_dir=world_path(work_dir, trial.world), model_dir=trial.model_dir(work_dir),
-      train_days=tuple(trial.train_days), seed=trial.seed, variant=trial.variant, mode=None,
-      reuse=True, **TASK.get(trial.stage, {}))
+      world_dir=paper_worlds.world_path(work_dir, trial.world, trial.world_seed),
+      model_dir=trial.model_dir(work_dir), train_days=tuple(trial.train_days), seed=trial.seed,
+      variant=trial.variant, mode=None, reuse=True, **TASK.get(trial.stage, {}))
   settings.update((k, v) for k, v in trial.knobs if k != "scheme")
   return config_lib.for_stage(CONFIGS[trial.stage], base, **settings)
 
 
-def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig,
-               work_dir: str) -> pd.DataFrame:
-  """Runs (or reuses) every trial; one row of metrics per trial."""
-  rows = []
+def distinct_runs(trials: Sequence[Trial]) -> Tuple[List[Trial], List[int]]:
+  """(each run once, in first-declared order; for every trial, the index of its run)."""
+  index: Dict[Tuple[str, str, str], int] = {}
+  runs: List[Trial] = []
+  for trial in trials:
+    if trial.run_key() not in index:
+      index[trial.run_key()] = len(runs)
+      runs.append(trial)
+  return runs, [index[t.run_key()] for t in trials]
+
+
+def run_dependencies(runs: Sequence[Trial]) -> List[List[int]]:
+  """For each run, the runs it waits for: those of an earlier stage rank in its model dir."""
+  by_dir: Dict[str, List[int]] = {}
+  for i, run in enumerate(runs):
+    by_dir.setdefault(run.model_dir(""), []).append(i)
+  return [[j for j in by_dir[run.model_dir("")]
+           if STAGE_RANK[runs[j].stage] < STAGE_RANK[run.stage]] for run in runs]
+
+
+def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: str,
+               workers: int = 1, max_worker_gb: float = 0.0) -> pd.DataFrame:
+  """Runs (or reuses) every distinct run, `workers` at a time; one row of metrics per trial,
+  in the declared order whatever order the runs finish in."""
+  runs, run_of = distinct_runs(trials)
+  configs = [stage_config(run, base, work_dir) for run in runs]
   started = time.time()
-  for index, trial in enumerate(trials, start=1):
-    metrics = runner.run_stage(stage_config(trial, base, work_dir))
-    rows.append({**dataclasses.asdict(trial), **dict(trial.knobs), **_numeric(metrics)})
-    logging.info("[%d/%d, %.0fs] %s %s %s seed %d days %s: auc=%s teacher_auc=%s", index,
-                 len(trials), time.time() - started, trial.study, trial.stage, trial.variant,
-                 trial.seed, _days(trial.train_days), _fmt(metrics.get("auc")),
-                 _fmt(metrics.get("teacher_auc")))
+  finished = []
+
+  def log_done(i: int, metrics: Dict[str, Any]) -> None:
+    finished.append(i)
+    run = runs[i]
+    logging.info("[%d/%d, %.0fs] %s %s %s %s seeds %d/%d days %s: auc=%s eauc=%s", len(finished),
+                 len(runs), time.time() - started, run.study, run.stage, run.variant,
+                 run.world, run.world_seed, run.seed, _days(run.train_days),
+                 _fmt(metrics.get("auc")), _fmt(metrics.get("eauc")))
+
+  results = runner.run_stages(configs, run_dependencies(runs), workers=workers,
+                              max_worker_gb=max_worker_gb, done=log_done)
+  rows = []
+  for trial, i in zip(trials, run_of):
+    reference = reference_metrics(configs[i])
+    world_knobs = {k: float(v) for k, v in paper_worlds.name_knobs(trial.world).items()}
+    # The trial's own fields win over the metrics' copies (seed stays an integer).
+    rows.append({**_numeric(results[i]), **dataclasses.asdict(trial), **dict(trial.knobs),
+                 **world_knobs, **reference})
   frame = pd.DataFrame(rows)
   frame["days"] = frame["train_days"].map(_days)
   return frame
+
+
+def reference_metrics(config: config_lib.TrainConfig) -> Dict[str, float]:
+  """The linear reference's auc and eauc on the run's eval rows, as reference_auc and
+  reference_eauc, when MODEL_DIR/reference/<stage>/metrics.json exists ({} otherwise): where
+  `python -m experiments.reference --stage=<stage> --model_dir=MODEL_DIR` writes it."""
+  path = os.path.join(config.model_dir, "reference", config.stage, "metrics.json")
+  if not os.path.exists(path):
+    return {}
+  metrics = _numeric(files.read_json(path))
+  return {f"reference_{k}": metrics[k] for k in ("auc", "eauc") if k in metrics}
 
 
 def _numeric(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -246,7 +342,8 @@ def online_study(paper: PaperConfig, frame_days: Sequence[int], seeds: Sequence[
                  work_dir: str) -> Dict[str, str]:
   """Replays the eval day through three funnels per seed and compares them with compare.
 
-  Returns {comparison name: path of its report.md}.
+  Returns {comparison name: path of its report.md}. On the world of world seed 0 only:
+  compare pairs replays by training seed.
   """
   day = frame_days[-1]
   long_days = tuple(frame_days[:-1])
@@ -258,9 +355,10 @@ def online_study(paper: PaperConfig, frame_days: Sequence[int], seeds: Sequence[
     trial = Trial("online", "coarse", "baseline", seed, long_days)
     for name, (coarse_variant, cvr_variant) in funnels.items():
       run_dir = os.path.join(work_dir, "replays", f"{name}_seed{seed}")
-      world = world or data.load(world_path(work_dir, "main"), verify="size")
+      world_dir = paper_worlds.world_path(work_dir, paper_worlds.MAIN)
+      world = world or data.load(world_dir, verify="size")
       config = replay.ReplayConfig(
-          world_dir=world_path(work_dir, "main"), model_dir=trial.model_dir(work_dir),
+          world_dir=world_dir, model_dir=trial.model_dir(work_dir),
           run_dir=run_dir, day=day, coarse_variant=coarse_variant, cvr_variant=cvr_variant,
           label=name, seed=seed, max_requests=paper.online_max_requests, cascade_sample=500,
           oracle_cache_dir=os.path.join(work_dir, "oracle_cache"))
@@ -281,23 +379,38 @@ def paper_work_dir(paper: PaperConfig) -> str:
   return paper.work_dir or os.path.join(paper.report_dir, "work")
 
 
+def ensure_worlds(paper: PaperConfig, work_dir: str, trials: Sequence[Trial],
+                  main_knobs: Dict[str, str]) -> None:
+  """Generates every world the trials read (regime worlds on --regime_world_flagfile's knobs,
+  the others on --world_flagfile's)."""
+  regime_knobs = paper_worlds.read_flagfile(paper.regime_world_flagfile) if any(
+      t.study == "regime" for t in trials) else {}
+  for name, world_seed, is_regime in sorted({(t.world, t.world_seed, t.study == "regime")
+                                              for t in trials}):
+    paper_worlds.ensure_world(paper.preset, work_dir, name, world_seed,
+                              regime_knobs if is_regime else main_knobs)
+
+
 def study(paper: PaperConfig, training: config_lib.TrainConfig) -> str:
   """Runs the chosen studies; returns the report's path. `training` holds the settings every
-  trial shares, on the main world (world_path(work_dir, 'main')) with model_dir=work_dir."""
-  if paper.seeds < 2:
-    logging.warning("--seeds=%d: confidence intervals need at least 2 seeds", paper.seeds)
+  trial shares, on the main world (paper_worlds.world_path(work_dir, 'main')) with
+  model_dir=work_dir."""
+  if paper.seeds * paper.world_seeds < 2:
+    logging.warning("one (world seed, seed) pair: confidence intervals need at least 2")
   work_dir = paper_work_dir(paper)
   seeds = list(range(paper.seeds))
-  ensure_world(paper.preset, work_dir, "main", 0)
+  main_knobs = paper_worlds.read_flagfile(paper.world_flagfile)
+  paper_worlds.ensure_world(paper.preset, work_dir, paper_worlds.MAIN, 0, main_knobs)
   world = driver.open_world(training)
   base = driver.resolve(training, world)
   days = world.days
-  trials = [t for name in paper.studies for t in study_trials(paper, name, days, seeds)]
-  for world_name in sorted({t.world for t in trials} - {"main"}):
-    ensure_world(paper.preset, work_dir, world_name, 0)
-  logging.info("paper study: %d stage runs over %d seeds, studies %s", len(trials), len(seeds),
-               list(paper.studies))
-  frame = run_trials(trials, base, work_dir)
+  trials = [t for name in paper.studies for world_seed in range(paper.world_seeds)
+            for t in study_trials(paper, name, days, seeds, world_seed)
+            if t.study != "online" or world_seed == 0]
+  ensure_worlds(paper, work_dir, trials, main_knobs)
+  logging.info("paper study: %d trials over %d world seeds x %d seeds, studies %s, %d workers",
+               len(trials), paper.world_seeds, len(seeds), list(paper.studies), paper.workers)
+  frame = run_trials(trials, base, work_dir, paper.workers, paper.max_worker_gb)
   online = online_study(paper, days, seeds, work_dir) if "online" in paper.studies else {}
   command_line = " ".join(["python -m experiments.paper"] + sys.argv[1:])
   return paper_report.write(frame, online, paper.report_dir, command=command_line,
@@ -308,7 +421,8 @@ def main() -> None:
   paper = command.config_from_flags(PaperConfig)
   work_dir = paper_work_dir(paper)
   training = config_lib.from_flags(config_lib.TrainConfig,
-                                   world_dir=world_path(work_dir, "main"), model_dir=work_dir)
+                                   world_dir=paper_worlds.world_path(work_dir, paper_worlds.MAIN),
+                                   model_dir=work_dir)
   print(f"report: {study(paper, training)}")
 
 

@@ -9,14 +9,21 @@ A run the runner has already made is reused without starting a process: beside t
 metrics.json it leaves runner.json, the digest of the exact command line, the world and the
 identity of every export the run reads (a coarse pfd_md student's fine CTR teacher) that made it.
 A child's command line is written from its config's fields (`stages.config.flag_fields`).
+
+`run_stages` runs many such runs, several at a time (`workers`), each once the runs it reads
+are done, and starts another only while the machine has `max_worker_gb` of memory available.
+Each run is the same child process with the same command as when run alone, and stage training
+is deterministic (`stages.training`), so results do not depend on the number of workers.
 """
 
+from concurrent import futures
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from data import files
 from stages import coarse
@@ -88,3 +95,58 @@ def run_stage(config: config_lib.TrainConfig) -> Dict[str, Any]:
   if digest:
     files.write_json(receipt_path, {"command": digest, "config_key": metrics.get("config_key")})
   return metrics
+
+
+def available_gb() -> float:
+  """The memory the kernel says new processes can use (MemAvailable), in GB; inf if unknown."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) / 2 ** 20
+  except OSError:
+    pass
+  return math.inf
+
+
+def worker_count(workers: int, max_worker_gb: float) -> int:
+  """`workers`, lowered so that each has `max_worker_gb` of the memory available now (>= 1)."""
+  if max_worker_gb <= 0:
+    return max(1, workers)
+  return max(1, min(workers, int(available_gb() // max_worker_gb)))
+
+
+def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequence[int]],
+               workers: int = 1, max_worker_gb: float = 0.0,
+               done: Optional[Callable[[int, Dict[str, Any]], None]] = None
+               ) -> List[Dict[str, Any]]:
+  """Runs every config (`run_stage`), config i only after the configs `after[i]`; at most
+  `worker_count(workers, max_worker_gb)` at a time, a new one only while `max_worker_gb` is
+  available. Returns the metrics in the order of `configs`; `done(i, metrics)` as each ends.
+  The first failure stops new starts and is raised once the running ones end."""
+  limit = worker_count(workers, max_worker_gb)
+  results: List[Optional[Dict[str, Any]]] = [None] * len(configs)
+  pending = list(range(len(configs)))
+  running: Dict[futures.Future, int] = {}
+  with futures.ThreadPoolExecutor(max_workers=limit) as pool:
+    while pending or running:
+      ready = [i for i in pending if all(results[j] is not None for j in after[i])]
+      memory_short = False
+      for i in ready:
+        if len(running) >= limit:
+          break
+        if running and max_worker_gb > 0 and available_gb() < max_worker_gb:
+          memory_short = True
+          break
+        pending.remove(i)
+        running[pool.submit(run_stage, configs[i])] = i
+      if not running:
+        raise ValueError(f"runs {pending} wait on each other: the dependencies have a cycle")
+      finished, _ = futures.wait(running, timeout=10 if memory_short else None,
+                                 return_when=futures.FIRST_COMPLETED)
+      for future in finished:
+        i = running.pop(future)
+        results[i] = future.result()
+        if done:
+          done(i, results[i])
+  return [r for r in results if r is not None]

@@ -1,4 +1,6 @@
-"""experiments.paper end to end on the tiny world: every declared study reaches the report."""
+"""experiments.paper: the declared trials, their runs and dependencies, the worlds; end to end on
+the tiny world (slow): every declared study reaches the report, and 2 workers give the numbers
+of 1."""
 
 import os
 import subprocess
@@ -7,17 +9,91 @@ import sys
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+from data import command
+from experiments import paper
+from experiments import paper_worlds
+
+DAYS = [1, 2, 3, 4]
 
 
+def _paper(**overrides):
+  return paper.PaperConfig(report_dir="R", **overrides)
+
+
+def test_defaults_give_the_power_the_issue_asks_for():
+  config = _paper()
+  assert config.seeds >= 6 and config.world_seeds >= 2
+  assert "regime" not in config.studies and "unlabelled" not in config.studies
+
+
+def test_regime_trials_cover_days_sparsity_and_strength_on_named_worlds():
+  config = _paper(regime_days=("1", "3", "7"), regime_conversion_biases=("-4.5", "-8.8"),
+                  regime_strengths=("0", "1"))
+  trials = paper.study_trials(config, "regime", DAYS, [0, 1], world_seed=1)
+  # Days capped at the 3 before the eval day: 1 and 3; 2 x 2 worlds; 3 variants; 2 seeds.
+  assert len(trials) == 2 * 2 * 2 * 3 * 2
+  assert {t.train_days for t in trials} == {(1,), (1, 2, 3)}
+  assert {t.world for t in trials} == {
+      "conversion_bias=-4.5,purchase_intent_sd=0", "conversion_bias=-4.5,purchase_intent_sd=1",
+      "conversion_bias=-8.8,purchase_intent_sd=0", "conversion_bias=-8.8,purchase_intent_sd=1"}
+  assert {t.world_seed for t in trials} == {1} and {t.stage for t in trials} == {"fine_cvr"}
+  assert paper_worlds.name_knobs(trials[0].world) == {"conversion_bias": "-4.5",
+                                                      "purchase_intent_sd": "0"}
+
+
+def test_a_run_declared_by_two_studies_runs_once_and_waits_for_what_it_reads():
+  config = _paper()
+  trials = (paper.study_trials(config, "coarse", DAYS, [0])
+            + paper.study_trials(config, "cvr", DAYS, [0]))
+  runs, run_of = paper.distinct_runs(trials)
+  assert len(runs) < len(trials) and len(run_of) == len(trials)
+  fine_ctr = [i for i, r in enumerate(runs) if r.stage == "fine_ctr"]
+  assert len(fine_ctr) == 2  # 1 day and days 1-3, once each although both studies declare it
+  after = paper.run_dependencies(runs)
+  for i, run in enumerate(runs):
+    waits = {runs[j].stage for j in after[i]}
+    assert waits == ({"fine_ctr"} if run.stage in ("coarse", "fine_cvr") else set()), run
+    assert all(runs[j].model_dir("") == run.model_dir("") for j in after[i])
+
+
+def test_world_seed_zero_keeps_the_old_paths_and_others_get_their_own():
+  assert paper_worlds.world_path("W", "main") == os.path.join("W", "worlds", "main")
+  assert paper_worlds.world_path("W", "noise=2", 1) == os.path.join("W", "worlds",
+                                                                    "noise=2@seed1")
+  trial = paper.Trial("cvr", "fine_cvr", "pfd", 0, (1, 2), world_seed=1)
+  assert "main@seed1" in trial.model_dir("W")
+
+
+def test_world_settings_cast_knobs_from_a_flagfile_and_refuse_unknown_ones():
+  knobs = paper_worlds.read_flagfile("experiments/configs/world_taobao.cfg")
+  settings = paper_worlds.world_settings("tiny", {**knobs, "conversion_bias": "-6.5"}, seed=3)
+  assert settings.conversion_bias == -6.5 and settings.click_bias == -4.9
+  assert settings.seed == 3 and settings.n_users == 400
+  with pytest.raises(command.UserError, match="unknown world knob"):
+    paper_worlds.world_settings("tiny", {"colour": "1"}, seed=0)
+
+
+def test_the_regime_flagfile_parses_into_a_config():
+  flags = paper_worlds.read_flagfile("experiments/configs/paper_regime.cfg")
+  assert "regime" in flags["studies"].split(",")
+  assert int(flags["seeds"]) >= 6 and int(flags["world_seeds"]) >= 2
+
+
+TINY = [sys.executable, "-m", "experiments.paper", "--preset=tiny", "--hidden_units=16",
+        "--embedding_dim=4", "--batch_size=1024", "--max_steps=20"]
+
+
+def _run(flags):
+  result = subprocess.run(TINY + flags, capture_output=True, text=True, timeout=1800)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_paper_study_writes_tables_plots_and_the_command(tmp_path):
   report_dir = tmp_path / "paper"
-  flags = [sys.executable, "-m", "experiments.paper", "--preset=tiny", "--seeds=2",
-           f"--report_dir={report_dir}", "--lambdas=0.5", "--noise_levels=0.5,2",
-           "--hidden_units=16", "--embedding_dim=4", "--batch_size=1024", "--max_steps=20"]
-  command = flags + ["--studies=lambda,noise"]
-  result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-  assert result.returncode == 0, result.stderr[-3000:]
+  flags = ["--seeds=2", "--world_seeds=1", f"--report_dir={report_dir}", "--lambdas=0.5",
+           "--noise_levels=0.5,2"]
+  _run(flags + ["--studies=lambda,noise"])
   report = (report_dir / "report.md").read_text()
   for section in ("λ sweep", "Post-click noise sweep", "python -m experiments.paper"):
     assert section in report, section
@@ -28,8 +104,39 @@ def test_paper_study_writes_tables_plots_and_the_command(tmp_path):
   assert set(trials[trials["study"] == "noise"]["world"]) == {"noise=0.5", "noise=2"}
   # Rerunning reuses every finished stage run instead of training again.
   finished = {str(p): p.stat().st_mtime_ns for p in (report_dir / "work").rglob("metrics.json")}
-  again = subprocess.run(flags + ["--studies=noise"], capture_output=True, text=True,
-                         timeout=1800)
-  assert again.returncode == 0, again.stderr[-3000:]
+  _run(flags + ["--studies=noise"])
   assert finished and finished == {
       str(p): p.stat().st_mtime_ns for p in (report_dir / "work").rglob("metrics.json")}
+
+
+TIMING = ("train_seconds", "seconds", "examples_per_second")
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_numbers_of_one(tmp_path):
+  tables = []
+  for workers in (1, 2):
+    report_dir = tmp_path / f"workers{workers}"
+    _run(["--seeds=1", "--world_seeds=2", "--studies=cvr", f"--workers={workers}",
+          "--max_worker_gb=0", f"--report_dir={report_dir}"])
+    tables.append(pd.read_csv(report_dir / "tables.csv"))
+  one, two = (t.drop(columns=[c for c in t.columns if any(x in c for x in TIMING)])
+              for t in tables)
+  assert set(one["world_seed"]) == {0, 1}
+  pd.testing.assert_frame_equal(one, two)
+
+
+@pytest.mark.slow
+def test_regime_study_maps_the_gains_on_worlds_it_generates(tmp_path):
+  report_dir = tmp_path / "regime"
+  _run(["--seeds=1", "--world_seeds=2", "--studies=regime", "--workers=2", "--regime_days=1",
+        "--regime_conversion_biases=-4.5,-8.8", "--regime_strengths=1",
+        f"--report_dir={report_dir}"])
+  report = (report_dir / "report.md").read_text()
+  assert "Regime map" in report
+  assert os.path.exists(report_dir / "plots" / "regime_pfd.png")
+  trials = pd.read_csv(report_dir / "tables.csv")
+  assert set(trials["conversion_bias"]) == {-4.5, -8.8}
+  assert len(trials) == 2 * 3 * 2  # worlds x variants x (world seed, seed) pairs
+  assert os.path.isdir(report_dir / "work" / "worlds" /
+                       "conversion_bias=-8.8,purchase_intent_sd=1@seed1")

@@ -1,42 +1,77 @@
-"""experiments.paper_report on a synthetic frame of trials: paired deltas, tables and plots."""
+"""experiments.paper_report on synthetic frames of trials: paired deltas over (world seed, seed)
+pairs, numeric tables rendered last, the regime map and the plots."""
 
+import math
 import os
 
 import numpy as np
 import pandas as pd
 
+from experiments import paper_regime
 from experiments import paper_report
+from experiments import paper_stats
 
 
-def _frame():
+def _frame(world_seeds=1, with_eauc=True):
   rows = []
   rng = np.random.default_rng(0)
-  for seed in range(3):
-    base = 0.65 + 0.02 * rng.random()  # seeds differ a lot, pairs do not
-    for variant, gain in (("baseline", 0.0), ("lupi", -0.004), ("md", 0.0), ("pfd", 0.01),
-                          ("pfd_md", 0.005)):
-      for days in ("1", "1-7"):
-        teacher = None if variant == "baseline" else base + (0.0 if variant == "md" else 0.02)
-        rows.append(dict(study="coarse", stage="coarse", variant=variant, seed=seed, days=days,
-                         auc=base + gain + (0.001 * seed if variant == "md" else 0.0),
-                         teacher_auc=teacher))
+  for world_seed in range(world_seeds):
+    for seed in range(3):
+      base = 0.65 + 0.02 * rng.random()  # pairs differ a lot, deltas within a pair do not
+      for variant, gain in (("baseline", 0.0), ("lupi", -0.004), ("md", 0.0), ("pfd", 0.01),
+                            ("pfd_md", 0.005)):
+        for days in ("1", "1-7"):
+          teacher = None if variant == "baseline" else base + (0.0 if variant == "md" else 0.02)
+          row = dict(study="coarse", stage="coarse", variant=variant, world_seed=world_seed,
+                     seed=seed, days=days, teacher_auc=teacher, ceiling_auc=0.77,
+                     auc=base + gain + (0.001 * seed if variant == "md" else 0.0))
+          if with_eauc:
+            row["eauc"] = row["auc"] - 0.1 + gain
+          rows.append(row)
   return pd.DataFrame(rows)
 
 
-def test_table_a_has_paired_deltas_gap_closure_and_a_plot(tmp_path):
-  path = paper_report.write(_frame(), {}, str(tmp_path), command="python -m experiments.paper",
-                            studies=["coarse"])
+def test_table_a_is_numeric_with_paired_auc_and_eauc_deltas_and_gap_closure():
+  table = paper_report.auc_table(_frame(), "coarse", "coarse", ["1", "1-7"],
+                                 {"1": paper_report.PAPER_CTR_1DAY})
+  pfd = table[(table["method"] == "PFD") & (table["days"] == "1")].iloc[0]
+  # The paired delta removes the pair-to-pair spread: exactly +0.01 with no spread.
+  assert math.isclose(pfd["Δ AUC"], 0.01, abs_tol=1e-12) and pfd["Δ AUC ±"] < 1e-12
+  assert math.isclose(pfd["Δ eAUC"], 0.02, abs_tol=1e-12)
+  assert pfd["Δ pairs"] == 3 and pfd["n"] == 3
+  assert math.isclose(pfd["gap closure"], 0.5)  # 0.01 of a 0.02 gap
+  assert math.isclose(pfd["ceiling AUC"], 0.77)
+  assert math.isnan(pfd["linear AUC"])  # no reference measured: n/a, not an error
+  assert pfd["paper"] == paper_report.PAPER_CTR_1DAY["pfd"]
+  md = table[(table["method"] == "MD") & (table["days"] == "1")].iloc[0]
+  assert math.isclose(md["Δ AUC"], 0.001) and math.isclose(md["Δ AUC ±"], 0.0025, abs_tol=1e-4)
+  assert math.isnan(md["gap closure"])  # its teacher is no better than the baseline
+  assert table["AUC"].dtype == np.float64
+
+
+def test_pairs_span_world_seeds():
+  table = paper_report.auc_table(_frame(world_seeds=2), "coarse", "coarse", ["1"], {})
+  assert set(table.loc[table["method"] != "baseline", "Δ pairs"]) == {6}
+
+
+def test_the_report_renders_means_with_half_widths_and_n_a_for_missing_metrics(tmp_path):
+  path = paper_report.write(_frame(with_eauc=False), {}, str(tmp_path),
+                            command="python -m experiments.paper", studies=["coarse"])
   report = open(path).read()
-  pfd = next(line for line in report.splitlines() if line.startswith("| PFD |"))
-  cells = [c.strip() for c in pfd.strip("|").split("|")]
-  # The paired delta removes the seed-to-seed spread: exactly +0.01 with no spread.
-  assert cells[5] == cells[6] == "+0.0100 ± 0.0000", cells
-  assert cells[7].startswith("0.5000"), cells  # gap closure: 0.01 of a 0.02 gap
-  md = next(line for line in report.splitlines() if line.startswith("| MD |"))
-  assert "+0.0010 ± 0.0025" in md  # per-seed deltas 0, 0.001, 0.002: t-CI over 3 seeds
-  assert "n/a (no significant gap)" in md  # its teacher is no better than the baseline
+  pfd = next(line for line in report.splitlines() if line.startswith("| PFD | 1 |"))
+  assert "+0.0100 ± 0.0000" in pfd and "n/a" in pfd  # Δ AUC; eAUC not measured
   assert os.path.exists(tmp_path / "plots" / "table_a.png")
   assert "python -m experiments.paper" in report
+
+
+def test_format_table_pairs_mean_and_half_width_columns():
+  table = pd.DataFrame({"name": ["a", "b"], "x": [0.5, np.nan], "x ±": [0.01, np.nan],
+                        "Δ y": [0.002, -0.001], "Δ y ±": [np.nan, 0.0005], "n": [3, 0]})
+  shown = paper_stats.format_table(table)
+  assert list(shown.columns) == ["name", "x", "Δ y", "n"]
+  assert list(shown["x"]) == ["0.5000 ± 0.0100", "n/a"]
+  assert list(shown["Δ y"]) == ["+0.0020", "-0.0010 ± 0.0005"]
+  assert list(shown["n"]) == ["3", "0"]
 
 
 def test_lambda_sweep_starts_from_the_baseline_student(tmp_path):
@@ -45,25 +80,47 @@ def test_lambda_sweep_starts_from_the_baseline_student(tmp_path):
   rows += [dict(study="lambda", stage="fine_cvr", variant="pfd", seed=s, days="1-7",
                 distill_lambda=lam, auc=0.70 + lam / 10, teacher_auc=0.8)
            for s in range(2) for lam in (0.1, 0.5)]
-  path = paper_report.write(pd.DataFrame(rows), {}, str(tmp_path), command="c",
-                            studies=["cvr", "lambda"])
-  lines = open(path).read().splitlines()
-  start = lines.index("| 0 (baseline) | - | 0.7000 ± 0.0000 | 0.7000 ± 0.0000 |")
-  assert lines[start + 1].startswith("| 0.1 | - | 0.7100") and lines[start + 2].startswith("| 0.5")
-  assert os.path.exists(tmp_path / "plots" / "lambda_sweep.png")
+  section = paper_report.lambda_section(pd.DataFrame(rows), str(tmp_path))
+  assert list(section.table["λ"]) == ["0 (baseline)", "0.1", "0.5"]
+  assert np.allclose(section.table["fine_cvr PFD"], [0.70, 0.71, 0.75])
+  assert os.path.exists(tmp_path / "lambda_sweep.png")
 
 
-def test_auc_table_is_a_frame_with_one_row_per_method():
-  table = paper_report.auc_table(_frame(), "coarse", "coarse", {"1": "1", "1-7": "1-7"},
-                                 {"paper, 1 day": paper_report.PAPER_CTR_1DAY})
-  assert list(table["method"]) == [paper_report.NAMES[v] for v in paper_report.VARIANTS]
-  pfd = table.set_index("method").loc["PFD"]
-  assert pfd["Δ vs baseline, days 1"] == pfd["Δ vs baseline, days 1-7"] == "+0.0100 ± 0.0000"
-  assert pfd["gap closure, days 1"].startswith("0.5000")
-  assert pfd["paper, 1 day"] == paper_report.PAPER_CTR_1DAY["pfd"]
+def _regime_frame():
+  rows = []
+  for bias in (-4.5, -8.8):
+    for strength in (0.0, 1.0):
+      world = f"conversion_bias={bias},purchase_intent_sd={strength}"
+      for days in ("1", "1-3"):
+        for world_seed in range(2):
+          for seed in range(2):
+            base = 0.7 + 0.01 * seed + 0.02 * world_seed
+            gain = 0.01 * strength * (bias < -5)  # PFD helps only when sparse and strong
+            for variant, extra in (("baseline", 0.0), ("pfd", gain), ("pfd_md", gain / 2)):
+              rows.append(dict(study="regime", stage="fine_cvr", variant=variant, world=world,
+                               world_seed=world_seed, seed=seed, days=days,
+                               conversion_bias=bias, purchase_intent_sd=strength,
+                               auc=base + extra, eauc=base + extra + 0.001 * seed * extra,
+                               ceiling_eauc=0.8))
+  return pd.DataFrame(rows)
+
+
+def test_regime_map_has_one_row_per_cell_with_paired_eauc_gains_and_heatmaps(tmp_path):
+  section = paper_regime.regime_section(_regime_frame(), str(tmp_path))
+  table = section.table
+  assert len(table) == 8  # 2 days x 2 sparsities x 2 strengths
+  sparse_strong = table[(table["conversion_bias"] == -8.8) & (table["purchase_intent_sd"] == 1)]
+  assert np.allclose(sparse_strong["Δ eAUC PFD"], 0.01, atol=1e-3)
+  assert sparse_strong["PFD eAUC CI excludes 0"].all() and (sparse_strong["PFD pairs"] == 4).all()
+  dense = table[table["conversion_bias"] == -4.5]
+  assert np.allclose(dense["Δ eAUC PFD"], 0.0) and not dense["PFD eAUC CI excludes 0"].any()
+  assert os.path.exists(tmp_path / "regime_pfd.png")
+  assert os.path.exists(tmp_path / "regime_pfd_md.png")
+  assert any("plots/regime_pfd.png" in line for line in section.notes)
 
 
 def test_sections_without_rows_render_nothing():
   empty = pd.DataFrame({"study": [], "stage": [], "variant": [], "seed": []})
   assert paper_report.cost_section(empty) is None
+  assert paper_regime.regime_section(empty, "unused") is None
   assert paper_report.render_section(paper_report.online_section({})) == []

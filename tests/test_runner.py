@@ -91,3 +91,54 @@ def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
   # Back to the first command: its receipt was replaced by the other run's, so it runs again.
   assert runner.run_stage(config)["config_key"] == first["config_key"]
   assert len(spawned) == 2
+
+
+def _fake_runs(monkeypatch, seconds=0.05):
+  """run_stage replaced by a sleep that records (event, config) and the peak concurrency."""
+  import threading
+  import time
+  log, lock, state = [], threading.Lock(), {"running": 0, "peak": 0}
+
+  def fake_run_stage(config):
+    with lock:
+      log.append(("start", config))
+      state["running"] += 1
+      state["peak"] = max(state["peak"], state["running"])
+    time.sleep(seconds)
+    with lock:
+      state["running"] -= 1
+      log.append(("end", config))
+    return {"auc": float(config)}
+
+  monkeypatch.setattr(runner, "run_stage", fake_run_stage)
+  return log, state
+
+
+def test_run_stages_runs_at_most_workers_at_once_and_each_after_what_it_reads(monkeypatch):
+  log, state = _fake_runs(monkeypatch)
+  after = [[], [], [0], [0, 1], []]
+  results = runner.run_stages([0, 1, 2, 3, 4], after, workers=2)
+  assert [r["auc"] for r in results] == [0, 1, 2, 3, 4]  # declared order, whatever finished first
+  assert state["peak"] == 2
+  for i, needs in enumerate(after):
+    for j in needs:
+      assert log.index(("end", j)) < log.index(("start", i)), (i, j)
+
+
+def test_run_stages_starts_no_second_run_without_the_memory_for_it(monkeypatch):
+  _, state = _fake_runs(monkeypatch, seconds=0.01)
+  monkeypatch.setattr(runner, "available_gb", lambda: 5.0)
+  assert runner.worker_count(4, 2.0) == 2 and runner.worker_count(4, 0) == 4
+  assert runner.worker_count(4, 8.0) == 1  # one run always goes, memory or not
+  runner.run_stages(list(range(6)), [[]] * 6, workers=4, max_worker_gb=2.0)
+  assert state["peak"] <= 2
+
+
+def test_run_stages_raises_the_failure_of_a_run(monkeypatch):
+  def failing(config):
+    if config == 1:
+      raise config_lib.StageError("boom")
+    return {}
+  monkeypatch.setattr(runner, "run_stage", failing)
+  with pytest.raises(config_lib.StageError, match="boom"):
+    runner.run_stages([0, 1, 2], [[], [], [1]], workers=2)
