@@ -153,13 +153,14 @@ def _fits_int32(schema: S.Schema, name: str) -> bool:
   return name in schema.names and 0 < schema[name].vocab_size <= np.iinfo(np.int32).max
 
 
-class RequestColumn:
+class RequestColumn(np.lib.mixins.NDArrayOperatorsMixin):
   """A request-level column seen as one row per impression, without copying it per impression.
 
   `table` holds one row per request (e.g. a behaviour sequence [R, L], ids as int32 where the
   vocabulary allows); `rows[i]` is impression i's request row. Indexing with impression rows
   (an index array, a boolean mask or a slice) expands only those rows, in `dtype`;
-  `take_rows` keeps the result request-level. `np.asarray(column)` expands every row.
+  `take_rows` keeps the result request-level. `np.asarray(column)` expands every row, and so do
+  operators and numpy functions (`column != PAD_ID`), so it behaves as the array it stands for.
   """
 
   def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
@@ -186,6 +187,16 @@ class RequestColumn:
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     values = self[slice(None)]
     return values if dtype is None else values.astype(dtype, copy=False)
+
+  def __getattr__(self, name: str):
+    """Any other ndarray attribute (`reshape`, `astype`, `sum`...) on the expanded array."""
+    if name.startswith("__") or name in ("table", "rows") or not hasattr(np.ndarray, name):
+      raise AttributeError(name)
+    return getattr(np.asarray(self), name)
+
+  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    inputs = tuple(np.asarray(x) if isinstance(x, RequestColumn) else x for x in inputs)
+    return getattr(ufunc, method)(*inputs, **kwargs)
 
   @property
   def nbytes(self) -> int:

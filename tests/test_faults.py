@@ -82,10 +82,11 @@ def test_a_backup_of_another_configuration_is_discarded_not_adopted(tiny_world_d
   models = tmp_path / "models"
   with pytest.raises(_Killed):
     fine.train(_fine(tiny_world_dir, models, epochs=2, checkpoint_every=5,
-                     callbacks=[_KillAtStep(12)]))
+                     validation_fraction=0.0, callbacks=[_KillAtStep(12)]))
   assert os.listdir(_backup_dir(models))
   counter = _CountSteps()
-  other = dict(epochs=2, checkpoint_every=5, seed=1, learning_rate=0.001)
+  other = dict(epochs=2, checkpoint_every=5, seed=1, learning_rate=0.001,
+               validation_fraction=0.0)
   rerun = fine.train(_fine(tiny_world_dir, models, callbacks=[counter], **other))
   fresh = fine.train(_fine(tiny_world_dir, tmp_path / "fresh", **other))
   steps_per_epoch = -(-fresh["n_train"] // TINY["batch_size"])
@@ -97,8 +98,10 @@ def test_a_backup_of_another_configuration_is_discarded_not_adopted(tiny_world_d
 @pytest.mark.slow
 def test_a_run_killed_in_its_second_epoch_resumes_from_the_first_epochs_end(tiny_world_dir,
                                                                            tmp_path):
-  """Finding 3: with checkpoint_every larger than an epoch, the epoch's end is still saved."""
-  args = dict(epochs=2, checkpoint_every=10_000)
+  """Finding 3: with checkpoint_every larger than an epoch, the epoch's end is still saved.
+
+  Without validation stopping, which would end the run within its first epoch here."""
+  args = dict(epochs=2, checkpoint_every=10_000, validation_fraction=0.0)
   whole = fine.train(_fine(tiny_world_dir, tmp_path / "whole", **args))
   steps_per_epoch = -(-whole["n_train"] // TINY["batch_size"])
   with pytest.raises(_Killed):

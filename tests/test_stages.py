@@ -221,8 +221,10 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_pa
   counter = _CountSteps()
   resumed = fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[counter],
                                **args))
-  total_steps = 2 * -(-uninterrupted["n_train"] // TINY["batch_size"])
-  assert counter.steps == total_steps - 90  # Picks up at the step of the last checkpoint.
+  steps_per_epoch = -(-uninterrupted["n_train"] // TINY["batch_size"])
+  # Backups: at each epoch's end and every 10 steps into an epoch; the last before step 90.
+  last_backup = steps_per_epoch + (90 - steps_per_epoch) // 10 * 10
+  assert counter.steps == 2 * steps_per_epoch - last_backup  # Picks up at the last backup.
   assert resumed["auc"] == pytest.approx(uninterrupted["auc"], abs=1e-9)
   assert not os.path.exists(backup) or not os.listdir(backup)
 
