@@ -125,3 +125,30 @@ def as_batch(arrays: Dict[str, np.ndarray], rows: Optional[int] = None) -> dict:
 def privileged_columns(schema: schema_lib.Schema, stage: str):
   """Names of the columns only a teacher at `stage` may read."""
   return [f.name for f in schema.privileged_features(stage)]
+
+
+class Killed(Exception):
+  """Raised by `KillAtStep`: a simulated kill of a training run."""
+
+
+class KillAtStep(tf.keras.callbacks.Callback):
+  """Raises `Killed` after the optimizer's `step`-th update, as a kill would interrupt the run."""
+
+  def __init__(self, step: int):
+    super().__init__()
+    self.step = step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) == self.step:
+      raise Killed()
+
+
+class CountSteps(tf.keras.callbacks.Callback):
+  """Counts the training steps a run makes (a resumed run makes only the remaining ones)."""
+
+  def __init__(self):
+    super().__init__()
+    self.steps = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1

@@ -18,12 +18,12 @@ from typing import Callable, List
 
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from data import files
 from data import generate
 from data import io
 from data.config import WorldConfig
+from models import testing
 from stages import coarse
 from stages import config as config_lib
 from stages import fine
@@ -34,30 +34,6 @@ TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512)
 FINE_CTR = ("fine/ctr", "baseline")
 
 
-class _Killed(Exception):
-  pass
-
-
-class _KillAtStep(tf.keras.callbacks.Callback):
-  """Raises after the optimizer's `step`-th update, as a kill would interrupt the run."""
-
-  def __init__(self, step):
-    super().__init__()
-    self.step = step
-
-  def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) == self.step:
-      raise _Killed()
-
-
-class _CountSteps(tf.keras.callbacks.Callback):
-
-  def __init__(self):
-    super().__init__()
-    self.steps = 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.steps += 1
 
 
 def _fine(world_dir, model_dir, **overrides) -> config_lib.FineConfig:
@@ -80,11 +56,11 @@ def _without_time(metrics: dict) -> dict:
 def test_a_backup_of_another_configuration_is_discarded_not_adopted(tiny_world_dir, tmp_path):
   """Finding 2: a seed-0 backup is not restored into a seed-1 run with another learning rate."""
   models = tmp_path / "models"
-  with pytest.raises(_Killed):
+  with pytest.raises(testing.Killed):
     fine.train(_fine(tiny_world_dir, models, epochs=2, checkpoint_every=5,
-                     validation_fraction=0.0, callbacks=[_KillAtStep(12)]))
+                     validation_fraction=0.0, callbacks=[testing.KillAtStep(12)]))
   assert os.listdir(_backup_dir(models))
-  counter = _CountSteps()
+  counter = testing.CountSteps()
   other = dict(epochs=2, checkpoint_every=5, seed=1, learning_rate=0.001,
                validation_fraction=0.0)
   rerun = fine.train(_fine(tiny_world_dir, models, callbacks=[counter], **other))
@@ -104,10 +80,10 @@ def test_a_run_killed_in_its_second_epoch_resumes_from_the_first_epochs_end(tiny
   args = dict(epochs=2, checkpoint_every=10_000, validation_fraction=0.0)
   whole = fine.train(_fine(tiny_world_dir, tmp_path / "whole", **args))
   steps_per_epoch = -(-whole["n_train"] // TINY["batch_size"])
-  with pytest.raises(_Killed):
+  with pytest.raises(testing.Killed):
     fine.train(_fine(tiny_world_dir, tmp_path / "killed", callbacks=[
-        _KillAtStep(steps_per_epoch + 2)], **args))
-  counter = _CountSteps()
+        testing.KillAtStep(steps_per_epoch + 2)], **args))
+  counter = testing.CountSteps()
   resumed = fine.train(_fine(tiny_world_dir, tmp_path / "killed", callbacks=[counter], **args))
   assert counter.steps == steps_per_epoch  # the second epoch only
   assert resumed["auc"] == pytest.approx(whole["auc"], abs=1e-9)

@@ -19,6 +19,7 @@ from data import splits
 from models import distillation
 from models import export
 from models import pipeline
+from models import testing
 from stages import coarse
 from stages import config as config_lib
 from stages import driver
@@ -181,30 +182,6 @@ def test_same_seed_gives_same_metrics_and_the_config_is_left_as_given(tiny_world
   assert configs[0].mode is None and runs[0]["eval_day"] == 4
 
 
-class _Killed(Exception):
-  pass
-
-
-class _KillAtStep(tf.keras.callbacks.Callback):
-  """Raises after the optimizer's `step`-th update, as a kill would interrupt the run."""
-
-  def __init__(self, step):
-    super().__init__()
-    self.step = step
-
-  def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) == self.step:
-      raise _Killed()
-
-
-class _CountSteps(tf.keras.callbacks.Callback):
-
-  def __init__(self):
-    super().__init__()
-    self.steps = 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.steps += 1
 
 
 @pytest.mark.slow
@@ -212,13 +189,13 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_pa
   # Fixed-length training: validation stopping keeps its best weights in memory only.
   args = dict(epochs=2, checkpoint_every=10, task="ctr", validation_fraction=0.0)
   uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
-  with pytest.raises(_Killed):
-    fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[_KillAtStep(90)],
+  with pytest.raises(testing.Killed):
+    fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[testing.KillAtStep(90)],
                        **args))
   backup = os.path.join(layout.stage_dir(str(tmp_path / "killed"), "fine/ctr", "baseline"),
                         "checkpoints", "backup")
   assert os.path.isdir(backup) and os.listdir(backup)
-  counter = _CountSteps()
+  counter = testing.CountSteps()
   resumed = fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[counter],
                                **args))
   steps_per_epoch = -(-uninterrupted["n_train"] // TINY["batch_size"])
