@@ -9,7 +9,6 @@ one, an optional vocabulary. The declaration must agree with the slot: a column 
 is decided by the one project schema (data/schema.py), as for the simulator.
 """
 
-import json
 import os
 from typing import Dict, List, Tuple
 
@@ -36,11 +35,7 @@ _PROJECT = S.build_schema(WorldConfig())
 def load_contract(input_dir: str) -> dict:
   """The parsed and checked schema file; errors name the entry at fault."""
   path = R.require_file(input_dir, SCHEMA_FILE, "the schema file of docs/real_logs.md")
-  try:
-    with open(path) as f:
-      contract = json.load(f)
-  except ValueError as e:
-    raise R.IngestError(path, getattr(e, "lineno", None), f"expected JSON: {e}")
+  contract = R.read_json_file(path)
   if "impressions" not in contract or "columns" not in contract:
     raise R.IngestError(path, None, "expected keys 'impressions' and 'columns'")
   roles: Dict[str, List[str]] = {t: [] for t in TABLES}

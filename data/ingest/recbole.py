@@ -17,7 +17,6 @@ schema's (docs/real_logs.md); a field mapped to a privileged slot reaches teache
 request is one (user, timestamp); a token_seq field gives its first token.
 """
 
-import json
 import os
 from typing import Dict, List, Tuple
 
@@ -51,11 +50,7 @@ def _header(path: str) -> Dict[str, str]:
 
 def _load_config(input_dir: str) -> dict:
   path = R.require_file(input_dir, CONFIG_FILE, "the field mapping of data/ingest/recbole.py")
-  try:
-    with open(path) as f:
-      config = json.load(f)
-  except ValueError as e:
-    raise R.IngestError(path, getattr(e, "lineno", None), f"expected JSON: {e}")
+  config = R.read_json_file(path)
   for key in ("dataset", "click"):
     if key not in config:
       raise R.IngestError(path, None, f"expected key {key!r}")

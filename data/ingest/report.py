@@ -7,6 +7,7 @@ records and the command prints.
 """
 
 import collections
+import json
 import logging
 import os
 import time
@@ -159,3 +160,12 @@ class Codes:
 
   def __len__(self) -> int:
     return len(self._index)
+
+
+def read_json_file(path: str):
+  """A user-written JSON file (a contract, a field mapping); IngestError names a bad one."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise IngestError(path, getattr(e, "lineno", None), f"expected JSON: {e}")
