@@ -105,7 +105,7 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
   manifest_path = os.path.join(world_dir, io.MANIFEST)
   if os.path.isfile(manifest_path) and not overwrite:
     manifest = files.read_json(manifest_path)
-    if manifest.get("config") == config.to_dict():
+    if _same_config(manifest.get("config"), config):
       _check_existing(world_dir, manifest)
       # A run killed between the manifest and the cleanup leaves the shards' parts behind.
       files.remove_tree(os.path.join(world_dir, SHARDS_DIR))
@@ -147,7 +147,15 @@ def _shard_done(world_dir: str, config: WorldConfig, shard: int) -> bool:
   with open(path) as f:
     done = json.load(f)
   parts = [os.path.join(_shard_dir(world_dir, shard), p) for p in done["files"]]
-  return done["config"] == config.to_dict() and all(os.path.isfile(p) for p in parts)
+  return _same_config(done["config"], config) and all(os.path.isfile(p) for p in parts)
+
+
+def _same_config(recorded: Optional[dict], config: WorldConfig) -> bool:
+  """True if a manifest's config dict (of any format, knobs left out included) is `config`."""
+  try:
+    return recorded is not None and WorldConfig.from_dict(recorded) == config
+  except (TypeError, ValueError):
+    return False
 
 
 def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities,

@@ -38,17 +38,18 @@ import numpy as np
 
 from data import ids as id_lookup
 from data import truth as ground_truth
-from data.config import WorldConfig
+from data.config import DENSE_KNOBS
 from data.numeric import sigmoid
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).
-CLICK_BIAS = WorldConfig.click_bias  # the default world's; config.click_bias is the truth
 TASTE_WEIGHT = 2.0
 LOG_PRICE_CENTER = float(np.log(60.0))
 
 # Conversion model constants.
-CONVERSION_BIAS = WorldConfig.conversion_bias  # the default world's
+# The dense world's conversion_bias: the post-click signals' centre is defined at it and moves
+# with the world's own (world.signal_center); config.conversion_bias is the truth.
+CONVERSION_BIAS = DENSE_KNOBS["conversion_bias"]
 CONVERSION_TASTE_WEIGHT = 1.0
 CONVERSION_QUALITY_WEIGHT = 0.8
 CONVERSION_PRICE_BASE = 0.4        # everybody converts less on expensive items ...

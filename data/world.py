@@ -52,7 +52,7 @@ HOUR_WEIGHTS = (3, 2, 1, 1, 1, 1, 2, 3, 4, 5, 5, 6, 7, 6, 5, 5, 6, 7, 8, 9, 10, 
 POLICY_INTENT_ACCURACY = 0.6      # P(the policy sees the true intent category)
 POLICY_OVERSAMPLE = 2             # candidates drawn per slot before de-duplication
 # Post-click signals: (intercept, slope on z - Z_CENTER) of each Bernoulli signal. Z_CENTER
-# belongs to the default conversion_bias and moves with it (signal_center).
+# belongs to the dense world's conversion_bias and moves with the world's (signal_center).
 Z_CENTER = -2.5
 # The config knob added to each signal's intercept (0 for signals without one).
 SIGNAL_SHIFTS = {"added_to_cart": "cart_shift", "favorited": "favorite_shift"}

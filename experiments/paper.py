@@ -42,8 +42,10 @@ from data import command
 from data import config as world_config
 from data import files
 from experiments import compare
+from experiments import paper_learning
 from experiments import paper_report
 from experiments import paper_worlds
+from experiments import reference
 from experiments import replay
 from experiments import runner
 from models import distillation
@@ -53,6 +55,8 @@ from stages import driver
 STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled", "regime")
 ONLY_WHEN_NAMED = ("unlabelled", "regime")
 VARIANTS = distillation.TEACHER_KINDS
+LINEAR = "reference"  # a trial of the stage's linear reference (experiments.reference)
+LEARNING_CURVE = paper_learning.LEARNING_CURVE  # kept whole in the frame, not in tables.csv
 # Training settings each trial decides; every other TrainConfig field is a flag of the study.
 NOT_FLAGS = ("world_dir", "model_dir", "train_days", "seed", "variant", "mode", "reuse")
 CONFIGS = {"retrieval": config_lib.RetrievalConfig, "fine_ctr": config_lib.FineConfig,
@@ -85,6 +89,14 @@ class PaperConfig:
                                "(e.g. experiments/configs/world_taobao.cfg; empty: the preset).")
   work_dir: Optional[str] = _field(None, "Worlds, models and replays (default "
                                    "REPORT_DIR/work).")
+  variants: Tuple[str, ...] = _field(VARIANTS, "Distillation variants of Tables A and B "
+                                     "(baseline is always run: every delta is against it).")
+  coarse_columns: Tuple[str, ...] = _field(("short", "long"), "Table A's training-days "
+                                           "columns: short (--short_days) and/or long (every "
+                                           "day before the eval day).")
+  linear_reference: bool = _field(True, "Also train the linear reference (experiments."
+                                  "reference) beside each baseline of Tables A and B, so the "
+                                  "report shows ceiling, linear model and DNN side by side.")
   short_days: int = _field(1, "Training days of the short-data column of Table A.")
   lambdas: Tuple[str, ...] = _field(("0.1", "0.3", "0.5", "0.7", "0.9"),
                                     "λ values of the sweep.")
@@ -106,6 +118,13 @@ class PaperConfig:
                                       "flagfile of the regime worlds' other knobs.")
 
   def __post_init__(self):
+    if not self.coarse_columns or set(self.coarse_columns) - {"short", "long"}:
+      raise command.UserError(f"--coarse_columns must be short and/or long; got "
+                              f"{list(self.coarse_columns)}")
+    unknown_variants = [v for v in self.variants if v not in VARIANTS]
+    if unknown_variants:
+      raise command.UserError(f"--variants must be of {', '.join(VARIANTS)}; got unknown "
+                              f"{unknown_variants}")
     unknown = [s for s in self.studies if s not in STUDIES]
     if unknown:
       raise command.UserError(f"--studies must be of {', '.join(STUDIES)}; got unknown "
@@ -162,15 +181,19 @@ def study_trials(paper: PaperConfig, study: str, days: Sequence[int], seeds: Seq
   dependencies)."""
   long_days = tuple(days[:-1])
   short_days = tuple(days[:paper.short_days])
+  variants = [v for v in VARIANTS if v == "baseline" or v in paper.variants]
+  if paper.linear_reference:
+    variants.append(LINEAR)
+  columns = {"short": short_days, "long": long_days}
   trials: List[Trial] = []
   for seed in seeds:
     if study == "coarse":
-      for train_days in (short_days, long_days):
+      for train_days in sorted({columns[c] for c in paper.coarse_columns}, key=len):
         trials.append(Trial(study, "fine_ctr", "baseline", seed, train_days))
-        trials += [Trial(study, "coarse", v, seed, train_days) for v in VARIANTS]
+        trials += [Trial(study, "coarse", v, seed, train_days) for v in variants]
     elif study == "cvr":
       trials.append(Trial(study, "fine_ctr", "baseline", seed, long_days))
-      trials += [Trial(study, "fine_cvr", v, seed, long_days) for v in VARIANTS]
+      trials += [Trial(study, "fine_cvr", v, seed, long_days) for v in variants]
     elif study == "lambda":
       for lam in (float(x) for x in paper.lambdas):
         knobs = (("distill_lambda", lam),)
@@ -255,6 +278,8 @@ def stage_config(trial: Trial, base: config_lib.TrainConfig,
       world_dir=paper_worlds.world_path(work_dir, trial.world, trial.world_seed),
       model_dir=trial.model_dir(work_dir), train_days=tuple(trial.train_days), seed=trial.seed,
       variant=trial.variant, mode=None, reuse=True, **TASK.get(trial.stage, {}))
+  if trial.variant == LINEAR:  # the reference's own epochs bound (validation stopping ends it)
+    settings.update(variant="baseline", epochs=reference.REFERENCE_EPOCHS)
   settings.update((k, v) for k, v in trial.knobs if k != "scheme")
   return config_lib.for_stage(CONFIGS[trial.stage], base, **settings)
 
@@ -285,6 +310,8 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
   in the declared order whatever order the runs finish in."""
   runs, run_of = distinct_runs(trials)
   configs = [stage_config(run, base, work_dir) for run in runs]
+  tasks = [reference.reference_task(runner.TASKS[type(c)]) if run.variant == LINEAR else None
+           for run, c in zip(runs, configs)]
   started = time.time()
   finished = []
 
@@ -297,14 +324,15 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
                  _fmt(metrics.get("auc")), _fmt(metrics.get("eauc")))
 
   results = runner.run_stages(configs, run_dependencies(runs), workers=workers,
-                              max_worker_gb=max_worker_gb, done=log_done)
+                              max_worker_gb=max_worker_gb, done=log_done, tasks=tasks)
   rows = []
   for trial, i in zip(trials, run_of):
-    reference = reference_metrics(configs[i])
+    linear_metrics = reference_metrics(configs[i])
     world_knobs = {k: float(v) for k, v in paper_worlds.name_knobs(trial.world).items()}
     # The trial's own fields win over the metrics' copies (seed stays an integer).
     rows.append({**_numeric(results[i]), **dataclasses.asdict(trial), **dict(trial.knobs),
-                 **world_knobs, **reference})
+                 **world_knobs, **linear_metrics,
+                 LEARNING_CURVE: results[i].get(LEARNING_CURVE) or []})
   frame = pd.DataFrame(rows)
   frame["days"] = frame["train_days"].map(_days)
   return frame

@@ -19,6 +19,7 @@ import pandas as pd
 
 from data import files
 from data import intervals
+from experiments import paper_learning
 from experiments import paper_regime
 from experiments.paper_stats import PAIR
 from experiments.paper_stats import Section
@@ -59,6 +60,8 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
     where = dict(study=study, stage=stage, days=day)
     for variant in VARIANTS:
       own = rows_where(frame, variant=variant, **where)
+      if own.empty and variant != "baseline":
+        continue  # not run (experiments.paper --variants)
       row: Dict[str, object] = {"method": NAMES[variant], "days": day, "n": len(own)}
       for metric, name in (("auc", "AUC"), ("eauc", "eAUC"), ("teacher_auc", "teacher AUC"),
                            ("teacher_eauc", "teacher eAUC"), ("ceiling_auc", "ceiling AUC"),
@@ -213,12 +216,14 @@ def _auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   figure, axes = plt.subplots(1, len(days), figsize=(4.5 * len(days), 3.6), squeeze=False)
+  run = [v for v in VARIANTS if v == "baseline" or not rows_where(
+      frame, study=study, stage=stage, variant=v).empty]
   for axis, day in zip(axes[0], days):
     stats = [intervals.mean_ci_over_seeds(
-        rows_where(frame, study=study, stage=stage, variant=v, days=day)["auc"]) for v in VARIANTS]
+        rows_where(frame, study=study, stage=stage, variant=v, days=day)["auc"]) for v in run]
     means, halves = (np.array(x, float) for x in zip(*stats))
     # Points, not bars: AUCs differ in the third decimal, and a bar's length would mislead.
-    axis.errorbar([NAMES[v] for v in VARIANTS], means, yerr=np.nan_to_num(halves), fmt="o",
+    axis.errorbar([NAMES[v] for v in run], means, yerr=np.nan_to_num(halves), fmt="o",
                   capsize=4)
     if np.isfinite(means[0]):
       axis.axhline(means[0], color="grey", linewidth=0.8, linestyle="--")
@@ -288,6 +293,8 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
     sections.append(("Table B: fine CVR (trained on clicks)", Section(
         auc_table(frame, "fine_cvr", "cvr", cvr_days, {d: PAPER_CVR_30DAYS for d in cvr_days}),
         AUC_NOTES + ["Paper: 30 days.", "", "![Table B](plots/table_b.png)"])))
+  sections.append(("Learning: the baselines beside their ceiling and the linear reference",
+                   paper_learning.learning_section(frame, plots_dir)))
   if "regime" in studies:
     sections.append(("Regime map: where CVR PFD helps (eAUC gain over the baseline student)",
                      paper_regime.regime_section(frame, plots_dir)))
@@ -303,8 +310,9 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
       lines += [f"## {title}", ""] + body + [""]
   lines += ["Paper gap closure for reference: " + ", ".join(
       f"{NAMES[v]} {s}: {g}" for (s, v), g in PAPER_GAP_CLOSURE.items()), ""]
+  table = frame.drop(columns=[paper_learning.LEARNING_CURVE], errors="ignore")
   files.write_with(os.path.join(report_dir, "tables.csv"),
-                           lambda tmp: frame.to_csv(tmp, index=False))
+                   lambda tmp: table.to_csv(tmp, index=False))
   path = os.path.join(report_dir, "report.md")
   files.write_text(path, "\n".join(lines))
   return path

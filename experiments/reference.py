@@ -15,12 +15,13 @@ model peaks after several epochs where the DNN peaks within one (BUILD_NOTES.md)
 
 import json
 import os
-from typing import Any, Dict, Type
+from typing import Any, Dict, List, Type
 
 from absl import flags
 
 from data import command
 from data import files
+from experiments import runner
 from models import distillation
 from models import linear
 from stages import coarse
@@ -31,6 +32,7 @@ from stages import fine
 STAGES = ("coarse", "fine_ctr", "fine_cvr")
 REFERENCE_DIR = "reference"
 REFERENCE_EPOCHS = 8  # upper bound: validation stopping ends the run (2-6 epochs measured)
+NOT_FLAGS = ("variant", "mode")  # the reference has no teacher
 
 
 def reference_task(task_class: Type[driver.StageTask]) -> Type[driver.StageTask]:
@@ -41,6 +43,12 @@ def reference_task(task_class: Type[driver.StageTask]) -> Type[driver.StageTask]
     @classmethod
     def output_dir(cls, config: config_lib.TrainConfig) -> str:
       return os.path.join(config.model_dir, REFERENCE_DIR, config.stage)
+
+    @classmethod
+    def command_flags(cls, config: config_lib.TrainConfig) -> List[str]:
+      """This command's flags for `config` (experiments.runner runs it in a child process)."""
+      return [f"--stage={config.stage}"] + runner.config_flags(
+          config, config_lib.TrainConfig, skip=NOT_FLAGS)
 
     def build_model(self, inputs: driver.Inputs):
       features = distillation.student_features(self.world.schema, self.config.stage)
@@ -76,7 +84,7 @@ def train(stage: str, base: config_lib.TrainConfig, **settings: Any) -> Dict[str
 def run() -> None:
   flags.DEFINE_enum("stage", None, list(STAGES), "The stage whose serving inputs the logistic "
                     "regression reads.")
-  config_lib.define_flags(config_lib.TrainConfig, skip=("variant", "mode"))
+  config_lib.define_flags(config_lib.TrainConfig, skip=NOT_FLAGS)
   flags.FLAGS.set_default("epochs", REFERENCE_EPOCHS)
   flags.mark_flag_as_required("stage")
 

@@ -30,7 +30,6 @@ from stages import coarse
 from stages import config as config_lib
 from stages import driver
 from stages import fine
-from stages import layout
 from stages import retrieval
 
 # The task (and so the `python -m` module) that trains each kind of config.
@@ -52,12 +51,26 @@ def _flag(name: str, value: Any) -> List[str]:
   return [f"--{name}={value}"]
 
 
-def command_line(config: config_lib.TrainConfig) -> List[str]:
-  """The `python -m stages.X ...` argv that trains `config`: one flag per config field."""
-  argv = [sys.executable, "-m", TASKS[type(config)].__module__]
-  for field in config_lib.flag_fields(type(config)):
-    argv += _flag(field.name, getattr(config, field.name))
-  return argv
+def config_flags(config: config_lib.TrainConfig,
+                 config_class: Optional[Type[config_lib.TrainConfig]] = None,
+                 skip: Sequence[str] = ()) -> List[str]:
+  """One flag per field of `config_class` (default: the config's own class), except `skip`."""
+  flags: List[str] = []
+  for field in config_lib.flag_fields(config_class or type(config)):
+    if field.name not in skip:
+      flags += _flag(field.name, getattr(config, field.name))
+  return flags
+
+
+def command_line(config: config_lib.TrainConfig,
+                 task: Optional[Type[driver.StageTask]] = None) -> List[str]:
+  """The `python -m <module> ...` argv that trains `config` with `task` (default: the stage's
+  own, `stages.X` with one flag per config field; a task with a `command_flags(config)`
+  classmethod, such as the linear reference, names its own flags)."""
+  task = task or TASKS[type(config)]
+  own_flags = getattr(task, "command_flags", None)
+  return ([sys.executable, "-m", task.__module__]
+          + (own_flags(config) if own_flags else config_flags(config)))
 
 
 def command_digest(argv: List[str], world_dir: str,
@@ -74,13 +87,16 @@ def command_digest(argv: List[str], world_dir: str,
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_stage(config: config_lib.TrainConfig) -> Dict[str, Any]:
-  """Trains (or, with config.reuse, reuses) one stage run in a child process; its metrics."""
-  argv = command_line(config)
-  out_dir = layout.stage_dir(config.model_dir, config.output, config.variant)
+def run_stage(config: config_lib.TrainConfig,
+              task: Optional[Type[driver.StageTask]] = None) -> Dict[str, Any]:
+  """Trains (or, with config.reuse, reuses) one stage run in a child process; its metrics.
+  `task`: what trains it, default the stage's own task (else e.g. its linear reference)."""
+  task = task or TASKS[type(config)]
+  argv = command_line(config, task)
+  out_dir = task.output_dir(config)
   metrics_path = os.path.join(out_dir, "metrics.json")
   receipt_path = os.path.join(out_dir, RECEIPT)
-  digest = command_digest(argv, config.world_dir, TASKS[type(config)].upstream(config))
+  digest = command_digest(argv, config.world_dir, task.upstream(config))
   if config.reuse and digest and os.path.exists(receipt_path) and os.path.exists(metrics_path):
     receipt, metrics = files.read_json(receipt_path), files.read_json(metrics_path)
     # The receipt must be of this command and of the metrics.json now there.
@@ -118,9 +134,11 @@ def worker_count(workers: int, max_worker_gb: float) -> int:
 
 def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequence[int]],
                workers: int = 1, max_worker_gb: float = 0.0,
-               done: Optional[Callable[[int, Dict[str, Any]], None]] = None
+               done: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+               tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]] = None
                ) -> List[Dict[str, Any]]:
-  """Runs every config (`run_stage`), config i only after the configs `after[i]`; at most
+  """Runs every config (`run_stage`, with `tasks[i]` if given), config i only after the
+  configs `after[i]`; at most
   `worker_count(workers, max_worker_gb)` at a time, a new one only while `max_worker_gb` is
   available. Returns the metrics in the order of `configs`; `done(i, metrics)` as each ends.
   The first failure stops new starts and is raised once the running ones end."""
@@ -139,7 +157,8 @@ def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequen
           memory_short = True
           break
         pending.remove(i)
-        running[pool.submit(run_stage, configs[i])] = i
+        task = [tasks[i]] if tasks is not None and tasks[i] is not None else []
+        running[pool.submit(run_stage, configs[i], *task)] = i
       if not running:
         raise ValueError(f"runs {pending} wait on each other: the dependencies have a cycle")
       finished, _ = futures.wait(running, timeout=10 if memory_short else None,

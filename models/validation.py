@@ -11,8 +11,9 @@ checks without improvement, and restores the best weights when training ends. It
 This callback monitors the validation logloss by default; the stages monitor AUC
 (`stages.config.TrainConfig.monitor`): on the simulator's worlds the logloss keeps falling for
 epochs while the model calibrates, after its ranking has peaked (BUILD_NOTES.md, "Training
-regime"). The best weights are kept in memory: a run resumed from a backup starts a fresh
-search from the restored weights.
+regime"). Its state (the curve, the best figure and step, the patience count and the best
+weights) lives in variables tracked by the model, so the model's checkpoints hold it: a run
+resumed from a backup continues the same search, and ends as the uninterrupted run would.
 """
 
 import math
@@ -55,13 +56,34 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     self.curve: List[Dict[str, float]] = []
     self.best: Optional[float] = None
     self.best_step = 0
-    self._best_weights: Optional[list] = None
     self._wait = 0
     self._step = 0
     self._last_checked = -1
+    self._loaded = False
+    self._state: Optional[tf.train.Checkpoint] = None
+
+  def set_model(self, model):
+    """Tracks the search's state on the model, before a backup callback restores it."""
+    super().set_model(model)
+    state = getattr(model, STATE_ATTRIBUTE, None)
+    if state is None:
+      state = _search_state(model)
+      # A tf.train.Checkpoint, not a Layer or tf.Module: Keras tracks it as a checkpoint
+      # dependency without counting its variables among the model's weights.
+      setattr(model, STATE_ATTRIBUTE, state)
+    self._state = state
+    self._write_state()  # a fresh search, unless a backup is restored over it
 
   def on_train_begin(self, logs=None):
-    self._step = int(self.model.optimizer.iterations.numpy())
+    self._loaded = False
+
+  def on_train_batch_begin(self, batch, logs=None):
+    # Read at the first batch, after any backup callback's on_train_begin has restored the
+    # model: this callback may come first, so that a backup taken after a step holds its check.
+    if not self._loaded:
+      self._step = int(self.model.optimizer.iterations.numpy())
+      self._read_state()
+      self._loaded = True
 
   def on_train_batch_end(self, batch, logs=None):
     self._step += 1
@@ -73,8 +95,9 @@ class ValidationStopping(tf.keras.callbacks.Callback):
       self._check()
 
   def on_train_end(self, logs=None):
-    if self._best_weights is not None:
-      self.model.set_weights(self._best_weights)
+    if self.best is not None and int(self._search_state().has_best.numpy()):
+      for variable, best in zip(self.model.weights, self._search_state().best_weights):
+        variable.assign(best)
       logging.info("validation: restored the best weights (step %d, %s=%.5f)", self.best_step,
                    self.monitor, self.best)
 
@@ -100,12 +123,56 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     value = figures[self.monitor]
     if self._improved(value):
       self.best, self.best_step, self._wait = value, self._step, 0
-      self._best_weights = self.model.get_weights()
+      for best, variable in zip(self._search_state().best_weights, self.model.weights):
+        best.assign(variable)
+      self._search_state().has_best.assign(1)
     elif self._step >= self.min_steps:
       self._wait += 1
+    self._write_state()
     logging.info("validation at step %d: logloss=%.5f auc=%.4f (best %s=%.5f at step %d)",
                  self._step, figures["logloss"], figures["auc"], self.monitor, self.best,
                  self.best_step)
     if self._wait >= self.patience:
       logging.info("validation: no improvement in %d checks; stopping", self.patience)
       self.model.stop_training = True
+
+  def _search_state(self) -> tf.train.Checkpoint:
+    if self._state is None:
+      raise RuntimeError("ValidationStopping used before set_model")
+    return self._state
+
+  def _write_state(self) -> None:
+    state = self._search_state()
+    state.curve.assign(np.array([[c["step"], c["logloss"], c["auc"]] for c in self.curve],
+                                np.float64).reshape(-1, 3))
+    state.best.assign(np.nan if self.best is None else self.best)
+    state.best_step.assign(self.best_step)
+    state.wait.assign(self._wait)
+    state.last_checked.assign(self._last_checked)
+
+  def _read_state(self) -> None:
+    """The search so far: empty in a fresh run, the backup's in a resumed one."""
+    state = self._search_state()
+    self.curve = [{"step": int(step), "logloss": float(logloss), "auc": float(auc)}
+                  for step, logloss, auc in state.curve.numpy()]
+    best = float(state.best.numpy())
+    self.best = None if math.isnan(best) else best
+    self.best_step = int(state.best_step.numpy())
+    self._wait = int(state.wait.numpy())
+    self._last_checked = int(state.last_checked.numpy())
+
+
+STATE_ATTRIBUTE = "validation_search_state"
+
+
+def _search_state(model: tf.keras.Model) -> tf.train.Checkpoint:
+  """Fresh search variables: no check yet, and a slot per model weight for the best ones."""
+  return tf.train.Checkpoint(
+      curve=tf.Variable(np.zeros((0, 3)), shape=tf.TensorShape([None, 3]), trainable=False,
+                        name="validation_curve"),
+      best=tf.Variable(np.nan, dtype=tf.float64, trainable=False, name="validation_best"),
+      best_step=tf.Variable(0, dtype=tf.int64, trainable=False),
+      wait=tf.Variable(0, dtype=tf.int64, trainable=False),
+      last_checked=tf.Variable(-1, dtype=tf.int64, trainable=False),
+      has_best=tf.Variable(0, dtype=tf.int64, trainable=False),
+      best_weights=[tf.Variable(w, trainable=False) for w in model.weights])

@@ -88,6 +88,9 @@ class TrainConfig:
   validation_fraction: float = _field(
       0.1, "Share of the last training day's requests held out (whole requests) for "
       "validation stopping; 0 turns it off (the paper's fixed-length training).")
+  min_validation_positives: int = _field(
+      100, "Fewest positive labels the held-out rows must hold for validation stopping; with "
+      "fewer (sparse conversions) it is off and the run trains --epochs on every row.")
   validate_every: int = _field(0, "Check the validation rows every N steps (and at each epoch "
                                "end); 0: ten times per epoch.")
   patience: int = _field(3, "Validation checks without improvement before training stops; "
@@ -163,7 +166,7 @@ class TrainConfig:
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("seed", "max_steps", "validate_every"):
+    for name in ("seed", "max_steps", "validate_every", "min_validation_positives"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:

@@ -22,6 +22,7 @@ import time
 from typing import Any, Dict, Optional, Type
 
 from absl import logging
+import numpy as np
 
 import data
 from data import command
@@ -43,6 +44,7 @@ class Inputs:
   train: Arrays
   evaluation: Any = None
   validation: Optional[Arrays] = None
+  validation_skipped: str = ""  # why validation stopping is off despite --validation_fraction
 
 
 class StageTask:
@@ -150,6 +152,8 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics["n_validation"] = (0 if inputs.validation is None
                              else int(len(inputs.validation[task.label])))
   metrics["train_seconds"] = train_seconds
+  if inputs.validation_skipped:
+    metrics["validation_skipped"] = inputs.validation_skipped
   metrics.update(training.learning_summary(history))
   facts = layout.run_facts(world, config, upstream)
   metrics.update(facts)
@@ -173,6 +177,15 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
   held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,
                                 config.seed)
   labelled = held & (train[label] >= 0)
+  positives = int(np.sum(train[label][labelled] > 0))
+  if positives < config.min_validation_positives:
+    # An AUC on a handful of positives is noise (its standard error is about 0.1 at 10):
+    # stopping on it would pick a random check. Train the fixed --epochs on every row instead.
+    logging.warning("validation stopping off: the held-out rows hold %d %s positives, fewer "
+                    "than --min_validation_positives=%d; training %d epoch(s) on every row",
+                    positives, label, config.min_validation_positives, config.epochs)
+    return dataclasses.replace(inputs, validation_skipped=(
+        f"{positives} positives < --min_validation_positives={config.min_validation_positives}"))
   return dataclasses.replace(inputs, train=io.take_rows(train, ~held),
                              validation=io.take_rows(train, labelled))
 

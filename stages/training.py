@@ -139,8 +139,9 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   drops one of another configuration (layout.claim_resumable_state).
   With `validation` rows (holding the model's label), a `ValidationStopping` callback checks
   them every `validate_every` steps, stops after `patience` checks without improvement (never
-  before `min_steps`) and restores the best weights; it is `history.validation`. Its best
-  weights live in memory: a resumed run starts a fresh search from the restored weights.
+  before `min_steps`) and restores the best weights; it is `history.validation`. Its search
+  (curve, best weights, patience) is in the backup too: a resumed run ends as an
+  uninterrupted one.
   """
   model.compile(optimizer=make_optimizer(config))
   # Build every variable (teacher included) before BackupAndRestore looks for them.
@@ -149,7 +150,10 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   model.reset_metrics()
   dataset, steps_per_epoch = resumable_dataset(
       arrays, config.batch_size, config.seed, lambda: model.optimizer.iterations.numpy())
-  callbacks: List[tf.keras.callbacks.Callback] = [
+  # Validation stopping comes before the backup, so a backup taken at a step holds its check.
+  stopping = _validation_stopping(model, validation, config, steps_per_epoch, min_steps)
+  callbacks: List[tf.keras.callbacks.Callback] = [] if stopping is None else [stopping]
+  callbacks += [
       _BackupAtStepsAndEpochEnd(os.path.join(out_dir, "checkpoints", "backup"),
                                 save_freq=config.checkpoint_every),
       tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), update_freq=100),
@@ -158,9 +162,6 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   ]
   if config.max_steps:
     callbacks.append(_StopAfterSteps(config.max_steps))
-  stopping = _validation_stopping(model, validation, config, steps_per_epoch, min_steps)
-  if stopping is not None:
-    callbacks.append(stopping)
   callbacks.extend(extra_callbacks)
   callbacks.extend(config.callbacks)
   history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,

@@ -56,6 +56,37 @@ def test_a_run_declared_by_two_studies_runs_once_and_waits_for_what_it_reads():
     assert all(runs[j].model_dir("") == run.model_dir("") for j in after[i])
 
 
+def test_variants_columns_and_the_linear_reference_pick_the_declared_trials():
+  config = _paper(variants=("pfd", "pfd_md"), coarse_columns=("short",))
+  trials = paper.study_trials(config, "coarse", DAYS, [0])
+  assert {t.train_days for t in trials} == {(1,)}
+  assert sorted(t.variant for t in trials if t.stage == "coarse") == [
+      "baseline", "pfd", "pfd_md", paper.LINEAR]
+  cvr = paper.study_trials(_paper(linear_reference=False), "cvr", DAYS, [0])
+  assert paper.LINEAR not in {t.variant for t in cvr} and len(cvr) == 1 + 5
+  with pytest.raises(command.UserError, match="--variants"):
+    _paper(variants=("pfd", "distil"))
+  with pytest.raises(command.UserError, match="--coarse_columns"):
+    _paper(coarse_columns=("medium",))
+
+
+def test_a_linear_reference_trial_runs_the_reference_command_on_the_baselines_dir():
+  from experiments import runner
+  from stages import config as config_lib
+  trial = paper.Trial("coarse", "coarse", paper.LINEAR, 0, (1,))
+  base = config_lib.TrainConfig(world_dir="W", model_dir="M", epochs=1)
+  config = paper.stage_config(trial, base, "WORK")
+  assert config.variant == "baseline" and config.epochs == paper.reference.REFERENCE_EPOCHS
+  task = paper.reference.reference_task(runner.TASKS[type(config)])
+  argv = runner.command_line(config, task)
+  assert argv[2] == "experiments.reference" and "--stage=coarse" in argv
+  names = {a.split("=")[0] for a in argv[3:]}
+  assert not names & {"--variant", "--mode", "--teacher_variant", "--task"}
+  assert task.output_dir(config) == os.path.join(config.model_dir, "reference", "coarse")
+  assert config.model_dir == paper.Trial("coarse", "coarse", "baseline", 0, (1,)).model_dir(
+      "WORK")
+
+
 def test_world_seed_zero_keeps_the_old_paths_and_others_get_their_own():
   assert paper_worlds.world_path("W", "main") == os.path.join("W", "worlds", "main")
   assert paper_worlds.world_path("W", "noise=2", 1) == os.path.join("W", "worlds",
@@ -124,6 +155,14 @@ def test_two_workers_give_the_numbers_of_one(tmp_path):
               for t in tables)
   assert set(one["world_seed"]) == {0, 1}
   pd.testing.assert_frame_equal(one, two)
+  # The linear reference ran beside each baseline, and the report sets the baseline beside it,
+  # its ceiling and its learning curve.
+  assert len(one[one["variant"] == paper.LINEAR]) == 2
+  assert one[one["variant"] == "baseline"]["reference_auc"].notna().all()
+  report = (tmp_path / "workers1" / "report.md").read_text()
+  assert "the baselines beside their ceiling and the linear reference" in report
+  for plot in ("learning_steps.png", "learning_days.png"):
+    assert os.path.exists(tmp_path / "workers1" / "plots" / plot)
 
 
 @pytest.mark.slow

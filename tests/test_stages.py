@@ -28,8 +28,10 @@ from stages import layout
 from stages import retrieval
 from stages import serving
 
+# The tiny world's held-out rows hold a few dozen clicks: validation stopping stays on for the
+# mechanics tests (the default floor, 100 positives, is for real evaluation).
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
-            checkpoint_every=20)
+            checkpoint_every=20, min_validation_positives=10)
 
 
 def _config(world_dir, model_dir, config_class=config_lib.FineConfig, **overrides):
@@ -206,6 +208,25 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_world_dir, tmp_pa
   assert not os.path.exists(backup) or not os.listdir(backup)
 
 
+def test_killed_training_with_validation_stopping_resumes_the_same_search(tiny_world_dir,
+                                                                          tmp_path):
+  # The search (curve, best check, patience count, best weights) is part of the backup.
+  args = dict(epochs=2, checkpoint_every=10, task="ctr", validate_every=10, patience=100)
+  uninterrupted = fine.train(_config(tiny_world_dir, tmp_path / "whole", **args))
+  with pytest.raises(testing.Killed):
+    fine.train(_config(tiny_world_dir, tmp_path / "killed", callbacks=[testing.KillAtStep(95)],
+                       **args))
+  resumed = fine.train(_config(tiny_world_dir, tmp_path / "killed", **args))
+  curve = uninterrupted["learning_curve"]
+  assert len(curve) > 10 and any(point["step"] < 90 for point in curve)
+  def flat(points):
+    return [value for point in points for value in (point["step"], point["logloss"],
+                                                     point["auc"])]
+  assert flat(resumed["learning_curve"]) == pytest.approx(flat(curve), abs=1e-9)
+  assert resumed["best_step"] == uninterrupted["best_step"] < curve[-1]["step"]
+  assert resumed["auc"] == pytest.approx(uninterrupted["auc"], abs=1e-9)
+
+
 @pytest.mark.parametrize("change,message", [
     (dict(variant="pfd", task="ctr"), "not valid for --task=ctr"),
     (dict(eval_day=99, task="ctr"), "outside the world"),
@@ -356,6 +377,22 @@ def test_validation_rows_are_whole_last_day_requests_left_out_of_training(tiny_w
   assert not np.isin(held_out["request_id"], train["request_id"]).any()
   off = dataclasses.replace(config, validation_fraction=0.0)
   assert driver.hold_out_validation(driver.Inputs(rows), off, "click").validation is None
+
+
+def test_validation_with_too_few_positives_is_off_and_every_row_trains(tiny_world_dir,
+                                                                       tmp_path):
+  world = data.load(tiny_world_dir)
+  rows = world.log_arrays([1, 2, 3])
+  config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
+  held = driver.hold_out_validation(driver.Inputs(rows), config, "click").validation
+  positives = int(held["click"].sum())
+  assert positives > 0
+  enough = dataclasses.replace(config, min_validation_positives=positives)
+  assert driver.hold_out_validation(driver.Inputs(rows), enough, "click").validation is not None
+  sparse = dataclasses.replace(config, min_validation_positives=positives + 1)
+  inputs = driver.hold_out_validation(driver.Inputs(rows), sparse, "click")
+  assert inputs.validation is None and f"{positives} positives" in inputs.validation_skipped
+  assert len(inputs.train["click"]) == len(rows["click"])
 
 
 def test_distilled_run_reports_the_teacher_eauc_and_waits_for_the_teacher(tiny_world_dir,

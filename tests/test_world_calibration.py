@@ -1,4 +1,5 @@
-"""The Taobao-calibrated regime (experiments/configs/world_taobao.cfg) and its purchase intent.
+"""The Taobao-calibrated regime (the default; experiments/configs/world_taobao.cfg names it) and
+its purchase intent.
 
 Checked at the level of definitions, on a world of tiny entity sizes with more users (so that
 conversions, about 1% of clicks, number in the hundreds):
@@ -8,7 +9,8 @@ conversions, about 1% of clicks, number in the hundreds):
     intent included;
   - the post-click signals reveal a purchase intent that lasts: a user's dwell on early days
     predicts their intent on later days when part of it is a user trait;
-  - at the knobs' defaults the world is byte-identical to the one generated before they existed.
+  - the dense regime (experiments/configs/world_dense.cfg) is the world generated before the
+    knobs existed, byte for byte, and manifests of that time still load as it.
 """
 
 import dataclasses
@@ -18,17 +20,19 @@ import numpy as np
 import pytest
 
 import data
+from data import files
+from data import io
 from data import oracle as O
+from data.config import DENSE_KNOBS
 from data.config import WorldConfig
 from tests.test_world_helpers import cached_tiny_world
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 # world_hash of `python -m data.generate --preset=tiny --seed=0`, recorded on main before the
-# calibration knobs existed (the small preset's was
-# 7acffe6faf98f512cbc0f34ce8d1047af09e19e3006e29f15b045e40d624bce9, and still is).
-# If a change to the default world is intended, record the new hash here and say so.
-DEFAULT_TINY_WORLD_HASH = "9c498f687aa9e150c28cf488e24277727edd915abfcdf617bfdd8edef6b13f29"
+# calibration knobs existed, when the dense regime was the default and manifests left the knobs
+# out (the small preset's was 7acffe6faf98f512cbc0f34ce8d1047af09e19e3006e29f15b045e40d624bce9).
+DENSE_TINY_WORLD_HASH = "9c498f687aa9e150c28cf488e24277727edd915abfcdf617bfdd8edef6b13f29"
 TEST_USERS = 4_000
 KNOBS = ("click_bias", "conversion_bias", "cart_shift", "favorite_shift", "purchase_intent_sd",
          "purchase_intent_user_share")
@@ -47,8 +51,7 @@ def flagfile_knobs(name: str) -> dict:
 
 
 def _world(tmp_path_factory, **overrides):
-  knobs = {**flagfile_knobs("world_taobao.cfg"), **overrides}
-  return data.load(cached_tiny_world(tmp_path_factory, n_users=TEST_USERS, **knobs),
+  return data.load(cached_tiny_world(tmp_path_factory, n_users=TEST_USERS, **overrides),
                    verify=False)
 
 
@@ -68,26 +71,32 @@ def _intent(world, arrays, rows) -> np.ndarray:
                            arrays["user_id"][rows]) / c.purchase_intent_sd
 
 
-def test_default_tiny_world_is_unchanged_byte_for_byte(tmp_path_factory):
-  world = data.load(cached_tiny_world(tmp_path_factory))
-  assert world.world_hash == DEFAULT_TINY_WORLD_HASH
+def test_dense_flagfile_gives_the_pre_calibration_world_byte_for_byte(tmp_path_factory):
+  world_dir = cached_tiny_world(tmp_path_factory, **flagfile_knobs("world_dense.cfg"))
+  manifest = files.read_json(os.path.join(world_dir, io.MANIFEST))
+  # That era's manifest: the same files, the knobs left out of the config.
+  old_config = {k: v for k, v in manifest["config"].items() if k not in KNOBS}
+  assert io.world_hash(old_config, manifest["files"]) == DENSE_TINY_WORLD_HASH
 
 
-def test_dense_flagfile_is_the_default_world():
-  knobs = flagfile_knobs("world_dense.cfg")
-  assert sorted(knobs) == sorted(KNOBS)
-  assert data.preset("tiny", **knobs) == data.preset("tiny")
-  assert data.preset("small", **knobs).to_dict() == data.preset("small").to_dict()
+def test_flagfiles_name_the_two_regimes():
+  dense, taobao = flagfile_knobs("world_dense.cfg"), flagfile_knobs("world_taobao.cfg")
+  assert sorted(dense) == sorted(taobao) == sorted(KNOBS)
+  assert dense == DENSE_KNOBS
+  assert data.preset("tiny", **taobao) == data.preset("tiny")  # calibrated is the default
+  assert data.preset("small", **taobao) == data.preset("small")
+  assert data.preset("medium", **taobao) == data.preset("medium")
 
 
-def test_knobs_at_defaults_are_not_recorded_and_set_knobs_round_trip():
-  default = data.preset("tiny").to_dict()
-  assert not set(KNOBS) & set(default)
-  calibrated = data.preset("tiny", **flagfile_knobs("world_taobao.cfg"))
-  values = calibrated.to_dict()
+def test_manifests_record_every_knob_and_old_ones_load_as_dense():
+  values = data.preset("tiny").to_dict()
   assert set(KNOBS) <= set(values)
-  assert WorldConfig.from_dict(values) == calibrated
-  assert WorldConfig.from_dict(default) == data.preset("tiny")
+  assert WorldConfig.from_dict(values) == data.preset("tiny")
+  old = {k: v for k, v in data.preset("tiny").to_dict().items() if k not in KNOBS}
+  assert WorldConfig.from_dict(old) == data.preset("tiny", **DENSE_KNOBS)
+  partly = {**old, "conversion_bias": -6.5}
+  assert WorldConfig.from_dict(partly) == data.preset("tiny", **{**DENSE_KNOBS,
+                                                                 "conversion_bias": -6.5})
 
 
 def test_knobs_out_of_range_are_refused():

@@ -2,17 +2,18 @@
 
 Logistic regressions (numpy IRLS) with and without the privileged features: the cross
 features help predict clicks, the post-click signals help predict conversion among clicks, and
-noisier post-click signals help less. The post-click signals stay informative in the
-Taobao-calibrated regime (experiments/configs/world_taobao.cfg), where about 1% of clicks
-convert.
+noisier post-click signals help less. Mechanism checks run on the dense regime
+(experiments/configs/world_dense.cfg), whose tiny world has hundreds of conversions; the
+default, Taobao-calibrated regime, where about 1% of clicks convert, is checked on a tiny world
+with more users (TEST_USERS), where the post-click signals stay informative.
 """
 
 import numpy as np
 import pytest
 
 import data
+from data.config import DENSE_KNOBS
 from tests.test_world_calibration import TEST_USERS
-from tests.test_world_calibration import flagfile_knobs
 from tests.test_world_helpers import cached_tiny_world
 from tests.test_world_helpers import fitted_auc
 
@@ -38,12 +39,15 @@ def _post_click_gap(arrays) -> float:
   return with_post - without
 
 
-def test_world_rates_are_plausible(tmp_path_factory):
-  arrays = _arrays(tmp_path_factory)
-  ctr = arrays["click"].mean()
-  cvr = arrays["conversion"].sum() / arrays["click"].sum()
-  assert 0.03 <= ctr <= 0.08, ctr
-  assert 0.05 <= cvr <= 0.35, cvr
+def _rates(arrays):
+  return arrays["click"].mean(), arrays["conversion"].sum() / arrays["click"].sum()
+
+
+def test_default_rates_are_taobaos_and_the_dense_regime_stays_dense(tmp_path_factory):
+  ctr, cvr = _rates(_arrays(tmp_path_factory, n_users=TEST_USERS))
+  assert 0.03 <= ctr <= 0.05 and 0.005 <= cvr <= 0.02, (ctr, cvr)
+  ctr, cvr = _rates(_arrays(tmp_path_factory, **DENSE_KNOBS))
+  assert 0.05 <= ctr <= 0.08 and 0.10 <= cvr <= 0.25, (ctr, cvr)
 
 
 def test_cross_features_predict_clicks(tmp_path_factory):
@@ -54,20 +58,20 @@ def test_cross_features_predict_clicks(tmp_path_factory):
 
 
 def test_post_click_signals_predict_conversion(tmp_path_factory):
-  gap = _post_click_gap(_arrays(tmp_path_factory))
+  gap = _post_click_gap(_arrays(tmp_path_factory, **DENSE_KNOBS))
   assert gap > 0.05, gap
 
 
 def test_post_click_signals_predict_conversion_in_the_taobao_regime(tmp_path_factory):
-  arrays = _arrays(tmp_path_factory, n_users=TEST_USERS, **flagfile_knobs("world_taobao.cfg"))
+  arrays = _arrays(tmp_path_factory, n_users=TEST_USERS)
   assert arrays["conversion"].sum() >= 100
   gap = _post_click_gap(arrays)
   assert gap > 0.08, gap
 
 
 def test_noisier_post_click_signals_help_less(tmp_path_factory):
-  clear = _post_click_gap(_arrays(tmp_path_factory, post_click_noise=0.5))
-  noisy = _post_click_gap(_arrays(tmp_path_factory, post_click_noise=4.0))
+  clear = _post_click_gap(_arrays(tmp_path_factory, post_click_noise=0.5, **DENSE_KNOBS))
+  noisy = _post_click_gap(_arrays(tmp_path_factory, post_click_noise=4.0, **DENSE_KNOBS))
   assert clear > noisy + 0.03, (clear, noisy)
 
 
@@ -79,7 +83,7 @@ def test_post_click_noise_leaves_clicks_and_conversions_unchanged(tmp_path_facto
 
 
 def test_expensive_items_dwell_longer_but_convert_less(tmp_path_factory):
-  arrays = _arrays(tmp_path_factory)
+  arrays = _arrays(tmp_path_factory, **DENSE_KNOBS)
   clicked = arrays["click"] > 0
   price = arrays["item_price"][clicked]
   expensive = price > np.median(price)
@@ -96,5 +100,6 @@ def test_small_world_signal(tmp_path_factory):
   world = data.load(world_dir)
   arrays = world.log_arrays(world.days, SERVING_NUMERIC + SERVING_CATEGORICAL + CROSS
                             + POST_CLICK + ["click", "conversion"])
-  assert 0.03 <= arrays["click"].mean() <= 0.08
+  ctr, cvr = _rates(arrays)  # the default (Taobao) regime's published ranges
+  assert 0.03 <= ctr <= 0.05 and 0.005 <= cvr <= 0.02, (ctr, cvr)
   assert _post_click_gap(arrays) > 0.05
