@@ -154,10 +154,12 @@ class TrainConfig:
 
   # ---------------------------------------------------------------- what the stage is
 
+  BASE_STAGE = "training"  # the stage of the settings every stage shares (a driver's base)
+
   @property
   def stage(self) -> str:
     """The stage's name in metrics and exports ('coarse', 'fine_ctr' ...)."""
-    return "training"  # The settings every stage shares (a driver's base config).
+    return self.BASE_STAGE
 
   @property
   def output(self) -> str:

@@ -110,7 +110,9 @@ def resolve(config: config_lib.TrainConfig, world):
   if not train_days:
     raise StageError(f"no training day before --eval_day={eval_day}")
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
-  batch_size = config.batch_size or config_lib.default_batch_size(config.stage)
+  # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
+  batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
+                                     else config_lib.default_batch_size(config.stage))
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
                              batch_size=batch_size)
 

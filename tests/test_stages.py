@@ -389,6 +389,7 @@ def test_batch_size_zero_is_the_stages_default_and_an_explicit_one_wins(tiny_wor
   assert resolved(task="ctr") == config_lib.IMPRESSION_BATCH_SIZE == 1024
   assert resolved(config_lib.CoarseConfig) == 1024
   assert resolved(task="cvr", batch_size=2048) == 2048
+  assert resolved(config_lib.TrainConfig) == 0  # a driver's base: each stage fills in its own
 
 
 def test_validation_with_too_few_positives_is_off_and_every_row_trains(tiny_world_dir,
