@@ -9,8 +9,9 @@ schema.json, users, items, and an impressions.csv of --rows rows: 5 impressions 
 format: --rows skeleton rows (half train, half test), 20 samples per common-feature record,
 each skeleton row 13 `field\x02id\x03value` entries (the combination fields 508, 509, 702
 and 853 among them), each common record 15. The benchmark then runs `python -m data.ingest`
-on the input in a child process and prints its wall time, rows per second and peak RSS
-(getrusage RUSAGE_CHILDREN). Figures: docs/real_logs.md, "Limits".
+on the input in a child process and prints its wall time, CPU time (user + system: the
+figure to compare on a shared machine), rows per second of each, and peak RSS (getrusage
+RUSAGE_CHILDREN). Figures: docs/real_logs.md, "Limits".
 """
 
 import os
@@ -138,10 +139,12 @@ def main(argv):
   start = time.perf_counter()
   result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   seconds = time.perf_counter() - start
-  peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  peak_gb, cpu = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
   print(result.stdout.strip())
   print(f"ingest exit status {result.returncode}: {FLAGS.rows} rows, {seconds:.0f}s wall "
-        f"({FLAGS.rows / max(seconds, 1e-9):,.0f} rows/s), peak RSS {peak_gb:.2f} GB "
+        f"({FLAGS.rows / max(seconds, 1e-9):,.0f} rows/s), {cpu:.0f}s CPU "
+        f"({FLAGS.rows / max(cpu, 1e-9):,.0f} rows per CPU second), peak RSS {peak_gb:.2f} GB "
         f"({peak_gb * 2**30 / max(FLAGS.rows, 1):.0f} bytes/row)")
   return result.returncode
 

@@ -12,6 +12,7 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import data
@@ -121,11 +122,21 @@ def test_missing_file_of_the_set_is_named(tmp_path):
   assert not os.path.exists(tmp_path / "world")
 
 
+def _with_entry(line, entry):
+  """An Ali-CCP skeleton line with one more feature entry (and feature_num raised)."""
+  head = line.split(",", 5)
+  head[4] = str(int(head[4]) + 1)
+  head[5] = head[5].rstrip("\n") + "\x01" + entry + "\n"
+  return ",".join(head)
+
+
 @pytest.mark.parametrize("name,edit,expected", [
     ("sample_skeleton_train.csv", lambda s: s.replace("\x03", ":", 1), "malformed feature list"),
     ("sample_skeleton_test.csv", lambda s: ",".join([s.split(",", 2)[0], "2",
                                                       s.split(",", 2)[2]]), "click must be 0"),
     ("common_features_train.csv", lambda s: s.replace(",5,", ",6,", 1), "feature_num says 6"),
+    ("sample_skeleton_train.csv", lambda s: _with_entry(s, "508\x029500\x031.2.3"),
+     "field 508: expected a number"),
 ])
 def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
   input_dir = _copy(tmp_path, "aliccp")
@@ -281,3 +292,28 @@ def test_taobao_behaviour_counts_only_before_for_cross_and_only_after_for_post_c
   events[S.TIMESTAMP] = t + np.array([-3600, 0, 3600, 0, 0])  # no cart after t
   taobao_ad._behaviour_features(samples, ads, events)
   assert samples["added_to_cart"].tolist() == [0]
+
+
+def test_aliccp_feature_lists_match_a_python_loop_per_row():
+  """Vectorised first ids and value sums equal the per-row reference, with fields that share a
+  prefix (508 / 5080 / 50), repeated fields, absent fields and long values."""
+  from data.ingest.feature_lists import FeatureLists
+  rng = np.random.default_rng(0)
+  fields = ["508", "5080", "50", "853", "109_14", "205"]
+  lists = []
+  for _ in range(300):
+    entries = [(fields[rng.integers(len(fields))],
+                str(rng.integers(0, 10**int(rng.integers(1, 12)))),
+                repr(float(np.round(rng.lognormal(0, 4), int(rng.integers(0, 9))))))
+               for _ in range(rng.integers(1, 9))]
+    lists.append("\x01".join(f"{f}\x02{i}\x03{v}" for f, i, v in entries))
+  parsed = FeatureLists("x.csv", np.arange(300), pd.Series(lists),
+                        np.array([s.count("\x01") + 1 for s in lists]), ["508", "50", "853", "205"])
+  for field in ("508", "50", "853", "205"):
+    per_row = [[e.split("\x02")[1].split("\x03") for e in s.split("\x01")
+                if e.split("\x02")[0] == field] for s in lists]
+    expected = np.array([sum(float(v) for _, v in row) for row in per_row], np.float32)
+    assert parsed.sums(field).tobytes() == expected.tobytes(), field
+    rows, ids = parsed.first_ids(field)
+    assert rows.tolist() == [r for r, row in enumerate(per_row) if row]
+    assert ids.tolist() == [row[0][0] for row in per_row if row]

@@ -18,7 +18,6 @@ Mapping onto the project's slots (docs/real_logs.md):
   see the same day.
 """
 
-import re
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -27,6 +26,7 @@ import pandas as pd
 from data import schema as S
 from data.ingest import report as R
 from data.ingest import world_builder as W
+from data.ingest.feature_lists import FeatureLists
 
 SPLITS = (("train", 1), ("test", 2))
 SKELETON_COLUMNS = ["sample_id", "click", "buy", "md5", "feature_num", "feature_list"]
@@ -37,39 +37,13 @@ ITEM_FIELDS = {"205": S.ITEM_ID, "206": "item_category", "207": "item_shop",
                "216": "item_brand", "301": S.POSITION}
 CROSS_FIELDS = {"508": "cross_clicks_cate_24h", "509": "cross_clicks_shop_24h",
                 "702": "cross_clicks_brand_24h", "853": "cross_views_item_7d"}
-_ENTRY = r"[0-9_]+\x02[0-9]+\x03[-+0-9.eE]+"
-_WELL_FORMED = re.compile(rf"^{_ENTRY}(?:\x01{_ENTRY})*$")
+FIELDS = list(USER_FIELDS) + list(ITEM_FIELDS) + list(CROSS_FIELDS)
 
 
-def _check_features(path: str, chunk: pd.DataFrame) -> pd.Series:
-  """The chunk's feature lists; raises at the first malformed one or a wrong feature_num."""
-  lists = chunk["feature_list"].fillna("")
-  good = lists.str.match(_WELL_FORMED).to_numpy(bool)
-  if not good.all():
-    i = int(np.argmax(~good))
-    raise R.IngestError(path, int(chunk["_line"].iloc[i]),
-                        "malformed feature list: expected entries field\\x02id\\x03value "
-                        f"separated by \\x01, got {lists.iloc[i][:60]!r}")
-  counts = lists.str.count("\x01").to_numpy() + 1
-  declared = R.check_integers(path, chunk["_line"].to_numpy(), chunk["feature_num"].to_numpy(),
-                              "feature_num")
-  wrong = counts != declared
-  if wrong.any():
-    i = int(np.argmax(wrong))
-    raise R.IngestError(path, int(chunk["_line"].iloc[i]), f"feature_num says {declared[i]} "
-                        f"features, the feature list has {counts[i]}")
-  return lists
-
-
-def _field_ids(lists: pd.Series, field: str) -> pd.Series:
-  """The first id of `field` in each row (NaN where absent)."""
-  return lists.str.extract(rf"(?:^|\x01){field}\x02([0-9]+)\x03", expand=False)
-
-
-def _field_sum(lists: pd.Series, field: str) -> np.ndarray:
-  """The sum of `field`'s values in each row (0 where absent)."""
-  values = lists.str.findall(rf"(?:^|\x01){field}\x02[0-9]+\x03([-+0-9.eE]+)")
-  return np.array([sum(map(float, v)) for v in values], np.float32)
+def _feature_lists(path: str, chunk: pd.DataFrame) -> FeatureLists:
+  """The chunk's feature lists, checked (a malformed one or a wrong feature_num raises)."""
+  return FeatureLists(path, chunk["_line"].to_numpy(), chunk["feature_list"],
+                      chunk["feature_num"].to_numpy(), FIELDS)
 
 
 class _Codes:
@@ -78,11 +52,12 @@ class _Codes:
   def __init__(self, fields: List[str]):
     self.by_field = {f: R.Codes() for f in fields}
 
-  def encode(self, field: str, ids: pd.Series) -> np.ndarray:
-    present = ids.notna().to_numpy()
-    out = np.full(len(ids), -1, np.int64)
-    if present.any():
-      out[present] = self.by_field[field].encode(ids[present].to_numpy())
+  def encode(self, field: str, lists: FeatureLists) -> np.ndarray:
+    """Codes of the field's first id in each row (-1 where the row lacks the field)."""
+    rows, ids = lists.first_ids(field)
+    out = np.full(lists.n, -1, np.int64)
+    if len(rows):
+      out[rows] = self.by_field[field].encode(ids)
     return out
 
 
@@ -95,10 +70,10 @@ def _read_common(path: str, split: str, codes: _Codes, report: R.RowReport,
   for chunk in R.read_csv_chunks(path, COMMON_COLUMNS, header=False, dtype=str,
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
-    lists = _check_features(path, chunk)
+    lists = _feature_lists(path, chunk)
     keys.append(chunk["md5"].to_numpy(str))
     for field, column in USER_FIELDS.items():
-      columns[column].append(codes.encode(field, _field_ids(lists, field)))
+      columns[column].append(codes.encode(field, lists))
   index = pd.Index(np.concatenate(keys) if keys else np.zeros(0, str))
   out = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in columns.items()}
   duplicate = index.duplicated()
@@ -119,14 +94,14 @@ def _read_skeleton(path: str, split: str, day: int, common: pd.Index,
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
     lines = chunk["_line"].to_numpy()
-    lists = _check_features(path, chunk)
+    lists = _feature_lists(path, chunk)
     out = {S.CLICK: R.check_labels(path, lines, chunk["click"].to_numpy(), "click"),
            S.CONVERSION: R.check_labels(path, lines, chunk["buy"].to_numpy(), "buy")}
     row = common.get_indexer(chunk["md5"].to_numpy(str))
     for field, column in ITEM_FIELDS.items():
-      out[column] = codes.encode(field, _field_ids(lists, field))
+      out[column] = codes.encode(field, lists)
     for field, column in CROSS_FIELDS.items():
-      out[column] = _field_sum(lists, field)
+      out[column] = lists.sums(field)
     out[S.REQUEST_ID] = row * 2 + (day - 1)  # one request per (md5, split)
     out[S.USER_ID] = np.where(row >= 0, users[S.USER_ID][row], -1)
     keep = row >= 0

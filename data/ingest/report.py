@@ -147,12 +147,15 @@ class Codes:
     self._parts = []
 
   def encode(self, values) -> np.ndarray:
+    """Codes of values; a value seen for the first time gets the next code."""
     values = pd.Index(pd.Series(values).astype(str))
-    known = self._index.get_indexer(values)
-    new = values[known < 0].unique()
-    if len(new):
-      self._index = self._index.append(new)
-    return self._index.get_indexer(values).astype(np.int64)
+    codes = self._index.get_indexer(values).astype(np.int64)
+    new = codes < 0
+    if new.any():
+      inverse, uniques = pd.factorize(values[new])  # in order of first appearance
+      codes[new] = len(self._index) + inverse
+      self._index = self._index.append(uniques)
+    return codes
 
   def lookup(self, values) -> np.ndarray:
     """Codes of values, -1 for unknown ones."""
