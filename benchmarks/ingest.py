@@ -5,17 +5,18 @@
 
 --source=contract (the default) writes a contract directory (tests/fixtures/contract's
 schema.json, users, items, and an impressions.csv of --rows rows: 5 impressions per request,
-100k users, 200k items, 30 days). --source=aliccp writes Ali-CCP's four files in its exact
+100k users, 200k items, over --days days, 30 by default). --source=aliccp writes Ali-CCP's four files in its exact
 format: --rows skeleton rows (half train, half test), 20 samples per common-feature record,
 each skeleton row 13 `field\x02id\x03value` entries (the combination fields 508, 509, 702
-and 853 among them), each common record 15. The benchmark then runs `python -m data.ingest`
-on the input in a child process and prints its wall time, CPU time (user + system: the
-figure to compare on a shared machine), rows per second of each, and peak RSS (getrusage
-RUSAGE_CHILDREN). Figures: docs/real_logs.md, "Limits".
+and 853 among them), each common record 15. The input is written by one child process; the
+benchmark then runs `python -m data.ingest` on it in another and prints its wall time, CPU
+time (user + system: the figure to compare on a shared machine), rows per second of each,
+and peak RSS (that child's own, from os.wait4; Linux carries a process's peak RSS into the
+children it forks, so the generator must not run in the parent). Figures: docs/real_logs.md,
+"Limits".
 """
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,8 +33,9 @@ FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N_USERS, N_ITEMS, PAGE, DAYS = 100_000, 200_000, 5, 30
 
 
-def write_input(input_dir: str, rows: int, seed: int = 0) -> None:
-  """A contract directory with `rows` impressions, written in blocks of 10^6 rows."""
+def write_input(input_dir: str, rows: int, seed: int = 0, days: int = DAYS) -> None:
+  """A contract directory with `rows` impressions over `days` days, written in blocks of 10^6
+  rows."""
   os.makedirs(input_dir, exist_ok=True)
   shutil.copy(os.path.join(FIXTURE, "schema.json"), input_dir)
   rng = np.random.default_rng(seed)
@@ -60,7 +62,7 @@ def write_input(input_dir: str, rows: int, seed: int = 0) -> None:
     frame = pd.DataFrame({
         "request": request, "user_key": np.char.add("u", (request % N_USERS).astype(str)),
         "item_key": np.char.add("i", rng.integers(0, N_ITEMS, n).astype(str)),
-        "time": 1_700_000_000 + request * (DAYS * 86_400) // max(rows // PAGE, 1),
+        "time": 1_700_000_000 + request * (days * 86_400) // max(rows // PAGE, 1),
         "position": index % PAGE, "clicked": click,
         "bought": click * (rng.random(n) < 0.1), "stay_seconds": click * 30.0,
         "carted": click * (rng.random(n) < 0.2)})
@@ -121,12 +123,21 @@ def write_aliccp_input(input_dir: str, rows: int, seed: int = 0) -> None:
       frame.to_csv(path, mode="w" if start == 0 else "a", header=False, index=False)
 
 
+def _generate(input_dir: str) -> None:
+  """Writes the input in a child process: the ingest's peak RSS must not include the
+  generator's (Linux carries a parent's peak RSS into a forked child's ru_maxrss)."""
+  code = (f"from benchmarks.ingest import write_aliccp_input, write_input; "
+          f"write_{'aliccp_' if FLAGS.source == 'aliccp' else ''}input({input_dir!r}, "
+          f"{FLAGS.rows}" + (f", days={FLAGS.days})" if FLAGS.source == "contract" else ")"))
+  subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def main(argv):
   del argv
   shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
   input_dir = os.path.join(FLAGS.work_dir, "input")
   start = time.perf_counter()
-  (write_aliccp_input if FLAGS.source == "aliccp" else write_input)(input_dir, FLAGS.rows)
+  _generate(input_dir)
   size_gb = sum(os.path.getsize(os.path.join(input_dir, name))
                 for name in os.listdir(input_dir)) / 2**30
   print(f"wrote {FLAGS.rows} {FLAGS.source} impressions ({size_gb:.2f} GB) in "
@@ -137,16 +148,19 @@ def main(argv):
              f"--chunk_rows={FLAGS.chunk_rows}"]
   print("running:", " ".join(command), flush=True)
   start = time.perf_counter()
-  result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True)
+  stdout = child.stdout.read() if child.stdout else ""
+  _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
   seconds = time.perf_counter() - start
-  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  returncode = os.waitstatus_to_exitcode(status)
   peak_gb, cpu = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
-  print(result.stdout.strip())
-  print(f"ingest exit status {result.returncode}: {FLAGS.rows} rows, {seconds:.0f}s wall "
+  print(stdout.strip())
+  print(f"ingest exit status {returncode}: {FLAGS.rows} rows, {seconds:.0f}s wall "
         f"({FLAGS.rows / max(seconds, 1e-9):,.0f} rows/s), {cpu:.0f}s CPU "
         f"({FLAGS.rows / max(cpu, 1e-9):,.0f} rows per CPU second), peak RSS {peak_gb:.2f} GB "
         f"({peak_gb * 2**30 / max(FLAGS.rows, 1):.0f} bytes/row)")
-  return result.returncode
+  return returncode
 
 
 def run() -> None:
@@ -154,6 +168,8 @@ def run() -> None:
   flags.DEFINE_integer("rows", 10_000_000, "Impressions in the generated file.")
   flags.DEFINE_string("work_dir", "/tmp/ingest_bench", "Fresh work dir (deleted first).")
   flags.DEFINE_integer("chunk_rows", 1 << 20, "data.ingest --chunk_rows.")
+  flags.DEFINE_integer("days", DAYS, "--source=contract: days the impressions span (with "
+                       "--rows, sets the rows per day the day-by-day build holds at once).")
   app.run(main)
 
 
