@@ -12,7 +12,7 @@ rounded string-to-double conversion, as `float` does).
 """
 
 import re
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ _ENTRY = r"[0-9_]+\x02[0-9]+\x03[-+0-9.eE]+"
 WELL_FORMED = re.compile(rf"^{_ENTRY}(?:\x01{_ENTRY})*$")
 ENTRY_SEPARATOR, ID_MARK, VALUE_MARK = 1, 2, 3
 _STRINGS = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' `str`, kept in arrow
+_ENTRY_ARRAYS = ("row", "id_start", "id_stop", "value_start", "value_stop")
+BATCH_ROWS = 1 << 15
 
 
 def _utf8(lists: pd.Series) -> pa.LargeStringArray:
@@ -36,10 +38,14 @@ def _utf8(lists: pd.Series) -> pa.LargeStringArray:
 
 
 class FeatureLists:
-  """The feature lists of one chunk, checked, with the entries of `fields` located."""
+  """The feature lists of one chunk, checked, with the entries of the wanted fields located.
+
+  The lists are taken apart BATCH_ROWS rows at a time, keeping only the wanted fields'
+  entries, so the work arrays stay small whatever the chunk size.
+  """
 
   def __init__(self, path: str, lines: np.ndarray, lists: pd.Series, declared,
-               fields: Iterable[str]):
+               fields: Iterable[str], batch_rows: int = BATCH_ROWS):
     """Raises IngestError at the first malformed list, or where `declared` (the feature_num
     column) disagrees with the number of entries. `fields`: the fields that will be read."""
     lists = lists.fillna("")
@@ -49,38 +55,49 @@ class FeatureLists:
       raise R.IngestError(path, int(lines[i]), "malformed feature list: expected entries "
                           f"field\\x02id\\x03value separated by \\x01, got {lists.iloc[i][:60]!r}")
     self.path, self.lines, self.n = path, lines, len(lists)
-    array = _utf8(lists)
-    offsets = np.frombuffer(array.buffers()[1], np.int64)[array.offset:
-                                                          array.offset + len(array) + 1]
-    self._buffer = array.buffers()[2] or pa.py_buffer(b"")
-    data = np.frombuffer(self._buffer, np.uint8)
-    self._data = data
-    id_mark = np.flatnonzero(data == ID_MARK)  # one per entry, in order
-    value_mark = np.flatnonzero(data == VALUE_MARK)
-    separator = np.flatnonzero(data == ENTRY_SEPARATOR)
-    counts = np.diff(np.searchsorted(id_mark, offsets))
     declared = R.check_integers(path, lines, declared, "feature_num")
+    array = _utf8(lists)
+    self._buffer = array.buffers()[2] or pa.py_buffer(b"")
+    self._data = np.frombuffer(self._buffer, np.uint8)
+    fields = sorted(set(fields))
+    parts: Dict[str, list] = {f: [] for f in fields}
+    for begin in range(0, self.n, batch_rows):
+      batch = array.slice(begin, batch_rows)
+      for field, entries in self._locate(batch, begin, declared[begin:begin + batch_rows],
+                                         fields).items():
+        parts[field].append(entries)
+    self._entries = {f: {k: np.concatenate([p[k] for p in parts[f]]) if parts[f]
+                         else np.zeros(0, np.int64) for k in _ENTRY_ARRAYS} for f in fields}
+
+  def _locate(self, batch: pa.LargeStringArray, begin: int, declared: np.ndarray,
+              fields: List[str]) -> Dict[str, Dict[str, np.ndarray]]:
+    """The wanted fields' entries among rows [begin, begin + len(batch)): their rows and the
+    byte ranges of their ids and values in the chunk's buffer."""
+    offsets = np.frombuffer(batch.buffers()[1], np.int64)[batch.offset:
+                                                          batch.offset + len(batch) + 1]
+    base = int(offsets[0])
+    data = self._data[base:int(offsets[-1])]
+    id_mark = np.flatnonzero(data == ID_MARK) + base  # one per entry, in order
+    value_mark = np.flatnonzero(data == VALUE_MARK) + base
+    separator = np.flatnonzero(data == ENTRY_SEPARATOR) + base
+    counts = np.diff(np.searchsorted(id_mark, offsets))
     wrong = counts != declared
     if wrong.any():
       i = int(np.argmax(wrong))
-      raise R.IngestError(path, int(lines[i]), f"feature_num says {declared[i]} "
-                          f"features, the feature list has {counts[i]}")
-    self.row = np.repeat(np.arange(self.n, dtype=np.int64), counts)
+      raise R.IngestError(self.path, int(self.lines[begin + i]), f"feature_num says "
+                          f"{declared[i]} features, the feature list has {counts[i]}")
+    row = np.repeat(np.arange(begin, begin + len(batch), dtype=np.int64), counts)
     first = np.ones(len(id_mark), bool)  # the first entry of its row
-    first[1:] = self.row[1:] != self.row[:-1]
+    first[1:] = row[1:] != row[:-1]
     last = np.ones(len(id_mark), bool)
     last[:-1] = first[1:]
     start = np.empty(len(id_mark), np.int64)
     start[first] = offsets[:-1][counts > 0]
     start[~first] = separator + 1
-    self.value_end = np.empty(len(id_mark), np.int64)
-    self.value_end[last] = offsets[1:][counts > 0]
-    self.value_end[~last] = separator
-    self.id_mark, self.value_mark = id_mark, value_mark
-    self._entries = self._locate(start, id_mark - start, set(fields))
-
-  def _locate(self, start, length, fields) -> Dict[str, np.ndarray]:
-    """Indices of the entries of each field (at most 8 characters), in order."""
+    value_end = np.empty(len(id_mark), np.int64)
+    value_end[last] = offsets[1:][counts > 0]
+    value_end[~last] = separator
+    length = id_mark - start
     out = {}
     for size in sorted({len(f) for f in fields}):
       candidates = np.flatnonzero(length == size)
@@ -89,7 +106,10 @@ class FeatureLists:
       key = text.view(np.uint64).reshape(-1)
       for field in (f for f in fields if len(f) == size):
         packed = np.frombuffer(field.encode().ljust(8, b"\0"), np.uint64)[0]
-        out[field] = candidates[key == packed]
+        entries = candidates[key == packed]
+        out[field] = {"row": row[entries], "id_start": id_mark[entries] + 1,
+                      "id_stop": value_mark[entries], "value_start": value_mark[entries] + 1,
+                      "value_stop": value_end[entries]}
     return out
 
   def _substrings(self, start: np.ndarray, stop: np.ndarray) -> pa.LargeStringArray:
@@ -110,26 +130,25 @@ class FeatureLists:
   def first_ids(self, field: str):
     """(rows, ids): the rows holding `field` and its first id in each (strings)."""
     entries = self._entries[field]
-    rows = self.row[entries]
-    first = np.ones(len(entries), bool)
+    rows = entries["row"]
+    first = np.ones(len(rows), bool)
     first[1:] = rows[1:] != rows[:-1]
-    entries = entries[first]
-    ids = self._substrings(self.id_mark[entries] + 1, self.value_mark[entries])
-    return self.row[entries], pd.Series(pd.array(ids, dtype=_STRINGS))
+    ids = self._substrings(entries["id_start"][first], entries["id_stop"][first])
+    return rows[first], pd.Series(pd.array(ids, dtype=_STRINGS))
 
   def sums(self, field: str) -> np.ndarray:
     """The sum of `field`'s values in each row, float32 (0 where absent)."""
     entries = self._entries[field]
-    text = self._substrings(self.value_mark[entries] + 1, self.value_end[entries])
+    text = self._substrings(entries["value_start"], entries["value_stop"])
     try:
       values = pc.cast(text, pa.float64()).to_numpy()
     except pa.ArrowInvalid:
       strings = text.to_pylist()
       i = next(k for k, v in enumerate(strings) if _not_a_number(v))
-      raise R.IngestError(self.path, int(self.lines[self.row[entries[i]]]),
+      raise R.IngestError(self.path, int(self.lines[entries["row"][i]]),
                           f"field {field}: expected a number as the value, got "
                           f"{strings[i]!r}") from None
-    return np.bincount(self.row[entries], weights=values, minlength=self.n).astype(np.float32)
+    return np.bincount(entries["row"], weights=values, minlength=self.n).astype(np.float32)
 
 
 def _not_a_number(text: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from data import features as F
 from data import files
@@ -128,19 +129,22 @@ def _day_impressions(tables: LogTables, partition: Optional[int], day: int,
                      report: R.RowReport) -> Dict[str, np.ndarray]:
   """One day's impressions: final request ids, checked, deduplicated, on the world's clock."""
   spool = tables.impressions
-  rows = spool.read(partition)
-  imp = {k: v for k, v in rows.items() if k not in (SP.FILE, SP.LINE, SP.REQUEST_A,
-                                                     SP.REQUEST_B, S.DAY)}
-  imp[S.REQUEST_ID] = spool.request_ids(rows).astype(np.int64)
-  R.check_monotone_in_request([f.path for f in tables.inputs], rows[SP.FILE], rows[SP.LINE],
+  imp = spool.read(partition)
+  imp[S.REQUEST_ID] = spool.request_ids(imp).astype(np.int64)
+  files, lines = imp.pop(SP.FILE), imp.pop(SP.LINE)
+  for name in (SP.REQUEST_A, SP.REQUEST_B, S.DAY):
+    imp.pop(name, None)
+  R.check_monotone_in_request([f.path for f in tables.inputs], files, lines,
                               imp[S.REQUEST_ID], np.asarray(imp[S.TIMESTAMP], np.int64))
   if tables.dedupe:
     duplicate = pd.DataFrame({"r": imp[S.REQUEST_ID], "i": imp[S.ITEM_ID]}).duplicated()
     duplicate = duplicate.to_numpy()
-    for index, n in enumerate(np.bincount(rows[SP.FILE][duplicate],
+    for index, n in enumerate(np.bincount(files[duplicate],
                                           minlength=len(tables.inputs)).tolist()):
       report.drop_kept(tables.inputs[index].name, DUPLICATE, n)
-    imp = {k: v[~duplicate] for k, v in imp.items()}
+    if duplicate.any():
+      for name in imp:
+        imp[name] = imp[name][~duplicate]
   n = len(imp[S.REQUEST_ID])
   timestamps = np.asarray(imp[S.TIMESTAMP], np.int64)
   _, first, inverse = np.unique(imp[S.REQUEST_ID], return_index=True, return_inverse=True)
@@ -186,11 +190,10 @@ def write_world(world_dir: str, tables: LogTables, report: R.RowReport) -> dict:
       requests = features.day(day, imp)
       _complete(imp, plan)
       order = np.lexsort((imp[S.POSITION], imp[S.REQUEST_ID]))
-      for kind, arrays, columns in (
-          ("logs", {k: v[order] for k, v in imp.items()}, io.log_columns(schema)),
-          ("requests", requests, io.REQUEST_COLUMNS)):
+      for kind, table in (("logs", _table(imp, io.log_columns(schema), schema, order)),
+                          ("requests", _table(requests, io.REQUEST_COLUMNS, schema))):
         relative = os.path.join(io.day_dir(kind, day), io.part_name(0))
-        io.write_table(io.to_table(_typed(arrays, schema), columns), os.path.join(tmp, relative))
+        io.write_table(table, os.path.join(tmp, relative))
         written.append(relative)
       row_counts[str(day)] = {"requests": int(len(requests[S.REQUEST_ID])),
                               "impressions": int(len(order)),
@@ -207,13 +210,18 @@ def write_world(world_dir: str, tables: LogTables, report: R.RowReport) -> dict:
   return manifest
 
 
-def _typed(arrays: Dict[str, np.ndarray], schema: S.Schema) -> Dict[str, np.ndarray]:
-  out = {}
-  for name, values in arrays.items():
+def _table(arrays: Dict[str, np.ndarray], columns, schema: S.Schema,
+           order: Optional[np.ndarray] = None) -> pa.Table:
+  """The arrow table of `columns` (rows in `order`), typed by the schema, built one column at
+  a time so that a day's rows are copied once (into arrow), not once per step."""
+  fields = []
+  for name in columns:
+    values = arrays[name] if order is None else arrays[name][order]
     if name in S.LABELS:
-      out[name] = values.astype(np.float32)
+      values = values.astype(np.float32, copy=False)
     elif name in schema.names:
-      out[name] = values.astype(schema[name].dtype)
+      values = values.astype(schema[name].dtype, copy=False)
     else:
-      out[name] = values.astype(np.int64)
-  return out
+      values = values.astype(np.int64, copy=False)
+    fields.append(io.to_table({name: values}, [name]).column(0))
+  return pa.table(fields, names=list(columns))
