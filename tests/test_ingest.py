@@ -362,7 +362,7 @@ def test_aliccp_feature_lists_match_a_python_loop_per_row():
     lists.append("\x01".join(f"{f}\x02{i}\x03{v}" for f, i, v in entries))
   parsed = FeatureLists("x.csv", np.arange(300), pd.Series(lists),
                         np.array([s.count("\x01") + 1 for s in lists]), ["508", "50", "853", "205"],
-                        batch_rows=7)  # batches of rows, as a long chunk is parsed
+                        ["508", "50", "853", "205"], batch_rows=7)  # in batches, as a long chunk
   for field in ("508", "50", "853", "205"):
     per_row = [[e.split("\x02")[1].split("\x03") for e in s.split("\x01")
                 if e.split("\x02")[0] == field] for s in lists]

@@ -39,13 +39,13 @@ ITEM_FIELDS = {"205": S.ITEM_ID, "206": "item_category", "207": "item_shop",
                "216": "item_brand", "301": S.POSITION}
 CROSS_FIELDS = {"508": "cross_clicks_cate_24h", "509": "cross_clicks_shop_24h",
                 "702": "cross_clicks_brand_24h", "853": "cross_views_item_7d"}
-FIELDS = list(USER_FIELDS) + list(ITEM_FIELDS) + list(CROSS_FIELDS)
 
 
-def _feature_lists(path: str, chunk: pd.DataFrame) -> FeatureLists:
-  """The chunk's feature lists, checked (a malformed one or a wrong feature_num raises)."""
+def _feature_lists(path: str, chunk: pd.DataFrame, id_fields, sum_fields=()) -> FeatureLists:
+  """The chunk's feature lists, checked (a malformed one or a wrong feature_num raises), with
+  the first id of each of `id_fields` and the value sums of `sum_fields`."""
   return FeatureLists(path, chunk["_line"].to_numpy(), chunk["feature_list"],
-                      chunk["feature_num"].to_numpy(), FIELDS)
+                      chunk["feature_num"].to_numpy(), id_fields, sum_fields)
 
 
 class _Codes:
@@ -72,7 +72,7 @@ def _read_common(path: str, split: str, codes: _Codes, report: R.RowReport,
   for chunk in R.read_csv_chunks(path, COMMON_COLUMNS, header=False, dtype=str,
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
-    lists = _feature_lists(path, chunk)
+    lists = _feature_lists(path, chunk, USER_FIELDS)
     keys.append(chunk["md5"].to_numpy(str))
     for field, column in USER_FIELDS.items():
       columns[column].append(codes.encode(field, lists))
@@ -125,7 +125,7 @@ def _read_skeleton(path: str, split: str, day: int, common: pd.Index, first_requ
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
     lines = chunk["_line"].to_numpy()
-    lists = _feature_lists(path, chunk)
+    lists = _feature_lists(path, chunk, ITEM_FIELDS, CROSS_FIELDS)
     out = {S.CLICK: R.check_labels(path, lines, chunk["click"].to_numpy(), "click"),
            S.CONVERSION: R.check_labels(path, lines, chunk["buy"].to_numpy(), "buy")}
     row = common.get_indexer(chunk["md5"].to_numpy(str))
