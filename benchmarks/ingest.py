@@ -5,15 +5,16 @@
 
 --source=contract (the default) writes a contract directory (tests/fixtures/contract's
 schema.json, users, items, and an impressions.csv of --rows rows: 5 impressions per request,
-100k users, 200k items, over --days days, 30 by default). --source=aliccp writes Ali-CCP's four files in its exact
-format: --rows skeleton rows (half train, half test), 20 samples per common-feature record,
-each skeleton row 13 `field\x02id\x03value` entries (the combination fields 508, 509, 702
-and 853 among them), each common record 15. The input is written by one child process; the
-benchmark then runs `python -m data.ingest` on it in another and prints its wall time, CPU
-time (user + system: the figure to compare on a shared machine), rows per second of each,
-and peak RSS (that child's own, from os.wait4; Linux carries a process's peak RSS into the
-children it forks, so the generator must not run in the parent). Figures: docs/real_logs.md,
-"Limits".
+100k users, 200k items, over --days days, 30 by default). --source=aliccp writes Ali-CCP's
+four files in their exact format: --rows skeleton rows (half train, half test), 20 samples
+per common-feature record, each skeleton row 13 `field\x02id\x03value` entries (the
+combination fields 508, 509, 702 and 853 among them), each common record 15.
+
+The input is written by one child process; the benchmark then runs `python -m data.ingest`
+on it in another and prints its wall time, CPU time (user + system: the figure to compare on
+a shared machine), rows per second of each, and peak RSS (that child's own, from os.wait4;
+Linux carries a process's peak RSS into the children it forks, so the generator must not run
+in the parent). Figures: docs/real_logs.md, "Limits".
 """
 
 import os
