@@ -10,6 +10,7 @@ with the oracle's true probabilities their headroom (`data.headroom`).
 """
 
 import os
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -74,6 +75,28 @@ class _StartStep(tf.keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self.step = int(self.model.optimizer.iterations.numpy())
+
+
+class _Throughput(tf.keras.callbacks.Callback):
+  """Wall time of the steps after the first (which traces the step function): metrics.json's
+  examples_per_second. Under a parameter-server strategy a step "ends" when scheduled; the
+  last wait for the workers is in the total."""
+
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.start: Optional[float] = None
+    self.steps, self.seconds = 0, 0.0
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.start is None:
+      self.start = time.perf_counter()
+    else:
+      self.steps += 1
+
+  def on_train_end(self, logs=None):
+    if self.start is not None:
+      self.seconds = time.perf_counter() - self.start
 
 
 class _StopAfterSteps(_StepCounter):
@@ -230,6 +253,8 @@ def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, m
                                                     update_freq=100))
   callbacks.append(_ProgressLog(every=max(config.checkpoint_every, 100),
                                 total_steps=(steps_per_epoch or 0) * config.epochs or None))
+  throughput = _Throughput()
+  callbacks.append(throughput)
   if config.max_steps:
     callbacks.append(_StopAfterSteps(config.max_steps))
   callbacks.extend(extra_callbacks)
@@ -240,6 +265,9 @@ def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, m
   finally:
     if distribute.is_parameter_server(strategy):
       files.remove_tree(os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR))
+  history.throughput = {"timed_steps": throughput.steps, "timed_seconds": throughput.seconds,
+                        "examples_per_second": throughput.steps * config.batch_size
+                        / throughput.seconds if throughput.seconds else 0.0}
   return history, stopping
 
 
@@ -286,11 +314,13 @@ def warmup_steps(model) -> int:
 
 
 def learning_summary(history: tf.keras.callbacks.History) -> Dict[str, Any]:
-  """metrics.json's learning_curve ([{step, logloss, auc}]), best_step and stopped_step."""
+  """metrics.json's learning_curve ([{step, logloss, auc}]), best_step and stopped_step, and
+  the training speed (examples_per_second over the steps after the first, global batches)."""
+  summary: Dict[str, Any] = dict(getattr(history, "throughput", {}))
   stopping = getattr(history, "validation", None)
   if stopping is None:
-    return {}
-  return {"learning_curve": list(stopping.curve), "best_step": int(stopping.best_step),
+    return summary
+  return {**summary, "learning_curve": list(stopping.curve), "best_step": int(stopping.best_step),
           "stopped_step": int(stopping.curve[-1]["step"]) if stopping.curve else 0,
           "validate_every": int(stopping.every_steps)}
 
