@@ -240,8 +240,13 @@ class DistillationModel(tfrs.models.Model):
 
   def build_variables(self, batch) -> None:
     """Creates every variable (student and teacher) from one batch, leaving the metrics alone
-    (under a distribution strategy they may be updated only inside a training step)."""
-    self.heads_logits(batch, training=False)
+    (under a distribution strategy they may be updated only inside a training step). A frozen
+    teacher has none to create: it is not called (a loaded SavedModel under a strategy runs
+    only inside the replicas' step)."""
+    if self.teacher is None or isinstance(self.teacher, FrozenTeacher):
+      self.student(batch, training=False)
+    else:
+      self.heads_logits(batch, training=False)
 
   def compute_loss(self, batch, training=False) -> tf.Tensor:
     student, teacher = self.heads_logits(batch, training=training)
