@@ -159,7 +159,8 @@ def make_strategy(name: str, task: ClusterTask,
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   if name == MULTI_WORKER:
     options = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+        bytes_per_pack=32 << 20)
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
                                                      communication_options=options)
   return tf.distribute.ParameterServerStrategy(
