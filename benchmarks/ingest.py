@@ -1,17 +1,23 @@
-"""Wall time and peak memory of `data.ingest` on a generated contract file, measured from outside.
+"""Wall time, rows/s and peak memory of `data.ingest` on a generated input, measured from outside.
 
     python -m benchmarks.ingest --rows=10000000 --work_dir=/tmp/ingest_bench [--chunk_rows=N]
+    python -m benchmarks.ingest --source=aliccp --rows=1000000 --work_dir=/tmp/ingest_bench
 
-Writes a contract directory (tests/fixtures/contract's schema.json, users, items, and an
-impressions.csv of --rows rows: 5 impressions per request, 100k users, 200k items, 30 days),
-then runs `python -m data.ingest --source=contract` on it in a child process and prints its
-wall time and peak RSS (getrusage RUSAGE_CHILDREN). The parser's memory is bounded by
---chunk_rows; what grows with the rows is the world builder's in-memory columns and
-point-in-time sorts (measured: 5.94 GB peak at 10^7 rows, about 640 bytes per impression).
+--source=contract (the default) writes a contract directory (tests/fixtures/contract's
+schema.json, users, items, and an impressions.csv of --rows rows: 5 impressions per request,
+100k users, 200k items, over --days days, 30 by default). --source=aliccp writes Ali-CCP's
+four files in their exact format: --rows skeleton rows (half train, half test), 20 samples
+per common-feature record, each skeleton row 13 `field\x02id\x03value` entries (the
+combination fields 508, 509, 702 and 853 among them), each common record 15.
+
+The input is written by one child process; the benchmark then runs `python -m data.ingest`
+on it in another and prints its wall time, CPU time (user + system: the figure to compare on
+a shared machine), rows per second of each, and peak RSS (that child's own, from os.wait4;
+Linux carries a process's peak RSS into the children it forks, so the generator must not run
+in the parent). Figures: docs/real_logs.md, "Limits".
 """
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,8 +34,9 @@ FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N_USERS, N_ITEMS, PAGE, DAYS = 100_000, 200_000, 5, 30
 
 
-def write_input(input_dir: str, rows: int, seed: int = 0) -> None:
-  """A contract directory with `rows` impressions, written in blocks of 10^6 rows."""
+def write_input(input_dir: str, rows: int, seed: int = 0, days: int = DAYS) -> None:
+  """A contract directory with `rows` impressions over `days` days, written in blocks of 10^6
+  rows."""
   os.makedirs(input_dir, exist_ok=True)
   shutil.copy(os.path.join(FIXTURE, "schema.json"), input_dir)
   rng = np.random.default_rng(seed)
@@ -56,11 +63,74 @@ def write_input(input_dir: str, rows: int, seed: int = 0) -> None:
     frame = pd.DataFrame({
         "request": request, "user_key": np.char.add("u", (request % N_USERS).astype(str)),
         "item_key": np.char.add("i", rng.integers(0, N_ITEMS, n).astype(str)),
-        "time": 1_700_000_000 + request * (DAYS * 86_400) // max(rows // PAGE, 1),
+        "time": 1_700_000_000 + request * (days * 86_400) // max(rows // PAGE, 1),
         "position": index % PAGE, "clicked": click,
         "bought": click * (rng.random(n) < 0.1), "stay_seconds": click * 30.0,
         "carted": click * (rng.random(n) < 0.2)})
     frame.to_csv(path, mode="w" if start == 0 else "a", header=start == 0, index=False)
+
+
+def _entries(fields, ids, values) -> pd.Series:
+  """`field\x02id\x03value` entries of one field per row (ids, values: Series)."""
+  return fields + "\x02" + ids.astype(str) + "\x03" + values
+
+
+def _feature_list(entries) -> pd.Series:
+  out = entries[0]
+  for entry in entries[1:]:
+    out = out + "\x01" + entry
+  return out
+
+
+def write_aliccp_input(input_dir: str, rows: int, seed: int = 0) -> None:
+  """Ali-CCP's four files: `rows` skeleton rows split between train and test, no header."""
+  os.makedirs(input_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  per_record = 20
+  for split, n_split in (("train", rows - rows // 2), ("test", rows // 2)):
+    n_records = max(-(-n_split // per_record), 1)
+    md5 = pd.Series([f"{split[:2]}{r:030x}" for r in range(n_records)])
+    user = pd.Series(rng.integers(0, N_USERS, n_records))
+    value = lambda n: pd.Series(np.round(rng.lognormal(0, 1, n), 5).astype(str))  # noqa: E731
+    ones = pd.Series(np.full(n_records, "1"))
+    common = [_entries("101", user, ones), _entries("124", user % 2, ones),
+              _entries("125", user % 7, ones), _entries("126", user % 5, ones)]
+    common += [_entries(field, pd.Series(rng.integers(0, 10_000, n_records)),
+                        value(n_records)) for field in ("109_14", "110_14", "127_14", "150_14")
+               for _ in range(2)] + [_entries("121", user % 97, ones),
+                                     _entries("122", user % 13, ones),
+                                     _entries("127", user % 3, ones)]
+    pd.DataFrame({"md5": md5, "n": len(common), "features": _feature_list(common)}).to_csv(
+        os.path.join(input_dir, f"common_features_{split}.csv"), header=False, index=False)
+    path = os.path.join(input_dir, f"sample_skeleton_{split}.csv")
+    block = 1_000_000
+    for start in range(0, n_split, block):
+      n = min(block, n_split - start)
+      index = np.arange(start, start + n)
+      item = pd.Series(rng.integers(0, N_ITEMS, n))
+      ones = pd.Series(np.full(n, "1"))
+      skeleton = [_entries("205", item, ones), _entries("206", item % 500, ones),
+                  _entries("207", item % 10_000, ones), _entries("216", item % 5_000, ones),
+                  _entries("301", pd.Series(index % per_record % 3), ones)]
+      skeleton += [_entries("210", pd.Series(rng.integers(0, 50_000, n)), value(n))
+                   for _ in range(2)]
+      skeleton += [_entries(field, pd.Series(rng.integers(0, 10**6, n)), value(n))
+                   for field in ("508", "509", "702", "853", "853", "508")]
+      click = (rng.random(n) < 0.04).astype(int)
+      frame = pd.DataFrame({"sample_id": index + 1, "click": click,
+                            "buy": click * (rng.random(n) < 0.05),
+                            "md5": md5[index // per_record].to_numpy(), "n": len(skeleton),
+                            "features": _feature_list(skeleton)})
+      frame.to_csv(path, mode="w" if start == 0 else "a", header=False, index=False)
+
+
+def _generate(input_dir: str) -> None:
+  """Writes the input in a child process: the ingest's peak RSS must not include the
+  generator's (Linux carries a parent's peak RSS into a forked child's ru_maxrss)."""
+  code = (f"from benchmarks.ingest import write_aliccp_input, write_input; "
+          f"write_{'aliccp_' if FLAGS.source == 'aliccp' else ''}input({input_dir!r}, "
+          f"{FLAGS.rows}" + (f", days={FLAGS.days})" if FLAGS.source == "contract" else ")"))
+  subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def main(argv):
@@ -68,28 +138,39 @@ def main(argv):
   shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
   input_dir = os.path.join(FLAGS.work_dir, "input")
   start = time.perf_counter()
-  write_input(input_dir, FLAGS.rows)
-  size_gb = os.path.getsize(os.path.join(input_dir, "impressions.csv")) / 2**30
-  print(f"wrote {FLAGS.rows} impressions ({size_gb:.2f} GB) in "
+  _generate(input_dir)
+  size_gb = sum(os.path.getsize(os.path.join(input_dir, name))
+                for name in os.listdir(input_dir)) / 2**30
+  print(f"wrote {FLAGS.rows} {FLAGS.source} impressions ({size_gb:.2f} GB) in "
         f"{time.perf_counter() - start:.0f}s", flush=True)
-  command = [sys.executable, "-m", "data.ingest", "--source=contract", f"--input={input_dir}",
+  command = [sys.executable, "-m", "data.ingest", f"--source={FLAGS.source}",
+             f"--input={input_dir}",
              f"--world_dir={os.path.join(FLAGS.work_dir, 'world')}",
              f"--chunk_rows={FLAGS.chunk_rows}"]
   print("running:", " ".join(command), flush=True)
   start = time.perf_counter()
-  result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           text=True)
+  stdout = child.stdout.read() if child.stdout else ""
+  _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
   seconds = time.perf_counter() - start
-  peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-  print(result.stdout.strip())
-  print(f"ingest exit status {result.returncode}: {FLAGS.rows} rows, {seconds:.0f}s wall, "
-        f"peak RSS {peak_gb:.2f} GB ({peak_gb * 2**30 / max(FLAGS.rows, 1):.0f} bytes/row)")
-  return result.returncode
+  returncode = os.waitstatus_to_exitcode(status)
+  peak_gb, cpu = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
+  print(stdout.strip())
+  print(f"ingest exit status {returncode}: {FLAGS.rows} rows, {seconds:.0f}s wall "
+        f"({FLAGS.rows / max(seconds, 1e-9):,.0f} rows/s), {cpu:.0f}s CPU "
+        f"({FLAGS.rows / max(cpu, 1e-9):,.0f} rows per CPU second), peak RSS {peak_gb:.2f} GB "
+        f"({peak_gb * 2**30 / max(FLAGS.rows, 1):.0f} bytes/row)")
+  return returncode
 
 
 def run() -> None:
+  flags.DEFINE_enum("source", "contract", ["contract", "aliccp"], "The input's format.")
   flags.DEFINE_integer("rows", 10_000_000, "Impressions in the generated file.")
   flags.DEFINE_string("work_dir", "/tmp/ingest_bench", "Fresh work dir (deleted first).")
   flags.DEFINE_integer("chunk_rows", 1 << 20, "data.ingest --chunk_rows.")
+  flags.DEFINE_integer("days", DAYS, "--source=contract: days the impressions span (with "
+                       "--rows, sets the rows per day the day-by-day build holds at once).")
   app.run(main)
 
 

@@ -58,9 +58,10 @@ def training_throughput(base: config_lib.TrainConfig):
                                   max_steps=FLAGS.bench_steps, callbacks=[timer])
     stage = config.output
     train_fn(config)
-    rate = timer.steps * config.batch_size / timer.seconds
+    batch_size = config.batch_size or config_lib.default_batch_size(config.stage)
+    rate = timer.steps * batch_size / timer.seconds
     print(f"train  {stage:10s} {variant:9s} {rate:12,.0f} examples/s "
-          f"({timer.steps} steps of {config.batch_size} in {timer.seconds:.1f}s)")
+          f"({timer.steps} steps of {batch_size} in {timer.seconds:.1f}s)")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -101,7 +102,7 @@ def main(argv):
   world = data.load(base.world_dir, verify="size")
   print(f"world {base.world_dir}: {world.config.n_users:,} users, "
         f"{world.config.n_items:,} items; widths {list(base.hidden_units)}, "
-        f"batch {base.batch_size}, {os.cpu_count()} CPUs")
+        f"batch {base.batch_size or 'the stage default'}, {os.cpu_count()} CPUs")
   training_throughput(base)
   serving_latency(world, base.model_dir, FLAGS.repeats)
 

@@ -277,7 +277,9 @@ def stage_config(trial: Trial, base: config_lib.TrainConfig,
   settings: Dict[str, Any] = dict(
       world_dir=paper_worlds.world_path(work_dir, trial.world, trial.world_seed),
       model_dir=trial.model_dir(work_dir), train_days=tuple(trial.train_days), seed=trial.seed,
-      variant=trial.variant, mode=None, reuse=True, **TASK.get(trial.stage, {}))
+      variant=trial.variant, mode=None, reuse=True, **TASK.get(trial.stage, {}),
+      # Written out, so a child's command line names the batch it trains with.
+      batch_size=base.batch_size or config_lib.default_batch_size(trial.stage))
   if trial.variant == LINEAR:  # the reference's own epochs bound (validation stopping ends it)
     settings.update(variant="baseline", epochs=reference.REFERENCE_EPOCHS)
   settings.update((k, v) for k, v in trial.knobs if k != "scheme")

@@ -62,8 +62,10 @@ def learning_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:
   _auc_by_days(frame, os.path.join(plots_dir, "learning_days.png"))
   return Section(pd.DataFrame(rows), [
       "", "Baseline students on the eval day; best / stopped step: the validation check whose "
-      "weights were kept, and the last check (validation stopping). Ceiling: the oracle's "
-      "probability as the score; linear: the logistic-regression reference on the same rows.",
+      "weights were kept, and the last check (validation stopping; n/a where it was off, e.g. "
+      "CVR when the held-out rows hold fewer than --min_validation_positives). Ceiling: the "
+      "oracle's probability as the score; linear: the logistic-regression reference on the "
+      "same rows.",
       "", "![validation AUC against steps](plots/learning_steps.png)", "",
       "![eval AUC against training days](plots/learning_days.png)"])
 
@@ -93,6 +95,9 @@ def _curves_by_step(frame: pd.DataFrame, path: str) -> None:
         if best is not None:
           axis.plot(steps[best], aucs[best], "o", color=colour, markersize=3)
         labelled = True
+    if not any(isinstance(c, list) and c for c in runs[LEARNING_CURVE]):
+      axis.text(0.5, 0.5, "no validation curve:\nstopping was off\n(metrics.json: "
+                "validation_skipped)", ha="center", va="center", transform=axis.transAxes)
     axis.set_title(f"{title}, days {days}")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("validation AUC")

@@ -73,6 +73,9 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
         row.update(stat_cells(name, paired_deltas(frame, variant, metric, **where)
                               if delta else []))
       row["Δ pairs"] = len(paired_deltas(frame, variant, "auc", **where)) if delta else 0
+      row["pairs for 80% power"] = (pairs_for_power(paired_deltas(frame, variant, "eauc",
+                                                                  **where))
+                                    if delta else math.nan)
       row.update(stat_cells("gap closure", gap_closures(frame, variant, **where)
                             if delta else []))
       row["paper"] = paper.get(day, {}).get(variant, "")
@@ -80,12 +83,25 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
   return pd.DataFrame(rows)
 
 
+def pairs_for_power(deltas, power_z: float = 0.8416, alpha_z: float = 1.96) -> float:
+  """Pairs a paired test at 5% needs for 80% power if the true Δ eAUC were the mean seen here,
+  at the spread seen here: ((z_0.975 + z_0.8) * sd / |mean|)^2 (normal approximation)."""
+  deltas = np.asarray(deltas, dtype=np.float64)
+  deltas = deltas[~np.isnan(deltas)]
+  if len(deltas) < 2 or np.mean(deltas) == 0:
+    return math.nan
+  return float(math.ceil(((alpha_z + power_z) * np.std(deltas, ddof=1) / abs(np.mean(deltas)))
+                         ** 2))
+
+
 AUC_NOTES = ["", "AUC and eAUC on the eval day; ceiling: the oracle's true probability as the "
              "score on the same rows; linear: the logistic-regression reference on the same "
              "serving inputs; Δ: paired on (world seed, seed) against the baseline student, "
              "mean ± 95% t-interval over the Δ pairs. Gap closure (student - baseline) / "
-             "(teacher - baseline) is n/a unless the teacher's gap is significant. n/a: not "
-             "measured by these runs."]
+             "(teacher - baseline) is n/a unless the teacher's gap is significant. Pairs for "
+             "80% power: how many (world seed, seed) pairs a paired test at 5% would need to "
+             "detect the Δ eAUC seen here at the spread seen here. n/a: not measured by these "
+             "runs."]
 
 
 def lambda_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:

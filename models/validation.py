@@ -68,12 +68,14 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     super().set_model(model)
     state = getattr(model, STATE_ATTRIBUTE, None)
     if state is None:
-      state = _search_state(model)
+      state = _search_state()
       # A tf.train.Checkpoint, not a Layer or tf.Module: Keras tracks it as a checkpoint
       # dependency without counting its variables among the model's weights.
       setattr(model, STATE_ATTRIBUTE, state)
     self._state = state
     self._write_state()  # a fresh search, unless a backup is restored over it
+    if model.weights:  # built (the stages build before fit): slots exist before any restore
+      self._best_slots()
 
   def on_train_begin(self, logs=None):
     self._loaded = False
@@ -97,7 +99,7 @@ class ValidationStopping(tf.keras.callbacks.Callback):
 
   def on_train_end(self, logs=None):
     if self.best is not None and int(self._search_state().has_best.numpy()):
-      for variable, best in zip(self.model.weights, self._search_state().best_weights):
+      for variable, best in zip(self.model.weights, self._best_slots()):
         variable.assign(best)
       logging.info("validation: restored the best weights (step %d, %s=%.5f)", self.best_step,
                    self.monitor, self.best)
@@ -124,7 +126,7 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     value = figures[self.monitor]
     if self._improved(value):
       self.best, self.best_step, self._wait = value, self._step, 0
-      for best, variable in zip(self._search_state().best_weights, self.model.weights):
+      for best, variable in zip(self._best_slots(), self.model.weights):
         best.assign(variable)
       self._search_state().has_best.assign(1)
     elif self._step >= self.min_steps:
@@ -136,6 +138,15 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     if self._wait >= self.patience:
       logging.info("validation: no improvement in %d checks; stopping", self.patience)
       self.model.stop_training = True
+
+  def _best_slots(self) -> list:
+    """One variable per model weight for the best check's values, made on first need."""
+    state = self._search_state()
+    slots = getattr(state, "best_weights", None)
+    if slots is None or len(slots) != len(self.model.weights):
+      state.best_weights = [distribute.local_variable(w, trainable=False)
+                            for w in self.model.weights]
+    return state.best_weights
 
   def _search_state(self) -> tf.train.Checkpoint:
     if self._state is None:
@@ -166,8 +177,8 @@ class ValidationStopping(tf.keras.callbacks.Callback):
 STATE_ATTRIBUTE = "validation_search_state"
 
 
-def _search_state(model: tf.keras.Model) -> tf.train.Checkpoint:
-  """Fresh search variables: no check yet, and a slot per model weight for the best ones.
+def _search_state() -> tf.train.Checkpoint:
+  """Fresh search variables: no check yet (the best weights' slots come with the model's).
   They are this process's own, under any distribution strategy (every worker of a
   multi-worker run makes the same checks in step)."""
   local = distribute.local_variable
@@ -178,5 +189,4 @@ def _search_state(model: tf.keras.Model) -> tf.train.Checkpoint:
       best_step=local(0, dtype=tf.int64, trainable=False),
       wait=local(0, dtype=tf.int64, trainable=False),
       last_checked=local(-1, dtype=tf.int64, trainable=False),
-      has_best=local(0, dtype=tf.int64, trainable=False),
-      best_weights=[local(w, trainable=False) for w in model.weights])
+      has_best=local(0, dtype=tf.int64, trainable=False))

@@ -94,7 +94,8 @@ def open_world(config: config_lib.TrainConfig):
 
 
 def resolve(config: config_lib.TrainConfig, world):
-  """A new config with the world's default split and the teacher's default mode filled in."""
+  """A new config with the world's default split, the teacher's default mode and the stage's
+  default batch size filled in."""
   days = list(world.days)
   eval_day = days[-1] if config.eval_day is None else config.eval_day
   if eval_day not in days:
@@ -110,7 +111,11 @@ def resolve(config: config_lib.TrainConfig, world):
   if not train_days:
     raise StageError(f"no training day before --eval_day={eval_day}")
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
-  return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode)
+  # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
+  batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
+                                     else config_lib.default_batch_size(config.stage))
+  return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
+                             batch_size=batch_size)
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:

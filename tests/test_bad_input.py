@@ -199,7 +199,7 @@ CASES: List[Case] = [
     Case("verify: manifest not JSON", "data.verify", ["--world_dir={world}"], 2,
          "manifest.json", _write("world/manifest.json", "nope")),
     # stages: flags
-    Case("fine: --batch_size=0", FINE, STAGE + ["--batch_size=0"], 2, "--batch_size"),
+    Case("fine: --batch_size=-1", FINE, STAGE + ["--batch_size=-1"], 2, "--batch_size"),
     Case("fine: --seed=-1", FINE, STAGE + ["--seed=-1"], 2, "--seed"),
     Case("fine: --distill_lambda=1.5", FINE,
          STAGE + ["--task=cvr", "--variant=pfd", "--distill_lambda=1.5"], 2, "--distill_lambda"),

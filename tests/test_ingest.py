@@ -12,6 +12,7 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import data
@@ -20,6 +21,7 @@ from data import verify
 from data.ingest import aliccp
 from data.ingest import contract
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import taobao_ad
 from data.ingest import world_builder as W
 from data.ingest.__main__ import IngestConfig
@@ -97,7 +99,8 @@ def _bad_contract(tmp_path, name, edit, line):
 @pytest.mark.parametrize("name,line,edit,expected", [
     ("impressions.csv", 1, lambda s: s.replace("clicked", "clk"), "missing \\['clicked'\\]"),
     ("impressions.csv", 7, lambda s: s.rsplit(",", 4)[0] + ",2,0,0.0,0\n", "click.*0 or 1"),
-    ("impressions.csv", 3, lambda s: s.replace(",1700", ",1600", 1), "backwards"),
+    ("impressions.csv", 3, lambda s: s.replace(",1700", ",1600", 1),
+     "goes backwards inside its request: expected at least 1700"),
     ("users.csv", 4, lambda s: "u003,old,F,1\n", "integer"),
 ])
 def test_bad_contract_input_names_file_and_line_and_writes_nothing(tmp_path, name, line, edit,
@@ -107,10 +110,9 @@ def test_bad_contract_input_names_file_and_line_and_writes_nothing(tmp_path, nam
   with pytest.raises(R.IngestError, match=expected) as error:
     _ingest("contract", input_dir, world_dir)
   assert error.value.path.endswith(name)
-  if expected != "backwards":
-    assert error.value.line == line
+  assert error.value.line == line
   assert not os.path.exists(world_dir)
-  assert not [p for p in os.listdir(tmp_path) if p.startswith(".world")]
+  assert not [p for p in os.listdir(tmp_path) if p.startswith((".world", ".ingest-spool"))]
 
 
 def test_missing_file_of_the_set_is_named(tmp_path):
@@ -121,11 +123,21 @@ def test_missing_file_of_the_set_is_named(tmp_path):
   assert not os.path.exists(tmp_path / "world")
 
 
+def _with_entry(line, entry):
+  """An Ali-CCP skeleton line with one more feature entry (and feature_num raised)."""
+  head = line.split(",", 5)
+  head[4] = str(int(head[4]) + 1)
+  head[5] = head[5].rstrip("\n") + "\x01" + entry + "\n"
+  return ",".join(head)
+
+
 @pytest.mark.parametrize("name,edit,expected", [
     ("sample_skeleton_train.csv", lambda s: s.replace("\x03", ":", 1), "malformed feature list"),
     ("sample_skeleton_test.csv", lambda s: ",".join([s.split(",", 2)[0], "2",
                                                       s.split(",", 2)[2]]), "click must be 0"),
     ("common_features_train.csv", lambda s: s.replace(",5,", ",6,", 1), "feature_num says 6"),
+    ("sample_skeleton_train.csv", lambda s: _with_entry(s, "508\x029500\x031.2.3"),
+     "field 508: expected a number"),
 ])
 def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
   input_dir = _copy(tmp_path, "aliccp")
@@ -149,6 +161,41 @@ def test_bad_adapter_input_names_file_and_line(tmp_path, source, name, edit, exp
     _ingest(source, input_dir, tmp_path / "world")
   assert error.value.path.endswith(name) and error.value.line == 2
   assert not os.path.exists(tmp_path / "world")
+
+
+def test_kuairand_timestamp_going_backwards_inside_a_request_names_file_and_line(tmp_path):
+  """Lines 2-5 of the fixture are one request (user 0, 2022-04-08, hourmin 0), 1.5s apart."""
+  input_dir = _copy(tmp_path, "kuairand")
+  name = "log_standard_4_08_to_4_21_1k.csv"
+  _rewrite_line(os.path.join(input_dir, name), 4,
+                lambda s: s.replace(",1649349963000,", ",1649349958000,"))
+  with pytest.raises(R.IngestError, match="1649349958 goes backwards inside its request: "
+                     "expected at least 1649349961.*line 3") as error:
+    _ingest("kuairand", input_dir, tmp_path / "world")
+  assert error.value.path.endswith(name) and error.value.line == 4
+  assert not os.path.exists(tmp_path / "world")
+  assert not [p for p in os.listdir(tmp_path) if p.startswith((".world", ".ingest-spool"))]
+
+
+@pytest.mark.parametrize("source,name", [("taobao_ad", "raw_sample.csv"),
+                                         ("recbole", "ml-fixture.inter")])
+def test_a_request_of_user_and_time_cannot_go_backwards(tmp_path, source, name):
+  """taobao_ad and recbole define a request as one (user, timestamp): with every data line in
+  reverse order (each user's rows going back in time) the world is the same set of requests,
+  each at one time."""
+  input_dir = _copy(tmp_path, source)
+  path = os.path.join(input_dir, name)
+  with open(path, newline="") as f:
+    lines = f.readlines()
+  with open(path, "w", newline="") as f:
+    f.writelines(lines[:1] + lines[:0:-1])
+  forward = _ingest(source, os.path.join(FIXTURES, source), tmp_path / "forward")
+  backward = _ingest(source, input_dir, tmp_path / "backward")
+  assert forward["row_counts"] == backward["row_counts"]
+  logs = data.load(str(tmp_path / "backward")).log_arrays(backward["days"])
+  times = {}
+  for request, t in zip(logs[S.REQUEST_ID].tolist(), logs[S.TIMESTAMP].tolist()):
+    assert times.setdefault(request, t) == t
 
 
 def test_recbole_refuses_a_file_without_an_atomic_header(tmp_path):
@@ -197,7 +244,23 @@ def test_contract_refuses_a_privileged_column_declared_serving(tmp_path):
     _ingest("contract", input_dir, tmp_path / "world")
 
 
-def test_cross_features_count_no_event_at_or_after_the_impression():
+def _world_from_arrays(tmp_path, impressions, users, items, behaviour=None):
+  """A world written from in-memory canonical tables, through the spools as the adapters do."""
+  spool = SP.ImpressionSpool(str(tmp_path / "spool" / "impressions"), SP.UNIX_DAYS)
+  n = len(impressions[S.REQUEST_ID])
+  spool.add_rows(dict(impressions, **{SP.FILE: np.zeros(n, np.int16),
+                                      SP.LINE: np.arange(2, n + 2)}))
+  events = None
+  if behaviour is not None:
+    events = SP.BehaviourSpool(str(tmp_path / "spool" / "behaviour"))
+    events.add_events(behaviour)
+  tables = W.LogTables(spool, users, items, [W.InputFile("impressions.csv", "impressions")],
+                       events)
+  W.write_world(str(tmp_path / "world"), tables, R.RowReport())
+  return data.load(str(tmp_path / "world"))
+
+
+def test_cross_features_count_no_event_at_or_after_the_impression(tmp_path):
   """Behaviour events in the item's category at t - 2h, t - 1s, t, t + 1s and t + 1h: only
   the two before t count, on the day it happens and across a day boundary."""
   day0 = 1_700_006_400
@@ -211,21 +274,22 @@ def test_cross_features_count_no_event_at_or_after_the_impression():
   items = {S.ITEM_ID: np.array([0, 1]), "item_category": np.array([3, 3]),
            "item_shop": np.array([0, 1]), "item_brand": np.array([0, 0])}
   users = {S.USER_ID: np.array([0])}
-  _, _, imp, requests, _, _ = W.build_world_arrays(
-      W.LogTables(impressions, users, items, behaviour))
+  world = _world_from_arrays(tmp_path, impressions, users, items, behaviour)
+  imp = world.log_arrays(world.days)
   assert imp["cross_clicks_cate_24h"].tolist() == [0.0, 2.0]
   assert imp["cross_clicks_brand_24h"].tolist() == [0.0, 2.0]
   assert imp["cross_views_item_7d"].tolist() == [0.0, 1.0]  # the first impression only
-  assert requests["hist_len"].tolist() == [0.0, 1.0]  # the earlier click, not its own
+  assert world.request_arrays(world.days)["hist_len"].tolist() == [0.0, 1.0]  # not its own
 
 
-def test_impressions_of_a_request_share_its_first_timestamp():
+def test_impressions_of_a_request_share_its_first_timestamp(tmp_path):
   impressions = {S.REQUEST_ID: np.array([0, 0, 1]), S.USER_ID: np.array([0, 0, 0]),
                  S.ITEM_ID: np.array([0, 1, 0]),
                  S.TIMESTAMP: np.array([1_700_000_000, 1_700_000_009, 1_700_090_000]),
                  S.CLICK: np.array([0, 1, 0])}
-  tables = W.LogTables(impressions, {S.USER_ID: np.array([0])}, {S.ITEM_ID: np.array([0, 1])})
-  _, _, imp, _, _, _ = W.build_world_arrays(tables)
+  world = _world_from_arrays(tmp_path, impressions, {S.USER_ID: np.array([0])},
+                             {S.ITEM_ID: np.array([0, 1])})
+  imp = world.log_arrays(world.days)
   assert imp[S.TIMESTAMP][0] == imp[S.TIMESTAMP][1]
   assert imp[S.DAY].tolist() == [1, 1, 2]
 
@@ -281,3 +345,29 @@ def test_taobao_behaviour_counts_only_before_for_cross_and_only_after_for_post_c
   events[S.TIMESTAMP] = t + np.array([-3600, 0, 3600, 0, 0])  # no cart after t
   taobao_ad._behaviour_features(samples, ads, events)
   assert samples["added_to_cart"].tolist() == [0]
+
+
+def test_aliccp_feature_lists_match_a_python_loop_per_row():
+  """Vectorised first ids and value sums equal the per-row reference, with fields that share a
+  prefix (508 / 5080 / 50), repeated fields, absent fields and long values."""
+  from data.ingest.feature_lists import FeatureLists
+  rng = np.random.default_rng(0)
+  fields = ["508", "5080", "50", "853", "109_14", "205"]
+  lists = []
+  for _ in range(300):
+    entries = [(fields[rng.integers(len(fields))],
+                str(rng.integers(0, 10**int(rng.integers(1, 12)))),
+                repr(float(np.round(rng.lognormal(0, 4), int(rng.integers(0, 9))))))
+               for _ in range(rng.integers(1, 9))]
+    lists.append("\x01".join(f"{f}\x02{i}\x03{v}" for f, i, v in entries))
+  parsed = FeatureLists("x.csv", np.arange(300), pd.Series(lists),
+                        np.array([s.count("\x01") + 1 for s in lists]), ["508", "50", "853", "205"],
+                        ["508", "50", "853", "205"], batch_rows=7)  # in batches, as a long chunk
+  for field in ("508", "50", "853", "205"):
+    per_row = [[e.split("\x02")[1].split("\x03") for e in s.split("\x01")
+                if e.split("\x02")[0] == field] for s in lists]
+    expected = np.array([sum(float(v) for _, v in row) for row in per_row], np.float32)
+    assert parsed.sums(field).tobytes() == expected.tobytes(), field
+    rows, ids = parsed.first_ids(field)
+    assert rows.tolist() == [r for r, row in enumerate(per_row) if row]
+    assert ids.tolist() == [row[0][0] for row in per_row if row]

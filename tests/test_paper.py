@@ -158,7 +158,8 @@ def test_two_workers_give_the_numbers_of_one(tmp_path):
   # The linear reference ran beside each baseline, and the report sets the baseline beside it,
   # its ceiling and its learning curve.
   assert len(one[one["variant"] == paper.LINEAR]) == 2
-  assert one[one["variant"] == "baseline"]["reference_auc"].notna().all()
+  cvr_baselines = one[(one["variant"] == "baseline") & (one["stage"] == "fine_cvr")]
+  assert len(cvr_baselines) == 2 and cvr_baselines["reference_auc"].notna().all()
   report = (tmp_path / "workers1" / "report.md").read_text()
   assert "the baselines beside their ceiling and the linear reference" in report
   for plot in ("learning_steps.png", "learning_days.png"):

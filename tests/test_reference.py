@@ -15,7 +15,7 @@ def test_reference_scores_the_same_eval_rows_as_the_stage_and_exports_nothing(ti
                                                                              tmp_path):
   base = config_lib.TrainConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path),
                                 batch_size=512, max_steps=10, hidden_units=(16,),
-                                embedding_dim=4)
+                                embedding_dim=4, min_validation_positives=10)
   result = reference.train("fine_ctr", base)
   dnn = fine.train(config_lib.for_stage(config_lib.FineConfig, base, task="ctr"))
   out_dir = os.path.join(str(tmp_path), "reference", "fine_ctr")

@@ -235,7 +235,7 @@ def test_killed_training_with_validation_stopping_resumes_the_same_search(tiny_w
     (dict(train_days=[1, 2, 3, 4], task="ctr"), "overlap"),
     (dict(train_days="1-x", task="ctr"), "--train_days: cannot parse"),
     (dict(distill_lambda=1.5, task="cvr", variant="pfd"), "--distill_lambda must be in"),
-    (dict(batch_size=0, task="ctr"), "--batch_size must be positive"),
+    (dict(batch_size=-1, task="ctr"), "--batch_size must be >= 0"),
     (dict(seed=-1, task="ctr"), "--seed must be >= 0"),
     (dict(validation_fraction=1.0, task="ctr"), "--validation_fraction must be in"),
     (dict(patience=0, task="ctr"), "--patience must be >= 1"),
@@ -378,6 +378,19 @@ def test_validation_rows_are_whole_last_day_requests_left_out_of_training(tiny_w
   assert not np.isin(held_out["request_id"], train["request_id"]).any()
   off = dataclasses.replace(config, validation_fraction=0.0)
   assert driver.hold_out_validation(driver.Inputs(rows), off, "click").validation is None
+
+
+def test_batch_size_zero_is_the_stages_default_and_an_explicit_one_wins(tiny_world_dir,
+                                                                        tmp_path):
+  world = data.load(tiny_world_dir)
+  def resolved(config_class=config_lib.FineConfig, **settings):
+    config = config_class(world_dir=tiny_world_dir, model_dir=str(tmp_path), **settings)
+    return driver.resolve(config, world).batch_size
+  assert resolved(task="cvr") == config_lib.CLICK_BATCH_SIZE == 128  # clicks: few rows
+  assert resolved(task="ctr") == config_lib.IMPRESSION_BATCH_SIZE == 1024
+  assert resolved(config_lib.CoarseConfig) == 1024
+  assert resolved(task="cvr", batch_size=2048) == 2048
+  assert resolved(config_lib.TrainConfig) == 0  # a driver's base: each stage fills in its own
 
 
 def test_validation_with_too_few_positives_is_off_and_every_row_trains(tiny_world_dir,

@@ -3,13 +3,16 @@
     python -m data.ingest --source=contract --input=DIR --world_dir=OUT
     python -m data.ingest --source=aliccp --input=DIR --world_dir=OUT
 
-Reads the source in chunks (progress in the log), checks it (a bad row stops the ingest with
-its file and line; nothing is written), writes the world atomically and prints how many rows
-of each file were read, kept and dropped, by reason. The report is also in the manifest.
+Reads the source in chunks (progress in the log), spilling the parsed rows to day part files
+in a temporary directory next to the world (removed at the end), checks it (a bad row stops
+the ingest with its file and line; nothing is written), builds and writes the world day by
+day, atomically, and prints how many rows of each file were read, kept and dropped, by
+reason. The report is also in the manifest.
 """
 
 import dataclasses
 import os
+import tempfile
 from typing import Callable, Dict, Optional, Tuple
 
 from absl import logging
@@ -59,9 +62,12 @@ def ingest(config: IngestConfig) -> dict:
   if os.path.exists(config.world_dir) and not config.overwrite:
     raise command.UserError(f"--world_dir={config.world_dir} exists; pass --overwrite to "
                             "replace it")
-  tables, report = _readers()[config.source](config.input, chunk_rows=config.chunk_rows)
-  tables.facts["rows"] = report.to_json()
-  manifest = W.write_world(config.world_dir, tables)
+  parent = os.path.dirname(os.path.abspath(config.world_dir))
+  os.makedirs(parent, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=".ingest-spool-", dir=parent) as spool_dir:
+    tables, report = _readers()[config.source](config.input, spool_dir,
+                                               chunk_rows=config.chunk_rows)
+    manifest = W.write_world(config.world_dir, tables, report)
   print(report.format())
   return manifest
 

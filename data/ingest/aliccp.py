@@ -18,7 +18,7 @@ Mapping onto the project's slots (docs/real_logs.md):
   see the same day.
 """
 
-import re
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -26,7 +26,9 @@ import pandas as pd
 
 from data import schema as S
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import world_builder as W
+from data.ingest.feature_lists import FeatureLists
 
 SPLITS = (("train", 1), ("test", 2))
 SKELETON_COLUMNS = ["sample_id", "click", "buy", "md5", "feature_num", "feature_list"]
@@ -37,39 +39,13 @@ ITEM_FIELDS = {"205": S.ITEM_ID, "206": "item_category", "207": "item_shop",
                "216": "item_brand", "301": S.POSITION}
 CROSS_FIELDS = {"508": "cross_clicks_cate_24h", "509": "cross_clicks_shop_24h",
                 "702": "cross_clicks_brand_24h", "853": "cross_views_item_7d"}
-_ENTRY = r"[0-9_]+\x02[0-9]+\x03[-+0-9.eE]+"
-_WELL_FORMED = re.compile(rf"^{_ENTRY}(?:\x01{_ENTRY})*$")
 
 
-def _check_features(path: str, chunk: pd.DataFrame) -> pd.Series:
-  """The chunk's feature lists; raises at the first malformed one or a wrong feature_num."""
-  lists = chunk["feature_list"].fillna("")
-  good = lists.str.match(_WELL_FORMED).to_numpy(bool)
-  if not good.all():
-    i = int(np.argmax(~good))
-    raise R.IngestError(path, int(chunk["_line"].iloc[i]),
-                        "malformed feature list: expected entries field\\x02id\\x03value "
-                        f"separated by \\x01, got {lists.iloc[i][:60]!r}")
-  counts = lists.str.count("\x01").to_numpy() + 1
-  declared = R.check_integers(path, chunk["_line"].to_numpy(), chunk["feature_num"].to_numpy(),
-                              "feature_num")
-  wrong = counts != declared
-  if wrong.any():
-    i = int(np.argmax(wrong))
-    raise R.IngestError(path, int(chunk["_line"].iloc[i]), f"feature_num says {declared[i]} "
-                        f"features, the feature list has {counts[i]}")
-  return lists
-
-
-def _field_ids(lists: pd.Series, field: str) -> pd.Series:
-  """The first id of `field` in each row (NaN where absent)."""
-  return lists.str.extract(rf"(?:^|\x01){field}\x02([0-9]+)\x03", expand=False)
-
-
-def _field_sum(lists: pd.Series, field: str) -> np.ndarray:
-  """The sum of `field`'s values in each row (0 where absent)."""
-  values = lists.str.findall(rf"(?:^|\x01){field}\x02[0-9]+\x03([-+0-9.eE]+)")
-  return np.array([sum(map(float, v)) for v in values], np.float32)
+def _feature_lists(path: str, chunk: pd.DataFrame, id_fields, sum_fields=()) -> FeatureLists:
+  """The chunk's feature lists, checked (a malformed one or a wrong feature_num raises), with
+  the first id of each of `id_fields` and the value sums of `sum_fields`."""
+  return FeatureLists(path, chunk["_line"].to_numpy(), chunk["feature_list"],
+                      chunk["feature_num"].to_numpy(), id_fields, sum_fields)
 
 
 class _Codes:
@@ -78,11 +54,12 @@ class _Codes:
   def __init__(self, fields: List[str]):
     self.by_field = {f: R.Codes() for f in fields}
 
-  def encode(self, field: str, ids: pd.Series) -> np.ndarray:
-    present = ids.notna().to_numpy()
-    out = np.full(len(ids), -1, np.int64)
-    if present.any():
-      out[present] = self.by_field[field].encode(ids[present].to_numpy())
+  def encode(self, field: str, lists: FeatureLists) -> np.ndarray:
+    """Codes of the field's first id in each row (-1 where the row lacks the field)."""
+    rows, ids = lists.first_ids(field)
+    out = np.full(lists.n, -1, np.int64)
+    if len(rows):
+      out[rows] = self.by_field[field].encode(ids)
     return out
 
 
@@ -95,10 +72,10 @@ def _read_common(path: str, split: str, codes: _Codes, report: R.RowReport,
   for chunk in R.read_csv_chunks(path, COMMON_COLUMNS, header=False, dtype=str,
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
-    lists = _check_features(path, chunk)
+    lists = _feature_lists(path, chunk, USER_FIELDS)
     keys.append(chunk["md5"].to_numpy(str))
     for field, column in USER_FIELDS.items():
-      columns[column].append(codes.encode(field, _field_ids(lists, field)))
+      columns[column].append(codes.encode(field, lists))
   index = pd.Index(np.concatenate(keys) if keys else np.zeros(0, str))
   out = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in columns.items()}
   duplicate = index.duplicated()
@@ -109,25 +86,54 @@ def _read_common(path: str, split: str, codes: _Codes, report: R.RowReport,
   return index[keep], {k: v[keep] for k, v in out.items()}
 
 
-def _read_skeleton(path: str, split: str, day: int, common: pd.Index,
+class _FirstSighting:
+  """Each item's category, shop and brand where it is first seen among the kept impressions."""
+
+  COLUMNS = ("item_category", "item_shop", "item_brand")
+
+  def __init__(self):
+    self.seen = np.zeros(0, bool)
+    self.columns = {k: np.zeros(0, np.int64) for k in self.COLUMNS}
+
+  def add(self, rows: Dict[str, np.ndarray]) -> None:
+    items = rows[S.ITEM_ID]
+    size = int(items.max(initial=-1)) + 1
+    if size > len(self.seen):
+      grow = max(size, 2 * len(self.seen)) - len(self.seen)
+      self.seen = np.concatenate([self.seen, np.zeros(grow, bool)])
+      self.columns = {k: np.concatenate([v, np.zeros(grow, np.int64)])
+                      for k, v in self.columns.items()}
+    new = np.flatnonzero(~self.seen[items])
+    codes, first = np.unique(items[new], return_index=True)
+    for k in self.COLUMNS:
+      self.columns[k][codes] = np.maximum(rows[k][new[first]], 0)
+    self.seen[codes] = True
+
+  def table(self) -> Dict[str, np.ndarray]:
+    ids = np.flatnonzero(self.seen)
+    return {S.ITEM_ID: ids, **{k: v[ids] for k, v in self.columns.items()}}
+
+
+def _read_skeleton(path: str, split: str, day: int, common: pd.Index, first_request: int,
                    users: Dict[str, np.ndarray], codes: _Codes, report: R.RowReport,
-                   chunk_rows: int) -> Dict[str, np.ndarray]:
-  """Kept impressions of one split: ids, labels, position and the cross sums."""
+                   chunk_rows: int, file_index: int, impressions: SP.ImpressionSpool,
+                   items: _FirstSighting) -> None:
+  """Streams the kept impressions of one split (ids, labels, position and the cross sums)
+  into the spool; a request is one common-feature record, numbered from `first_request`."""
   name = f"sample_skeleton_{split}"
-  parts: Dict[str, list] = {}
   for chunk in R.read_csv_chunks(path, SKELETON_COLUMNS, header=False, dtype=str,
                                  chunk_rows=chunk_rows):
     report.add_read(name, len(chunk))
     lines = chunk["_line"].to_numpy()
-    lists = _check_features(path, chunk)
+    lists = _feature_lists(path, chunk, ITEM_FIELDS, CROSS_FIELDS)
     out = {S.CLICK: R.check_labels(path, lines, chunk["click"].to_numpy(), "click"),
            S.CONVERSION: R.check_labels(path, lines, chunk["buy"].to_numpy(), "buy")}
     row = common.get_indexer(chunk["md5"].to_numpy(str))
     for field, column in ITEM_FIELDS.items():
-      out[column] = codes.encode(field, _field_ids(lists, field))
+      out[column] = codes.encode(field, lists)
     for field, column in CROSS_FIELDS.items():
-      out[column] = _field_sum(lists, field)
-    out[S.REQUEST_ID] = row * 2 + (day - 1)  # one request per (md5, split)
+      out[column] = lists.sums(field)
+    out[S.REQUEST_ID] = row + first_request
     out[S.USER_ID] = np.where(row >= 0, users[S.USER_ID][row], -1)
     keep = row >= 0
     report.drop(name, "md5 not in common_features (or its record has no user)",
@@ -136,55 +142,49 @@ def _read_skeleton(path: str, split: str, day: int, common: pd.Index,
     report.drop(name, "no item id (field 205)", int(no_item.sum()))
     keep &= ~no_item
     report.keep(name, int(keep.sum()))
-    for column, values in out.items():
-      parts.setdefault(column, []).append(values[keep])
-  out = {k: np.concatenate(v) for k, v in parts.items()}
-  n = len(out.get(S.REQUEST_ID, ()))
-  out[S.DAY] = np.full(n, day, np.int64)
-  out[S.TIMESTAMP] = np.full(n, (day - 1) * 86_400, np.int64)
-  out[S.POSITION] = np.maximum(out.get(S.POSITION, np.zeros(n, np.int64)), 0)
-  return out
+    n = int(keep.sum())
+    rows = {k: v[keep] for k, v in out.items()}
+    rows[S.POSITION] = np.maximum(rows[S.POSITION], 0)
+    rows[S.DAY] = np.full(n, day, np.int64)
+    rows[S.TIMESTAMP] = np.full(n, (day - 1) * 86_400, np.int64)
+    rows[SP.FILE] = np.full(n, file_index, np.int16)
+    rows[SP.LINE] = lines[keep]
+    items.add(rows)
+    impressions.add_rows(rows)
 
 
-def _entities(impressions, users_by_split) -> Tuple[dict, dict]:
-  """Users (profile of their first common record) and items (first sighting)."""
+def _users(users_by_split) -> dict:
+  """Users: the profile of their first common record."""
   users = {k: np.concatenate([u[k] for u in users_by_split]) for k in USER_FIELDS.values()}
   _, first = np.unique(users[S.USER_ID], return_index=True)
-  users = {k: np.maximum(v[first], 0) for k, v in users.items()}
-  _, first = np.unique(impressions[S.ITEM_ID], return_index=True)
-  items = {k: np.maximum(impressions[k][first], 0) for k in
-           (S.ITEM_ID, "item_category", "item_shop", "item_brand")}
-  return users, items
+  return {k: np.maximum(v[first], 0) for k, v in users.items()}
 
 
-def read_aliccp(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
+def read_aliccp(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
                 ) -> Tuple[W.LogTables, R.RowReport]:
-  """Reads both splits of Ali-CCP into canonical tables."""
+  """Reads both splits of Ali-CCP into canonical tables, the impressions into a spool."""
   report = R.RowReport()
   codes = _Codes(list(USER_FIELDS) + list(ITEM_FIELDS))
   paths = {(kind, split): R.require_file(input_dir, f"{kind}_{split}.csv",
                                          f"Ali-CCP's {kind}_{split}.csv")
            for kind in ("common_features", "sample_skeleton") for split, _ in SPLITS}
-  parts, users_by_split, offset = [], [], 0
-  for split, day in SPLITS:
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.GIVEN_DAYS)
+  items = _FirstSighting()
+  inputs, users_by_split, offset = [], [], 0
+  for file_index, (split, day) in enumerate(SPLITS):
     common, users = _read_common(paths["common_features", split], split, codes, report,
                                  chunk_rows)
-    impressions = _read_skeleton(paths["sample_skeleton", split], split, day, common, users,
-                                 codes, report, chunk_rows)
-    impressions[S.REQUEST_ID] = impressions[S.REQUEST_ID] // 2 + offset
+    path = paths["sample_skeleton", split]
+    inputs.append(W.InputFile(path, f"sample_skeleton_{split}"))
+    _read_skeleton(path, split, day, common, offset, users, codes, report, chunk_rows,
+                   file_index, impressions, items)
     offset += len(common)
-    parts.append(impressions)
     users_by_split.append(users)
-  impressions = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  pairs = pd.DataFrame({"r": impressions[S.REQUEST_ID], "i": impressions[S.ITEM_ID]})
-  duplicate = pairs.duplicated().to_numpy()
-  report.drop("impressions", "duplicate (request, item): first kept", int(duplicate.sum()))
-  impressions = {k: v[~duplicate] for k, v in impressions.items()}
-  users, items = _entities(impressions, users_by_split)
   facts = {"source": "aliccp", "days": {"1": "train split", "2": "test split"},
            "approximations": ["no timestamps: each split is one day, every impression at the "
                               "day's first second",
                               "combination fields 508/509/702/853 (value sums) fill the four "
                               "privileged_cross slots",
                               "no price: item_price is 0", "no post-click signals"]}
-  return W.LogTables(impressions, users, items, None, facts), report
+  return W.LogTables(impressions, _users(users_by_split), items.table(), inputs, dedupe=True,
+                     facts=facts), report

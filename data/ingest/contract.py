@@ -10,7 +10,7 @@ is decided by the one project schema (data/schema.py), as for the simulator.
 """
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import pandas as pd
 from data import schema as S
 from data.config import WorldConfig
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import world_builder as W
 
 SCHEMA_FILE = "schema.json"
@@ -109,14 +110,14 @@ class _Categories:
     return np.where(codes < 0, len(self.vocabulary), codes)
 
 
-def _read_table(input_dir: str, contract: dict, table: str, report: R.RowReport,
-                ids: Dict[str, R.Codes], chunk_rows: int) -> Dict[str, np.ndarray]:
+def _chunks(input_dir: str, contract: dict, table: str, report: R.RowReport,
+            ids: Dict[str, R.Codes], chunk_rows: int) -> Iterator[Dict[str, np.ndarray]]:
+  """One declared file, converted a chunk at a time: its roles and slots, and `_line`."""
   spec = contract[table]
   path = R.require_file(input_dir, spec["file"], f"the {table} file named in {SCHEMA_FILE}")
   columns = _columns_of(contract, table)
   categories = {c["column"]: _Categories(path, c) for c in columns
                 if c["role"] == "feature" and _PROJECT[c["slot"]].kind == S.CATEGORICAL}
-  parts: Dict[str, list] = {}
   for chunk in R.read_csv_chunks(path, [c["column"] for c in columns],
                                  spec.get("separator", ","), spec.get("header", True),
                                  dtype=str, chunk_rows=chunk_rows):
@@ -126,6 +127,14 @@ def _read_table(input_dir: str, contract: dict, table: str, report: R.RowReport,
     for column in columns:
       out.update(_convert(path, lines, chunk[column["column"]].to_numpy(), column, ids,
                           categories))
+    yield out
+
+
+def _read_table(input_dir: str, contract: dict, table: str, report: R.RowReport,
+                ids: Dict[str, R.Codes], chunk_rows: int) -> Dict[str, np.ndarray]:
+  """A whole declared file (the users and items files: one row per entity)."""
+  parts: Dict[str, list] = {}
+  for out in _chunks(input_dir, contract, table, report, ids, chunk_rows):
     for name, values in out.items():
       parts.setdefault(name, []).append(values)
   return {k: np.concatenate(v) for k, v in parts.items()} if parts else {}
@@ -152,9 +161,10 @@ def _convert(path, lines, values, column, ids, categories) -> Dict[str, np.ndarr
   return {column["slot"]: categories[name].encode(lines, values)}
 
 
-def read_contract(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
+def read_contract(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
                   ) -> Tuple[W.LogTables, R.RowReport]:
-  """Validates and reads a contract directory into canonical tables, counting dropped rows."""
+  """Validates and reads a contract directory into canonical tables, counting dropped rows;
+  impressions and the behaviour log stream into spools under `spool_dir`."""
   contract = load_contract(input_dir)
   report = R.RowReport()
   ids = {role: R.Codes() for role in ID_ROLES}
@@ -170,28 +180,35 @@ def read_contract(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
       report.keep(name, len(first))
   users, items = tables.get("users", users), tables.get("items", items)
   n_known = {S.USER_ID: len(ids[S.USER_ID]), S.ITEM_ID: len(ids[S.ITEM_ID])}
-  imp = _read_table(input_dir, contract, "impressions", report, ids, chunk_rows)
   imp_path = os.path.join(input_dir, contract["impressions"]["file"])
-  R.check_monotone_in_request(imp_path, imp["_line"], imp[S.REQUEST_ID], imp[S.TIMESTAMP])
-  keep = np.ones(len(imp[S.REQUEST_ID]), bool)
-  for name, key in (("users", S.USER_ID), ("items", S.ITEM_ID)):
-    if name in tables:
-      unknown = imp[key] >= n_known[key]
-      report.drop("impressions", f"{key} not in the {name} file", int((unknown & keep).sum()))
-      keep &= ~unknown
-  pairs = pd.DataFrame({"r": imp[S.REQUEST_ID], "i": imp[S.ITEM_ID]})
-  duplicate = pairs.duplicated().to_numpy() & keep
-  report.drop("impressions", "duplicate (request, item): first kept", int(duplicate.sum()))
-  keep &= ~duplicate
-  report.keep("impressions", int(keep.sum()))
-  impressions = {k: v[keep] for k, v in imp.items() if k != "_line"}
+  has_day = any(c["file"] == "impressions" and c["role"] == S.DAY for c in contract["columns"])
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"),
+                                   SP.GIVEN_DAYS if has_day else SP.UNIX_DAYS)
+  for imp in _chunks(input_dir, contract, "impressions", report, ids, chunk_rows):
+    if has_day and (imp[S.DAY] < 1).any():
+      i = int(np.argmax(imp[S.DAY] < 1))
+      raise R.IngestError(imp_path, int(imp["_line"][i]), f"day must be 1 or more (day 1 is "
+                          f"the first), got {imp[S.DAY][i]}")
+    keep = np.ones(len(imp[S.REQUEST_ID]), bool)
+    for name, key in (("users", S.USER_ID), ("items", S.ITEM_ID)):
+      if name in tables:
+        unknown = imp[key] >= n_known[key]
+        report.drop("impressions", f"{key} not in the {name} file", int((unknown & keep).sum()))
+        keep &= ~unknown
+    report.keep("impressions", int(keep.sum()))
+    rows = {k: v[keep] for k, v in imp.items() if k != "_line"}
+    rows[SP.FILE] = np.zeros(int(keep.sum()), np.int16)
+    rows[SP.LINE] = imp["_line"][keep]
+    impressions.add_rows(rows)
   behaviour = None
   if "behaviour" in contract:
-    behaviour = _read_table(input_dir, contract, "behaviour", report, ids, chunk_rows)
-    known = ((behaviour[S.ITEM_ID] < n_known[S.ITEM_ID]) if "items" in tables
-             else np.ones(len(behaviour[S.ITEM_ID]), bool))
-    report.drop("behaviour", "item_id not in the items file", int((~known).sum()))
-    behaviour = {k: v[known] for k, v in behaviour.items() if k != "_line"}
-    report.keep("behaviour", int(known.sum()))
+    behaviour = SP.BehaviourSpool(os.path.join(spool_dir, "behaviour"))
+    for events in _chunks(input_dir, contract, "behaviour", report, ids, chunk_rows):
+      known = ((events[S.ITEM_ID] < n_known[S.ITEM_ID]) if "items" in tables
+               else np.ones(len(events[S.ITEM_ID]), bool))
+      report.drop("behaviour", "item_id not in the items file", int((~known).sum()))
+      behaviour.add_events({k: v[known] for k, v in events.items() if k != "_line"})
+      report.keep("behaviour", int(known.sum()))
   facts = {"source": "contract", "contract": contract}
-  return W.LogTables(impressions, users, items, behaviour, facts), report
+  return W.LogTables(impressions, users, items, [W.InputFile(imp_path, "impressions")],
+                     behaviour, dedupe=True, facts=facts), report

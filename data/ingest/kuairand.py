@@ -26,6 +26,7 @@ import numpy as np
 
 from data import schema as S
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import world_builder as W
 
 LOG_COLUMNS = ["user_id", "video_id", "date", "time_ms", "is_click", "is_like", "is_follow",
@@ -82,7 +83,10 @@ def _read_users(paths, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
   return users
 
 
-def _read_log(path, report, chunk_rows, codes, n_videos, parts) -> None:
+def _read_log(path, file_index, report, chunk_rows, codes, n_videos,
+              impressions: SP.ImpressionSpool) -> None:
+  """Streams one log file's rows of known videos into the spool. A request is one (user,
+  date, hourmin): the pair (user, date * 10^4 + hourmin) ranks it; the date is its day key."""
   for chunk in R.read_csv_chunks(path, LOG_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("log", len(chunk))
     lines = chunk["_line"].to_numpy()
@@ -90,25 +94,27 @@ def _read_log(path, report, chunk_rows, codes, n_videos, parts) -> None:
     flags = {name: R.check_labels(path, lines, chunk[name].to_numpy(), name)
              for name in ("is_like", "is_follow", "long_view", "is_profile_enter")}
     profile = _numbers(path, chunk, "profile_stay_time")
+    date = _numbers(path, chunk, "date")
     out = {S.USER_ID: codes[S.USER_ID].encode(chunk["user_id"].to_numpy()),
            S.ITEM_ID: codes[S.ITEM_ID].lookup(chunk["video_id"].to_numpy()),
            S.TIMESTAMP: _numbers(path, chunk, "time_ms") // 1000,
-           "date": _numbers(path, chunk, "date"),
-           "minute": _numbers(path, chunk, "date") * 10_000 + _numbers(path, chunk, "hourmin"),
+           S.DAY: date, SP.REQUEST_B: date * 10_000 + _numbers(path, chunk, "hourmin"),
            S.CLICK: click, S.CONVERSION: flags["long_view"] * click,
            "dwell_seconds": (_numbers(path, chunk, "play_time_ms") * click / 1000.0
                              ).astype(np.float32),
            "read_comments": (_numbers(path, chunk, "comment_stay_time") > 0) * click,
            "chatted_with_seller": ((flags["is_profile_enter"] > 0) | (profile > 0)) * click,
            "added_to_cart": flags["is_follow"] * click, "favorited": flags["is_like"] * click}
+    out[SP.REQUEST_A] = out[S.USER_ID]
+    out[SP.FILE] = np.full(len(lines), file_index, np.int16)
+    out[SP.LINE] = lines
     known = (out[S.ITEM_ID] >= 0) & (out[S.ITEM_ID] < n_videos)
     report.drop("log", "video_id not in video_features", int((~known).sum()))
     report.keep("log", int(known.sum()))
-    for k, v in out.items():
-      parts.setdefault(k, []).append(np.asarray(v)[known])
+    impressions.add_rows({k: np.asarray(v)[known] for k, v in out.items()})
 
 
-def read_kuairand(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
+def read_kuairand(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
                   ) -> Tuple[W.LogTables, R.RowReport]:
   report = R.RowReport()
   codes = {k: R.Codes() for k in (S.USER_ID, S.ITEM_ID, "tag", "author", "music", "register",
@@ -117,14 +123,11 @@ def read_kuairand(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
                              "KuaiRand's video_features_basic*.csv"), report, chunk_rows, codes)
   users = _read_users(_one(input_dir, "user_features*.csv", "KuaiRand's user_features*.csv"),
                       report, chunk_rows, codes)
-  parts: Dict[str, list] = {}
-  for path in _one(input_dir, "log_*.csv", "KuaiRand's log_*.csv"):
-    _read_log(path, report, chunk_rows, codes, len(codes[S.ITEM_ID]), parts)
-  log = {k: np.concatenate(v) for k, v in parts.items()}
-  minute = log.pop("minute")  # yyyymmddhhmm < 10^12
-  log[S.REQUEST_ID] = np.unique(log[S.USER_ID] * 10**12 + minute,
-                                return_inverse=True)[1].reshape(-1)
-  log[S.DAY] = np.unique(log.pop("date"), return_inverse=True)[1].reshape(-1) + 1
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.RANKED_DAYS)
+  inputs = []
+  for file_index, path in enumerate(_one(input_dir, "log_*.csv", "KuaiRand's log_*.csv")):
+    inputs.append(W.InputFile(path, "log"))
+    _read_log(path, file_index, report, chunk_rows, codes, len(codes[S.ITEM_ID]), impressions)
   facts = {"source": "kuairand", "approximations": [
       "a request is one (user, date, hourmin) minute of the feed",
       "conversion = long_view on a clicked video",
@@ -132,4 +135,4 @@ def read_kuairand(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
       "read_comments, is_profile_enter or profile_stay_time>0 -> chatted_with_seller, "
       "is_follow -> added_to_cart, is_like -> favorited (clicked rows only)",
       "first tag -> item_category, author_id -> item_shop, music_id -> item_brand; no price"]}
-  return W.LogTables(log, users, videos, None, facts), report
+  return W.LogTables(impressions, users, videos, inputs, facts=facts), report

@@ -18,7 +18,7 @@ request is one (user, timestamp); a token_seq field gives its first token.
 """
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pandas as pd
 from data import schema as S
 from data.config import WorldConfig
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import world_builder as W
 
 CONFIG_FILE = "recbole.json"
@@ -79,7 +80,9 @@ def _slot_values(path, chunk, full, slot, codes) -> np.ndarray:
   return codes.setdefault(slot, R.Codes()).encode(values.to_numpy())
 
 
-def _read(path, kind, config, report, ids, codes, chunk_rows) -> Dict[str, np.ndarray]:
+def _chunks(path, kind, config, report, ids, codes,
+            chunk_rows) -> Iterator[Dict[str, np.ndarray]]:
+  """One atomic file, converted a chunk at a time: ids, timestamp, slots, labels, `_line`."""
   header = _header(path)
   roles = {"user": S.USER_ID, "item": S.ITEM_ID, "timestamp": S.TIMESTAMP}
   wanted = {roles[r]: config.get(r, f"{r}_id" if r != "timestamp" else r) for r in roles}
@@ -100,12 +103,11 @@ def _read(path, kind, config, report, ids, codes, chunk_rows) -> Dict[str, np.nd
   labels = {S.CLICK: config["click"], S.CONVERSION: config.get("conversion")}
   columns += [header[(s if isinstance(s, dict) else {"field": s})["field"]]
               for s in labels.values() if s is not None and kind == "inter"]
-  parts: Dict[str, list] = {}
   for chunk in R.read_csv_chunks(path, list(dict.fromkeys(columns)), "\t", dtype=str,
                                  chunk_rows=chunk_rows):
     report.add_read(kind, len(chunk))
     lines = chunk["_line"].to_numpy()
-    out = {}
+    out = {"_line": lines}
     for role, field in wanted.items():
       values = chunk[header[field]].to_numpy()
       out[role] = (ids[role].encode(values) if role != S.TIMESTAMP else
@@ -118,30 +120,33 @@ def _read(path, kind, config, report, ids, codes, chunk_rows) -> Dict[str, np.nd
         if spec is not None:
           out[name] = _label(path, chunk, header, spec, name)
     report.keep(kind, len(chunk))
-    for k, v in out.items():
-      parts.setdefault(k, []).append(v)
-  return {k: np.concatenate(v) for k, v in parts.items()}
+    yield out
 
 
-def read_recbole(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
+def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
                  ) -> Tuple[W.LogTables, R.RowReport]:
   config = _load_config(input_dir)
   report = R.RowReport()
   ids = {S.USER_ID: R.Codes(), S.ITEM_ID: R.Codes()}
   codes: Dict[str, R.Codes] = {}
-  tables = {}
-  for kind in ("user", "item", "inter"):
+  tables: Dict[str, Dict[str, np.ndarray]] = {}
+  for kind in ("user", "item"):
     path = os.path.join(input_dir, f"{config['dataset']}.{kind}")
-    if kind == "inter":
-      path = R.require_file(input_dir, f"{config['dataset']}.inter", "the RecBole .inter file")
-    elif not os.path.isfile(path):
-      continue
-    tables[kind] = _read(path, kind, config, report, ids, codes, chunk_rows)
-  inter = tables["inter"]
-  keys = inter[S.USER_ID] * (1 << 33) + inter[S.TIMESTAMP] - inter[S.TIMESTAMP].min(initial=0)
-  inter[S.REQUEST_ID] = np.unique(keys, return_inverse=True)[1].reshape(-1)
+    if os.path.isfile(path):
+      parts: Dict[str, list] = {}
+      for out in _chunks(path, kind, config, report, ids, codes, chunk_rows):
+        for k, v in out.items():
+          parts.setdefault(k, []).append(v)
+      tables[kind] = {k: np.concatenate(v) for k, v in parts.items() if k != "_line"}
+  path = R.require_file(input_dir, f"{config['dataset']}.inter", "the RecBole .inter file")
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS)
+  for rows in _chunks(path, "inter", config, report, ids, codes, chunk_rows):
+    rows[SP.LINE] = rows.pop("_line")
+    rows[SP.FILE] = np.zeros(len(rows[SP.LINE]), np.int16)
+    rows[SP.REQUEST_A], rows[SP.REQUEST_B] = rows[S.USER_ID], rows[S.TIMESTAMP]
+    impressions.add_rows(rows)
   users = tables.get("user", {S.USER_ID: np.zeros(0, np.int64)})
   items = tables.get("item", {S.ITEM_ID: np.zeros(0, np.int64)})
   facts = {"source": "recbole", "config": config, "approximations": [
       "a request is one (user, timestamp)", "labels from the configured fields/thresholds"]}
-  return W.LogTables(inter, users, items, None, facts), report
+  return W.LogTables(impressions, users, items, [W.InputFile(path, "inter")], facts=facts), report

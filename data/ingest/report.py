@@ -50,6 +50,11 @@ class RowReport:
   def keep(self, name: str, n: int) -> None:
     self.kept[name] += int(n)
 
+  def drop_kept(self, name: str, reason: str, n: int) -> None:
+    """Rows counted as kept that a later step drops (e.g. duplicates found day by day)."""
+    self.drop(name, reason, n)
+    self.kept[name] -= int(n)
+
   def to_json(self) -> dict:
     return {name: {"read": int(self.read[name]), "kept": int(self.kept[name]),
                    "dropped": dict(self.dropped[name])} for name in sorted(self.read)}
@@ -127,16 +132,21 @@ def check_integers(path: str, lines: np.ndarray, values, name: str) -> np.ndarra
   return numeric.astype(np.int64)
 
 
-def check_monotone_in_request(path: str, lines: np.ndarray, requests: np.ndarray,
-                              timestamps: np.ndarray) -> None:
-  """Raises at the first row whose timestamp is earlier than the previous row of its request."""
-  order = np.lexsort((lines, requests))
+def check_monotone_in_request(paths, files: np.ndarray, lines: np.ndarray,
+                              requests: np.ndarray, timestamps: np.ndarray) -> None:
+  """Raises at the first row, in input order, whose timestamp is earlier than that of the
+  previous row of its request. Rows come from `paths[files]` at `lines`."""
+  order = np.lexsort((lines, files, requests))
   same = requests[order][1:] == requests[order][:-1]
-  back = same & (timestamps[order][1:] < timestamps[order][:-1])
-  if back.any():
-    i = order[1:][int(np.argmax(back))]
-    raise IngestError(path, int(lines[i]), "timestamps must not go backwards inside a request: "
-                      f"{int(timestamps[i])} is earlier than the request's previous row")
+  back = np.flatnonzero(same & (timestamps[order][1:] < timestamps[order][:-1]))
+  if len(back):
+    first = back[np.lexsort((lines[order][back + 1], files[order][back + 1]))[0]]
+    row, previous = order[first + 1], order[first]
+    where = ("" if files[previous] == files[row] else f" of {paths[files[previous]]}")
+    raise IngestError(paths[files[row]], int(lines[row]),
+                      f"timestamp {int(timestamps[row])} goes backwards inside its request: "
+                      f"expected at least {int(timestamps[previous])}, the timestamp of the "
+                      f"request's previous row (line {int(lines[previous])}{where})")
 
 
 class Codes:
@@ -147,12 +157,15 @@ class Codes:
     self._parts = []
 
   def encode(self, values) -> np.ndarray:
+    """Codes of values; a value seen for the first time gets the next code."""
     values = pd.Index(pd.Series(values).astype(str))
-    known = self._index.get_indexer(values)
-    new = values[known < 0].unique()
-    if len(new):
-      self._index = self._index.append(new)
-    return self._index.get_indexer(values).astype(np.int64)
+    codes = self._index.get_indexer(values).astype(np.int64)
+    new = codes < 0
+    if new.any():
+      inverse, uniques = pd.factorize(values[new])  # in order of first appearance
+      codes[new] = len(self._index) + inverse
+      self._index = self._index.append(uniques)
+    return codes
 
   def lookup(self, values) -> np.ndarray:
     """Codes of values, -1 for unknown ones."""

@@ -21,6 +21,7 @@ From behavior_log, point in time (data/features.EventCounter):
     category-and-brand proxies, not the ad's own cart, fav and buy.
 """
 
+import os
 from typing import Dict, Tuple
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from data import features as F
 from data import schema as S
 from data.ingest import report as R
+from data.ingest import spool as SP
 from data.ingest import world_builder as W
 
 SAMPLE_COLUMNS = ["user", "time_stamp", "adgroup_id", "clk"]
@@ -35,6 +37,7 @@ AD_COLUMNS = ["adgroup_id", "cate_id", "customer", "brand", "price"]
 USER_COLUMNS = ["userid", "final_gender_code", "age_level", "pvalue_level"]
 BEHAVIOUR_COLUMNS = ["user", "time_stamp", "btag", "cate", "brand"]
 BTAGS = ("pv", "cart", "fav", "buy")
+EVENT_COLUMNS = (S.USER_ID, S.TIMESTAMP, "btag", "cate", "brand")
 DAY = 86_400
 
 
@@ -85,8 +88,8 @@ def _read_users(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
   return users
 
 
-def _read_samples(path, report, chunk_rows, codes, n_ads) -> Dict[str, np.ndarray]:
-  parts: Dict[str, list] = {}
+def _read_samples(path, report, chunk_rows, codes, n_ads, staging: SP.DaySpool) -> None:
+  """Streams raw_sample's rows of known ads into `staging`, by UTC day."""
   for chunk in R.read_csv_chunks(path, SAMPLE_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("raw_sample", len(chunk))
     lines = chunk["_line"].to_numpy()
@@ -94,21 +97,17 @@ def _read_samples(path, report, chunk_rows, codes, n_ads) -> Dict[str, np.ndarra
            S.TIMESTAMP: R.check_integers(path, lines, chunk["time_stamp"].to_numpy(),
                                          "time_stamp"),
            S.ITEM_ID: codes[S.ITEM_ID].lookup(chunk["adgroup_id"].to_numpy()),
-           S.CLICK: R.check_labels(path, lines, chunk["clk"].to_numpy(), "clk")}
+           S.CLICK: R.check_labels(path, lines, chunk["clk"].to_numpy(), "clk"),
+           SP.LINE: lines}
     known = (out[S.ITEM_ID] >= 0) & (out[S.ITEM_ID] < n_ads)
     report.drop("raw_sample", "adgroup_id not in ad_feature", int((~known).sum()))
     report.keep("raw_sample", int(known.sum()))
-    for k, v in out.items():
-      parts.setdefault(k, []).append(v[known])
-  samples = {k: np.concatenate(v) for k, v in parts.items()}
-  request_keys = samples[S.USER_ID] * (1 << 32) + samples[S.TIMESTAMP]
-  samples[S.REQUEST_ID] = np.unique(request_keys, return_inverse=True)[1].reshape(-1)
-  return samples
+    staging.add(out[S.TIMESTAMP][known] // DAY, {k: v[known] for k, v in out.items()})
 
 
-def _read_behaviour(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
-  """Events of known users in known categories / brands (others dropped, counted)."""
-  parts: Dict[str, list] = {}
+def _read_behaviour(path, report, chunk_rows, codes, events: SP.DaySpool) -> None:
+  """Streams the events of known users in known categories / brands into `events`, by UTC
+  day (others dropped, counted)."""
   for chunk in R.read_csv_chunks(path, BEHAVIOUR_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("behavior_log", len(chunk))
     lines = chunk["_line"].to_numpy()
@@ -131,9 +130,7 @@ def _read_behaviour(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
     report.drop("behavior_log", "category and brand of no ad", int(useless.sum()))
     keep = known & ~useless
     report.keep("behavior_log", int(keep.sum()))
-    for k, v in out.items():
-      parts.setdefault(k, []).append(v[keep])
-  return {k: np.concatenate(v) for k, v in parts.items()}
+    events.add(out[S.TIMESTAMP][keep] // DAY, {k: v[keep] for k, v in out.items()})
 
 
 def _window_counts(events, mask, key, n_keys, query_keys, query_t, start,
@@ -175,7 +172,21 @@ def _behaviour_features(samples, ads, events) -> None:
     samples[slot] = ((after > 0) & clicked).astype(np.int64)
 
 
-def read_taobao_ad(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
+def _with_behaviour(staging: SP.DaySpool, events: SP.DaySpool, ads,
+                    impressions: SP.ImpressionSpool) -> None:
+  """Each UTC day's samples with their behaviour features, from the events of the day before,
+  the day and the day after (the features' windows are 24h), into the impression spool."""
+  for day in staging.partitions():
+    samples = staging.read(day)
+    window = [events.read(d, EVENT_COLUMNS) for d in (day - 1, day, day + 1)]
+    _behaviour_features(samples, ads, {k: np.concatenate([w[k] for w in window])
+                                       for k in window[1]})
+    samples[SP.REQUEST_A], samples[SP.REQUEST_B] = samples[S.USER_ID], samples[S.TIMESTAMP]
+    samples[SP.FILE] = np.zeros(len(samples[S.USER_ID]), np.int16)
+    impressions.add_rows(samples)
+
+
+def read_taobao_ad(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
                    ) -> Tuple[W.LogTables, R.RowReport]:
   report = R.RowReport()
   codes = {k: R.Codes() for k in (S.USER_ID, S.ITEM_ID, "cate", "shop", "brand")}
@@ -183,11 +194,15 @@ def read_taobao_ad(input_dir: str, chunk_rows: int = R.CHUNK_ROWS
            for name in ("raw_sample", "ad_feature", "user_profile", "behavior_log")}
   ads = _read_ads(paths["ad_feature"], report, chunk_rows, codes)
   users = _read_users(paths["user_profile"], report, chunk_rows, codes)
-  samples = _read_samples(paths["raw_sample"], report, chunk_rows, codes, len(ads[S.ITEM_ID]))
-  events = _read_behaviour(paths["behavior_log"], report, chunk_rows, codes)
-  _behaviour_features(samples, ads, events)
+  staging = SP.DaySpool(os.path.join(spool_dir, "raw_sample"))
+  _read_samples(paths["raw_sample"], report, chunk_rows, codes, len(ads[S.ITEM_ID]), staging)
+  events = SP.DaySpool(os.path.join(spool_dir, "behavior_log"))
+  _read_behaviour(paths["behavior_log"], report, chunk_rows, codes, events)
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS)
+  _with_behaviour(staging, events, ads, impressions)
   facts = {"source": "taobao_ad", "approximations": [
       "cross features: pv + cart + fav in the ad's category / brand in the 24h before",
       "added_to_cart, favorited, conversion: cart, fav, buy in the ad's category and brand in "
       "the 24h after a click (the behaviour log names no ad)"]}
-  return W.LogTables(samples, users, ads, None, facts), report
+  return W.LogTables(impressions, users, ads, [W.InputFile(paths["raw_sample"], "raw_sample")],
+                     facts=facts), report

@@ -1,0 +1,114 @@
+"""The derived point-in-time features of an ingested world, one day at a time.
+
+The simulator computes them over its whole log at once with data/features.py. An ingested
+world is built day by day (data/ingest/world_builder.py) so that memory does not grow with
+the log; each day gets the same features, from the same code, out of what it needs of the
+days before, carried from day to day:
+
+  - the behaviour sequence (the last `history_len` clicks strictly before the request): each
+    user's last `history_len` clicks of the days before (an older click can never be among
+    the last ones before a later request), plus the day's own clicks;
+  - the 24h click counters by category, shop and brand: the events (the behaviour log when one
+    is given, else the logged clicks) of the day before and of the day;
+  - the 7-day views of the item: the impressions of the 7 days before and of the day.
+
+Windows are half-open, [t - w, t), so nothing at or after the request's time is counted. A
+count over a window is the same over any part of the log that holds the window, and the
+sequence keeps the whole-log order (ties in time and position stay in input order), so the
+features are the numbers the whole-log computation gives. Memory: one day, 7 days of
+(user, item, time) triples, and at most `history_len` clicks per user.
+"""
+
+import collections
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from data import features as F
+from data import schema as S
+
+COUNTER_SLOTS = ("cross_clicks_cate_24h", "cross_clicks_shop_24h", "cross_clicks_brand_24h")
+VIEWS_SLOT = "cross_views_item_7d"
+_CLICK_COLUMNS = (S.USER_ID, S.TIMESTAMP, S.POSITION, S.ITEM_ID)
+_EVENT_COLUMNS = (S.USER_ID, S.ITEM_ID, S.TIMESTAMP)
+Events = Dict[str, np.ndarray]
+
+
+def _concat(parts, columns) -> Events:
+  return {k: np.concatenate([np.asarray(p[k], np.int64) for p in parts]) for k in columns}
+
+
+def _last_per_user(clicks: Events, length: int) -> Events:
+  """Each user's last `length` clicks, sorted by (user, time, position), ties in input order."""
+  order = np.lexsort((clicks[S.POSITION], clicks[S.TIMESTAMP], clicks[S.USER_ID]))
+  users = clicks[S.USER_ID][order]
+  group_end = np.searchsorted(users, users, side="right")
+  keep = order[group_end - np.arange(len(users)) <= length]
+  return {k: v[keep] for k, v in clicks.items()}
+
+
+class DayByDayFeatures:
+  """Derives each day's requests and missing cross slots, days visited in order 1, 2, ..."""
+
+  def __init__(self, config, items: Dict[str, np.ndarray],
+               behaviour: Optional[Callable[[int], Events]]):
+    """`behaviour(day)`: the behaviour log's events of one day on the world's clock, or None
+    to count the logged clicks instead."""
+    self._config, self._items, self._behaviour = config, items, behaviour
+    self._span = F.time_span(config)
+    empty = {k: np.zeros(0, np.int64) for k in _CLICK_COLUMNS}
+    self._history: Events = empty  # each user's last clicks before the day
+    self._yesterday: Events = {k: empty[k] for k in _EVENT_COLUMNS}  # counter events
+    self._week: collections.deque = collections.deque(maxlen=7)  # impressions, day by day
+
+  def day(self, day: int, imp: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Fills the cross slots `imp` (one day's impressions on the world's clock) lacks, and
+    returns the day's requests with their behaviour sequence."""
+    clicked = imp[S.CLICK] > 0
+    clicks = {k: np.asarray(imp[k][clicked], np.int64) for k in _CLICK_COLUMNS}
+    requests = self._requests(imp, clicks)
+    missing = [slot for slot in COUNTER_SLOTS if slot not in imp]
+    if missing:
+      today = (self._behaviour(day) if self._behaviour is not None
+               else {k: clicks[k] for k in _EVENT_COLUMNS})
+      counts = self._counts(_concat([self._yesterday, today], _EVENT_COLUMNS), imp)
+      for slot in missing:
+        imp[slot] = counts[slot]
+      self._yesterday = today
+    impressions = {k: np.asarray(imp[k], np.int64) for k in _EVENT_COLUMNS}
+    if VIEWS_SLOT not in imp:
+      window = _concat(list(self._week) + [impressions], _EVENT_COLUMNS)
+      views = F.view_counter(self._config, window[S.USER_ID], window[S.ITEM_ID],
+                             window[S.TIMESTAMP], self._span)
+      keys = impressions[S.USER_ID] * self._config.n_items + impressions[S.ITEM_ID]
+      imp[VIEWS_SLOT] = views.count(keys, impressions[S.TIMESTAMP],
+                                    F.WINDOW_7D).astype(np.float32)
+      self._week.append(impressions)
+    return requests
+
+  def _requests(self, imp, clicks: Events) -> Dict[str, np.ndarray]:
+    """One row per request with the behaviour sequence of clicks strictly before it."""
+    request_ids, first = np.unique(imp[S.REQUEST_ID], return_index=True)
+    out = {S.REQUEST_ID: request_ids.astype(np.int64),
+           S.USER_ID: imp[S.USER_ID][first].astype(np.int64),
+           S.DAY: imp[S.DAY][first], S.TIMESTAMP: imp[S.TIMESTAMP][first]}
+    history = _concat([self._history, clicks], _CLICK_COLUMNS)
+    item = history[S.ITEM_ID]
+    sequence = F.ClickSequence(history[S.USER_ID], history[S.TIMESTAMP], history[S.POSITION],
+                               item, self._items["item_category"][item],
+                               self._items["item_shop"][item], self._span)
+    out.update(sequence.last_before(out[S.USER_ID], out[S.TIMESTAMP],
+                                    self._config.history_len))
+    out["context_hour"] = F.context_hour(out[S.TIMESTAMP])
+    self._history = _last_per_user(history, self._config.history_len)
+    return out
+
+  def _counts(self, events: Events, imp) -> Dict[str, np.ndarray]:
+    """The 24h counters of the impressions, from the events of the day before and the day."""
+    item, shown = events[S.ITEM_ID], imp[S.ITEM_ID]
+    counters = F.ClickCounters(self._config, events[S.USER_ID], events[S.TIMESTAMP],
+                               self._items["item_category"][item],
+                               self._items["item_shop"][item],
+                               self._items["item_brand"][item], self._span)
+    return counters.count(imp[S.USER_ID], imp[S.TIMESTAMP], self._items["item_category"][shown],
+                          self._items["item_shop"][shown], self._items["item_brand"][shown])
