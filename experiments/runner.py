@@ -26,6 +26,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from data import files
+from models import distribute
 from stages import coarse
 from stages import config as config_lib
 from stages import driver
@@ -92,6 +93,12 @@ def run_stage(config: config_lib.TrainConfig,
   """Trains (or, with config.reuse, reuses) one stage run in a child process; its metrics.
   `task`: what trains it, default the stage's own task (else e.g. its linear reference)."""
   task = task or TASKS[type(config)]
+  if config.strategy in distribute.CLUSTER_STRATEGIES:
+    # Every child would read the same TF_CONFIG and claim the same task of one cluster.
+    raise config_lib.StageError(
+        f"--strategy={config.strategy} runs one stage command per cluster task; run the stage "
+        "commands on the cluster (README, 'Running across machines'); a study or the demo "
+        "takes --strategy=default or mirrored")
   argv = command_line(config, task)
   out_dir = task.output_dir(config)
   metrics_path = os.path.join(out_dir, "metrics.json")

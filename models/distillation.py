@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from data import schema as schema_lib
+from models import distribute
 from models import inputs as inputs_lib
 from models import rankers
 from models import towers
@@ -38,7 +39,17 @@ UNLABELLED = schema_lib.UNLABELLED  # the label of rows only a teacher can label
 
 
 def _masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-  return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+  """The weighted mean over the whole (global) batch. In a step of several synchronous
+  replicas each returns its rows' share, so the summed gradients are the global batch's."""
+  return tf.math.divide_no_nan(tf.reduce_sum(values * weights),
+                               distribute.replica_sum(tf.reduce_sum(weights)))
+
+
+def _replica_estimate(term: tf.Tensor) -> tf.Tensor:
+  """A replica's share of a global mean, scaled so that the replicas' average (what a Keras
+  Mean metric aggregates) is that mean."""
+  replicas = distribute.replica_count()
+  return term if replicas == 1 else term * float(replicas)
 
 
 def _log_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -132,13 +143,13 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
     targets = tf.maximum(labels, 0.0)
     self.student_auc.update_state(targets, tf.sigmoid(student_logits), sample_weight=labelled)
     self.student_logloss.update_state(_log_loss(targets, student_logits), sample_weight=labelled)
-    self.loss_student.update_state(terms["student"])
+    self.loss_student.update_state(_replica_estimate(terms["student"]))
     if not self.with_teacher:
       return
     self.teacher_auc.update_state(targets, tf.sigmoid(teacher_logits), sample_weight=labelled)
     self.teacher_logloss.update_state(_log_loss(targets, teacher_logits), sample_weight=labelled)
-    self.loss_distill.update_state(terms["distill"])
-    self.loss_teacher.update_state(terms["teacher"])
+    self.loss_distill.update_state(_replica_estimate(terms["distill"]))
+    self.loss_teacher.update_state(_replica_estimate(terms["teacher"]))
     self.distill_lambda.update_state(self.schedule(step))
 
 
@@ -203,7 +214,9 @@ class DistillationModel(tfrs.models.Model):
     self.task = PrivilegedDistillation(
         distill_weight, swap_step, with_teacher=teacher is not None,
         train_teacher=mode == SIMULTANEOUS, distill_unlabelled=distill_unlabelled)
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    # Counted once per step, however many replicas run it (a mirrored variable needs to know).
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
   def call(self, batch, training=False) -> tf.Tensor:
     return self.student(batch, training=training)
@@ -224,6 +237,16 @@ class DistillationModel(tfrs.models.Model):
     cache = {}  # Shared tables are looked up once for both heads.
     student = self.student(batch, training=training, cache=cache)
     return student, self.teacher(batch, training=training, cache=cache)
+
+  def build_variables(self, batch) -> None:
+    """Creates every variable (student and teacher) from one batch, leaving the metrics alone
+    (under a distribution strategy they may be updated only inside a training step). A frozen
+    teacher has none to create: it is not called (a loaded SavedModel under a strategy runs
+    only inside the replicas' step)."""
+    if self.teacher is None or isinstance(self.teacher, FrozenTeacher):
+      self.student(batch, training=False)
+    else:
+      self.heads_logits(batch, training=False)
 
   def compute_loss(self, batch, training=False) -> tf.Tensor:
     student, teacher = self.heads_logits(batch, training=training)

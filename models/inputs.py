@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from data import schema as schema_lib
+from models import distribute
 
 # Sequence feature -> the candidate-side categorical feature whose vocabulary (and table) it
 # shares. The table is named after the candidate-side feature.
@@ -87,9 +88,10 @@ class EmbeddingBank(tf.keras.layers.Layer):
                            f"which was created with {self._rows[group]}")
         continue
       self._rows[group] = rows
-      self._tables[group] = self.add_weight(
-          name=f"{group}_embedding", shape=(rows, self.dim), trainable=True,
-          initializer=tf.keras.initializers.TruncatedNormal(stddev=self._stddev))
+      with distribute.embedding_tables():  # split across parameter servers, if any
+        self._tables[group] = self.add_weight(
+            name=f"{group}_embedding", shape=(rows, self.dim), trainable=True,
+            initializer=tf.keras.initializers.TruncatedNormal(stddev=self._stddev))
     return self
 
   def has(self, feature: FeatureLike) -> bool:
@@ -205,7 +207,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     return self.bank.table(feature)
 
   def embed(self, feature: schema_lib.Feature, values: tf.Tensor) -> tf.Tensor:
-    return tf.gather(self.table(feature), lookup_ids(feature, values))
+    # A gather; on a table split across parameter servers it fetches each shard's rows only.
+    return tf.nn.embedding_lookup(self.table(feature), lookup_ids(feature, values))
 
   def _cached(self, cache: Optional[dict], key: tuple, compute):
     """`compute()`, or the tensor another head already computed from the same table."""
@@ -236,13 +239,13 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     single = {}
     for f in features:
       if f.kind != schema_lib.SEQUENCE:
-        key: tuple = (self.table(f).ref(), f.name)
+        key: tuple = (id(self.table(f)), f.name)
         single[f.name] = self._cached(cache, key, lambda f=f: self.embed(f, batch[f.name]))
     parts = []
     for f in features:
       if f.kind == schema_lib.SEQUENCE:
         # The attention query comes from the same table (same vocabulary group).
-        key = (self.table(f).ref(), f.name, self.sequence_pooling)
+        key = (id(self.table(f)), f.name, self.sequence_pooling)
         parts.append(self._cached(cache, key, lambda f=f: self._pool(f, batch[f.name], single)))
       else:
         parts.append(single[f.name])

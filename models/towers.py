@@ -9,6 +9,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from models import distribute
+
 DEFAULT_WIDTHS = (512, 256, 128)
 
 
@@ -32,7 +34,9 @@ class MLP(tf.keras.layers.Layer):
     for i, width in enumerate(self.widths):
       block = [tf.keras.layers.Dense(width, use_bias=not batch_norm, name=f"dense_{i}")]
       if batch_norm:
-        block.append(tf.keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+        # Over the global batch when several replicas train it synchronously.
+        block.append(tf.keras.layers.BatchNormalization(
+            name=f"batch_norm_{i}", synchronized=distribute.synchronous_replicas() > 1))
       block.append(tf.keras.layers.LeakyReLU(alpha=leaky_alpha, name=f"leaky_relu_{i}"))
       if dropout > 0:
         block.append(tf.keras.layers.Dropout(dropout, name=f"dropout_{i}"))

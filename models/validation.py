@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from data import metrics
 from data import numeric
+from models import distribute
 from models import pipeline
 
 MONITORS = ("logloss", "auc")
@@ -143,7 +144,8 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     state = self._search_state()
     slots = getattr(state, "best_weights", None)
     if slots is None or len(slots) != len(self.model.weights):
-      state.best_weights = [tf.Variable(w, trainable=False) for w in self.model.weights]
+      state.best_weights = [distribute.local_variable(w, trainable=False)
+                            for w in self.model.weights]
     return state.best_weights
 
   def _search_state(self) -> tf.train.Checkpoint:
@@ -176,12 +178,15 @@ STATE_ATTRIBUTE = "validation_search_state"
 
 
 def _search_state() -> tf.train.Checkpoint:
-  """Fresh search variables: no check yet (the best weights' slots come with the model's)."""
+  """Fresh search variables: no check yet (the best weights' slots come with the model's).
+  They are this process's own, under any distribution strategy (every worker of a
+  multi-worker run makes the same checks in step)."""
+  local = distribute.local_variable
   return tf.train.Checkpoint(
-      curve=tf.Variable(np.zeros((0, 3)), shape=tf.TensorShape([None, 3]), trainable=False,
-                        name="validation_curve"),
-      best=tf.Variable(np.nan, dtype=tf.float64, trainable=False, name="validation_best"),
-      best_step=tf.Variable(0, dtype=tf.int64, trainable=False),
-      wait=tf.Variable(0, dtype=tf.int64, trainable=False),
-      last_checked=tf.Variable(-1, dtype=tf.int64, trainable=False),
-      has_best=tf.Variable(0, dtype=tf.int64, trainable=False))
+      curve=local(np.zeros((0, 3)), shape=tf.TensorShape([None, 3]), trainable=False,
+                  name="validation_curve"),
+      best=local(np.nan, dtype=tf.float64, trainable=False, name="validation_best"),
+      best_step=local(0, dtype=tf.int64, trainable=False),
+      wait=local(0, dtype=tf.int64, trainable=False),
+      last_checked=local(-1, dtype=tf.int64, trainable=False),
+      has_best=local(0, dtype=tf.int64, trainable=False))

@@ -19,6 +19,7 @@ from absl import flags
 
 from data import command
 from models import distillation
+from models import distribute
 from models import optimizers
 from models import validation
 
@@ -113,6 +114,18 @@ class TrainConfig:
                         "calibrates, after its ranking has peaked; BUILD_NOTES.md).",
                         choices=validation.MONITORS)
   checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)
+  # Not in the reuse key: a synchronous strategy trains the model one process would, to float
+  # rounding; parameter_server's asynchronous updates do enter it (`key_values`).
+  strategy: str = _field(
+      distribute.DEFAULT, "Where training runs (tf.distribute): default (one process, one "
+      "device), mirrored (this process's devices), multi_worker (synchronous, every TF_CONFIG "
+      "worker runs this command) or parameter_server (asynchronous; the TF_CONFIG chief runs "
+      "it, workers and ps tasks serve). --batch_size is the global batch. README: 'Running "
+      "across machines'.", choices=distribute.STRATEGIES, key=False)
+  ps_shard_bytes: int = _field(
+      distribute.DEFAULT_SHARD_BYTES, "With --strategy=parameter_server: an embedding table is "
+      "split across the ps tasks into shards of at least this many bytes (one per ps task at "
+      "most); smaller tables stay whole.", key=False)
   variant: str = _field("baseline", f"Distillation variant: one of {', '.join(VARIANTS)}.")
   mode: Optional[str] = _field(
       None, "Teacher training: `pretrained` (frozen teacher trained first) or `simultaneous` "
@@ -177,7 +190,7 @@ class TrainConfig:
       if not getattr(self, name):
         raise StageError(f"--{name} is required")
     self._check_variant()
-    positive = ("epochs", "learning_rate", "checkpoint_every", "embedding_dim")
+    positive = ("epochs", "learning_rate", "checkpoint_every", "embedding_dim", "ps_shard_bytes")
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -201,6 +214,18 @@ class TrainConfig:
       raise StageError(f"--mode={self.mode}: expected one of {', '.join(MODES)}")
     if self.train_days is not None and self.eval_day in self.train_days:
       raise StageError(f"--train_days and --eval_day overlap: day {self.eval_day} is in both")
+    self._check_strategy()
+
+  def _check_strategy(self) -> None:
+    if self.strategy not in distribute.STRATEGIES:
+      raise StageError(f"--strategy={self.strategy}: expected one of "
+                       f"{', '.join(distribute.STRATEGIES)}")
+    if self.strategy == distribute.PARAMETER_SERVER and self.validates:
+      # Its checks would read weights that the workers are still updating, at steps the
+      # coordinator has scheduled but not run (BUILD_NOTES.md, "Training on tf.distribute").
+      raise StageError("--strategy=parameter_server does not support validation stopping; "
+                       "pass --validation_fraction=0 (fixed-length training, --epochs / "
+                       "--max_steps)")
 
   @property
   def validates(self) -> bool:
@@ -329,6 +354,8 @@ def key_values(config: TrainConfig) -> Dict[str, Any]:
     if field.metadata.get("key", True):
       value = getattr(config, field.name)
       values[field.name] = list(value) if isinstance(value, tuple) else value
+  if config.strategy == distribute.PARAMETER_SERVER:
+    values["asynchronous"] = True  # stale gradients: another model than synchronous training's
   return values
 
 

@@ -30,6 +30,7 @@ from data import files
 from data import io
 from data import splits
 from stages import config as config_lib
+from stages import distribute as distribute_lib
 from stages import layout
 from stages import teachers
 from stages import training
@@ -122,7 +123,10 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
 
   Nothing is written before the flags, the world and the training rows have been checked, so
   a refused run leaves no trace; from then on the stage dir is locked for this run alone.
+  Under --strategy=multi_worker every worker trains, but only the chief claims, locks and
+  writes (`stages.distribute`); a parameter-server cluster's workers and ps tasks serve here.
   """
+  distribution = distribute_lib.start(config)  # before any other TensorFlow work
   world = open_world(config)
   config = resolve(config, world)
   layout.check_model_dir(config.model_dir, world)
@@ -136,21 +140,35 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
   inputs = hold_out_validation(task.build_inputs(), config, task.label)
+  if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
+    return _train_locked(task, inputs, upstream, distribution)
   layout.claim_model_dir(config.model_dir, world)
   with layout.stage_lock(out_dir):
     layout.claim_resumable_state(out_dir, key)
-    return _train_locked(task, inputs, upstream)
+    return _train_locked(task, inputs, upstream, distribution)
 
 
-def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[str]]
-                  ) -> Dict[str, Any]:
+def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[str]],
+                  distribution: distribute_lib.Distribution) -> Dict[str, Any]:
   """Model, fit, evaluation, export and metrics.json, once the stage dir is this run's."""
   world, config, out_dir = task.world, task.config, task.out_dir
   started = time.perf_counter()  # Teacher pre-training included: the cost study reads it.
-  model = task.build_model(inputs)
+  with distribution.strategy.scope():
+    model = task.build_model(inputs)
   history = training.fit(model, inputs.train, config, out_dir, validation=inputs.validation,
                          min_steps=training.warmup_steps(model))
   train_seconds = time.perf_counter() - started
+  shards: Dict[str, Any] = {}
+  if distribution.distributed:
+    if not distribution.writes:
+      logging.info("%s %s: %s done; the chief evaluates and exports", config.stage,
+                   config.variant, distribution.task.name)
+      distribution.finish()
+      return {**distribution.facts(), "task": distribution.task.name, "exported": False}
+    shards = distribute_lib.table_shards(model)
+    # Evaluate and export a local copy: ordinary variables, no collectives, no servers.
+    model = distribute_lib.plain_copy(lambda: task.build_model(inputs), inputs.train,
+                                      training.final_checkpoint(out_dir))
 
   metrics = task.evaluate(model, inputs)
   metrics["n_train"] = int(len(inputs.train[task.label]))
@@ -160,10 +178,14 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   if inputs.validation_skipped:
     metrics["validation_skipped"] = inputs.validation_skipped
   metrics.update(training.learning_summary(history))
+  metrics.update(distribution.facts())
+  if shards:
+    metrics["table_shards"] = shards
   facts = layout.run_facts(world, config, upstream)
   metrics.update(facts)
   task.export(model, facts)
   files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  distribution.finish()
   shown = {k: v for k, v in metrics.items() if k in ("auc", "gauc", "teacher_auc")
            or k.startswith("recall@")}
   logging.info("%s %s: %s -> %s", config.stage, config.variant, shown, out_dir)

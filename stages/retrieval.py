@@ -40,6 +40,10 @@ class RetrievalModel(tfrs.models.Model):
     self.scorer = scorer
     self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
 
+  def build_variables(self, batch) -> None:
+    """Creates the towers' variables from one batch (stages.distribute.build_variables)."""
+    self.scorer(batch, training=False)
+
   def compute_loss(self, batch, training=False) -> tf.Tensor:
     users = self.scorer.user_vectors(batch, training=training)
     items = self.scorer.item_vectors(batch, training=training)

@@ -10,19 +10,23 @@ with the oracle's true probabilities their headroom (`data.headroom`).
 """
 
 import os
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from data import files
 from data import headroom
 from data import metrics as metrics_lib
 from data import numeric
+from models import distribute
 from models import optimizers
 from models import pipeline
 from models import validation as validation_lib
 from stages import config as config_lib
+from stages import distribute as distribute_lib
 
 
 def seed_everything(seed: int) -> None:
@@ -40,7 +44,13 @@ class _StepCounter(tf.keras.callbacks.Callback):
   """Counts optimizer steps in Python (reading the variable every batch would stall the loop).
 
   Starts from the optimizer's counter at train begin, after BackupAndRestore has restored it.
+  Takes the logs as they come (under a parameter-server strategy, values still on the
+  workers): converting them every batch would wait for each step.
   """
+
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True
 
   def on_train_begin(self, logs=None):
     self.step = int(self.model.optimizer.iterations.numpy())
@@ -51,6 +61,42 @@ class _StepCounter(tf.keras.callbacks.Callback):
 
   def after_step(self, logs):
     raise NotImplementedError
+
+
+class _StartStep(tf.keras.callbacks.Callback):
+  """The optimizer's step when training begins, after BackupAndRestore has restored it: where
+  the input stream starts. (The stream used to read the variable itself when its first batch
+  was asked for; by then the first step's increment, which waits for no data, had usually
+  run, so a fresh run skipped its first batch. A race, now gone.)"""
+
+  def __init__(self):
+    super().__init__()
+    self.step = 0
+
+  def on_train_begin(self, logs=None):
+    self.step = int(self.model.optimizer.iterations.numpy())
+
+
+class _Throughput(tf.keras.callbacks.Callback):
+  """Wall time of the steps after the first (which traces the step function): metrics.json's
+  examples_per_second. Under a parameter-server strategy a step "ends" when scheduled; the
+  last wait for the workers is in the total."""
+
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.start: Optional[float] = None
+    self.steps, self.seconds = 0, 0.0
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.start is None:
+      self.start = time.perf_counter()
+    else:
+      self.steps += 1
+
+  def on_train_end(self, logs=None):
+    if self.start is not None:
+      self.seconds = time.perf_counter() - self.start
 
 
 class _StopAfterSteps(_StepCounter):
@@ -81,7 +127,8 @@ class _ProgressLog(_StepCounter):
 
 
 def _format_logs(logs) -> str:
-  return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted(logs.items()))
+  values = {k: v.fetch() if hasattr(v, "fetch") else v for k, v in logs.items()}  # RemoteValue
+  return ", ".join(f"{k}={float(np.asarray(v)):.4f}" for k, v in sorted(values.items()))
 
 
 class _BackupAtStepsAndEpochEnd(tf.keras.callbacks.BackupAndRestore):
@@ -94,20 +141,44 @@ class _BackupAtStepsAndEpochEnd(tf.keras.callbacks.BackupAndRestore):
 
   def on_epoch_end(self, epoch, logs=None):
     super().on_epoch_end(epoch, logs)
+    if self._coordinator() is not None:
+      self._training_state._ckpt_saved_batch.assign(self.params["steps"] - 1)
     self._backup(epoch=epoch)
     self._batches_count = 0
 
+  def on_train_batch_end(self, batch, logs=None):
+    coordinator = self._coordinator()
+    if coordinator is None:
+      return super().on_train_batch_end(batch, logs)
+    # Keras makes no step backups under a parameter-server strategy (a step it has scheduled
+    # may not have run): wait until every scheduled step has, then save as elsewhere.
+    self._batches_count += 1
+    if self._batches_count >= self.save_freq:
+      self._batches_count = 0
+      coordinator.join()
+      self._training_state._ckpt_saved_batch.assign(batch)
+      self._backup(epoch=self._current_epoch, batch=batch)
+
+  def _coordinator(self):
+    return getattr(self.model, "_cluster_coordinator", None)
+
 
 def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
-                      start_step: Callable[[], int]) -> Tuple[tf.data.Dataset, int]:
+                      start_step: Callable[[], int],
+                      replicas: Tuple[int, int, int] = (0, 1, 1)) -> Tuple[tf.data.Dataset, int]:
   """An endless stream of shuffled batches that can pick up at any global step.
 
   Epoch e visits the rows in a permutation seeded by (seed, e). The stream starts at
   `start_step()`, read when iteration begins (after Keras has restored a backup), so a resumed
   run sees exactly the batches an uninterrupted run would have. Returns (dataset, steps/epoch).
+  `replicas` = (first, local, total): under a synchronous strategy, this input pipeline feeds
+  replicas first .. first + local - 1 of `total`, and yields in turn their shares of each
+  global batch (its sorted rows in `total` near-equal runs), so together the replicas train on
+  the batches one process would.
   """
   n = len(next(iter(arrays.values())))
   steps_per_epoch = max(1, -(-n // batch_size))
+  first_replica, local, total = replicas
 
   def batches():
     step = int(start_step())
@@ -116,7 +187,11 @@ def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
       order = np.random.default_rng([seed, epoch]).permutation(n)
       for b in range(first, steps_per_epoch):
         rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
-        yield {k: v[rows] for k, v in arrays.items()}
+        if total == 1:
+          yield {k: v[rows] for k, v in arrays.items()}
+          continue
+        for share in np.array_split(rows, total)[first_replica:first_replica + local]:
+          yield {k: v[share] for k, v in arrays.items()}
       step = (epoch + 1) * steps_per_epoch
 
   spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype))
@@ -143,33 +218,81 @@ def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib
   (curve, best weights, patience) is in the backup too: a resumed run ends as an
   uninterrupted one.
   """
+  strategy = model.distribute_strategy
+  with strategy.scope():
+    history, stopping = _fit_in_scope(model, arrays, config, out_dir, extra_callbacks,
+                                      validation, min_steps)
+    with distribute_lib.written_by_chief(final_checkpoint(out_dir), strategy) as path:
+      tf.train.Checkpoint(model=model).write(path)
+  history.validation = stopping
+  return history
+
+
+def final_checkpoint(out_dir: str) -> str:
+  """Where `fit` writes the trained weights (the chief's copy)."""
+  return os.path.join(out_dir, "checkpoints", "final", "ckpt")
+
+
+def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, min_steps):
+  strategy = model.distribute_strategy
   model.compile(optimizer=make_optimizer(config))
   # Build every variable (teacher included) before BackupAndRestore looks for them.
-  model.compute_loss({k: tf.constant(v[:2]) for k, v in arrays.items()}, training=False)
-  model.built = True
+  distribute_lib.build_variables(model, arrays)
   model.reset_metrics()
-  dataset, steps_per_epoch = resumable_dataset(
-      arrays, config.batch_size, config.seed, lambda: model.optimizer.iterations.numpy())
+  backup_dir = os.path.join(out_dir, "checkpoints", "backup")
+  start = _StartStep()
+  dataset, steps_per_epoch = training_input(model, arrays, config, out_dir, backup_dir,
+                                            lambda: start.step)
   # Validation stopping comes before the backup, so a backup taken at a step holds its check.
   stopping = _validation_stopping(model, validation, config, steps_per_epoch, min_steps)
   callbacks: List[tf.keras.callbacks.Callback] = [] if stopping is None else [stopping]
-  callbacks += [
-      _BackupAtStepsAndEpochEnd(os.path.join(out_dir, "checkpoints", "backup"),
-                                save_freq=config.checkpoint_every),
-      tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), update_freq=100),
-      _ProgressLog(every=max(config.checkpoint_every, 100),
-                   total_steps=(steps_per_epoch or 0) * config.epochs or None),
-  ]
+  callbacks += [_BackupAtStepsAndEpochEnd(backup_dir, save_freq=config.checkpoint_every),
+                start]  # after the backup's restore
+  if not distribute.is_parameter_server(strategy):  # its logs are on the workers
+    callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"),
+                                                    update_freq=100))
+  callbacks.append(_ProgressLog(every=max(config.checkpoint_every, 100),
+                                total_steps=(steps_per_epoch or 0) * config.epochs or None))
+  throughput = _Throughput()
+  callbacks.append(throughput)
   if config.max_steps:
     callbacks.append(_StopAfterSteps(config.max_steps))
   callbacks.extend(extra_callbacks)
   callbacks.extend(config.callbacks)
-  history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=callbacks, verbose=0)
-  checkpoint = tf.train.Checkpoint(model=model)
-  checkpoint.write(os.path.join(out_dir, "checkpoints", "final", "ckpt"))
-  history.validation = stopping
-  return history
+  try:
+    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks, verbose=0)
+  finally:
+    if distribute.is_parameter_server(strategy):
+      files.remove_tree(os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR))
+  history.throughput = {"timed_steps": throughput.steps, "timed_seconds": throughput.seconds,
+                        "examples_per_second": throughput.steps * config.batch_size
+                        / throughput.seconds if throughput.seconds else 0.0}
+  return history, stopping
+
+
+def training_input(model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
+                   out_dir: str, backup_dir: str, start_step: Callable[[], int]):
+  """(what `fit` reads, steps per epoch) under the model's strategy: the resumable stream of
+  global batches from `start_step()`; under a synchronous strategy each input pipeline yields
+  its replicas' shares of them; under a parameter-server one the workers read the rows from
+  files in `out_dir` (and the start step from the backup: their datasets are made before
+  Keras restores it)."""
+  strategy = model.distribute_strategy
+  if distribute.is_default(strategy):
+    return resumable_dataset(arrays, config.batch_size, config.seed, start_step)
+  n = len(next(iter(arrays.values())))
+  steps_per_epoch = max(1, -(-n // config.batch_size))
+  if distribute.is_parameter_server(strategy):
+    directory = os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR)
+    spec = distribute_lib.write_input_files(arrays, directory)
+    workers = distribute.cluster_task().count("worker")
+    return distribute_lib.parameter_server_input(
+        directory, spec, config.batch_size, config.seed,
+        distribute_lib.backed_up_step(backup_dir, steps_per_epoch), workers)
+  creator = distribute_lib.synchronous_input(lambda replicas: resumable_dataset(
+      arrays, config.batch_size, config.seed, start_step, replicas)[0])
+  return creator, steps_per_epoch
 
 
 def _validation_stopping(model, validation: Optional[Dict[str, np.ndarray]],
@@ -191,11 +314,13 @@ def warmup_steps(model) -> int:
 
 
 def learning_summary(history: tf.keras.callbacks.History) -> Dict[str, Any]:
-  """metrics.json's learning_curve ([{step, logloss, auc}]), best_step and stopped_step."""
+  """metrics.json's learning_curve ([{step, logloss, auc}]), best_step and stopped_step, and
+  the training speed (examples_per_second over the steps after the first, global batches)."""
+  summary: Dict[str, Any] = dict(getattr(history, "throughput", {}))
   stopping = getattr(history, "validation", None)
   if stopping is None:
-    return {}
-  return {"learning_curve": list(stopping.curve), "best_step": int(stopping.best_step),
+    return summary
+  return {**summary, "learning_curve": list(stopping.curve), "best_step": int(stopping.best_step),
           "stopped_step": int(stopping.curve[-1]["step"]) if stopping.curve else 0,
           "validate_every": int(stopping.every_steps)}
 

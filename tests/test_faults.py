@@ -46,7 +46,8 @@ def _backup_dir(model_dir) -> str:
 
 
 def _without_time(metrics: dict) -> dict:
-  return {k: v for k, v in metrics.items() if k != "train_seconds"}
+  return {k: v for k, v in metrics.items()
+          if k not in ("train_seconds", "timed_seconds", "examples_per_second")}
 
 
 # ----------------------------------------------------------------------------- resume safety
