@@ -6,8 +6,10 @@ and a cluster's servers would otherwise outlive the test in this process) and ar
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -254,3 +256,116 @@ def test_parameter_server_splits_the_tables_and_its_export_serves_alone(tiny_wor
   rows = world.log_arrays([4])
   scores = export.load_serving(path).predict({k: rows[k][:256] for k in rows})
   assert scores.shape == (256,) and np.all((scores > 0) & (scores < 1))
+
+
+# ----------------------------------------------------------------------------- resume
+
+MIRRORED_RESUME_CHILD = """
+import json, sys
+import models
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from models import testing
+from stages import coarse
+from stages import config as config_lib
+world_dir, model_root, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def config(name, **extra):
+  return config_lib.CoarseConfig(world_dir=world_dir, model_dir=f"{model_root}/{name}",
+                                 strategy="mirrored", **settings, **extra)
+try:
+  coarse.train(config("killed", callbacks=[testing.KillAtStep(15)]))
+  raise SystemExit("the kill at step 15 did not happen")
+except testing.Killed:
+  pass
+counter = testing.CountSteps()
+results = {"resumed": coarse.train(config("killed", callbacks=[counter])),
+           "whole": coarse.train(config("whole")), "resumed_steps": counter.steps}
+print(json.dumps(results))
+"""
+
+
+def _without_time(metrics):
+  return {k: v for k, v in metrics.items()
+          if k not in ("train_seconds", "timed_seconds", "timed_steps", "examples_per_second")}
+
+
+@pytest.mark.slow
+def test_a_killed_mirrored_run_resumes_to_the_uninterrupted_model(tiny_world_dir, tmp_path):
+  settings = dict(TINY, hidden_units=[16], variant="pfd", max_steps=30, validate_every=10)
+  results = _child([MIRRORED_RESUME_CHILD, tiny_world_dir, str(tmp_path), json.dumps(settings)])
+  assert results["resumed_steps"] == 30 - 10  # from the step-10 backup, not from scratch
+  assert _without_time(results["resumed"]) == _without_time(results["whole"])
+
+
+def _kill_cluster_when(argv, ready, log_dir, timeout=600.0):
+  """Starts a local cluster (`experiments.cluster`) in its own process group and SIGKILLs the
+  whole group, launcher and tasks, once `ready()` holds: a machine failure, not a clean stop."""
+  os.makedirs(log_dir, exist_ok=True)
+  with open(os.path.join(log_dir, "launcher.err"), "w") as err:
+    process = subprocess.Popen([sys.executable, "-m", "experiments.cluster",
+                                f"--task_logs={log_dir}", *argv], stdout=subprocess.DEVNULL,
+                               stderr=err, start_new_session=True)
+  deadline = time.monotonic() + timeout
+  try:
+    while not ready():
+      if process.poll() is not None:
+        with open(os.path.join(log_dir, "launcher.err")) as f:
+          pytest.fail(f"the cluster ended (rc {process.returncode}) before the kill point: "
+                      f"{f.read()[-3000:]}")
+      assert time.monotonic() < deadline, f"no kill point within {timeout}s"
+      time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+  finally:
+    process.wait()
+
+
+def _backup_written(stage_dir):
+  backup = os.path.join(stage_dir, "checkpoints", "backup")
+  return lambda: os.path.isdir(backup) and any(
+      name.startswith("ckpt") for _, _, names in os.walk(backup) for name in names)
+
+
+@pytest.mark.slow
+def test_a_killed_multi_worker_cluster_resumes_to_the_one_process_model(tiny_world_dir,
+                                                                        tmp_path):
+  args = ["--variant=pfd", "--max_steps=40", "--validation_fraction=0",
+          f"--world_dir={tiny_world_dir}", *FLAGS]
+  argv = [sys.executable, "-m", "stages.coarse", "--strategy=multi_worker",
+          f"--model_dir={tmp_path / 'killed'}", *args]
+  stage_dir = layout.stage_dir(str(tmp_path / "killed"), "coarse", "pfd")
+  _kill_cluster_when(["--workers=2", "--", *argv], _backup_written(stage_dir),
+                     str(tmp_path / "killed_logs"))
+  assert not os.path.exists(os.path.join(stage_dir, "metrics.json"))
+  run = cluster.launch(argv, workers=2, timeout=900, log_dir=str(tmp_path / "logs"))
+  assert run.ok, cluster.describe_failure(run)
+  with open(tmp_path / "logs" / "worker0.err") as f:
+    assert "resuming from the training state" in f.read()
+  single = subprocess.run([sys.executable, "-m", "stages.coarse",
+                           f"--model_dir={tmp_path / 'single'}", *args], capture_output=True,
+                          text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  metrics, expected = json.loads(run.output), json.loads(single.stdout)
+  for key in ("auc", "gauc", "logloss", "teacher_auc"):
+    assert metrics[key] == pytest.approx(expected[key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_a_killed_parameter_server_chief_resumes_and_finishes(tiny_world_dir, tmp_path):
+  model_dir = str(tmp_path / "models")
+  argv = [sys.executable, "-m", "stages.fine", "--task=cvr", "--variant=pfd",
+          "--strategy=parameter_server", "--validation_fraction=0", "--max_steps=24",
+          "--batch_size=128", f"--world_dir={tiny_world_dir}", f"--model_dir={model_dir}",
+          *FLAGS[:2], "--checkpoint_every=5"]
+  stage_dir = layout.stage_dir(model_dir, "fine/cvr", "pfd")
+  _kill_cluster_when(["--workers=2", "--ps=1", "--", *argv], _backup_written(stage_dir),
+                     str(tmp_path / "killed_logs"))
+  assert not os.path.exists(os.path.join(stage_dir, "metrics.json"))
+  run = cluster.launch(argv, workers=2, ps=1, timeout=900, log_dir=str(tmp_path / "logs"))
+  assert run.ok, cluster.describe_failure(run)
+  with open(tmp_path / "logs" / "chief0.err") as f:
+    assert "resuming from the training state" in f.read()
+  metrics = json.loads(run.output)
+  assert metrics["strategy"] == "parameter_server" and metrics["cluster"]["ps"] == 1
+  assert os.path.exists(os.path.join(layout.export_path(model_dir, "fine/cvr", "pfd"),
+                                     "saved_model.pb"))
