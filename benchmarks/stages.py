@@ -16,7 +16,6 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
 import data
 from stages import coarse
@@ -35,33 +34,17 @@ RUNS = [(config_lib.RetrievalConfig, retrieval.train, "baseline", {}),
         (config_lib.CoarseConfig, coarse.train, "pfd_md", {})]
 
 
-class _Timer(tf.keras.callbacks.Callback):
-  """Wall time of the training batches after the first (tracing) one."""
-
-  def on_train_begin(self, logs=None):
-    self.start, self.steps = None, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    if self.start is None:
-      self.start = time.perf_counter()
-    else:
-      self.steps += 1
-
-  def on_train_end(self, logs=None):
-    self.seconds = time.perf_counter() - self.start
-
-
 def training_throughput(base: config_lib.TrainConfig):
   for config_class, train_fn, variant, settings in RUNS:
-    timer = _Timer()
     config = config_lib.for_stage(config_class, base, variant=variant, **settings,
-                                  max_steps=FLAGS.bench_steps, callbacks=[timer])
+                                  max_steps=FLAGS.bench_steps)
     stage = config.output
-    train_fn(config)
+    # The run's own throughput (stages.training): the steps after the first, tracing one.
+    metrics = train_fn(config)
     batch_size = config.batch_size or config_lib.default_batch_size(config.stage)
-    rate = timer.steps * batch_size / timer.seconds
-    print(f"train  {stage:10s} {variant:9s} {rate:12,.0f} examples/s "
-          f"({timer.steps} steps of {batch_size} in {timer.seconds:.1f}s)")
+    print(f"train  {stage:10s} {variant:9s} {metrics['examples_per_second']:12,.0f} examples/s "
+          f"({metrics['timed_steps']} steps of {batch_size} in "
+          f"{metrics['timed_seconds']:.1f}s)")
 
 
 def _median_ms(fn, repeats: int) -> float:
