@@ -52,8 +52,12 @@ from models import distillation
 from stages import config as config_lib
 from stages import driver
 
-STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled", "regime")
-ONLY_WHEN_NAMED = ("unlabelled", "regime")
+STUDIES = ("coarse", "cvr", "lambda", "cost", "online", "noise", "unlabelled", "regime",
+           "teacher")
+ONLY_WHEN_NAMED = ("unlabelled", "regime", "teacher")
+# A coarse pfd_md trial's knob: its fine CTR teacher trained on this many days (from the first),
+# in that run's own model dir, instead of the student's days.
+TEACHER_DAYS = "teacher_days"
 VARIANTS = distillation.TEACHER_KINDS
 LINEAR = "reference"  # a trial of the stage's linear reference (experiments.reference)
 LEARNING_CURVE = paper_learning.LEARNING_CURVE  # kept whole in the frame, not in tables.csv
@@ -222,6 +226,15 @@ def study_trials(paper: PaperConfig, study: str, days: Sequence[int], seeds: Seq
                  Trial(study, "coarse", "pfd_md", seed, long_days, knobs=unlabelled)]
     elif study == "regime":
       trials += regime_trials(paper, days, seed)
+    elif study == "teacher":
+      # Coarse PFD+MD on the short days, taught by the fine CTR model of the same days and by
+      # one trained on every day before the eval day (as a production fine ranker would be).
+      long_teacher = ((TEACHER_DAYS, len(long_days)),)
+      trials += [Trial(study, "fine_ctr", "baseline", seed, short_days),
+                 Trial(study, "fine_ctr", "baseline", seed, long_days),
+                 Trial(study, "coarse", "baseline", seed, short_days),
+                 Trial(study, "coarse", "pfd_md", seed, short_days),
+                 Trial(study, "coarse", "pfd_md", seed, short_days, knobs=long_teacher)]
   return [dataclasses.replace(t, world_seed=world_seed) for t in trials]
 
 
@@ -282,8 +295,22 @@ def stage_config(trial: Trial, base: config_lib.TrainConfig,
       batch_size=base.batch_size or config_lib.default_batch_size(trial.stage))
   if trial.variant == LINEAR:  # the reference's own epochs bound (validation stopping ends it)
     settings.update(variant="baseline", epochs=reference.REFERENCE_EPOCHS)
-  settings.update((k, v) for k, v in trial.knobs if k != "scheme")
+  settings.update((k, v) for k, v in trial.knobs if k not in ("scheme", TEACHER_DAYS))
+  teacher = teacher_trial(trial)
+  if teacher is not None:
+    settings["teacher_model_dir"] = teacher.model_dir(work_dir)
   return config_lib.for_stage(CONFIGS[trial.stage], base, **settings)
+
+
+def teacher_trial(trial: Trial) -> Optional[Trial]:
+  """The fine CTR run whose export teaches a trial with a teacher_days knob (None without)."""
+  knobs = dict(trial.knobs)
+  if TEACHER_DAYS not in knobs:
+    return None
+  first = trial.train_days[0]
+  return Trial(trial.study, "fine_ctr", "baseline", trial.seed,
+               tuple(range(first, first + int(knobs[TEACHER_DAYS]))), world=trial.world,
+               world_seed=trial.world_seed)
 
 
 def distinct_runs(trials: Sequence[Trial]) -> Tuple[List[Trial], List[int]]:
@@ -298,12 +325,23 @@ def distinct_runs(trials: Sequence[Trial]) -> Tuple[List[Trial], List[int]]:
 
 
 def run_dependencies(runs: Sequence[Trial]) -> List[List[int]]:
-  """For each run, the runs it waits for: those of an earlier stage rank in its model dir."""
+  """For each run, the runs it waits for: those of an earlier stage rank in its model dir, and
+  a teacher trained in another (`teacher_trial`)."""
   by_dir: Dict[str, List[int]] = {}
+  by_key = {run.run_key(): i for i, run in enumerate(runs)}
   for i, run in enumerate(runs):
     by_dir.setdefault(run.model_dir(""), []).append(i)
-  return [[j for j in by_dir[run.model_dir("")]
-           if STAGE_RANK[runs[j].stage] < STAGE_RANK[run.stage]] for run in runs]
+  dependencies = []
+  for run in runs:
+    waits = [j for j in by_dir[run.model_dir("")]
+             if STAGE_RANK[runs[j].stage] < STAGE_RANK[run.stage]]
+    teacher = teacher_trial(run)
+    if teacher is not None:  # its teacher is trained in another model dir
+      if teacher.run_key() not in by_key:
+        raise ValueError(f"{run} reads a fine CTR run that the study does not declare")
+      waits.append(by_key[teacher.run_key()])
+    dependencies.append(waits)
+  return dependencies
 
 
 def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: str,

@@ -25,6 +25,7 @@ from experiments.paper_stats import PAIR
 from experiments.paper_stats import Section
 from experiments.paper_stats import gap_closures
 from experiments.paper_stats import metric_values
+from experiments.paper_stats import on_shared_pairs
 from experiments.paper_stats import paired_deltas
 from experiments.paper_stats import paired_with_baseline
 from experiments.paper_stats import reference_auc
@@ -207,6 +208,38 @@ def noise_section(frame: pd.DataFrame, plots_dir: str) -> Optional[Section]:
   return Section(pd.DataFrame(lines), ["", "![noise sweep](plots/noise_sweep.png)"])
 
 
+def teacher_section(frame: pd.DataFrame) -> Optional[Section]:
+  """Coarse PFD+MD taught by fine CTR models trained on the student's days and on more days,
+  each Δ paired against the baseline student on the same pairs."""
+  rows = frame[(frame["study"] == "teacher") & (frame["stage"] == "coarse")]
+  if rows.empty:
+    return None
+  teacher_days = rows["teacher_days"] if "teacher_days" in rows else pd.Series(np.nan, rows.index)
+  base = rows[rows["variant"] == "baseline"]
+  student_days = int(base["train_days"].map(len).max()) if not base.empty else 0
+  lines = []
+  for days in [math.nan] + sorted(teacher_days.dropna().unique()):
+    part = rows[(rows["variant"] == "pfd_md")
+                & (teacher_days.isna() if math.isnan(days) else teacher_days == days)]
+    own, paired_base = on_shared_pairs(part, base)
+    deltas = {m: metric_values(own, m) - metric_values(paired_base, m) for m in ("auc", "eauc")}
+    shown_days = student_days if math.isnan(days) else int(days)
+    line: Dict[str, object] = {"teacher: fine CTR on": f"{shown_days} days", "n": len(own)}
+    for metric in ("teacher_auc", "teacher_eauc", "auc", "eauc"):
+      line.update(stat_cells(metric.replace("_", " ").replace("auc", "AUC"),
+                             metric_values(own, metric)))
+    line.update(stat_cells("Δ AUC", deltas["auc"]))
+    line.update(stat_cells("Δ eAUC", deltas["eauc"]))
+    line["pairs for 80% power"] = pairs_for_power(deltas["eauc"])
+    lines.append(line)
+  baseline = {"teacher: fine CTR on": "none (baseline)", "n": len(base)}
+  baseline.update(stat_cells("AUC", metric_values(base, "auc")))
+  baseline.update(stat_cells("eAUC", metric_values(base, "eauc")))
+  return Section(pd.DataFrame([baseline] + lines), [
+      "", f"The coarse student trains on {student_days} day(s) in every row; only its teacher's "
+      "history changes. Δ: paired on (world seed, seed) against the baseline student."])
+
+
 def unlabelled_section(frame: pd.DataFrame) -> Optional[Section]:
   rows = frame[frame["study"] == "unlabelled"]
   if rows.empty or "distill_unlabelled" not in rows:
@@ -319,7 +352,8 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
                ("Simulated online A/B (replayed funnel, oracle outcomes)",
                 online_section(online)),
                ("Post-click noise sweep (CVR)", noise_section(frame, plots_dir)),
-               ("Distillation on unlabelled candidates", unlabelled_section(frame))]
+               ("Distillation on unlabelled candidates", unlabelled_section(frame)),
+               ("Coarse PFD+MD: a teacher trained on longer history", teacher_section(frame))]
   for title, section in sections:
     body = render_section(section)
     if body:

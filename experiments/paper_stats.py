@@ -68,8 +68,13 @@ def metric_values(rows: pd.DataFrame, name: str) -> np.ndarray:
 def paired_with_baseline(frame: pd.DataFrame, variant: str, **where):
   """(the variant's rows, the baseline student's rows), both indexed by the pairs (world seed,
   seed) they share, in the same order."""
-  base = rows_where(frame, variant="baseline", **where).set_index(list(PAIR))
-  rows = rows_where(frame, variant=variant, **where).set_index(list(PAIR))
+  return on_shared_pairs(rows_where(frame, variant=variant, **where),
+                         rows_where(frame, variant="baseline", **where))
+
+
+def on_shared_pairs(rows: pd.DataFrame, base: pd.DataFrame):
+  """(rows, base), both indexed by the pairs (world seed, seed) they share, in one order."""
+  rows, base = with_pairs(rows).set_index(list(PAIR)), with_pairs(base).set_index(list(PAIR))
   pairs = rows.index.intersection(base.index)
   return rows.loc[pairs], base.loc[pairs]
 

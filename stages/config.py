@@ -286,6 +286,11 @@ class CoarseConfig(TrainConfig):
   """A coarse-rank run: the two-tower CTR model and its variant's teacher."""
   teacher_variant: str = _field("baseline", "For --variant=pfd_md with a pre-trained teacher: "
                                 "the fine CTR model MODEL_DIR/fine/ctr/<teacher_variant>.")
+  # Not in the key: the teacher export's own identity (config_key) is (`teachers.upstream`).
+  teacher_model_dir: str = _field("", "For --variant=pfd_md with a pre-trained teacher: the "
+                                  "model dir (of the same world) whose fine/ctr/"
+                                  "<teacher_variant> export teaches, e.g. a fine ranker "
+                                  "trained on longer history. Empty: --model_dir.", key=False)
   distill_unlabelled: bool = _field(False, "Also distil on retrieved-but-not-shown candidates "
                                     "(label -1), which only the teacher labels.")
   unlabelled_per_request: int = _field(3, "With --distill_unlabelled: candidates per training "
@@ -294,6 +299,11 @@ class CoarseConfig(TrainConfig):
   @property
   def stage(self) -> str:
     return "coarse"
+
+  @property
+  def teacher_dir(self) -> str:
+    """Where the pfd_md student's fine CTR teacher export lives."""
+    return self.teacher_model_dir or self.model_dir
 
   def validate(self) -> None:
     super().validate()

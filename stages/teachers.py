@@ -4,8 +4,9 @@ A run's variant names the teacher's kind (`models.distillation.TEACHER_KINDS`); 
 whether the teacher trains in the same steps as the student (`simultaneous`) or is trained
 first and frozen (`pretrained`). A pre-trained teacher comes from one of two places:
   - another stage's export: the coarse pfd_md teacher is the fine CTR model,
-    MODEL_DIR/fine/ctr/<teacher_variant> (the paper's unified distillation), and its identity
-    goes into the student's reuse key (`upstream`);
+    MODEL_DIR/fine/ctr/<teacher_variant> (the paper's unified distillation; MODEL_DIR is
+    --teacher_model_dir when set, e.g. a fine ranker trained on longer history), and its
+    identity goes into the student's reuse key (`upstream`);
   - trained alone here first, kept under OUT_DIR/teacher/ (the paper's "independent teacher,
     then student"); the coarse pfd teacher is then an inner-product model like its student.
 By default only the coarse pfd_md teacher is pre-trained; every other teacher is simultaneous.
@@ -71,7 +72,12 @@ def upstream(config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
   if teacher.source != EXPORT:
     return {}
   stage, variant = teacher.export
-  return {f"{stage}/{variant}": layout.export_identity(config.model_dir, stage, variant)}
+  return {f"{stage}/{variant}": layout.export_identity(teacher_dir(config), stage, variant)}
+
+
+def teacher_dir(config: config_lib.TrainConfig) -> str:
+  """The model dir an EXPORT teacher is read from (--teacher_model_dir, else --model_dir)."""
+  return getattr(config, "teacher_dir", config.model_dir)
 
 
 def swap_step(config: config_lib.TrainConfig, teacher: TeacherPlan, n_train_rows: int) -> int:
@@ -98,6 +104,8 @@ def build_model(world, config: config_lib.TrainConfig, architecture: str, label:
       distill_unlabelled=distill_unlabelled)
   pretrained = None
   if teacher.source == EXPORT:
+    # A teacher from another model dir must have been trained on this world.
+    layout.check_model_dir(teacher_dir(config), world)
     pretrained = load_exported_teacher(config, *teacher.export)
   elif teacher.source == PRETRAIN:
     pretrained = pretrain_teacher(world.schema, config, teacher, train_arrays, out_dir, label,
@@ -108,10 +116,11 @@ def build_model(world, config: config_lib.TrainConfig, architecture: str, label:
 
 def load_exported_teacher(config: config_lib.TrainConfig, stage: str, variant: str):
   """The logits of another stage's serving export (frozen by the distillation model)."""
+  source = teacher_dir(config)
   path = layout.require_stage(
-      config.model_dir, stage, variant,
+      source, stage, variant,
       f"python -m stages.fine --task=ctr --variant={variant} "
-      f"--world_dir={config.world_dir} --model_dir={config.model_dir}")
+      f"--world_dir={config.world_dir} --model_dir={source}")
   return export.load_serving(path).logits
 
 
