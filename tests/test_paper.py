@@ -12,6 +12,7 @@ import pytest
 from data import command
 from experiments import paper
 from experiments import paper_worlds
+from stages import config as config_lib
 
 DAYS = [1, 2, 3, 4]
 
@@ -54,6 +55,25 @@ def test_a_run_declared_by_two_studies_runs_once_and_waits_for_what_it_reads():
     waits = {runs[j].stage for j in after[i]}
     assert waits == ({"fine_ctr"} if run.stage in ("coarse", "fine_cvr") else set()), run
     assert all(runs[j].model_dir("") == run.model_dir("") for j in after[i])
+
+
+def test_the_teacher_study_waits_for_a_teacher_trained_on_every_day_before_eval(tmp_path):
+  config = _paper(linear_reference=False)
+  trials = paper.study_trials(config, "teacher", DAYS, [0], world_seed=1)
+  runs, _ = paper.distinct_runs(trials)
+  long_taught = [r for r in runs if dict(r.knobs).get(paper.TEACHER_DAYS)]
+  assert len(long_taught) == 1 and long_taught[0].train_days == (1,)
+  teacher = paper.teacher_trial(long_taught[0])
+  assert (teacher.stage, teacher.train_days, teacher.world_seed) == ("fine_ctr", (1, 2, 3), 1)
+  after = paper.run_dependencies(runs)
+  waits = {(runs[j].stage, runs[j].train_days) for j in after[runs.index(long_taught[0])]}
+  assert waits == {("fine_ctr", (1, 2, 3))}  # the long teacher, not its own dir's (none)
+  base = config_lib.TrainConfig(world_dir="W", model_dir=str(tmp_path))
+  student = paper.stage_config(long_taught[0], base, str(tmp_path))
+  assert student.teacher_dir == teacher.model_dir(str(tmp_path)) != student.model_dir
+  same_days = next(r for r in runs if r.variant == "pfd_md" and not r.knobs)
+  assert paper.stage_config(same_days, base, str(tmp_path)).teacher_dir == \
+      same_days.model_dir(str(tmp_path))
 
 
 def test_variants_columns_and_the_linear_reference_pick_the_declared_trials():
@@ -124,9 +144,10 @@ def test_paper_study_writes_tables_plots_and_the_command(tmp_path):
   report_dir = tmp_path / "paper"
   flags = ["--seeds=2", "--world_seeds=1", f"--report_dir={report_dir}", "--lambdas=0.5",
            "--noise_levels=0.5,2"]
-  _run(flags + ["--studies=lambda,noise"])
+  _run(flags + ["--studies=lambda,noise,teacher"])
   report = (report_dir / "report.md").read_text()
-  for section in ("λ sweep", "Post-click noise sweep", "python -m experiments.paper"):
+  for section in ("λ sweep", "Post-click noise sweep", "python -m experiments.paper",
+                  "a teacher trained on longer history", "| 3 days | 2 |"):
     assert section in report, section
   assert os.path.exists(report_dir / "plots" / "lambda_sweep.png")
   assert os.path.exists(report_dir / "plots" / "noise_sweep.png")

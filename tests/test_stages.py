@@ -84,6 +84,23 @@ def test_pfd_md_coarse_teacher_is_the_fine_ctr_model(trained):
   assert results["coarse_pfd_md"]["teacher_auc"] == pytest.approx(results["fine_ctr"]["auc"])
 
 
+@pytest.mark.slow
+def test_pfd_md_coarse_reads_its_teacher_from_teacher_model_dir(trained, tiny_world_dir,
+                                                                 tmp_path):
+  """A fine ranker trained elsewhere (here: the fixture's dir) teaches; the student's own dir
+  has no fine CTR model, and a teacher dir of another world is refused."""
+  teacher_dir, results = trained
+  student = coarse.train(_coarse(tiny_world_dir, tmp_path / "student", variant="pfd_md",
+                                 teacher_model_dir=teacher_dir))
+  assert student["teacher_auc"] == pytest.approx(results["fine_ctr"]["auc"])
+  assert not os.path.exists(layout.stage_dir(str(tmp_path / "student"), "fine/ctr", "baseline"))
+  os.makedirs(tmp_path / "elsewhere")
+  files.write_json(os.path.join(tmp_path, "elsewhere", "world.json"), {"world_hash": "other"})
+  with pytest.raises(config_lib.StageError, match="holds models of another world"):
+    coarse.train(_coarse(tiny_world_dir, tmp_path / "student2", variant="pfd_md",
+                         teacher_model_dir=str(tmp_path / "elsewhere")))
+
+
 def _privileged_perturbed(arrays, schema, stage):
   changed = dict(arrays)
   rng = np.random.default_rng(1)
