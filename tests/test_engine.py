@@ -144,3 +144,50 @@ def test_a_replay_on_ray_equals_the_local_one_but_for_timings(ray_engine, tiny_w
   import numpy as np
   with np.load(os.path.join(cache + "ray", os.listdir(cache + "ray")[0])) as cached:
     assert len(cached["request_ids"]) == 300
+
+
+# ---------------------------------------------------------------------------- the paper study
+
+PAPER_TRAINING = dict(hidden_units=(16,), embedding_dim=4, batch_size=1024, max_steps=20)
+TIMING_COLUMNS = ("train_seconds", "seconds", "examples_per_second")
+
+
+def _paper_runs(work_dir: str, engine):
+  """The study's fine CTR baseline and the CVR baseline that reads it (its CTCVR), run by
+  experiments.paper.run_trials on a tiny world: the trials' frame and the runs' metrics files."""
+  from experiments import paper
+  from experiments import paper_worlds
+  from stages import config as config_lib
+  from stages import driver
+  world_dir = paper_worlds.ensure_world("tiny", work_dir, paper_worlds.MAIN, 0, {})
+  training = config_lib.TrainConfig(world_dir=world_dir, model_dir=work_dir, **PAPER_TRAINING)
+  base = driver.resolve(training, driver.open_world(training))
+  trials = [paper.Trial("cvr", "fine_ctr", "baseline", 0, (1, 2, 3)),
+            paper.Trial("cvr", "fine_cvr", "baseline", 0, (1, 2, 3))]
+  frame = paper.run_trials(trials, base, work_dir, max_worker_gb=0.5, engine=engine)
+  finished = {os.path.relpath(str(p), work_dir): p.stat().st_mtime_ns
+              for p in __import__("pathlib").Path(work_dir).rglob("metrics.json")}
+  return frame.drop(columns=[c for c in frame.columns if any(t in c for t in TIMING_COLUMNS)]), \
+      finished
+
+
+@pytest.mark.slow
+def test_paper_trials_on_ray_give_the_local_tables_and_receipts_the_local_runner_reuses(
+    ray_engine, tmp_path):
+  local, _ = _paper_runs(str(tmp_path / "local"), None)
+  on_ray, finished = _paper_runs(str(tmp_path / "ray"), ray_engine)
+  assert len(local) == 2 and local["auc"].notna().all()
+  pd.testing.assert_frame_equal(on_ray, local)
+  # The Ray tasks' receipts are the local runner's: a local rerun trains nothing.
+  again, unchanged = _paper_runs(str(tmp_path / "ray"), None)
+  assert unchanged == finished and len(finished) == 2
+  pd.testing.assert_frame_equal(again, local)
+
+
+def test_a_failed_trial_on_ray_is_named_with_the_childs_error(ray_engine, tmp_path):
+  from experiments import runner
+  from stages import config as config_lib
+  bad = config_lib.FineConfig(world_dir=str(tmp_path / "no_world"), model_dir=str(tmp_path))
+  with pytest.raises(command.UserError,
+                     match=r"(?s)^stages\.fine --variant=baseline --seed=0 --model_dir=.*no world"):
+    runner.run_stages([bad], [[]], engine=ray_engine)
