@@ -206,6 +206,17 @@ class CachedBestPage:
       self._new_pages.append(pages[~hit])
     return pages
 
+  def new_pages(self) -> Tuple[np.ndarray, np.ndarray]:
+    """The pages computed since loading or saving: (request ids [n], pages [n, K])."""
+    if not self._new_ids:
+      return np.zeros(0, np.int64), np.zeros((0, self.oracle.k), np.int64)
+    return np.concatenate(self._new_ids), np.concatenate(self._new_pages)
+
+  def add(self, request_ids: np.ndarray, pages: np.ndarray) -> None:
+    """Pages another process computed (a worker of the same replay), kept by the next save."""
+    self._new_ids.append(np.asarray(request_ids, np.int64))
+    self._new_pages.append(np.asarray(pages, np.int64))
+
   def save(self) -> None:
     """Adds the pages computed since loading to the cache file (atomically)."""
     if not self._new_ids:

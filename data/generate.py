@@ -26,6 +26,10 @@ file and writes manifest.json. Request ids encode the shard in their high bits
 (world.request_ids), so they are globally unique and do not depend on how shards were run.
 Use the same flags for every shard run and the final run; do not pass --overwrite to
 parallel shard runs.
+
+With --runner=ray (data.engine) the final run makes each missing shard a Ray task instead,
+on this machine's cores or a cluster's (DIR on storage every node mounts), then merges them
+here: the world is byte-identical to one generated in a single process.
 """
 
 import dataclasses
@@ -40,6 +44,7 @@ from absl import logging
 import numpy as np
 
 from data import command
+from data import engine as engine_lib
 from data import files
 from data import io
 from data import schema as S
@@ -78,9 +83,11 @@ def config_from_flags() -> WorldConfig:
   return preset(FLAGS.preset, **overrides)
 
 
-def generate(world_dir: str, config: WorldConfig, shard: int = -1,
-             overwrite: bool = False) -> Optional[dict]:
-  """Generates `config` into `world_dir`; returns the manifest (None for a single shard)."""
+def generate(world_dir: str, config: WorldConfig, shard: int = -1, overwrite: bool = False,
+             engine: Optional[engine_lib.Engine] = None) -> Optional[dict]:
+  """Generates `config` into `world_dir`; returns the manifest (None for a single shard).
+  `engine` runs the missing shards (default: one after another in this process); the merge
+  and the manifest are always this process's."""
   config.validate()
   if not -1 <= shard < config.n_user_shards:
     raise ValueError(f"--shard must be -1 or in [0, {config.n_user_shards}), got {shard}")
@@ -90,11 +97,14 @@ def generate(world_dir: str, config: WorldConfig, shard: int = -1,
                  existing["world_hash"])
     return existing
   entities = world.make_entities(config)
+  missing = []
   for s in ([shard] if shard >= 0 else range(config.n_user_shards)):
     if _shard_done(world_dir, config, s):
       logging.info("shard %d already generated; reusing it", s)
     else:
-      generate_shard(world_dir, config, entities, s)
+      missing.append(s)
+  (engine or engine_lib.Engine()).map(generate_shard, missing, label=lambda s: f"shard {s}",
+                                      common=(world_dir, config, entities))
   if shard >= 0:
     return None
   return finalize(world_dir, config, entities)
@@ -295,7 +305,8 @@ def main() -> None:
     raise command.UserError("--world_dir is required")
   config = config_from_flags()
   start = time.time()
-  manifest = generate(FLAGS.world_dir, config, FLAGS.shard, FLAGS.overwrite)
+  with engine_lib.Engine(command.config_from_flags(engine_lib.EngineConfig)) as engine:
+    manifest = generate(FLAGS.world_dir, config, FLAGS.shard, FLAGS.overwrite, engine)
   if manifest is not None:
     total = sum(c["impressions"] for c in manifest["row_counts"].values())
     logging.info("world ready in %s: %d impressions, %.1fs", FLAGS.world_dir, total,
@@ -305,6 +316,7 @@ def main() -> None:
 def run() -> None:
   """The command (also the pfd-generate console script): flags, then generate."""
   define_flags()
+  command.define_config_flags(engine_lib.EngineConfig)
   command.start(command.run_command(main, "data.generate"))
 
 

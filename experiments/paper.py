@@ -21,7 +21,9 @@ Studies (--studies picks some; all by default, `unlabelled` only when named):
 Every trial is a stage command run in its own process (experiments.runner) and its own model
 dir under --work_dir, reused when its configuration is unchanged, so an interrupted study
 resumes where it stopped; --workers runs independent trials at once (bounded by memory,
---max_worker_gb), each after the runs it reads. Every trial runs for each pair (world seed,
+--max_worker_gb), each after the runs it reads; --runner=ray makes each run a Ray task instead
+(one CPU and --max_worker_gb of Ray's memory each; data.engine), on every core of this machine
+or on a cluster, with the same receipts and numbers. Every trial runs for each pair (world seed,
 training seed): --world_seeds worlds x --seeds seeds; every figure is mean ± 95% CI (Student t)
 over those pairs, and every delta is paired on them. Stage flags (--hidden_units,
 --batch_size, --epochs, --learning_rate ...) apply to every trial.
@@ -40,6 +42,7 @@ import pandas as pd
 import data
 from data import command
 from data import config as world_config
+from data import engine as engine_lib
 from data import files
 from experiments import compare
 from experiments import paper_learning
@@ -85,7 +88,8 @@ class PaperConfig:
                             "pairs (world seed, training seed) are the units of every CI.")
   studies: Tuple[str, ...] = _field(tuple(s for s in STUDIES if s not in ONLY_WHEN_NAMED),
                                     f"Which studies to run, of {', '.join(STUDIES)}.")
-  workers: int = _field(1, "Trials run at once, each in its own process.")
+  workers: int = _field(1, "Trials run at once, each in its own process (--runner=local; "
+                        "with --runner=ray, Ray runs one per CPU it has).")
   max_worker_gb: float = _field(4.0, "Memory one trial may need: fewer workers than --workers "
                                 "when the machine has less available, and none started while "
                                 "less than this is available (0: no check).")
@@ -345,9 +349,10 @@ def run_dependencies(runs: Sequence[Trial]) -> List[List[int]]:
 
 
 def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: str,
-               workers: int = 1, max_worker_gb: float = 0.0) -> pd.DataFrame:
-  """Runs (or reuses) every distinct run, `workers` at a time; one row of metrics per trial,
-  in the declared order whatever order the runs finish in."""
+               workers: int = 1, max_worker_gb: float = 0.0,
+               engine: Optional[engine_lib.Engine] = None) -> pd.DataFrame:
+  """Runs (or reuses) every distinct run, `workers` at a time (or as `engine`'s tasks); one
+  row of metrics per trial, in the declared order whatever order the runs finish in."""
   runs, run_of = distinct_runs(trials)
   configs = [stage_config(run, base, work_dir) for run in runs]
   tasks = [reference.reference_task(runner.TASKS[type(c)]) if run.variant == LINEAR else None
@@ -364,7 +369,8 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
                  _fmt(metrics.get("auc")), _fmt(metrics.get("eauc")))
 
   results = runner.run_stages(configs, run_dependencies(runs), workers=workers,
-                              max_worker_gb=max_worker_gb, done=log_done, tasks=tasks)
+                              max_worker_gb=max_worker_gb, done=log_done, tasks=tasks,
+                              engine=engine)
   rows = []
   for trial, i in zip(trials, run_of):
     linear_metrics = reference_metrics(configs[i])
@@ -407,7 +413,7 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def online_study(paper: PaperConfig, frame_days: Sequence[int], seeds: Sequence[int],
-                 work_dir: str) -> Dict[str, str]:
+                 work_dir: str, engine: Optional[engine_lib.Engine] = None) -> Dict[str, str]:
   """Replays the eval day through three funnels per seed and compares them with compare.
 
   Returns {comparison name: path of its report.md}. On the world of world seed 0 only:
@@ -431,7 +437,7 @@ def online_study(paper: PaperConfig, frame_days: Sequence[int], seeds: Sequence[
           label=name, seed=seed, max_requests=paper.online_max_requests, cascade_sample=500,
           oracle_cache_dir=os.path.join(work_dir, "oracle_cache"))
       if not os.path.exists(os.path.join(run_dir, replay.SUMMARY)):
-        replay.replay(world, replay.parse_funnel(paper.paper_funnel), config)
+        replay.replay(world, replay.parse_funnel(paper.paper_funnel), config, engine)
       runs[name].append(run_dir)
   reports = {}
   for name in ("coarse_pfd_md", "cvr_pfd"):
@@ -459,10 +465,12 @@ def ensure_worlds(paper: PaperConfig, work_dir: str, trials: Sequence[Trial],
                               regime_knobs if is_regime else main_knobs)
 
 
-def study(paper: PaperConfig, training: config_lib.TrainConfig) -> str:
+def study(paper: PaperConfig, training: config_lib.TrainConfig,
+          engine: Optional[engine_lib.Engine] = None) -> str:
   """Runs the chosen studies; returns the report's path. `training` holds the settings every
   trial shares, on the main world (paper_worlds.world_path(work_dir, 'main')) with
-  model_dir=work_dir."""
+  model_dir=work_dir. `engine` runs the trials and the online study's replay chunks (default:
+  --workers threads here)."""
   if paper.seeds * paper.world_seeds < 2:
     logging.warning("one (world seed, seed) pair: confidence intervals need at least 2")
   work_dir = paper_work_dir(paper)
@@ -476,10 +484,13 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig) -> str:
             for t in study_trials(paper, name, days, seeds, world_seed)
             if t.study != "online" or world_seed == 0]
   ensure_worlds(paper, work_dir, trials, main_knobs)
-  logging.info("paper study: %d trials over %d world seeds x %d seeds, studies %s, %d workers",
-               len(trials), paper.world_seeds, len(seeds), list(paper.studies), paper.workers)
-  frame = run_trials(trials, base, work_dir, paper.workers, paper.max_worker_gb)
-  online = online_study(paper, days, seeds, work_dir) if "online" in paper.studies else {}
+  logging.info("paper study: %d trials over %d world seeds x %d seeds, studies %s, %s",
+               len(trials), paper.world_seeds, len(seeds), list(paper.studies),
+               f"{paper.workers} workers" if engine is None or engine.is_local
+               else f"Ray tasks on {engine.parallelism()} CPUs")
+  frame = run_trials(trials, base, work_dir, paper.workers, paper.max_worker_gb, engine)
+  online = (online_study(paper, days, seeds, work_dir, engine) if "online" in paper.studies
+            else {})
   command_line = " ".join(["python -m experiments.paper"] + sys.argv[1:])
   return paper_report.write(frame, online, paper.report_dir, command=command_line,
                             studies=list(paper.studies))
@@ -491,11 +502,13 @@ def main() -> None:
   training = config_lib.from_flags(config_lib.TrainConfig,
                                    world_dir=paper_worlds.world_path(work_dir, paper_worlds.MAIN),
                                    model_dir=work_dir)
-  print(f"report: {study(paper, training)}")
+  with engine_lib.Engine(command.config_from_flags(engine_lib.EngineConfig)) as engine:
+    print(f"report: {study(paper, training, engine)}")
 
 
 def run() -> None:
   command.define_config_flags(PaperConfig)
+  command.define_config_flags(engine_lib.EngineConfig)
   config_lib.define_flags(config_lib.TrainConfig, skip=NOT_FLAGS)
   command.start(command.run_command(main, "experiments.paper"))
 

@@ -23,6 +23,8 @@ N1 candidates, the replay's most expensive step (~50 ms of CPU per request at N1
 Outputs, read by `experiments.compare`: R/summary.json and R/per_request.parquet, whose
 columns and summary metrics `experiments.request_table` declares. The run is resumable
 (`experiments.run_dir`): a rerun with the same configuration skips the finished batches.
+With --runner=ray (data.engine) the unfinished chunks are served by Ray workers, a contiguous
+range each, and gathered here as before: the same summary but for the timings.
 
 This module keeps the configuration, the replay loop and the command; the funnel's stages are
 in `experiments.funnel`, the oracle's best page in `data.best_page`.
@@ -31,7 +33,7 @@ in `experiments.funnel`, the oracle's best page in `data.best_page`.
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import flags
 from absl import logging
@@ -42,6 +44,7 @@ import pyarrow as pa
 import data
 from data import best_page as best_page_lib
 from data import command
+from data import engine as engine_lib
 from data import files
 from data.command import UserError
 from experiments import funnel as funnel_lib
@@ -284,8 +287,12 @@ def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
           "has_oracle": bool(world.has_oracle), "unavailable": unavailable}
 
 
-def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
+def replay(world, funnel: Funnel, config: ReplayConfig,
+           engine: Optional[engine_lib.Engine] = None) -> dict:
   """Replays a day through the funnel; writes the run dir and returns summary.json's content.
+
+  `engine` serves the chunks (default: in this process); whoever serves them, this process
+  gathers them and writes the results, so the summary is the same but for the timings.
 
   Raises UserError (one-line message) for models of another world, a replayed day the models
   trained on, or a run dir holding another configuration; a missing model's error (from
@@ -300,9 +307,11 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   if finished is not None:
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
     return finished
-  requests = select_requests(world, day, config)
   replayer = Replayer(world, models, funnel, config, day)
-  n_chunks = run_chunks(replayer, requests, run_dir, config)
+  if engine is None or engine.is_local:
+    n_chunks = run_chunks(replayer, select_requests(world, day, config), run_dir, config)
+  else:
+    n_chunks = fan_out_chunks(engine, replayer, world, funnel, config, day)
   if replayer.best_page is not None:
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
@@ -313,14 +322,19 @@ def replay(world, funnel: Funnel, config: ReplayConfig) -> dict:
   return files.read_json(os.path.join(config.run_dir, SUMMARY))
 
 
+def chunk_count(n_requests: int, config: ReplayConfig) -> int:
+  return -(-n_requests // max(1, config.batch_requests))
+
+
 def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
-               config: ReplayConfig) -> int:
-  """Serves every batch not yet on disk, writing each as a chunk; returns the chunk count."""
+               config: ReplayConfig, indices: Optional[Sequence[int]] = None) -> int:
+  """Serves every batch not yet on disk (of `indices`, default all), writing each as a chunk;
+  returns the chunk count."""
   n = len(requests.request_ids)
   size = max(1, config.batch_requests)
-  n_chunks = -(-n // size)
+  n_chunks = chunk_count(n, config)
   started, done = time.perf_counter(), 0
-  for index in range(n_chunks):
+  for index in (range(n_chunks) if indices is None else indices):
     if run_dir.chunk_done(index):
       continue
     batch_start = time.perf_counter()
@@ -333,6 +347,38 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
       logging.info("replay: batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
                    min((index + 1) * size, n), n, done / (time.perf_counter() - started))
   return n_chunks
+
+
+def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, world, funnel: Funnel,
+                   config: ReplayConfig, day: int) -> int:
+  """Serves the chunks not yet on disk as `engine` tasks, one contiguous range per worker
+  (each loads the world and the models once); returns the chunk count. New oracle pages the
+  workers computed go to the driver's cache (`replayer.best_page`), saved once."""
+  run_dir = RunDir(config.run_dir)
+  n_chunks = chunk_count(len(select_requests(world, day, config).request_ids), config)
+  missing = [i for i in range(n_chunks) if not run_dir.chunk_done(i)]
+  ranges = [list(part) for part in np.array_split(missing, min(engine.parallelism(),
+                                                               len(missing)) or 1) if len(part)]
+  pages = engine.map(serve_chunks, ranges, common=(world.world_dir, funnel, config, day),
+                     label=lambda r: f"replay chunks {r[0]}-{r[-1]} of {config.run_dir}")
+  if isinstance(replayer.best_page, best_page_lib.CachedBestPage):
+    for new in pages:
+      replayer.best_page.add(*new)
+  return n_chunks
+
+
+def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
+                 indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+  """One worker's part of a replay: loads the world and the models, serves the chunks
+  `indices` into the run dir; returns the oracle pages it computed that were not cached."""
+  world = open_world(world_dir)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  replayer = Replayer(world, models, funnel, config, day)
+  run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
+             [int(i) for i in indices])
+  if isinstance(replayer.best_page, best_page_lib.CachedBestPage):
+    return replayer.best_page.new_pages()
+  return np.zeros(0, np.int64), np.zeros((0, funnel.page), np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,8 +414,10 @@ def format_table(summary: dict) -> str:
 
 
 def define_flags() -> None:
-  """The command's flags: one per ReplayConfig field, plus --funnel (the benchmark reuses them)."""
+  """The command's flags: one per ReplayConfig and EngineConfig field, plus --funnel (the
+  benchmark reuses them)."""
   command.define_config_flags(ReplayConfig)
+  command.define_config_flags(engine_lib.EngineConfig)
   if "funnel" not in flags.FLAGS:
     flags.DEFINE_string("funnel", DEFAULT_FUNNEL, "Items kept by each stage: "
                         "retrieval:N1,coarse:N2,fine:K (K = page size).")
@@ -397,7 +445,8 @@ def open_world(world_dir: str):
 def main() -> None:
   config = config_from_flags()
   funnel = parse_funnel(flags.FLAGS.funnel)
-  summary = replay(open_world(config.world_dir), funnel, config)
+  with engine_lib.Engine(command.config_from_flags(engine_lib.EngineConfig)) as engine:
+    summary = replay(open_world(config.world_dir), funnel, config, engine)
   print(format_table(summary))
   print(f"run dir: {config.run_dir}")
 

@@ -14,6 +14,8 @@ A child's command line is written from its config's fields (`stages.config.flag_
 are done, and starts another only while the machine has `max_worker_gb` of memory available.
 Each run is the same child process with the same command as when run alone, and stage training
 is deterministic (`stages.training`), so results do not depend on the number of workers.
+With a Ray engine (`data.engine`, --runner=ray) each run is a Ray task that starts that same
+child process, on this machine or on a cluster's nodes.
 """
 
 from concurrent import futures
@@ -23,8 +25,9 @@ import math
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
+from data import engine as engine_lib
 from data import files
 from models import distribute
 from stages import coarse
@@ -142,13 +145,19 @@ def worker_count(workers: int, max_worker_gb: float) -> int:
 def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequence[int]],
                workers: int = 1, max_worker_gb: float = 0.0,
                done: Optional[Callable[[int, Dict[str, Any]], None]] = None,
-               tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]] = None
-               ) -> List[Dict[str, Any]]:
+               tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]] = None,
+               engine: Optional[engine_lib.Engine] = None) -> List[Dict[str, Any]]:
   """Runs every config (`run_stage`, with `tasks[i]` if given), config i only after the
   configs `after[i]`; at most
   `worker_count(workers, max_worker_gb)` at a time, a new one only while `max_worker_gb` is
   available. Returns the metrics in the order of `configs`; `done(i, metrics)` as each ends.
-  The first failure stops new starts and is raised once the running ones end."""
+  The first failure stops new starts and is raised once the running ones end.
+
+  With a Ray `engine`, each run is a Ray task instead (`workers` is then Ray's business: one
+  CPU and `max_worker_gb` of Ray's memory resource per run), started once the runs it reads
+  are done; the same child process and command line, so the same receipts and metrics."""
+  if engine is not None and not engine.is_local:
+    return _run_on_engine(engine, configs, after, max_worker_gb, done, tasks)
   limit = worker_count(workers, max_worker_gb)
   results: List[Optional[Dict[str, Any]]] = [None] * len(configs)
   pending = list(range(len(configs)))
@@ -176,3 +185,31 @@ def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequen
         if done:
           done(i, results[i])
   return [r for r in results if r is not None]
+
+
+def _run_on_engine(engine: engine_lib.Engine, configs: Sequence[config_lib.TrainConfig],
+                   after: Sequence[Sequence[int]], max_worker_gb: float,
+                   done: Optional[Callable[[int, Dict[str, Any]], None]],
+                   tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]]
+                   ) -> List[Dict[str, Any]]:
+  """run_stages on an engine: each run one task, dependencies as the engine's `after`."""
+  runs = [(config, tasks[i] if tasks is not None else None) for i, config in enumerate(configs)]
+  resources: Dict[str, float] = {"num_cpus": 1}
+  if max_worker_gb > 0:
+    resources["memory"] = max_worker_gb * 2 ** 30
+  return engine.map(run_stage_task, runs, label=run_label, after=after, resources=resources,
+                    done=done)
+
+
+def run_stage_task(run: Tuple[config_lib.TrainConfig, Optional[Type[driver.StageTask]]]
+                   ) -> Dict[str, Any]:
+  """One run as an engine task: `run_stage(config, task)`."""
+  return run_stage(*run)
+
+
+def run_label(run: Tuple[config_lib.TrainConfig, Optional[Type[driver.StageTask]]]) -> str:
+  """A run named in errors: its module, variant, seed, training days and model dir."""
+  config, task = run
+  days = f"--train_days={','.join(map(str, config.train_days))} " if config.train_days else ""
+  return (f"{command_line(config, task)[2]} --variant={config.variant} --seed={config.seed} "
+          f"{days}--model_dir={config.model_dir}")
