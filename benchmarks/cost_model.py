@@ -306,9 +306,10 @@ def head_of(builds: Dict[str, StageBuild], build: str, attribute: str):
   return getattr(builds[build].model, attribute)
 
 
-def mean_history(world, days: Sequence[int]) -> float:
-  """Valid entries per behaviour sequence, averaged over the requests of `days`."""
-  return float(np.mean(world.request_arrays(list(days), ["hist_len"])["hist_len"]))
+def mean_history(world) -> float:
+  """Valid entries per behaviour sequence, averaged over every request of the world (the
+  first days' histories are short: the world starts with none)."""
+  return float(np.mean(world.request_arrays(list(world.days), ["hist_len"])["hist_len"]))
 
 
 # ----------------------------------------------------------------------------- timing
@@ -657,7 +658,7 @@ def measure(config: CostConfig, model_dir: Optional[str] = None) -> Dict[str, An
   world = open_world(config)
   with tempfile.TemporaryDirectory(prefix="pfd-cost-models-") as scratch:
     builds = build_all(world, config, model_dir or scratch)
-    return report(world, config, builds, mean_history(world, config.days))
+    return report(world, config, builds, mean_history(world))
 
 
 def main() -> None:
