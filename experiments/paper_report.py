@@ -224,7 +224,8 @@ def teacher_section(frame: pd.DataFrame) -> Optional[Section]:
     own, paired_base = on_shared_pairs(part, base)
     deltas = {m: metric_values(own, m) - metric_values(paired_base, m) for m in ("auc", "eauc")}
     shown_days = student_days if math.isnan(days) else int(days)
-    line: Dict[str, object] = {"teacher: fine CTR on": f"{shown_days} days", "n": len(own)}
+    line: Dict[str, object] = {"teacher: fine CTR on": f"{shown_days} day"
+                               + ("s" * (shown_days != 1)), "n": len(own)}
     for metric in ("teacher_auc", "teacher_eauc", "auc", "eauc"):
       line.update(stat_cells(metric.replace("_", " ").replace("auc", "AUC"),
                              metric_values(own, metric)))
@@ -237,7 +238,8 @@ def teacher_section(frame: pd.DataFrame) -> Optional[Section]:
   baseline.update(stat_cells("eAUC", metric_values(base, "eauc")))
   return Section(pd.DataFrame([baseline] + lines), [
       "", f"The coarse student trains on {student_days} day(s) in every row; only its teacher's "
-      "history changes. Δ: paired on (world seed, seed) against the baseline student."])
+      "history changes. Δ: paired on (world seed, seed) against the baseline student; teacher "
+      "AUC and eAUC are the fine CTR teacher's on the student's eval rows."])
 
 
 def unlabelled_section(frame: pd.DataFrame) -> Optional[Section]:
