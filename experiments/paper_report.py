@@ -332,8 +332,10 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
     coarse_days = sorted(rows_where(frame, study="coarse", stage="coarse")["days"].unique(),
                          key=lambda d: len(d))
     _auc_bars(frame, "coarse", "coarse", coarse_days, os.path.join(plots_dir, "table_a.png"))
-    paper = {coarse_days[0]: PAPER_CTR_1DAY, coarse_days[-1]: PAPER_CTR_10DAYS} if len(
-        coarse_days) > 1 else {d: PAPER_CTR_1DAY for d in coarse_days}
+    # The paper's 1-day figures beside a 1-day column, its 10-day ones beside a longer last one.
+    paper = {d: PAPER_CTR_1DAY for d in coarse_days if "-" not in d}
+    if coarse_days and "-" in coarse_days[-1]:
+      paper[coarse_days[-1]] = PAPER_CTR_10DAYS
     sections.append(("Table A: coarse CTR (two-tower student)", Section(
         auc_table(frame, "coarse", "coarse", coarse_days, paper),
         AUC_NOTES + ["Paper: 1 day beside the shortest column, 10 days beside the longest.", "",
