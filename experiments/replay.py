@@ -308,10 +308,13 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
     return finished
   replayer = Replayer(world, models, funnel, config, day)
+  requests = select_requests(world, day, config)
   if engine is None or engine.is_local:
-    n_chunks = run_chunks(replayer, select_requests(world, day, config), run_dir, config)
+    n_chunks = run_chunks(replayer, requests, run_dir, config)
   else:
-    n_chunks = fan_out_chunks(engine, replayer, world, funnel, config, day)
+    n_chunks = fan_out_chunks(engine, replayer, run_dir,
+                              chunk_count(len(requests.request_ids), config), funnel, config,
+                              day)
   if replayer.best_page is not None:
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
@@ -349,17 +352,15 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
   return n_chunks
 
 
-def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, world, funnel: Funnel,
-                   config: ReplayConfig, day: int) -> int:
+def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: RunDir,
+                   n_chunks: int, funnel: Funnel, config: ReplayConfig, day: int) -> int:
   """Serves the chunks not yet on disk as `engine` tasks, one contiguous range per worker
   (each loads the world and the models once); returns the chunk count. New oracle pages the
   workers computed go to the driver's cache (`replayer.best_page`), saved once."""
-  run_dir = RunDir(config.run_dir)
-  n_chunks = chunk_count(len(select_requests(world, day, config).request_ids), config)
   missing = [i for i in range(n_chunks) if not run_dir.chunk_done(i)]
   ranges = [list(part) for part in np.array_split(missing, min(engine.parallelism(),
                                                                len(missing)) or 1) if len(part)]
-  pages = engine.map(serve_chunks, ranges, common=(world.world_dir, funnel, config, day),
+  pages = engine.map(serve_chunks, ranges, common=(replayer.world.world_dir, funnel, config, day),
                      label=lambda r: f"replay chunks {r[0]}-{r[-1]} of {config.run_dir}")
   if isinstance(replayer.best_page, best_page_lib.CachedBestPage):
     for new in pages:
