@@ -236,6 +236,7 @@ def teacher_section(frame: pd.DataFrame) -> Optional[Section]:
   baseline = {"teacher: fine CTR on": "none (baseline)", "n": len(base)}
   baseline.update(stat_cells("AUC", metric_values(base, "auc")))
   baseline.update(stat_cells("eAUC", metric_values(base, "eauc")))
+  baseline.update(stat_cells("ceiling eAUC", metric_values(base, "ceiling_eauc")))
   return Section(pd.DataFrame([baseline] + lines), [
       "", f"The coarse student trains on {student_days} day(s) in every row; only its teacher's "
       "history changes. Δ: paired on (world seed, seed) against the baseline student; teacher "
