@@ -97,6 +97,17 @@ def gap_closures(frame: pd.DataFrame, variant: str, **where) -> np.ndarray:
   return (metric_values(rows, "auc") - metric_values(base, "auc")) / gap
 
 
+def pairs_for_power(deltas, power_z: float = 0.8416, alpha_z: float = 1.96) -> float:
+  """Pairs a paired test at 5% needs for 80% power if the true Δ eAUC were the mean seen here,
+  at the spread seen here: ((z_0.975 + z_0.8) * sd / |mean|)^2 (normal approximation)."""
+  deltas = np.asarray(deltas, dtype=np.float64)
+  deltas = deltas[~np.isnan(deltas)]
+  if len(deltas) < 2 or np.mean(deltas) == 0:
+    return math.nan
+  return float(math.ceil(((alpha_z + power_z) * np.std(deltas, ddof=1) / abs(np.mean(deltas)))
+                         ** 2))
+
+
 def reference_auc(frame: pd.DataFrame, **where) -> np.ndarray:
   """The linear reference's AUC on the same eval rows: a `reference` variant's rows when the
   study has them, else the reference_auc its runs read from MODEL_DIR/reference/."""
