@@ -89,7 +89,7 @@ def run_stage(run: Any, pool: Optional[trial_pool.WorkerPool] = None,
     return finished
   label = " ".join(jobs.command_line(job)[1:4])
   if in_process:
-    metrics = trial_pool.execute(job.to_json())
+    metrics = trial_pool.execute(job.to_json())  # a Ray task: Ray accounts for its cost
   elif pool is not None:
     metrics = pool.run(job.to_json(), label)
   else:

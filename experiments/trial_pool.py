@@ -21,6 +21,7 @@ import ctypes
 import json
 import logging as py_logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def execute(message: Dict[str, Any]) -> Dict[str, Any]:
   return driver.train(job.task_class(), job.config)
 
 
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _resident_gb() -> float:
   try:
     with open("/proc/self/statm") as f:
@@ -96,6 +102,7 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
   for line in requests:
     tail.lines.clear()
     reply: Dict[str, Any]
+    cpu, wall = _cpu_seconds(), time.perf_counter()
     try:
       reply = {"ok": True, "metrics": execute(json.loads(line))}
     except command.EXPECTED_ERRORS as error:
@@ -106,6 +113,9 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
       reply = {"ok": False, "expected": False,
                "error": f"{type(error).__name__}: {error}", "tail": list(tail.lines) + trace}
     reply["rss_gb"] = _resident_gb()
+    # What the job cost this process (every thread): the study's per-trial cost figures.
+    reply["cost"] = {"job_cpu_seconds": _cpu_seconds() - cpu,
+                     "job_wall_seconds": time.perf_counter() - wall}
     replies.write(json.dumps(reply, default=_json_default) + "\n")
     replies.flush()
 
@@ -214,7 +224,7 @@ class WorkerPool:
     if not reply["ok"]:
       tail = "\n".join(reply.get("tail") or [])
       raise JobFailed(f"{label} ... failed: {reply['error']}" + (f"\n{tail}" if tail else ""))
-    return reply["metrics"]
+    return {**reply["metrics"], **reply.get("cost", {})}
 
   def _take(self) -> _Worker:
     with self._lock:

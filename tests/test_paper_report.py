@@ -126,3 +126,31 @@ def test_sections_without_rows_render_nothing():
   for study in studies.REGISTRY.values():
     assert paper_stats.render_section(study.section(studies.Report(empty, "unused"))) == [], \
         study.name
+
+
+def test_power_is_the_t_tests_and_gap_closure_a_ratio_of_means_over_worlds():
+  # A paired t-test for an effect of half a standard deviation needs 34 pairs (textbook).
+  deltas = np.array([0.5 - 1, 0.5 + 1, 0.5 - 1, 0.5 + 1]) * 1.0
+  deltas = (deltas - deltas.mean()) / deltas.std(ddof=1) + 0.5  # mean 0.5, sd 1 exactly
+  assert paper_stats.pairs_for_power(deltas) == 34
+  rows = []
+  for world_seed in range(4):
+    for seed in range(3):
+      base = 0.6 + 0.01 * world_seed
+      rows += [dict(study="cvr", stage="fine_cvr", variant="baseline", world_seed=world_seed,
+                    seed=seed, days="1-7", auc=base, eauc=base),
+               dict(study="cvr", stage="fine_cvr", variant="pfd", world_seed=world_seed,
+                    seed=seed, days="1-7", auc=base + 0.01 * (1 + seed),
+                    eauc=base + 0.002 * world_seed, teacher_auc=base + 0.04 + 0.02 * seed,
+                    teacher_eauc=base + 0.01)]
+  frame = pd.DataFrame(rows)
+  ratio, low, high = paper_stats.gap_closure(frame, "pfd", "auc", study="cvr")
+  # mean gain 0.02 over mean gap 0.06: a third; the mean of per-pair ratios would be 0.35
+  assert math.isclose(ratio, 1 / 3) and low <= ratio <= high
+  by_world = paper_stats.world_deltas(frame, "pfd", "eauc", study="cvr")
+  assert np.allclose(by_world, [0.0, 0.002, 0.004, 0.006])
+  table = tables.auc_table(frame, "fine_cvr", "cvr", ["1-7"], {})
+  pfd = table[table["method"] == "PFD"].iloc[0]
+  assert pfd["worlds"] == 4 and math.isclose(pfd["Δ eAUC, worlds as units"], 0.003)
+  shown = paper_stats.format_table(table)
+  assert shown.loc[pfd.name, "gap closure"].startswith("0.33 [")

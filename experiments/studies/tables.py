@@ -8,7 +8,6 @@ would need, and gap closure. The kinds are the registry's (`models.teacher_kinds
 order, with its display names and plot colours: a new kind appears here with no edit.
 """
 
-import math
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -19,13 +18,16 @@ from data import files
 from data import intervals
 from experiments import paper_learning
 from experiments.paper_stats import Section
-from experiments.paper_stats import gap_closures
+from experiments.paper_stats import gap_closure
+from experiments.paper_stats import interval_cells
 from experiments.paper_stats import metric_values
+from experiments.paper_stats import p_value
 from experiments.paper_stats import paired_deltas
 from experiments.paper_stats import pairs_for_power
 from experiments.paper_stats import reference_auc
 from experiments.paper_stats import rows_where
 from experiments.paper_stats import stat_cells
+from experiments.paper_stats import world_deltas
 from experiments.studies.base import LINEAR
 from experiments.studies.base import Plan
 from experiments.studies.base import Report
@@ -44,11 +46,14 @@ PAPER_GAP_CLOSURE = {("coarse", "pfd_md"): "0.25 (1 day)", ("fine_cvr", "pfd"): 
 AUC_NOTES = ["", "AUC and eAUC on the eval day; ceiling: the oracle's true probability as the "
              "score on the same rows; linear: the logistic-regression reference on the same "
              "serving inputs; Δ: paired on (world seed, seed) against the baseline student, "
-             "mean ± 95% t-interval over the Δ pairs. Gap closure (student - baseline) / "
-             "(teacher - baseline) is n/a unless the teacher's gap is significant. Pairs for "
-             "80% power: how many (world seed, seed) pairs a paired test at 5% would need to "
-             "detect the Δ eAUC seen here at the spread seen here. n/a: not measured by these "
-             "runs."]
+             "mean ± 95% t-interval over the Δ pairs, p of a paired t-test. Worlds as units: "
+             "each world's mean Δ eAUC, then a t-interval over the worlds (the world a random "
+             "effect: its pairs share one draw), the figure to trust for a claim. Gap closure: "
+             "mean(student - baseline) / mean(teacher - baseline), a ratio of means, with a 95% "
+             "bootstrap interval over worlds; n/a unless the teacher's gap is significant. Pairs "
+             "for 80% power: how many (world seed, seed) pairs a paired t-test at 5% would "
+             "need to detect the Δ eAUC seen here at the spread seen here. n/a: not measured by "
+             "these runs."]
 
 
 def display(variant: str) -> str:
@@ -85,19 +90,32 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
                            ("ceiling_eauc", "ceiling eAUC")):
         row.update(stat_cells(name, metric_values(own, metric)))
       row.update(stat_cells("linear AUC", reference_auc(frame, **where)))
-      delta = variant != teacher_kinds.BASELINE
-      for metric, name in (("auc", "Δ AUC"), ("eauc", "Δ eAUC")):
-        row.update(stat_cells(name, paired_deltas(frame, variant, metric, **where)
-                              if delta else []))
-      row["Δ pairs"] = len(paired_deltas(frame, variant, "auc", **where)) if delta else 0
-      row["pairs for 80% power"] = (pairs_for_power(paired_deltas(frame, variant, "eauc",
-                                                                  **where))
-                                    if delta else math.nan)
-      row.update(stat_cells("gap closure", gap_closures(frame, variant, **where)
-                            if delta else []))
+      if variant != teacher_kinds.BASELINE:
+        row.update(delta_cells(frame, variant, **where))
       row["paper"] = paper.get(day, {}).get(variant, "")
       rows.append(row)
   return pd.DataFrame(rows)
+
+
+def delta_cells(frame: pd.DataFrame, variant: str, **where) -> Dict[str, object]:
+  """The variant against the baseline student: paired Δ AUC and Δ eAUC over the pairs (world
+  seed, seed) with their p; Δ eAUC with the world as the unit (each world's mean Δ; a t
+  interval over worlds, the random effect of the world); the pairs a t-test would need for 80%
+  power; gap closure as a ratio of means with a bootstrap over worlds."""
+  cells: Dict[str, object] = {}
+  for metric, name in (("auc", "Δ AUC"), ("eauc", "Δ eAUC")):
+    cells.update(stat_cells(name, paired_deltas(frame, variant, metric, **where)))
+  eauc = paired_deltas(frame, variant, "eauc", **where)
+  cells["Δ pairs"] = len(paired_deltas(frame, variant, "auc", **where))
+  cells["p (pairs)"] = p_value(eauc)
+  by_world = world_deltas(frame, variant, "eauc", **where)
+  cells.update(stat_cells("Δ eAUC, worlds as units", by_world))
+  cells["worlds"] = len(by_world)
+  cells["p (worlds)"] = p_value(by_world)
+  cells["pairs for 80% power"] = pairs_for_power(eauc)
+  for metric, name in (("auc", "gap closure"), ("eauc", "gap closure, eAUC")):
+    cells.update(interval_cells(name, *gap_closure(frame, variant, metric, **where)))
+  return cells
 
 
 def auc_bars(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
