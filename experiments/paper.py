@@ -33,6 +33,7 @@ figure is mean ± 95% CI (Student t) over those pairs, and every delta is paired
 Stage flags (--hidden_units, --batch_size, --epochs, --learning_rate ...) apply to every trial.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -193,11 +194,16 @@ def ensure_worlds(paper: PaperConfig, work_dir: str, trials: Sequence[Trial],
     paper_worlds.ensure_world(paper.preset, work_dir, name, world_seed, knobs)
 
 
+def world_seeds(paper: PaperConfig) -> List[int]:
+  """The study's world seeds: --world_seeds of them from --first_world_seed."""
+  return list(range(paper.first_world_seed, paper.first_world_seed + paper.world_seeds))
+
+
 def declared_trials(paper: PaperConfig, days: Sequence[int]) -> List[Trial]:
   """Every trial of the chosen studies, world seed by world seed."""
   seeds = list(range(paper.seeds))
   return [trial for study in studies_lib.selected(list(paper.studies))
-          for world_seed in range(paper.world_seeds)
+          for world_seed in world_seeds(paper)
           for trial in study.trials(Plan(paper, days, seeds, world_seed))]
 
 
@@ -211,8 +217,9 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig,
     logging.warning("one (world seed, seed) pair: confidence intervals need at least 2")
   work_dir = paper_work_dir(paper)
   main_knobs = paper_worlds.read_flagfile(paper.world_flagfile)
-  paper_worlds.ensure_world(paper.preset, work_dir, paper_worlds.MAIN, 0, main_knobs)
-  world = driver.open_world(training)
+  first = paper_worlds.ensure_world(paper.preset, work_dir, paper_worlds.MAIN,
+                                    paper.first_world_seed, main_knobs)
+  world = driver.open_world(dataclasses.replace(training, world_dir=first))
   base = driver.resolve(training, world)
   trials = declared_trials(paper, world.days)
   ensure_worlds(paper, work_dir, trials, main_knobs)

@@ -16,7 +16,10 @@ class PaperConfig:
   report_dir: Optional[str] = _field(None, "Where report.md, tables.csv and plots/ go.")
   preset: str = _field("small", "The worlds' preset.", choices=sorted(world_config.PRESETS))
   seeds: int = _field(6, "Training seeds per configuration and world (0 .. seeds-1).")
-  world_seeds: int = _field(2, "World seeds (0 .. world_seeds-1): every trial runs on each; "
+  first_world_seed: int = _field(0, "The first world seed: the study's worlds are seeds "
+                                 "first_world_seed .. first_world_seed + world_seeds - 1 (e.g. "
+                                 "tune on 100-101, report on 0-7: worlds never looked at).")
+  world_seeds: int = _field(2, "World seeds (from --first_world_seed): every trial runs on each; "
                             "pairs (world seed, training seed) are the units of every CI.")
   studies: Tuple[str, ...] = _field(studies_lib.default_names(),
                                     f"Which studies to run, of {', '.join(studies_lib.names())} "
@@ -79,6 +82,8 @@ class PaperConfig:
       raise command.UserError("--report_dir is required")
     if self.seeds < 1 or self.world_seeds < 1 or self.workers < 1:
       raise command.UserError("--seeds, --world_seeds and --workers must be at least 1")
+    if self.first_world_seed < 0:
+      raise command.UserError(f"--first_world_seed must be >= 0, got {self.first_world_seed}")
     for name in ("lambdas", "noise_levels", "regime_days", "regime_conversion_biases",
                  "regime_strengths"):
       for value in getattr(self, name):

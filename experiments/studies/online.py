@@ -36,7 +36,7 @@ class OnlineStudy(Study):
   title = "Simulated online A/B (replayed funnel, oracle outcomes)"
 
   def declare(self, plan: Plan) -> List[Trial]:
-    if plan.world_seed != 0:  # compare pairs replays by training seed, on one world
+    if plan.world_seed != plan.paper.first_world_seed:  # compare pairs by seed, on one world
       return []
     trials: List[Trial] = []
     days = plan.long_days
@@ -54,10 +54,12 @@ class OnlineStudy(Study):
     """Replays the eval day through the three funnels per seed; compares them."""
     day = days[-1]
     runs: Dict[str, List[str]] = {name: [] for name in FUNNELS}
-    world_dir = paper_worlds.world_path(work_dir, paper_worlds.MAIN)
+    world_seed = paper.first_world_seed
+    world_dir = paper_worlds.world_path(work_dir, paper_worlds.MAIN, world_seed)
     world = data.load(world_dir, verify="size")
     for seed in seeds:
-      trial = Trial(self.name, catalogue.COARSE.name, "baseline", seed, tuple(days[:-1]))
+      trial = Trial(self.name, catalogue.COARSE.name, "baseline", seed, tuple(days[:-1]),
+                    world_seed=world_seed)
       for name, (coarse_variant, cvr_variant) in FUNNELS.items():
         run_dir = os.path.join(work_dir, "replays", f"{name}_seed{seed}")
         config = replay.ReplayConfig(
@@ -95,5 +97,5 @@ class OnlineStudy(Study):
             "CI low, %": 100 * float(t["rel_lo"]), "CI high, %": 100 * float(t["rel_hi"]),
             "CI method": t["delta_method"], "paper": PAPER_ONLINE.get((name, outcome), "")})
     return Section(pd.DataFrame(lines), [
-        "", "On the world of world seed 0 (replays are paired by training seed). Full "
+        "", "On the study's first world (replays are paired by training seed). Full "
         "comparisons: " + ", ".join(f"[{name}](online/{name}/report.md)" for name in online)])

@@ -152,10 +152,13 @@ class CoarseTable(Study):
   def declare(self, plan: Plan) -> List[Trial]:
     columns = {"short": plan.short_days, "long": plan.long_days}
     variants = study_variants(plan, catalogue.COARSE)
+    # The stages whose exports teach a variant here (pfd_md: the fine CTR model), first.
+    teachers = sorted({teacher_kinds.get(v).export_stage(catalogue.COARSE.name)
+                       for v in variants if v != LINEAR} - {None})
     trials: List[Trial] = []
     for seed in plan.seeds:
       for train_days in sorted({columns[c] for c in plan.paper.coarse_columns}, key=len):
-        trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed, train_days))
+        trials += [Trial(self.name, stage, "baseline", seed, train_days) for stage in teachers]
         trials += [Trial(self.name, catalogue.COARSE.name, v, seed, train_days)
                    for v in variants]
     return trials
