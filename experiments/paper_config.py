@@ -42,6 +42,10 @@ class PaperConfig:
   coarse_columns: Tuple[str, ...] = _field(("short", "long"), "Table A's training-days "
                                            "columns: short (--short_days) and/or long (every "
                                            "day before the eval day).")
+  ctcvr: bool = _field(True, "Table B also trains the fine CTR model of its days, whose pCTR "
+                       "makes the CVR runs' CTCVR AUC; off: no CTCVR figure (the CVR figures "
+                       "do not need it, and on a large world the fine CTR run is the costly "
+                       "one).")
   linear_reference: bool = _field(True, "Also train the linear reference (experiments."
                                   "reference) beside each baseline of Tables A and B, so the "
                                   "report shows ceiling, linear model and DNN side by side.")

@@ -203,7 +203,7 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
     return inputs
   train = inputs.train
   held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,
-                                config.seed)
+                                config.seed, config.validation_days)
   labelled = held & (train[label] >= 0)
   positives = int(np.sum(train[label][labelled] > 0))
   if positives < config.min_validation_positives:

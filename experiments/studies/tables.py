@@ -189,7 +189,9 @@ class CvrTable(Study):
     variants = study_variants(plan, catalogue.FINE_CVR)
     trials: List[Trial] = []
     for seed in plan.seeds:
-      trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed, plan.long_days))
+      if plan.paper.ctcvr:
+        trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed,
+                            plan.long_days))
       trials += [Trial(self.name, catalogue.FINE_CVR.name, v, seed, plan.long_days)
                  for v in variants]
     return trials
