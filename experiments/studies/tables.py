@@ -9,7 +9,7 @@ order, with its display names and plot colours: a new kind appears here with no 
 """
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ import pandas as pd
 from data import files
 from data import intervals
 from experiments import paper_learning
+from experiments import paper_worlds
 from experiments.paper_stats import Section
 from experiments.paper_stats import gap_closure
 from experiments.paper_stats import interval_cells
@@ -179,6 +180,14 @@ class CoarseTable(Study):
         "![Table A](plots/table_a.png)"])
 
 
+def cvr_world_days(plan: Plan) -> Tuple[int, ...]:
+  """Every day before the eval day of the CVR world (its n_days may differ from the main
+  world's)."""
+  knobs = paper_worlds.name_knobs(plan.paper.cvr_world)
+  n_days = int(knobs.get("n_days", len(plan.days)))
+  return tuple(range(1, n_days))
+
+
 class CvrTable(Study):
   """Table B: the fine CVR student on every day before the eval day."""
   name = "cvr"
@@ -187,12 +196,14 @@ class CvrTable(Study):
 
   def declare(self, plan: Plan) -> List[Trial]:
     variants = study_variants(plan, catalogue.FINE_CVR)
+    world = plan.paper.cvr_world or paper_worlds.MAIN
+    days = plan.long_days if world == paper_worlds.MAIN else cvr_world_days(plan)
     trials: List[Trial] = []
     for seed in plan.seeds:
       if plan.paper.ctcvr:
-        trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed,
-                            plan.long_days))
-      trials += [Trial(self.name, catalogue.FINE_CVR.name, v, seed, plan.long_days)
+        trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed, days,
+                            world=world))
+      trials += [Trial(self.name, catalogue.FINE_CVR.name, v, seed, days, world=world)
                  for v in variants]
     return trials
 
