@@ -221,6 +221,20 @@ class TrainConfig:
                        "--max_steps)")
 
   @property
+  def days(self) -> List[int]:
+    """The training days of a resolved config (`stages.driver.resolve` fills them in)."""
+    if self.train_days is None:
+      raise RuntimeError("the config's training days are not resolved yet (driver.resolve)")
+    return list(self.train_days)
+
+  @property
+  def evaluation_day(self) -> int:
+    """The eval day of a resolved config (`stages.driver.resolve` fills it in)."""
+    if self.eval_day is None:
+      raise RuntimeError("the config's eval day is not resolved yet (driver.resolve)")
+    return self.eval_day
+
+  @property
   def validates(self) -> bool:
     """Whether the run holds out validation rows and stops on them."""
     return self.validation_fraction > 0

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Generic, List, Optional, Type, TypeVar
 
 from absl import logging
 import numpy as np
@@ -38,6 +38,7 @@ from stages import training
 
 StageError = config_lib.StageError
 Arrays = Dict[str, Any]
+ConfigT = TypeVar("ConfigT", bound=config_lib.TrainConfig)
 
 
 @dataclasses.dataclass
@@ -49,24 +50,25 @@ class Inputs:
   validation_skipped: str = ""  # why validation stopping is off despite --validation_fraction
 
 
-class StageTask:
-  """One stage: its config class, inputs, model, evaluation and export.
+class StageTask(Generic[ConfigT]):
+  """One stage: its config class, inputs, model, evaluation and export; generic in the
+  stage's config class, so a stage reads its own settings typed.
 
   The driver makes one task per run, after the world is open and the config resolved.
   """
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
 
-  def __init__(self, world, config: config_lib.TrainConfig, out_dir: str):
+  def __init__(self, world: Any, config: ConfigT, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
 
   @classmethod
-  def upstream(cls, config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
+  def upstream(cls, config: ConfigT) -> Dict[str, Optional[str]]:
     """The exports this run reads, with their identity; part of its reuse key."""
     return {}
 
   @classmethod
-  def output_dir(cls, config: config_lib.TrainConfig) -> str:
+  def output_dir(cls, config: ConfigT) -> str:
     """Where the run writes: MODEL_DIR/<stage>/<variant>/."""
     return layout.stage_dir(config.model_dir, config.output, config.variant)
 
@@ -102,9 +104,8 @@ def resolve(config: config_lib.TrainConfig, world):
   if eval_day not in days:
     raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
                      f"{days[0]}..{days[-1]}")
-  train_days = config.train_days
-  if train_days is None:
-    train_days = [d for d in days if d < eval_day]
+  train_days: List[int] = (list(config.train_days) if config.train_days is not None
+                           else [d for d in days if d < eval_day])
   outside = [d for d in train_days if d not in days]
   if outside:
     raise StageError(f"--train_days {outside} are outside the world: it has days "

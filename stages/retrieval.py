@@ -83,14 +83,14 @@ class RetrievalServing(tf.Module):
     return {"scores": scores, "item_ids": ids}
 
 
-class RetrievalTask(driver.StageTask):
+class RetrievalTask(driver.StageTask[RetrievalConfig]):
   """Clicked pairs in, a two-tower trained with in-batch negatives, a top-K index out."""
   CONFIG = RetrievalConfig
   label = "click"
 
   def build_inputs(self) -> driver.Inputs:
     """Clicked impressions of the training days: the positive (user, item) pairs."""
-    days = list(self.config.train_days)
+    days = self.config.days
     logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage))
     clicked = pipeline.take_rows(logs, logs["click"] > 0)
     if len(clicked["click"]) == 0:
@@ -109,7 +109,7 @@ class RetrievalTask(driver.StageTask):
   def evaluate(self, model: RetrievalModel, inputs: driver.Inputs) -> Dict[str, Any]:
     """recall@K and hit@K of each eval-day request's clicked items, from the index."""
     self.index = build_index(self.world, model, min(self.config.export_k, len(self.world.items)))
-    return evaluate_index(self.world, self.config.eval_day, self.index)
+    return evaluate_index(self.world, self.config.evaluation_day, self.index)
 
   def export(self, model: RetrievalModel, facts: Dict[str, Any]) -> None:
     """Audits the query inputs against the schema, then writes the SavedModel atomically."""

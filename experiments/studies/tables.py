@@ -154,8 +154,9 @@ class CoarseTable(Study):
     columns = {"short": plan.short_days, "long": plan.long_days}
     variants = study_variants(plan, catalogue.COARSE)
     # The stages whose exports teach a variant here (pfd_md: the fine CTR model), first.
-    teachers = sorted({teacher_kinds.get(v).export_stage(catalogue.COARSE.name)
-                       for v in variants if v != LINEAR} - {None})
+    teachers = sorted({stage for v in variants if v != LINEAR
+                       for stage in [teacher_kinds.get(v).export_stage(catalogue.COARSE.name)]
+                       if stage is not None})
     trials: List[Trial] = []
     for seed in plan.seeds:
       for train_days in sorted({columns[c] for c in plan.paper.coarse_columns}, key=len):
