@@ -75,7 +75,7 @@ def test_aliccp_splits_become_days_and_combination_fields_privileged_cross(tmp_p
   logs = world.log_arrays([1, 2])
   for slot in aliccp.CROSS_FIELDS.values():
     assert world.schema[slot].availability == S.PRIVILEGED_CROSS
-  assert logs["cross_clicks_cate_24h"].max() > 0  # field 508's values arrived
+  assert logs["cross_category_weight"].max() > 0  # field 508's values arrived
   assert manifest["row_counts"]["1"]["impressions"] == 480
   assert manifest["row_counts"]["2"]["impressions"] == 200
 
@@ -215,9 +215,13 @@ def test_recbole_labels_come_from_the_rating_threshold(tmp_path):
 
 def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
   _ingest("kuairand", os.path.join(FIXTURES, "kuairand"), tmp_path / "world")
-  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3])
+  world = data.load(str(tmp_path / "world"))
+  logs = world.log_arrays(world.days)
   unclicked = logs[S.CLICK] == 0
-  for slot in W.POST_CLICK_SLOTS + (S.CONVERSION,):
+  post_click = [f.name for f in world.schema.with_availability({S.PRIVILEGED_POST_CLICK})]
+  assert post_click == ["dwell_seconds", "read_comments", "entered_profile",
+                        "followed_author", "liked"]
+  for slot in post_click + [S.CONVERSION]:
     assert not logs[slot][unclicked].any(), slot
   assert logs["dwell_seconds"][~unclicked].min() > 0
 

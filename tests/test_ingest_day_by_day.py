@@ -31,8 +31,10 @@ def _log(rng, n_requests=3000, n_users=12, n_items=40, days=12, page=3):
   times = np.sort(rng.integers(0, days * DAY, n_requests) // 900 * 900) + DAY0
   request = np.repeat(np.arange(n_requests), page)
   users = rng.integers(0, n_users, n_requests)
+  first_item = rng.integers(0, n_items, n_requests)[request]  # distinct items in a request:
+  items = (first_item + np.tile(np.arange(page), n_requests)) % n_items  # a repeat is dropped
   return {S.REQUEST_ID: request, S.USER_ID: users[request],
-          S.ITEM_ID: rng.integers(0, n_items, len(request)), S.TIMESTAMP: times[request],
+          S.ITEM_ID: items, S.TIMESTAMP: times[request],
           S.POSITION: np.tile(np.arange(page), n_requests) % 2,  # ties in position too
           S.CLICK: (rng.random(len(request)) < 0.4).astype(np.int64)}
 

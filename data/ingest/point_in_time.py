@@ -20,7 +20,7 @@ features are the numbers the whole-log computation gives. Memory: one day, 7 day
 """
 
 import collections
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -51,10 +51,14 @@ class DayByDayFeatures:
   """Derives each day's requests and missing cross slots, days visited in order 1, 2, ..."""
 
   def __init__(self, config, items: Dict[str, np.ndarray],
-               behaviour: Optional[Callable[[int], Events]]):
+               behaviour: Optional[Callable[[int], Events]],
+               derive: Sequence[str] = COUNTER_SLOTS + (VIEWS_SLOT,)):
     """`behaviour(day)`: the behaviour log's events of one day on the world's clock, or None
-    to count the logged clicks instead."""
+    to count the logged clicks instead; `derive`: the cross features to compute (those the
+    world has and the source did not supply)."""
     self._config, self._items, self._behaviour = config, items, behaviour
+    self._counters = [slot for slot in COUNTER_SLOTS if slot in derive]
+    self._views = VIEWS_SLOT in derive
     self._span = F.time_span(config)
     empty = {k: np.zeros(0, np.int64) for k in _CLICK_COLUMNS}
     self._history: Events = empty  # each user's last clicks before the day
@@ -67,16 +71,16 @@ class DayByDayFeatures:
     clicked = imp[S.CLICK] > 0
     clicks = {k: np.asarray(imp[k][clicked], np.int64) for k in _CLICK_COLUMNS}
     requests = self._requests(imp, clicks)
-    missing = [slot for slot in COUNTER_SLOTS if slot not in imp]
+    missing = [slot for slot in self._counters if slot not in imp]
     if missing:
       today = (self._behaviour(day) if self._behaviour is not None
                else {k: clicks[k] for k in _EVENT_COLUMNS})
-      counts = self._counts(_concat([self._yesterday, today], _EVENT_COLUMNS), imp)
+      counts = self._counts(_concat([self._yesterday, today], _EVENT_COLUMNS), imp, missing)
       for slot in missing:
         imp[slot] = counts[slot]
       self._yesterday = today
     impressions = {k: np.asarray(imp[k], np.int64) for k in _EVENT_COLUMNS}
-    if VIEWS_SLOT not in imp:
+    if self._views and VIEWS_SLOT not in imp:
       window = _concat(list(self._week) + [impressions], _EVENT_COLUMNS)
       views = F.view_counter(self._config, window[S.USER_ID], window[S.ITEM_ID],
                              window[S.TIMESTAMP], self._span)
@@ -103,12 +107,13 @@ class DayByDayFeatures:
     self._history = _last_per_user(history, self._config.history_len)
     return out
 
-  def _counts(self, events: Events, imp) -> Dict[str, np.ndarray]:
-    """The 24h counters of the impressions, from the events of the day before and the day."""
+  def _counts(self, events: Events, imp, names) -> Dict[str, np.ndarray]:
+    """The 24h counters `names` of the impressions, from the events of the day before and the
+    day."""
     item, shown = events[S.ITEM_ID], imp[S.ITEM_ID]
+    brand = self._items.get("item_brand", np.zeros(len(self._items[S.ITEM_ID]), np.int64))
     counters = F.ClickCounters(self._config, events[S.USER_ID], events[S.TIMESTAMP],
                                self._items["item_category"][item],
-                               self._items["item_shop"][item],
-                               self._items["item_brand"][item], self._span)
+                               self._items["item_shop"][item], brand[item], self._span, names)
     return counters.count(imp[S.USER_ID], imp[S.TIMESTAMP], self._items["item_category"][shown],
-                          self._items["item_shop"][shown], self._items["item_brand"][shown])
+                          self._items["item_shop"][shown], brand[shown])
