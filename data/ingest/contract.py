@@ -239,9 +239,7 @@ def read_contract(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
            "contract": {k: v for k, v in contract.items() if k != "columns"}
            | {"columns": [{k: v for k, v in c.items() if k != "_spec"}
                           for c in contract["columns"]]},
-           "out_of_vocabulary_values": {n: e.out_of_vocabulary for n, e in encoders.items()
-                                        if e.out_of_vocabulary},
-           "capped_values": {n: e.capped for n, e in encoders.items() if e.capped}}
+           **declaration.encoder_facts(encoders)}
   return W.LogTables(impressions, users, items, [W.InputFile(imp_path, "impressions")],
                      behaviour, dedupe=True, facts=facts, features=specs), report
 

@@ -12,6 +12,8 @@ item features serve, impression features are privileged) and how raw values map 
     "buckets": [b1, b2, ...] (a number, bucketed: id k for b_k <= value < b_(k+1), 0 below
         b1; the vocabulary is len + 1);
     "cap": C (integer ids above C become C; the vocabulary is C + 1);
+    "missing": V (the raw value an empty field stands for, counted; without it an empty
+        field stops the ingest at its line);
     "size": N (the vocabulary; an id at or above N is out of vocabulary, stored as N and
         counted). Without "size", the vocabulary is the list's or hash's size, or what the
         data holds (the largest id + 1).
@@ -38,7 +40,7 @@ from data.ingest import report as R
 
 ENTITY_OF_TABLE = {"users": S.USER, "items": S.ITEM, "impressions": S.PAIR}
 KEYS = ("name", "slot", "kind", "availability", "vocabulary", "buckets", "cap", "size",
-        "description")
+        "missing", "description")
 _PROJECT = S.build_schema(WorldConfig())
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -54,6 +56,7 @@ class FeatureSpec:
   buckets: Tuple[float, ...] = ()  # categorical: value buckets; numeric: model buckets
   cap: Optional[float] = None
   size: Optional[int] = None
+  missing: Optional[str] = None  # the raw value an empty field stands for (None: refused)
   description: str = ""
 
   def feature(self, vocab_size: int = 0) -> S.Feature:
@@ -133,7 +136,9 @@ def parse(path: str, where: str, entry: Dict[str, Any], table: str) -> FeatureSp
   spec = FeatureSpec(name=name, kind=kind, entity=entity, availability=str(availability),
                      vocabulary=entry.get("vocabulary", "integer"),
                      buckets=tuple(entry.get("buckets", ())), cap=entry.get("cap"),
-                     size=entry.get("size"), description=str(entry.get("description", "")))
+                     size=entry.get("size"),
+                     missing=None if entry.get("missing") is None else str(entry["missing"]),
+                     description=str(entry.get("description", "")))
   problems = spec_problems(spec)
   if problems:
     raise fail("; ".join(problems))
@@ -183,13 +188,17 @@ class Encoder:
       self.codes.encode([str(v) for v in spec.vocabulary])
     self.out_of_vocabulary = 0  # list values not in the list
     self.capped = 0
+    self.missing = 0  # empty values replaced by the declared "missing" value
 
   def encode(self, lines: np.ndarray, values, column: str) -> np.ndarray:
     """int64 ids or float32 values of a chunk; raises IngestError at a bad value's line."""
     spec = self.spec
     values = np.asarray(values, object)
-    missing = pd.isna(values)
-    if missing.any():
+    missing = pd.isna(values) | (values == "")
+    if missing.any() and spec.missing is not None:
+      self.missing += int(missing.sum())
+      values = np.where(missing, spec.missing, values)
+    elif missing.any():
       raise R.IngestError(self.path, int(lines[int(np.argmax(missing))]),
                           f"{column}: expected a value")
     if spec.kind == S.NUMERIC:
@@ -224,6 +233,15 @@ class Encoder:
       self.capped += int(over.sum())
       ids = np.minimum(ids, int(spec.cap))
     return ids
+
+
+def encoder_facts(encoders: Dict[str, "Encoder"]) -> Dict[str, Dict[str, int]]:
+  """What the encoders changed, by feature, for the manifest: values not in a declared list
+  (out of vocabulary), capped values, empty values given the declared "missing" value."""
+  return {"out_of_vocabulary_values": {n: e.out_of_vocabulary for n, e in encoders.items()
+                                       if e.out_of_vocabulary},
+          "capped_values": {n: e.capped for n, e in encoders.items() if e.capped},
+          "missing_values": {n: e.missing for n, e in encoders.items() if e.missing}}
 
 
 def check_numbers(path: str, lines: np.ndarray, values, column: str,

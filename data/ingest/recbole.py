@@ -182,8 +182,6 @@ def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
   items = tables.get("item", {S.ITEM_ID: np.zeros(0, np.int64)})
   facts = {"source": "recbole", "config": config, "approximations": [
       "a request is one (user, timestamp)", "labels from the configured fields/thresholds"],
-           "out_of_vocabulary_values": {n: e.out_of_vocabulary for n, e in encoders.items()
-                                        if e.out_of_vocabulary},
-           "capped_values": {n: e.capped for n, e in encoders.items() if e.capped}}
+           **declaration.encoder_facts(encoders)}
   return W.LogTables(impressions, users, items, [W.InputFile(path, "inter")], facts=facts,
                      features=[e.spec for e in encoders.values()]), report
