@@ -57,7 +57,7 @@ def derived_cross(config: WorldConfig, item_names: Sequence[str]) -> List[S.Feat
   """The derived cross features a world whose items have `item_names` gets."""
   code = S.build_schema(config)
   return [code[name] for name, key in DERIVED_CROSS.items()
-          if key in item_names or key == S.ITEM_ID]
+          if key in item_names or key in CORE]
 
 
 def assemble(config: WorldConfig, user: Sequence[S.Feature], item: Sequence[S.Feature],

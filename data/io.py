@@ -487,7 +487,9 @@ def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   if problems:
     raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
                                                    if len(problems) > 1 else "")
-                     + "; the schema must be the code's: regenerate the world")
+                     + ("; a declared schema must follow data/declared.py's rules: ingest the "
+                        "world again" if manifest.get(SCHEMA_DECLARED) else
+                        "; the schema must be the code's: regenerate the world"))
   _check_days(path, manifest)
   if verify:
     verify_files(world_dir, manifest, hashes=verify is True)
