@@ -19,7 +19,6 @@ import tempfile
 import time
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import pytest
 
 import data

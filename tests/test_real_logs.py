@@ -12,6 +12,7 @@
 
 import json
 import os
+import shlex
 import shutil
 
 import numpy as np
@@ -31,6 +32,7 @@ from data.ingest import kuairand
 from data.ingest import report as R
 from data.ingest.__main__ import IngestConfig
 from data.ingest.__main__ import ingest
+from tests.test_bad_input import run_in_process
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 LOCAL_DAY = 19_676  # 2023-11-15, as a local day number
@@ -400,8 +402,6 @@ def test_the_docs_walk_through_runs_end_to_end(name, fixture, input_name, tmp_pa
                                                 monkeypatch):
   """The user's files in place (ML-100K's without the mapping, which the walk-through copies
   from examples/), then every command of the walk-through as written, each exiting 0."""
-  import shlex
-  from tests.test_bad_input import run_in_process
   monkeypatch.chdir(tmp_path)
   shutil.copytree(os.path.join(FIXTURES, fixture), input_name)
   if name == "ml-100k":
