@@ -117,7 +117,7 @@ def test_bad_contract_input_names_file_and_line_and_writes_nothing(tmp_path, nam
 
 def test_missing_file_of_the_set_is_named(tmp_path):
   input_dir = _copy(tmp_path, "aliccp")
-  os.remove(os.path.join(input_dir, "common_features_test.csv"))
+  os.remove(os.path.join(input_dir, "sample_test", "common_features_test.csv"))
   with pytest.raises(R.IngestError, match="common_features_test.csv: missing file"):
     _ingest("aliccp", input_dir, tmp_path / "world")
   assert not os.path.exists(tmp_path / "world")
@@ -135,13 +135,14 @@ def _with_entry(line, entry):
     ("sample_skeleton_train.csv", lambda s: s.replace("\x03", ":", 1), "malformed feature list"),
     ("sample_skeleton_test.csv", lambda s: ",".join([s.split(",", 2)[0], "2",
                                                       s.split(",", 2)[2]]), "click must be 0"),
-    ("common_features_train.csv", lambda s: s.replace(",5,", ",6,", 1), "feature_num says 6"),
+    ("common_features_train.csv", lambda s: s.replace(",60,", ",61,", 1), "feature_num says 61"),
     ("sample_skeleton_train.csv", lambda s: _with_entry(s, "508\x029500\x031.2.3"),
      "field 508: expected a number"),
 ])
 def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
   input_dir = _copy(tmp_path, "aliccp")
-  _rewrite_line(os.path.join(input_dir, name), 5, edit)
+  split = "train" if "train" in name else "test"
+  _rewrite_line(os.path.join(input_dir, f"sample_{split}", name), 5, edit)
   with pytest.raises(R.IngestError, match=expected) as error:
     _ingest("aliccp", input_dir, tmp_path / "world")
   assert error.value.path.endswith(name) and error.value.line == 5
@@ -229,7 +230,7 @@ def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
 def test_file_of_another_format_is_refused(tmp_path):
   input_dir = _copy(tmp_path, "aliccp")
   shutil.copy(os.path.join(FIXTURES, "contract", "impressions.csv"),
-              os.path.join(input_dir, "sample_skeleton_train.csv"))
+              os.path.join(input_dir, "sample_train", "sample_skeleton_train.csv"))
   with pytest.raises(R.IngestError, match="sample_skeleton_train.csv:1"):
     _ingest("aliccp", input_dir, tmp_path / "world")
 

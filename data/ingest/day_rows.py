@@ -1,5 +1,6 @@
 """One day's impressions, as the world builder takes them from the spool: checked and on the
-world's clock.
+world's clock, in slices of whole requests in time order when the day is large (so that
+memory follows the slice, not the day: Ali-CCP's splits are one day each).
 
 In order, each step naming the input file and line of a row it refuses, and counting by
 reason (under the row's input file) each row it drops or changes:
@@ -16,11 +17,13 @@ reason (under the row's input file) each row it drops or changes:
      since the start of day 1 (`origin`, data/ingest/clock.py).
 """
 
-from typing import Dict, List, Sequence
+import os
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 import pandas as pd
 
+from data import files as files_lib
 from data import integrity
 from data import schema as S
 from data.config import SECONDS_PER_DAY
@@ -30,6 +33,7 @@ from data.ingest import spool as SP
 DUPLICATE = "duplicate (request, item): first kept"
 EXACT_DUPLICATE = "duplicate row (same request, item and timestamp): first kept"
 CONVERSION_WITHOUT_CLICK = "conversion on an unclicked row: kept unclicked, conversion set to 0"
+SLICE_ROWS = 1 << 19  # rows of a day built at once (a bigger day is built in slices)
 Arrays = Dict[str, np.ndarray]
 
 
@@ -37,15 +41,52 @@ class DayRows:
   """Reads and checks the days of one spool, in order."""
 
   def __init__(self, spool: SP.ImpressionSpool, paths: Sequence[str], names: Sequence[str],
-               schema: S.Schema, sizes: Dict[str, int], dedupe: bool, report: R.RowReport):
+               schema: S.Schema, sizes: Dict[str, int], dedupe: bool, report: R.RowReport,
+               slice_rows: int = SLICE_ROWS):
     self.spool, self.paths, self.names = spool, list(paths), list(names)
     self.schema, self.sizes, self.dedupe, self.report = schema, sizes, dedupe, report
     self.origin = spool.origin()
+    self.slice_rows = max(1, int(slice_rows))
 
-  def day(self, partition, day: int) -> Arrays:
-    """The day's impressions (partition None: an empty day), steps 1-6."""
+  def slices(self, partition, day: int) -> Iterator[Arrays]:
+    """The day's impressions (partition None: an empty day), steps 1-6, in slices of at most
+    about `slice_rows` rows: whole requests, in the order of their time (then of their first
+    row), so that a
+    day far larger than the machine's memory is built a slice at a time. A day that fits in
+    one slice is one slice."""
+    if self.spool.rows_in(partition) <= self.slice_rows:
+      yield self._checked(self.spool.read(partition), day)
+      return
+    slice_of_row = self._slice_of_rows(partition)
+    staging = SP.DaySpool(os.path.join(os.path.dirname(self.spool.directory), f"slices-{day}"))
+    offset = 0
+    for rows in self.spool.read_parts(partition):
+      n = len(rows[S.USER_ID])
+      staging.add(slice_of_row[offset:offset + n], rows)
+      offset += n
+    del slice_of_row
+    try:
+      for index in staging.partitions():
+        yield self._checked(staging.read(index), day)
+    finally:
+      files_lib.remove_tree(staging.directory)
+
+  def _slice_of_rows(self, partition) -> np.ndarray:
+    """The slice of each of the partition's rows (in the order added)."""
+    names = [n for n in (S.REQUEST_ID, SP.REQUEST_A, SP.REQUEST_B) if n in self.spool.columns()]
+    keys = self.spool.read(partition, names + [S.TIMESTAMP])
+    ids = self.spool.request_ids(keys)
+    _, first, inverse, counts = np.unique(ids, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    # By time, ties in input order: the order the whole-day build keeps for tied events.
+    order = np.lexsort((first, keys[S.TIMESTAMP][first]))
+    start = np.cumsum(counts[order]) - counts[order]
+    of_request = np.empty(len(first), np.int64)
+    of_request[order] = start // self.slice_rows
+    return of_request[inverse.reshape(-1)]
+
+  def _checked(self, imp: Arrays, day: int) -> Arrays:
     spool = self.spool
-    imp = spool.read(partition)
     imp[S.REQUEST_ID] = spool.request_ids(imp).astype(np.int64)
     files = imp.pop(SP.FILE).astype(np.int64)
     lines = imp.pop(SP.LINE).astype(np.int64)

@@ -15,7 +15,7 @@ and the last day's rows came from, so a span of days too long to be real names i
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,7 @@ class DaySpool:
     self.directory = directory
     os.makedirs(directory, exist_ok=True)
     self._parts: Dict[int, int] = {}
+    self._rows: Dict[int, int] = {}
     self._dtypes: Optional[Dict[str, np.dtype]] = None
     self.rows = 0
 
@@ -63,7 +64,11 @@ class DaySpool:
       pq.write_table(pa.table({k: v[rows] for k, v in columns.items()}), path,
                      compression="lz4")
       self._parts[key] = part + 1
+      self._rows[key] = self._rows.get(key, 0) + len(rows)
     self.rows += len(partition)
+
+  def rows_in(self, partition: Optional[int]) -> int:
+    return self._rows.get(partition, 0) if partition is not None else 0
 
   def partitions(self) -> List[int]:
     return sorted(self._parts)
@@ -78,11 +83,20 @@ class DaySpool:
     names = list(columns or (self._dtypes or {}))
     if partition not in self._parts:
       return {k: np.zeros(0, (self._dtypes or {}).get(k, np.int64)) for k in names}
-    tables = [pq.read_table(os.path.join(self.directory, f"day={partition}",
-                                         f"part-{part:06d}.parquet"), columns=names)
-              for part in range(self._parts[partition])]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([self._part(partition, part, names)
+                              for part in range(self._parts[partition])])
     return {k: table.column(k).to_numpy() for k in names}
+
+  def read_parts(self, partition: int, columns=None) -> Iterator[Dict[str, np.ndarray]]:
+    """The partition's rows one part file at a time, in the order added."""
+    names = list(columns or (self._dtypes or {}))
+    for part in range(self._parts.get(partition, 0)):
+      table = self._part(partition, part, names)
+      yield {k: table.column(k).to_numpy() for k in names}
+
+  def _part(self, partition: int, part: int, names) -> pa.Table:
+    return pq.read_table(os.path.join(self.directory, f"day={partition}",
+                                      f"part-{part:06d}.parquet"), columns=names)
 
 
 class DayMismatch(ValueError):

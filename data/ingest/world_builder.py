@@ -229,9 +229,10 @@ def default_eval_day(tables: LogTables, plan: _Plan) -> Optional[int]:
 
 
 def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
-                max_days: int = MAX_DAYS) -> dict:
-  """Builds and writes the world day by day, atomically (nothing is left on error); returns
-  its manifest. `report` gets the dropped duplicates and goes into the manifest."""
+                max_days: int = MAX_DAYS, slice_rows: int = day_rows.SLICE_ROWS) -> dict:
+  """Builds and writes the world day by day (a day larger than `slice_rows` in slices, one
+  part file each), atomically (nothing is left on error); returns its manifest. `report`
+  gets the dropped duplicates and goes into the manifest."""
   plan = _plan(tables, max_days)
   config, schema = plan.config, plan.schema
   spool = tables.impressions
@@ -243,7 +244,7 @@ def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
                                and f.name not in spool.columns()])
   rows = day_rows.DayRows(spool, [f.path for f in tables.inputs],
                           [f.name for f in tables.inputs], schema, plan.sizes, tables.dedupe,
-                          report)
+                          report, slice_rows)
   with files.atomic_directory(world_dir) as tmp:
     io.write_table(io.to_table(plan.users, io.user_columns(schema)),
                    os.path.join(tmp, "users.parquet"))
@@ -253,19 +254,22 @@ def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
     days = list(range(1, config.n_days + 1))
     row_counts = {}
     for day in days:
-      imp = rows.day(plan.partition_of_day.get(day), day)
-      requests = features.day(day, imp)
-      _complete(imp, plan)
-      order = np.lexsort((imp[S.POSITION], imp[S.REQUEST_ID]))
-      for kind, table in (("logs", _table(imp, io.log_columns(schema), schema, order)),
-                          ("requests", _table(requests, io.REQUEST_COLUMNS, schema))):
-        relative = os.path.join(io.day_dir(kind, day), io.part_name(0))
-        io.write_table(table, os.path.join(tmp, relative))
-        written.append(relative)
-      row_counts[str(day)] = {"requests": int(len(requests[S.REQUEST_ID])),
-                              "impressions": int(len(order)),
-                              "clicks": int(imp[S.CLICK].sum()),
-                              "conversions": int(imp[S.CONVERSION].sum())}
+      counts = {"requests": 0, "impressions": 0, "clicks": 0, "conversions": 0}
+      for part, imp in enumerate(rows.slices(plan.partition_of_day.get(day), day)):
+        requests = features.day(day, imp)
+        _complete(imp, plan)
+        order = np.lexsort((imp[S.POSITION], imp[S.REQUEST_ID]))
+        for kind, table in (("logs", _table(imp, io.log_columns(schema), schema, order)),
+                            ("requests", _table(requests, io.REQUEST_COLUMNS, schema))):
+          relative = os.path.join(io.day_dir(kind, day), io.part_name(part))
+          io.write_table(table, os.path.join(tmp, relative))
+          written.append(relative)
+        counts["requests"] += int(len(requests[S.REQUEST_ID]))
+        counts["impressions"] += int(len(order))
+        counts["clicks"] += int(imp[S.CLICK].sum())
+        counts["conversions"] += int(imp[S.CONVERSION].sum())
+        del imp, requests, order
+      row_counts[str(day)] = counts
     hashes = {r: {"sha256": io.sha256_file(os.path.join(tmp, r)),
                   "bytes": os.path.getsize(os.path.join(tmp, r))} for r in written}
     tables.facts["rows"] = report.to_json()
