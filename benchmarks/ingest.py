@@ -158,15 +158,16 @@ def main(argv):
   del argv
   input_dir = os.path.join(FLAGS.work_dir, "input")
   start = time.perf_counter()
-  if FLAGS.reuse_input and os.path.isdir(input_dir):
+  reused = FLAGS.reuse_input and os.path.isdir(input_dir)
+  if reused:
     shutil.rmtree(os.path.join(FLAGS.work_dir, "world"), ignore_errors=True)
   else:
     shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
     _generate(input_dir)
   size_gb = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in
                 os.walk(input_dir) for name in names) / 2**30
-  print(f"wrote {FLAGS.rows} {FLAGS.source} impressions ({size_gb:.2f} GB) in "
-        f"{time.perf_counter() - start:.0f}s", flush=True)
+  print(f"{'reused' if reused else 'wrote'} {FLAGS.rows} {FLAGS.source} impressions "
+        f"({size_gb:.2f} GB) in {time.perf_counter() - start:.0f}s", flush=True)
   command = [sys.executable, "-m", "data.ingest", f"--source={FLAGS.source}",
              f"--input={input_dir}",
              f"--world_dir={os.path.join(FLAGS.work_dir, 'world')}",
