@@ -304,6 +304,7 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   trained on, or a run dir holding another configuration; a missing model's error (from
   stages.serving) names the command that trains it.
   """
+  replay_defaults.check(config, world)
   day = resolve_day(world, config.day)
   models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
   funnel_lib.check_funnel(funnel, world, models)
@@ -456,7 +457,6 @@ def main() -> None:
   given = [name for name in ("coarse_variant", "cvr_variant", "ctr_variant", "rank_by",
                              "funnel") if flags.FLAGS[name].present]
   config, funnel, notes = replay_defaults.resolve(world, config, funnel, given)
-  replay_defaults.check(config)
   for note in notes:
     print(f"replay default: {note}")
   with engine_lib.Engine(command.config_from_flags(engine_lib.EngineConfig)) as engine:

@@ -101,9 +101,12 @@ def resolve(world, config: Any, funnel: funnel_lib.Funnel, given: Sequence[str]
   return dataclasses.replace(config, **changes), funnel, notes
 
 
-def check(config) -> None:
-  """Refuses a ranking that needs a model the run does not have."""
+def check(config, world) -> None:
+  """Refuses a ranking that needs a model or a column the run does not have."""
   if config.cvr_variant == NO_CVR and config.rank_by != "ctr":
     raise UserError(f"--rank_by={config.rank_by} needs a fine CVR model, and --cvr_variant="
                     f"{NO_CVR}; pass --rank_by=ctr or train one (python -m stages.fine "
                     "--task=cvr)")
+  if config.rank_by == "ctcvr_gmv" and "item_price" not in world.items.columns:
+    raise UserError(f"--rank_by=ctcvr_gmv needs item prices, and the world at "
+                    f"{world.world_dir} has none (no item_price); pass --rank_by=ctcvr or ctr")

@@ -6,8 +6,9 @@ before it writes anything, the driver calls `check`:
 
   stop  the training rows hold no positive of the stage's label (a CVR stage on a log
         without conversions): there is nothing to learn;
-  stop  a distilled variant (pfd, pfd_md, lupi) whose teacher's privileged features are 0 in
-        every training row: the teacher knows nothing the student does not;
+  stop  a distilled variant (pfd, pfd_md, lupi) on a world without privileged features for
+        the stage, or whose teacher's privileged features are 0 in every training row: the
+        teacher knows nothing the student does not;
   warn  some of those privileged features are 0 in every training row;
   warn  training takes fewer than MIN_STEPS steps (rows / batch size x epochs, or
         --max_steps): the model barely leaves its initialisation;
@@ -63,7 +64,13 @@ def _days(days) -> str:
 def _privileged(world, config, train, who: str) -> List[str]:
   if config.variant not in DISTILLED:
     return []
-  names = [f.name for f in world.schema.privileged_features(config.stage) if f.name in train]
+  declared = [f.name for f in world.schema.privileged_features(config.stage)]
+  if not declared:
+    raise config_lib.StageError(
+        f"{who}: this world has no privileged feature for the {config.stage} stage (its "
+        "source declares none): the teacher would know nothing the student does not; train "
+        "--variant=baseline or md")
+  names = [n for n in declared if n in train]
   if not names:
     return []
   zero = [n for n in names if not np.any(np.asarray(train[n]) != 0)]

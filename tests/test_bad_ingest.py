@@ -417,3 +417,24 @@ def test_a_pfd_teacher_with_some_privileged_features_all_zero_warns(tmp_path):
   warnings = _warnings(model_dir, "fine/cvr/pfd")
   assert any("privileged feature(s) added_to_cart are 0 in every training row" in w
              for w in warnings), warnings
+
+
+def test_a_pfd_teacher_on_a_world_without_privileged_features_stops_in_one_line(tmp_path):
+  """Ali-CCP has no post-click signal: its world declares none, so a CVR teacher would read
+  what the student reads (the world used to hold zero-filled slots instead)."""
+  world_dir = _world_of(tmp_path, "aliccp", source="aliccp")
+  code, stdout, stderr = _fine(world_dir, str(tmp_path / "models"), "--task=cvr",
+                               "--variant=pfd")
+  assert code == 2, stdout + stderr
+  assert "this world has no privileged feature for the fine_cvr stage" in stderr
+  assert len(stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "models")
+
+
+def test_a_replay_ranked_by_gmv_on_a_world_without_prices_is_refused_in_one_line(tmp_path):
+  world_dir = _world_of(tmp_path, "contract_obd")
+  code, stdout, stderr = run_in_process("experiments.replay", [
+      f"--world_dir={world_dir}", f"--model_dir={tmp_path}/models", f"--run_dir={tmp_path}/run",
+      "--rank_by=ctcvr_gmv", "--cvr_variant=pfd"])
+  assert code == 2, stdout + stderr
+  assert "--rank_by=ctcvr_gmv needs item prices" in stderr
+  assert not os.path.exists(tmp_path / "run")

@@ -305,6 +305,7 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
                                                                                  tmp_path):
   from experiments import audit
   from experiments import replay as replay_lib
+  from experiments import replay_defaults
   from stages import coarse
   from stages import config as config_lib
   from stages import fine
@@ -313,17 +314,22 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
   _ingest(source, os.path.join(FIXTURES, source), world_dir)
   tiny = dict(world_dir=world_dir, model_dir=model_dir, hidden_units=(16,), embedding_dim=4,
               batch_size=64, max_steps=10)
+  world = data.load(world_dir)
+  # A source without post-click signals (Ali-CCP, RecBole here) declares none: no CVR teacher.
+  cvr_variant = "pfd" if world.schema.privileged_features("fine_cvr") else "baseline"
   retrieval.train(config_lib.RetrievalConfig(**tiny))
   fine.train(config_lib.FineConfig(task="ctr", **tiny))
-  fine.train(config_lib.FineConfig(task="cvr", variant="pfd", **tiny))
+  fine.train(config_lib.FineConfig(task="cvr", variant=cvr_variant, **tiny))
   coarse.train(config_lib.CoarseConfig(variant="pfd_md", teacher_variant="baseline", **tiny))
   findings = audit.audit(audit.AuditConfig(model_dir=model_dir))
   assert findings and all(finding.ok for finding in findings)
-  world = data.load(world_dir)
   config = replay_lib.ReplayConfig(world_dir=world_dir, model_dir=model_dir,
                                    run_dir=str(tmp_path / "run"), coarse_variant="pfd_md",
-                                   cvr_variant="pfd")
-  summary = replay_lib.replay(world, replay_lib.Funnel(retrieval=20, coarse=10, page=4), config)
+                                   cvr_variant=cvr_variant)
+  config, funnel, _ = replay_defaults.resolve(  # rank by what the world has (no prices: ctcvr)
+      world, config, replay_lib.Funnel(retrieval=20, coarse=10, page=4),
+      given=["coarse_variant", "cvr_variant", "funnel"])
+  summary = replay_lib.replay(world, funnel, config)
   assert summary["has_oracle"] is False
   assert summary["metrics"]["online/exp_clicks_per_1k"] is None
   assert "online/exp_clicks_per_1k" in summary["unavailable"]

@@ -264,6 +264,7 @@ def test_ml100k_with_the_shipped_mapping(tmp_path):
   shipped = files.read_json(os.path.join(os.path.dirname(FIXTURES), os.pardir, "examples",
                                          "ml-100k", "recbole.json"))
   assert shipped["dataset"] == "ml-100k"
+  assert files.read_json(os.path.join(FIXTURES, "ml-100k", "recbole.json")) == shipped
   ages = [line.split("\t")[1] for line in
           open(os.path.join(FIXTURES, "ml-100k", "ml-100k.user")).readlines()[1:]]
   assert len(set(ages)) == 61
