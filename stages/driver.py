@@ -31,6 +31,7 @@ from data import io
 from data import splits
 from stages import catalogue
 from stages import config as config_lib
+from stages import degenerate
 from stages import distribute as distribute_lib
 from stages import layout
 from stages import teachers
@@ -58,6 +59,7 @@ class StageTask(Generic[ConfigT]):
   """
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
+  warnings: List[str] = []  # degenerate.check's, for metrics.json
 
   def __init__(self, world: Any, config: ConfigT, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
@@ -100,7 +102,7 @@ def resolve(config: config_lib.TrainConfig, world):
   """A new config with the world's default split, the teacher's default mode and the stage's
   default batch size filled in."""
   days = list(world.days)
-  eval_day = days[-1] if config.eval_day is None else config.eval_day
+  eval_day = world.default_eval_day if config.eval_day is None else config.eval_day
   if eval_day not in days:
     raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
                      f"{days[0]}..{days[-1]}")
@@ -141,7 +143,9 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
       return done
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
-  inputs = hold_out_validation(task.build_inputs(), config, task.label)
+  inputs = task.build_inputs()
+  task.warnings = degenerate.check(world, config, inputs.train, task.label)
+  inputs = hold_out_validation(inputs, config, task.label)
   if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
     return _train_locked(task, inputs, upstream, distribution)
   layout.claim_model_dir(config.model_dir, world)
@@ -179,6 +183,8 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics["train_seconds"] = train_seconds
   if inputs.validation_skipped:
     metrics["validation_skipped"] = inputs.validation_skipped
+  if task.warnings:
+    metrics["warnings"] = task.warnings
   metrics.update(training.learning_summary(history))
   metrics.update(distribution.facts())
   if shards:
