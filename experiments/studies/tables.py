@@ -95,7 +95,8 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
         row.update(delta_cells(frame, variant, **where))
       row["paper"] = paper.get(day, {}).get(variant, "")
       rows.append(row)
-  return pd.DataFrame(rows)
+  table = pd.DataFrame(rows)
+  return table[[c for c in table.columns if c != "paper"] + ["paper"]] if rows else table
 
 
 def delta_cells(frame: pd.DataFrame, variant: str, **where) -> Dict[str, object]:
