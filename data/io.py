@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data import columns as columns_lib
 from data import files
 from data import integrity
 from data import schema as S
@@ -176,61 +177,15 @@ def _fits_int32(schema: S.Schema, name: str) -> bool:
   return name in schema.names and 0 < schema[name].vocab_size <= np.iinfo(np.int32).max
 
 
-class RequestColumn(np.lib.mixins.NDArrayOperatorsMixin):
-  """A request-level column seen as one row per impression, without copying it per impression.
-
-  `table` holds one row per request (e.g. a behaviour sequence [R, L], ids as int32 where the
-  vocabulary allows); `rows[i]` is impression i's request row. Indexing with impression rows
-  (an index array, a boolean mask or a slice) expands only those rows, in `dtype`;
-  `take_rows` keeps the result request-level. `np.asarray(column)` expands every row, and so do
-  operators and numpy functions (`column != PAD_ID`), so it behaves as the array it stands for.
-  """
-
-  def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
-    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)
-
-  @property
-  def shape(self):
-    return (len(self.rows),) + self.table.shape[1:]
-
-  @property
-  def ndim(self) -> int:
-    return self.table.ndim
-
-  def __len__(self) -> int:
-    return len(self.rows)
-
-  def __getitem__(self, rows) -> np.ndarray:
-    return self.table[self.rows[rows]].astype(self.dtype, copy=False)
-
-  def take_rows(self, rows) -> "RequestColumn":
-    """The impressions `rows` of this column, still one row per request."""
-    return RequestColumn(self.table, self.rows[rows], self.dtype)
-
-  def __array__(self, dtype=None, copy=None) -> np.ndarray:
-    values = self[slice(None)]
-    return values if dtype is None else values.astype(dtype, copy=False)
-
-  def __getattr__(self, name: str):
-    """Any other ndarray attribute (`reshape`, `astype`, `sum`...) on the expanded array."""
-    if name.startswith("__") or name in ("table", "rows") or not hasattr(np.ndarray, name):
-      raise AttributeError(name)
-    return getattr(np.asarray(self), name)
-
-  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-    inputs = tuple(np.asarray(x) if isinstance(x, RequestColumn) else x for x in inputs)
-    return getattr(ufunc, method)(*inputs, **kwargs)
-
-  @property
-  def nbytes(self) -> int:
-    return int(self.table.nbytes + self.rows.nbytes)
+RequestColumn = columns_lib.RequestColumn
+NarrowColumn = columns_lib.NarrowColumn
 
 
 def take_rows(arrays: Dict[str, Any], rows) -> Dict[str, Any]:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
   request-level columns stay request-level."""
-  return {k: v.take_rows(rows) if isinstance(v, RequestColumn) else v[rows]
-          for k, v in arrays.items()}
+  return {k: v.take_rows(rows) if isinstance(v, columns_lib.LazyColumn)
+          else columns_lib.take(v, rows) for k, v in arrays.items()}
 
 
 def stage_columns(schema: S.Schema, stage: str) -> List[str]:
@@ -255,9 +210,18 @@ def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[st
       out[name] = RequestColumn(np.concatenate([values.table, added]),
                                 np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
                                 values.dtype)
+    elif isinstance(values, NarrowColumn):
+      out[name] = columns_lib.narrow_column(
+          np.concatenate([np.asarray(values), np.asarray(extra[name], values.dtype)]))
     else:
       out[name] = np.concatenate([values, extra[name]])
   return out
+
+
+def _joined(pieces: List[np.ndarray], dtype) -> np.ndarray:
+  """One column of `dtype` from its per-day pieces (freed as they are copied)."""
+  column = columns_lib.concatenate(pieces, dtype)
+  return np.asarray(column)
 
 
 def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -349,7 +313,8 @@ class World:
     table = self._read("requests", days, list(columns) if columns else REQUEST_COLUMNS)
     return {k: self._typed(k, v) for k, v in table_arrays(table).items()}
 
-  def log_arrays(self, days, columns: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  def log_arrays(self, days, columns: Optional[Sequence[str]] = None,
+                 narrow: bool = False) -> Dict[str, Any]:
     """Impressions of `days` as numpy, every column incl. the joined behaviour sequence.
 
     Categorical features int64, numeric features float32, labels float32, ids / day /
@@ -357,6 +322,10 @@ class World:
     row per request: each is a `RequestColumn` that expands only the rows it is indexed with
     (`column[rows]` -> int64 [k, L]; `np.asarray(column)` expands all of them). `columns`
     restricts the output (read only those from disk).
+    Days are read one at a time, each converted before the next is read, so reading costs
+    one day's Arrow table besides the result. narrow=True keeps every column in the
+    narrowest dtype that holds its values exactly (`data.columns.NarrowColumn`, request tables
+    too): the same values at a fraction of the bytes, for the rows a training run keeps.
     """
     wanted = list(columns) if columns is not None else (log_columns(self.schema)
                                                         + list(S.BEHAVIOUR_FEATURES))
@@ -367,22 +336,52 @@ class World:
     scalar = [c for c in wanted if c not in S.BEHAVIOUR_FEATURES]
     joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
-    arrays: Dict[str, Any] = dict(self._typed_columns(self._read("logs", days, read)))
+    pieces: Dict[str, List[np.ndarray]] = {name: [] for name in read + joined}
+    row_pieces: List[np.ndarray] = []
+    n_requests = 0
+    for day in _as_days(days, self.days):
+      impressions = self._typed_columns(self._read("logs", [day], read), narrow=narrow)
+      if joined:
+        requests = self._typed_columns(self._read("requests", [day], [S.REQUEST_ID] + joined),
+                                       compact=True, narrow=narrow)
+        row_pieces.append(self._request_rows(day, requests.pop(S.REQUEST_ID),
+                                             impressions[S.REQUEST_ID]) + n_requests)
+        n_requests += len(next(iter(requests.values())))
+        for name in joined:
+          pieces[name].append(requests.pop(name))
+      for name in read:
+        pieces[name].append(impressions.pop(name))
+    arrays: Dict[str, Any] = {}
+    for name in read:
+      arrays[name] = (columns_lib.concatenate(pieces[name], self._dtype(name)) if narrow
+                      else _joined(pieces[name], self._dtype(name)))
     if joined:
-      requests = self._typed_columns(self._read("requests", days, [S.REQUEST_ID] + joined),
-                                     compact=True)
-      order = np.argsort(requests[S.REQUEST_ID], kind="stable")
-      rows = order[np.searchsorted(requests[S.REQUEST_ID], arrays[S.REQUEST_ID], sorter=order)]
-      rows = rows.astype(np.int32 if len(order) < 2 ** 31 else np.int64)
+      rows = _joined(row_pieces, np.int32 if n_requests < 2 ** 31 else np.int64)
       for name in joined:
-        arrays[name] = RequestColumn(requests[name], rows, self._dtype(name))
+        table = _joined(pieces[name], np.result_type(*pieces[name]) if pieces[name] else np.int32)
+        arrays[name] = RequestColumn(table, rows, self._dtype(name))
     return {name: arrays[name] for name in wanted}
 
-  def _typed_columns(self, table: pa.Table, compact: bool = False) -> Dict[str, np.ndarray]:
+  def _request_rows(self, day: int, request_ids: np.ndarray,
+                    impression_requests: np.ndarray) -> np.ndarray:
+    """Each impression's row in its day's request table (by request id)."""
+    order = np.argsort(request_ids, kind="stable")
+    found = np.searchsorted(request_ids, impression_requests, sorter=order)
+    rows = order[np.minimum(found, max(len(order) - 1, 0))]
+    if len(impression_requests) and not np.array_equal(request_ids[rows],
+                                                       impression_requests):
+      raise ValueError(f"{self._path(day_dir('logs', day))}: impressions of requests missing "
+                       f"from {day_dir('requests', day)} (damaged or edited; regenerate the "
+                       "world)")
+    return rows
+
+  def _typed_columns(self, table: pa.Table, compact: bool = False,
+                     narrow: bool = False) -> Dict[str, np.ndarray]:
     """Every column of `table` as typed numpy, releasing each Arrow column once converted.
 
     compact=True keeps id columns whose vocabulary fits in int32 as int32 (request-level
-    sequences, expanded to their schema dtype by `RequestColumn`).
+    sequences, expanded to their schema dtype by `RequestColumn`); narrow=True keeps each
+    column in the narrowest dtype that holds its values exactly (`data.columns`).
     """
     out = {}
     for name in table.column_names:
@@ -393,6 +392,8 @@ class World:
         dtype = np.dtype(np.int32)
       out[name] = values.astype(dtype, copy=False)
       del values
+      if narrow and name != S.REQUEST_ID:
+        out[name] = columns_lib.narrowed(out[name])
     return out
 
   def _dtype(self, name: str) -> np.dtype:

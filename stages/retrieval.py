@@ -91,7 +91,8 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
   def build_inputs(self) -> driver.Inputs:
     """Clicked impressions of the training days: the positive (user, item) pairs."""
     days = self.config.days
-    logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage))
+    logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage),
+                                  narrow=True)
     clicked = pipeline.take_rows(logs, logs["click"] > 0)
     if len(clicked["click"]) == 0:
       raise config_lib.StageError(f"no clicks in --train_days {days}")

@@ -163,9 +163,12 @@ class _BackupAtStepsAndEpochEnd(tf.keras.callbacks.BackupAndRestore):
     return getattr(self.model, "_cluster_coordinator", None)
 
 
-def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
+def resumable_dataset(arrays: Dict[str, Any], batch_size: int, seed: int,
                       start_step: Callable[[], int],
-                      replicas: Tuple[int, int, int] = (0, 1, 1)) -> Tuple[tf.data.Dataset, int]:
+                      replicas: Tuple[int, int, int] = (0, 1, 1),
+                      columns: Optional[Sequence[str]] = None,
+                      settings: pipeline.StreamSettings = pipeline.DEFAULT_STREAM,
+                      ) -> Tuple[tf.data.Dataset, int]:
   """An endless stream of shuffled batches that can pick up at any global step.
 
   Epoch e visits the rows in a permutation seeded by (seed, e). The stream starts at
@@ -174,13 +177,14 @@ def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
   `replicas` = (first, local, total): under a synchronous strategy, this input pipeline feeds
   replicas first .. first + local - 1 of `total`, and yields in turn their shares of each
   global batch (its sorted rows in `total` near-equal runs), so together the replicas train on
-  the batches one process would.
+  the batches one process would. Only `columns` (default: all) are kept resident and gathered
+  (`pipeline.gathered_batches`): the generator yields row numbers only.
   """
-  n = len(next(iter(arrays.values())))
+  n = pipeline.num_rows(arrays)
   steps_per_epoch = max(1, -(-n // batch_size))
   first_replica, local, total = replicas
 
-  def batches():
+  def row_batches():
     step = int(start_step())
     while True:
       epoch, first = divmod(step, steps_per_epoch)
@@ -188,16 +192,29 @@ def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
       for b in range(first, steps_per_epoch):
         rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
         if total == 1:
-          yield {k: v[rows] for k, v in arrays.items()}
+          yield rows
           continue
-        for share in np.array_split(rows, total)[first_replica:first_replica + local]:
-          yield {k: v[share] for k, v in arrays.items()}
+        yield from np.array_split(rows, total)[first_replica:first_replica + local]
       step = (epoch + 1) * steps_per_epoch
 
-  spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype))
-          for k, v in arrays.items()}
-  dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
-  return dataset.prefetch(2), steps_per_epoch
+  return pipeline.gathered_batches(arrays, row_batches, columns, settings), steps_per_epoch
+
+
+def model_columns(model, arrays: Dict[str, Any]) -> List[str]:
+  """The columns of `arrays` that `model` reads: its heads' inputs and its label, in the
+  arrays' order; every column when a head does not say what it reads."""
+  heads = [getattr(model, name, None) for name in ("student", "teacher", "scorer")]
+  names = {getattr(model, "label", None)}
+  for head in heads:
+    if head is None:
+      continue
+    inputs = list(getattr(head, "input_names", None) or [])
+    if not inputs:
+      return list(arrays)
+    names.update(inputs)
+  if not any(head is not None for head in heads):
+    return list(arrays)
+  return [name for name in arrays if name in names]
 
 
 def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
@@ -279,19 +296,21 @@ def training_input(model, arrays: Dict[str, np.ndarray], config: config_lib.Trai
   files in `out_dir` (and the start step from the backup: their datasets are made before
   Keras restores it)."""
   strategy = model.distribute_strategy
+  columns = model_columns(model, arrays)
   if distribute.is_default(strategy):
-    return resumable_dataset(arrays, config.batch_size, config.seed, start_step)
+    return resumable_dataset(arrays, config.batch_size, config.seed, start_step,
+                             columns=columns)
   n = len(next(iter(arrays.values())))
   steps_per_epoch = max(1, -(-n // config.batch_size))
   if distribute.is_parameter_server(strategy):
     directory = os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR)
-    spec = distribute_lib.write_input_files(arrays, directory)
+    spec = distribute_lib.write_input_files({k: arrays[k] for k in columns}, directory)
     workers = distribute.cluster_task().count("worker")
     return distribute_lib.parameter_server_input(
         directory, spec, config.batch_size, config.seed,
         distribute_lib.backed_up_step(backup_dir, steps_per_epoch), workers)
   creator = distribute_lib.synchronous_input(lambda replicas: resumable_dataset(
-      arrays, config.batch_size, config.seed, start_step, replicas)[0])
+      arrays, config.batch_size, config.seed, start_step, replicas, columns)[0])
   return creator, steps_per_epoch
 
 

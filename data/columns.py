@@ -1,0 +1,221 @@
+"""Columns kept in memory narrower than the arrays they stand for, expanded per batch.
+
+A training run holds every training row in memory (its batches are a global permutation of
+them), so the bytes per row decide how memory grows with the days. Two kinds of column keep
+those bytes down without changing a single value a model sees:
+
+  RequestColumn  a request-level column (the behaviour sequence) seen as one row per
+                 impression: the request table and each impression's row in it;
+  NarrowColumn   an impression column stored in the narrowest dtype that holds its values
+                 exactly (`narrowest_dtype`: int8 ids of a 7-value vocabulary, int8 labels,
+                 int16 counts kept as float32), expanded to its logical dtype when indexed.
+
+Both index like the array they stand for: `column[rows]` (an index array, a mask or a slice)
+gives those rows in the logical `dtype`; `take_rows` keeps the result lazy; `np.asarray`,
+operators and numpy functions expand every row. `stored()` gives what is kept (the table and
+row index, or the narrow values) for code that gathers batches itself (models.pipeline).
+"""
+
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+ALIGNMENT = 64  # bytes: TensorFlow can then use the memory as it is (models.pipeline)
+_INTS = (np.int8, np.int16, np.int32, np.int64)
+_FLOAT_AS_INT = (np.int8, np.int16)  # a float32 column of small whole numbers
+
+
+class LazyColumn(np.lib.mixins.NDArrayOperatorsMixin):
+  """What a RequestColumn and a NarrowColumn share: indexing, expansion, numpy behaviour."""
+
+  dtype: np.dtype
+
+  def _stored_rows(self, rows) -> np.ndarray:
+    raise NotImplementedError
+
+  def take_rows(self, rows) -> "LazyColumn":
+    raise NotImplementedError
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  @property
+  def shape(self) -> Tuple[int, ...]:
+    raise NotImplementedError
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  def __getitem__(self, rows) -> np.ndarray:
+    return self._stored_rows(rows).astype(self.dtype, copy=False)
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    values = self[slice(None)]
+    return values if dtype is None else values.astype(dtype, copy=False)
+
+  def __getattr__(self, name: str):
+    """Any other ndarray attribute (`reshape`, `astype`, `sum`...) on the expanded array."""
+    if name.startswith("_") or not hasattr(np.ndarray, name):
+      raise AttributeError(name)
+    return getattr(np.asarray(self), name)
+
+  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    inputs = tuple(np.asarray(x) if isinstance(x, LazyColumn) else x for x in inputs)
+    return getattr(ufunc, method)(*inputs, **kwargs)
+
+
+class RequestColumn(LazyColumn):
+  """A request-level column seen as one row per impression, without copying it per impression.
+
+  `table` holds one row per request (e.g. a behaviour sequence [R, L], ids as int32 where the
+  vocabulary allows); `rows[i]` is impression i's request row. Indexing with impression rows
+  expands only those rows, in `dtype`; `take_rows` keeps the result request-level.
+  """
+
+  def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
+    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)
+
+  @property
+  def shape(self) -> Tuple[int, ...]:
+    return (len(self.rows),) + self.table.shape[1:]
+
+  def _stored_rows(self, rows) -> np.ndarray:
+    return self.table[self.rows[rows]]
+
+  def take_rows(self, rows) -> "RequestColumn":
+    """The impressions `rows` of this column, still one row per request."""
+    return RequestColumn(self.table, take(self.rows, rows), self.dtype)
+
+  def stored(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    return self.table, self.rows
+
+  @property
+  def nbytes(self) -> int:
+    return int(self.table.nbytes + self.rows.nbytes)
+
+
+class NarrowColumn(LazyColumn):
+  """An impression column stored as `values` (a narrower dtype holding every value exactly),
+  seen as `dtype`."""
+
+  def __init__(self, values: np.ndarray, dtype):
+    self.values, self.dtype = values, np.dtype(dtype)
+
+  @property
+  def shape(self) -> Tuple[int, ...]:
+    return self.values.shape
+
+  def _stored_rows(self, rows) -> np.ndarray:
+    return self.values[rows]
+
+  def take_rows(self, rows) -> "NarrowColumn":
+    return NarrowColumn(take(self.values, rows), self.dtype)
+
+  def stored(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    return self.values, None
+
+  @property
+  def nbytes(self) -> int:
+    return int(self.values.nbytes)
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+  """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary."""
+  dtype = np.dtype(dtype)
+  shape = tuple(int(d) for d in shape)
+  count = int(np.prod(shape, dtype=np.int64))
+  buffer = np.empty(count * dtype.itemsize + ALIGNMENT, np.uint8)
+  start = (-buffer.ctypes.data) % ALIGNMENT
+  return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def is_aligned(values: np.ndarray) -> bool:
+  return bool(values.flags.c_contiguous and values.ctypes.data % ALIGNMENT == 0)
+
+
+def take(values: np.ndarray, rows) -> np.ndarray:
+  """`values[rows]` (a boolean mask, an index array or a slice), copied into aligned memory."""
+  values = np.asarray(values)
+  if isinstance(rows, slice):
+    picked = values[rows]
+    out = aligned_empty(picked.shape, values.dtype)
+    out[...] = picked
+    return out
+  rows = np.asarray(rows)
+  if rows.dtype == bool:
+    out = aligned_empty((int(np.count_nonzero(rows)),) + values.shape[1:], values.dtype)
+    return np.compress(rows, values, axis=0, out=out)
+  out = aligned_empty(rows.shape + values.shape[1:], values.dtype)
+  return np.take(values, rows, axis=0, out=out)
+
+
+def stored(column: Any) -> Tuple[np.ndarray, Optional[np.ndarray], np.dtype]:
+  """(values kept, their row index or None, the logical dtype) of any column."""
+  if isinstance(column, (RequestColumn, NarrowColumn)):
+    values, rows = column.stored()
+    return values, rows, column.dtype
+  values = np.asarray(column)
+  return values, None, values.dtype
+
+
+def narrowest_dtype(values: np.ndarray) -> np.dtype:
+  """The narrowest dtype that holds every value of `values` exactly: the smallest signed
+  integer type spanning an integer column's range; int8 or int16 for a float column of whole
+  numbers in their range (no NaN); otherwise the column's own dtype."""
+  values = np.asarray(values)
+  if values.size == 0 or values.dtype.kind not in "iuf":
+    return values.dtype
+  if values.dtype.kind in "iu":
+    low, high = int(values.min()), int(values.max())
+    for candidate in _INTS:
+      info = np.iinfo(candidate)
+      if info.min <= low and high <= info.max:
+        return np.dtype(candidate) if info.bits < values.dtype.itemsize * 8 else values.dtype
+    return values.dtype
+  finite = np.isfinite(values)
+  if not finite.all():
+    return values.dtype
+  low, high = float(values.min()), float(values.max())
+  for candidate in _FLOAT_AS_INT:
+    info = np.iinfo(candidate)
+    if info.min <= low and high <= info.max and info.bits < values.dtype.itemsize * 8:
+      as_int = values.astype(candidate)
+      if np.array_equal(as_int.astype(values.dtype), values):
+        return np.dtype(candidate)
+      return values.dtype  # not whole numbers: a wider integer type would not hold them either
+  return values.dtype
+
+
+def narrowed(values: np.ndarray) -> np.ndarray:
+  """`values` in `narrowest_dtype(values)` (the same array if that is its own dtype)."""
+  return values.astype(narrowest_dtype(values), copy=False)
+
+
+def concatenate(pieces: List[np.ndarray], dtype) -> Any:
+  """Pieces of one column (each in its own exact dtype) as one column of logical `dtype`: a
+  NarrowColumn where their common type is narrower, else a plain array. The pieces list is
+  emptied as it goes, so the pieces are freed as soon as they are copied."""
+  common = np.result_type(*pieces) if pieces else np.dtype(dtype)
+  dtype = np.dtype(dtype)
+  if common.itemsize >= dtype.itemsize or common.kind not in "iuf":
+    common = dtype
+  out = aligned_empty((sum(len(p) for p in pieces),) + pieces[0].shape[1:] if pieces else (0,),
+                     common)
+  start = 0
+  while pieces:
+    piece = pieces.pop(0)
+    out[start:start + len(piece)] = piece
+    start += len(piece)
+  return out if common == dtype else NarrowColumn(out, dtype)
+
+
+def narrow_column(values: np.ndarray) -> Any:
+  """`values` (in its logical dtype) as a NarrowColumn where a narrower dtype holds it
+  exactly, else unchanged."""
+  narrow = narrowest_dtype(values)
+  if narrow == values.dtype:
+    return values
+  out = aligned_empty(values.shape, narrow)
+  out[...] = values
+  return NarrowColumn(out, values.dtype)
