@@ -442,7 +442,8 @@ class World:
     from data.features import FeatureService
     requests = _sorted_by_id(
         self.request_arrays(self.days, [S.REQUEST_ID, "user_id", S.TIMESTAMP]))
-    imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK])
+    imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK],
+                          narrow=True)  # every day's impressions: at a third of the bytes
     click = imp.pop(S.CLICK) > 0
     clicks = {k: v[click] for k, v in imp.items()}
     users = {c: self.users[c].to_numpy() for c in user_columns(self.schema)}

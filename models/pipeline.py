@@ -133,8 +133,13 @@ def resident_columns(arrays: Arrays, names: Optional[Sequence[str]] = None
 def gather_rows(columns: Dict[str, ResidentColumn], rows: tf.Tensor) -> Dict[str, tf.Tensor]:
   """The batch of `rows` (int64 [B]) of every column, in its batch dtype."""
   out = {}
+  request_rows: Dict[int, tf.Tensor] = {}  # one gather per shared row index
   for name, column in columns.items():
-    index = rows if column.rows is None else tf.gather(column.rows, rows)
+    index = rows
+    if column.rows is not None:
+      if id(column.rows) not in request_rows:
+        request_rows[id(column.rows)] = tf.gather(column.rows, rows)
+      index = request_rows[id(column.rows)]
     out[name] = tf.cast(tf.gather(column.values, index), column.dtype)
   return out
 

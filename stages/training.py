@@ -9,6 +9,7 @@ the best check's weights; `learning_summary` gives the curve for metrics.json.
 with the oracle's true probabilities their headroom (`data.headroom`).
 """
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +34,34 @@ def seed_everything(seed: int) -> None:
   """Seeds Python, numpy and TF, and makes TF ops deterministic."""
   tf.keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
+
+
+def configure_threads(config: config_lib.TrainConfig) -> None:
+  """TensorFlow's inter- and intra-op thread counts from the config (0: TensorFlow's own).
+
+  They can be set only before TensorFlow's runtime starts; a process that already runs with
+  other counts (a long-lived worker's earlier trial) keeps them, with a warning: op
+  determinism makes the results the same either way.
+  """
+  threading = tf.config.threading
+  for name, value, get, set_ in (
+      ("inter_op_threads", config.inter_op_threads, threading.get_inter_op_parallelism_threads,
+       threading.set_inter_op_parallelism_threads),
+      ("intra_op_threads", config.intra_op_threads, threading.get_intra_op_parallelism_threads,
+       threading.set_intra_op_parallelism_threads)):
+    if value == get():
+      continue
+    try:
+      set_(value)
+    except RuntimeError:
+      logging.warning("--%s=%d not applied: TensorFlow already runs with %d in this process",
+                      name, value, get())
+
+
+def stream_settings(config: config_lib.TrainConfig) -> pipeline.StreamSettings:
+  """The input stream's tf.data settings (--input_threads; 0: tf.data's autotuning)."""
+  return dataclasses.replace(pipeline.DEFAULT_STREAM,
+                             parallel_calls=config.input_threads or tf.data.AUTOTUNE)
 
 
 def make_optimizer(config: config_lib.TrainConfig):
@@ -299,7 +328,7 @@ def training_input(model, arrays: Dict[str, np.ndarray], config: config_lib.Trai
   columns = model_columns(model, arrays)
   if distribute.is_default(strategy):
     return resumable_dataset(arrays, config.batch_size, config.seed, start_step,
-                             columns=columns)
+                             columns=columns, settings=stream_settings(config))
   n = len(next(iter(arrays.values())))
   steps_per_epoch = max(1, -(-n // config.batch_size))
   if distribute.is_parameter_server(strategy):
@@ -310,7 +339,8 @@ def training_input(model, arrays: Dict[str, np.ndarray], config: config_lib.Trai
         directory, spec, config.batch_size, config.seed,
         distribute_lib.backed_up_step(backup_dir, steps_per_epoch), workers)
   creator = distribute_lib.synchronous_input(lambda replicas: resumable_dataset(
-      arrays, config.batch_size, config.seed, start_step, replicas, columns)[0])
+      arrays, config.batch_size, config.seed, start_step, replicas, columns,
+      stream_settings(config))[0])
   return creator, steps_per_epoch
 
 
