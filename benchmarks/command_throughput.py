@@ -34,6 +34,9 @@ from typing import Dict, List, Tuple
 from absl import app
 from absl import flags
 
+from benchmarks import train_throughput as throughput
+import data
+
 FLAGS = flags.FLAGS
 # stage name -> (command module, its flags, metrics.json under MODEL_DIR)
 COMMANDS = {
@@ -51,7 +54,8 @@ def define_flags() -> None:
                     f"Stages measured, of {sorted(COMMANDS)}.")
   flags.DEFINE_string("variants", "default:", "';'-separated name:flags of the commands "
                       "compared ('default:' is the command as it is; flags ','-separated).")
-  flags.DEFINE_integer("short_steps", 100, "--max_steps of the short run (the slope's base).")
+  flags.DEFINE_integer("short_steps", 100, "--max_steps of the short run (the slope's base); "
+                       "0: no short run (whole-command figures only).")
   flags.DEFINE_integer("repeats", 2, "Rounds.")
   flags.DEFINE_integer("anchor_steps", 100, "Timed anchor steps per round.")
   flags.DEFINE_string("work_dir", None, "Scratch model dirs (default: a temp dir).")
@@ -79,8 +83,6 @@ def run_command(stage: str, extra: List[str], model_dir: str) -> Tuple[float, fl
 
 def anchor_timer():
   """CPU seconds per example of the plain-Keras anchor's fit (benchmarks.train_throughput)."""
-  import data  # pylint: disable=g-import-not-at-top  (TensorFlow loads only here)
-  from benchmarks import train_throughput as throughput
   config = throughput.ThroughputConfig(world_dir=FLAGS.world_dir, steps=FLAGS.anchor_steps)
   throughput.clock = time.process_time
   world = data.load(FLAGS.world_dir, verify="size")
@@ -118,7 +120,8 @@ def main(argv) -> None:
       for name, extra in variants.items():
         model_dir = os.path.join(work, f"{stage}-{name}")
         full = run_command(stage, extra, model_dir)
-        short = run_command(stage, extra + [f"--max_steps={FLAGS.short_steps}"], model_dir)
+        short = (run_command(stage, extra + [f"--max_steps={FLAGS.short_steps}"], model_dir)
+                 if FLAGS.short_steps else (float("nan"), float("nan"), 0))
         slope = (full[0] - short[0]) / max(1, full[2] - short[2])
         runs.setdefault((stage, name), []).append(
             {"cpu": full[0], "wall": full[1], "examples": full[2], "slope": slope,

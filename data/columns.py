@@ -73,8 +73,8 @@ class RequestColumn(LazyColumn):
   expands only those rows, in `dtype`; `take_rows` keeps the result request-level.
   """
 
-  def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
-    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)
+  def __init__(self, table: Any, rows: np.ndarray, dtype):
+    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)  # table: or RaggedTable
 
   @property
   def shape(self) -> Tuple[int, ...]:
@@ -87,7 +87,7 @@ class RequestColumn(LazyColumn):
     """The impressions `rows` of this column, still one row per request."""
     return RequestColumn(self.table, take(self.rows, rows), self.dtype)
 
-  def stored(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  def stored(self) -> Tuple[Any, Optional[np.ndarray]]:
     return self.table, self.rows
 
   @property
@@ -120,6 +120,69 @@ class NarrowColumn(LazyColumn):
     return int(self.values.nbytes)
 
 
+class RaggedTable:
+  """A table [R, width] whose rows are padded at their end with `pad` (a behaviour sequence:
+  the last clicks, most recent first, then PAD_ID), kept as each row's prefix up to its last
+  entry that is not `pad`: `values` holds the prefixes one after another, row r's starting
+  at `starts[r]`, `lengths[r]` long. Exact for any table (a pad inside a prefix is kept).
+  Indexing with request rows gives the dense rows; `np.asarray` the whole table.
+  """
+
+  def __init__(self, values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int,
+               pad: int):
+    self.values, self.starts, self.lengths = values, starts, lengths
+    self.width, self.pad = int(width), pad
+
+  @classmethod
+  def from_dense(cls, table: np.ndarray, pad: int) -> "RaggedTable":
+    kept = table != pad
+    width = table.shape[1]
+    lengths = np.where(kept.any(axis=1), width - np.argmax(kept[:, ::-1], axis=1), 0)
+    values = table[np.arange(width)[None, :] < lengths[:, None]]  # row-major: prefix by prefix
+    ends = np.cumsum(lengths)
+    return cls(values, narrowed(ends - lengths), narrowed(lengths), width, pad)
+
+  @classmethod
+  def concatenate(cls, tables: List["RaggedTable"]) -> "RaggedTable":
+    """One table of the rows of `tables` (each freed from the list once copied)."""
+    offsets = np.cumsum([0] + [len(t.values) for t in tables[:-1]])
+    starts = [t.starts.astype(np.int64) + offset for t, offset in zip(tables, offsets)]
+    width, pad = tables[0].width, tables[0].pad
+    values = np.concatenate([t.values for t in tables])
+    lengths = np.concatenate([t.lengths for t in tables])
+    tables.clear()
+    return cls(values, narrowed(np.concatenate(starts)), lengths, width, pad)
+
+  @property
+  def shape(self) -> Tuple[int, int]:
+    return (len(self.starts), self.width)
+
+  @property
+  def dtype(self) -> np.dtype:
+    return self.values.dtype
+
+  @property
+  def nbytes(self) -> int:
+    return int(self.values.nbytes + self.starts.nbytes + self.lengths.nbytes)
+
+  def __len__(self) -> int:
+    return len(self.starts)
+
+  def __getitem__(self, rows) -> np.ndarray:
+    starts = self.starts[rows].astype(np.int64)
+    positions = np.arange(self.width)
+    index = starts[..., None] + positions
+    valid = positions < self.lengths[rows][..., None]
+    if not len(self.values):
+      return np.full(index.shape, self.pad, self.values.dtype)
+    return np.where(valid, self.values[np.minimum(index, len(self.values) - 1)],
+                    self.values.dtype.type(self.pad))
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    dense = self[slice(None)]
+    return dense if dtype is None else dense.astype(dtype, copy=False)
+
+
 def aligned_empty(shape, dtype) -> np.ndarray:
   """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary."""
   dtype = np.dtype(dtype)
@@ -150,8 +213,9 @@ def take(values: np.ndarray, rows) -> np.ndarray:
   return np.take(values, rows, axis=0, out=out)
 
 
-def stored(column: Any) -> Tuple[np.ndarray, Optional[np.ndarray], np.dtype]:
-  """(values kept, their row index or None, the logical dtype) of any column."""
+def stored(column: Any) -> Tuple[Any, Optional[np.ndarray], np.dtype]:
+  """(values kept (an array or a RaggedTable), their row index or None, the logical dtype) of
+  any column."""
   if isinstance(column, (RequestColumn, NarrowColumn)):
     values, rows = column.stored()
     return values, rows, column.dtype
@@ -173,13 +237,12 @@ def narrowest_dtype(values: np.ndarray) -> np.dtype:
       if info.min <= low and high <= info.max:
         return np.dtype(candidate) if info.bits < values.dtype.itemsize * 8 else values.dtype
     return values.dtype
-  finite = np.isfinite(values)
-  if not finite.all():
+  if not np.isfinite(values).all():
     return values.dtype
-  low, high = float(values.min()), float(values.max())
+  lowest, highest = float(values.min()), float(values.max())
   for candidate in _FLOAT_AS_INT:
     info = np.iinfo(candidate)
-    if info.min <= low and high <= info.max and info.bits < values.dtype.itemsize * 8:
+    if info.min <= lowest and highest <= info.max and info.bits < values.dtype.itemsize * 8:
       as_int = values.astype(candidate)
       if np.array_equal(as_int.astype(values.dtype), values):
         return np.dtype(candidate)

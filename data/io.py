@@ -181,11 +181,29 @@ RequestColumn = columns_lib.RequestColumn
 NarrowColumn = columns_lib.NarrowColumn
 
 
-def take_rows(arrays: Dict[str, Any], rows) -> Dict[str, Any]:
+def take_rows(arrays: Dict[str, Any], rows, consume: bool = False) -> Dict[str, Any]:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
-  request-level columns stay request-level."""
-  return {k: v.take_rows(rows) if isinstance(v, columns_lib.LazyColumn)
-          else columns_lib.take(v, rows) for k, v in arrays.items()}
+  request-level columns stay request-level, those of one row index sharing its taken copy.
+
+  consume=True empties `arrays` column by column as they are taken, so a column's memory can
+  go as soon as its copy exists: the rows are never held twice (the caller must hold no other
+  reference to them).
+  """
+  out: Dict[str, Any] = {}
+  taken_index: Dict[int, np.ndarray] = {}
+  for name in list(arrays):
+    column = arrays.pop(name) if consume else arrays[name]
+    if isinstance(column, RequestColumn):
+      key = id(column.rows)
+      if key not in taken_index:
+        taken_index[key] = columns_lib.take(column.rows, rows)
+      out[name] = RequestColumn(column.table, taken_index[key], column.dtype)
+    elif isinstance(column, columns_lib.LazyColumn):
+      out[name] = column.take_rows(rows)
+    else:
+      out[name] = columns_lib.take(column, rows)
+    del column
+  return out
 
 
 def stage_columns(schema: S.Schema, stage: str) -> List[str]:
@@ -205,9 +223,20 @@ def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[st
     if name not in extra:
       continue
     if isinstance(values, RequestColumn):
-      added = np.asarray(extra[name]).astype(values.table.dtype)
+      added = np.asarray(extra[name])
+      # The narrowest type that holds both exactly (a table may be narrower than its schema).
+      dtype = np.promote_types(values.table.dtype, columns_lib.narrowest_dtype(added))
+      added = added.astype(dtype)
       rows = np.arange(len(added)) + len(values.table)
-      out[name] = RequestColumn(np.concatenate([values.table, added]),
+      table = values.table
+      if isinstance(table, columns_lib.RaggedTable):
+        widened = columns_lib.RaggedTable(table.values.astype(dtype), table.starts,
+                                          table.lengths, table.width, table.pad)
+        table = columns_lib.RaggedTable.concatenate(
+            [widened, columns_lib.RaggedTable.from_dense(added, table.pad)])
+      else:
+        table = np.concatenate([table.astype(dtype, copy=False), added])
+      out[name] = RequestColumn(table,
                                 np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
                                 values.dtype)
     elif isinstance(values, NarrowColumn):
@@ -218,10 +247,46 @@ def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[st
   return out
 
 
-def _joined(pieces: List[np.ndarray], dtype) -> np.ndarray:
-  """One column of `dtype` from its per-day pieces (freed as they are copied)."""
-  column = columns_lib.concatenate(pieces, dtype)
-  return np.asarray(column)
+ROWS = "rows"  # a request-level column's row index, while it is read
+
+
+class _Filler:
+  """Columns of `n` rows filled day by day, each allocated once (aligned, `data.columns`) in
+  the first day's dtype and widened if a later day needs a wider one: reading many days costs
+  the result and one day, never a second copy of the result."""
+
+  def __init__(self, n: int):
+    self.n, self.filled = n, 0
+    self.columns: Dict[str, np.ndarray] = {}
+
+  def put(self, name: str, values: np.ndarray) -> None:
+    """`values` as the next rows of column `name`."""
+    column = self.columns.get(name)
+    if column is None or np.result_type(column.dtype, values.dtype) != column.dtype:
+      dtype = values.dtype if column is None else np.result_type(column.dtype, values.dtype)
+      wider = columns_lib.aligned_empty((self.n,) + values.shape[1:], dtype)
+      if column is not None:
+        wider[:self.filled] = column[:self.filled]
+      self.columns[name] = column = wider
+    column[self.filled:self.filled + len(values)] = values
+
+  def extend(self, day: Dict[str, np.ndarray], n: int) -> None:
+    """One day's `n` rows of every column (the dict is emptied, freeing each as it is
+    copied)."""
+    for name in list(day):
+      self.put(name, day.pop(name))
+    self.filled += n
+
+  def column(self, name: str, dtype, keep: bool = False) -> Any:
+    """The filled column `name` in logical `dtype` (None: as stored): a NarrowColumn where it
+    is narrower. The filler lets go of it unless `keep`."""
+    values = self.columns.get(name) if keep else self.columns.pop(name, None)
+    if values is None:  # no rows were read
+      return columns_lib.aligned_empty((0,), dtype or np.int64)
+    dtype = np.dtype(dtype or values.dtype)
+    if values.dtype == dtype or values.dtype.itemsize >= dtype.itemsize:
+      return values.astype(dtype, copy=False)
+    return columns_lib.NarrowColumn(values, dtype)
 
 
 def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -336,31 +401,39 @@ class World:
     scalar = [c for c in wanted if c not in S.BEHAVIOUR_FEATURES]
     joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
-    pieces: Dict[str, List[np.ndarray]] = {name: [] for name in read + joined}
-    row_pieces: List[np.ndarray] = []
-    n_requests = 0
-    for day in _as_days(days, self.days):
-      impressions = self._typed_columns(self._read("logs", [day], read), narrow=narrow)
+    day_list = _as_days(days, self.days)
+    impressions = _Filler(sum(self._count("logs", day) for day in day_list))
+    requests = _Filler(sum(self._count("requests", day) for day in day_list) if joined else 0)
+    rows = _Filler(impressions.n if joined else 0)
+    ragged: Dict[str, List[columns_lib.RaggedTable]] = {}
+    for day in day_list:  # one day in memory at a time, besides the result
+      day_rows = self._typed_columns(self._read("logs", [day], read), narrow=narrow)
       if joined:
-        requests = self._typed_columns(self._read("requests", [day], [S.REQUEST_ID] + joined),
-                                       compact=True, narrow=narrow)
-        row_pieces.append(self._request_rows(day, requests.pop(S.REQUEST_ID),
-                                             impressions[S.REQUEST_ID]) + n_requests)
-        n_requests += len(next(iter(requests.values())))
-        for name in joined:
-          pieces[name].append(requests.pop(name))
-      for name in read:
-        pieces[name].append(impressions.pop(name))
+        day_requests = self._typed_columns(
+            self._read("requests", [day], [S.REQUEST_ID] + joined), compact=True, narrow=narrow)
+        request_ids = day_requests.pop(S.REQUEST_ID)
+        day_index = self._request_rows(day, request_ids, day_rows[S.REQUEST_ID])
+        rows.extend({ROWS: (day_index + requests.filled).astype(
+            np.int32 if requests.n < 2 ** 31 else np.int64)}, len(day_index))
+        for name in list(day_requests):
+          if narrow and day_requests[name].ndim == 2:  # a sequence: its padding left out
+            ragged.setdefault(name, []).append(columns_lib.RaggedTable.from_dense(
+                day_requests.pop(name), S.PAD_ID))
+        requests.extend(day_requests, len(request_ids))
+      impressions.extend(day_rows, len(next(iter(day_rows.values()))) if day_rows else 0)
     arrays: Dict[str, Any] = {}
     for name in read:
-      arrays[name] = (columns_lib.concatenate(pieces[name], self._dtype(name)) if narrow
-                      else _joined(pieces[name], self._dtype(name)))
-    if joined:
-      rows = _joined(row_pieces, np.int32 if n_requests < 2 ** 31 else np.int64)
-      for name in joined:
-        table = _joined(pieces[name], np.result_type(*pieces[name]) if pieces[name] else np.int32)
-        arrays[name] = RequestColumn(table, rows, self._dtype(name))
+      arrays[name] = impressions.column(name, self._dtype(name))
+    index = rows.column(ROWS, None, keep=True)
+    for name in joined:
+      table = (columns_lib.RaggedTable.concatenate(ragged.pop(name)) if name in ragged
+               else requests.column(name, None))
+      arrays[name] = RequestColumn(table, index, self._dtype(name))
     return {name: arrays[name] for name in wanted}
+
+  def _count(self, kind: str, day: int) -> int:
+    """Rows of `kind`'s files of `day`, from their Parquet footers."""
+    return sum(pq.read_metadata(path).num_rows for path in self._parts(kind, day))
 
   def _request_rows(self, day: int, request_ids: np.ndarray,
                     impression_requests: np.ndarray) -> np.ndarray:

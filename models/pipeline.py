@@ -1,11 +1,13 @@
 """tf.data input pipelines over numpy column dicts (the format of `world.log_arrays`).
 
-A training stream is an index stream and a gather (`gathered_batches`): a small Python
-generator yields each batch's row numbers (a seeded permutation per epoch, each batch's rows
-sorted), and a parallel `map` gathers the batch from the columns kept resident as tensors,
-in TensorFlow. The tensors share the numpy columns' memory where it is aligned
-(`data.columns.ALIGNMENT`, DLPack), so the rows are not held twice, and the dataset keeps
-tf.data's static graph rewrites off: they would serialise (copy) every captured column.
+A training stream is an index stream and a gather: a small Python generator yields each
+batch's row numbers (a seeded permutation per epoch, each batch's rows sorted; `row_stream`),
+and `gather_rows` gathers the batch in TensorFlow from the columns kept resident as tensors
+(`resident_columns`), in a parallel tf.data map (`gathered_batches`, `make_dataset`) or in
+the training step (`stages.training`). The tensors share the numpy columns' memory where it
+is aligned (`data.columns.ALIGNMENT`, DLPack), so the rows are not held twice, and the
+datasets keep tf.data's static graph rewrites off: they would serialise (copy) every
+captured column.
 Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
 [B, L], float32 numerics and labels [B]. A column may be kept narrower than that
 (`data.columns`): a request-level behaviour sequence (`RequestColumn`: its request table and
@@ -13,7 +15,6 @@ each impression's row) or an exactly narrowed column (`NarrowColumn`); the gathe
 and casts only the batch's rows, so the per-impression copy of a sequence never exists.
 """
 
-import dataclasses
 from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 import weakref
 
@@ -87,25 +88,28 @@ STREAM_OPTIONS.experimental_optimization.apply_default_optimizations = False
 STREAM_OPTIONS.deterministic = True
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamSettings:
-  """tf.data's thread settings of a training stream (chosen by a paired measurement on two
-  cores: BUILD_NOTES.md, "Input stream inside TensorFlow")."""
-  parallel_calls: int = 2       # batches gathered at once by the map
-  prefetch: int = 2             # batches ready ahead of the step
-  private_threads: int = 0      # the dataset's own thread pool (0: TensorFlow's shared one)
-  intra_op_parallelism: int = 1  # threads one gather may use
-
-
-DEFAULT_STREAM = StreamSettings()
-
-
 class ResidentColumn(NamedTuple):
-  """A column kept as tensors for the whole run: its values (narrow or request-level), the
-  impressions' rows into them (or None) and the dtype batches carry."""
+  """A column kept as tensors for the whole run: its values (narrow, or a request-level
+  table), the impressions' rows into them (or None) and the dtype batches carry; a ragged
+  request table (`data.columns.RaggedTable`) also has its rows' starts and lengths."""
   values: tf.Tensor
   rows: Optional[tf.Tensor]
   dtype: tf.DType
+  starts: Optional[tf.Tensor] = None
+  lengths: Optional[tf.Tensor] = None
+  width: int = 0
+  pad: int = 0
+
+  def gather(self, index: tf.Tensor) -> tf.Tensor:
+    """The rows `index` of the values (request rows, for a request-level column)."""
+    if self.starts is None:
+      return tf.cast(tf.gather(self.values, index), self.dtype)
+    positions = tf.range(self.width, dtype=tf.int64)
+    starts = tf.cast(tf.gather(self.starts, index), tf.int64)[:, None]
+    valid = positions < tf.cast(tf.gather(self.lengths, index), tf.int64)[:, None]
+    last = tf.maximum(tf.size(self.values, out_type=tf.int64) - 1, 0)
+    entries = tf.gather(self.values, tf.minimum(starts + positions, last))
+    return tf.where(valid, tf.cast(entries, self.dtype), tf.constant(self.pad, self.dtype))
 
 
 def resident_tensor(values: np.ndarray) -> tf.Tensor:
@@ -125,8 +129,16 @@ def resident_columns(arrays: Arrays, names: Optional[Sequence[str]] = None
     values, rows, dtype = columns_lib.stored(arrays[name])
     row_tensor = None
     if rows is not None:
-      row_tensor = shared.setdefault(id(rows), resident_tensor(rows))
-    out[name] = ResidentColumn(resident_tensor(values), row_tensor, tf.as_dtype(dtype))
+      if id(rows) not in shared:
+        shared[id(rows)] = resident_tensor(rows)
+      row_tensor = shared[id(rows)]
+    if isinstance(values, columns_lib.RaggedTable):
+      out[name] = ResidentColumn(
+          resident_tensor(values.values), row_tensor, tf.as_dtype(dtype),
+          resident_tensor(values.starts), resident_tensor(values.lengths), values.width,
+          values.pad)
+    else:
+      out[name] = ResidentColumn(resident_tensor(values), row_tensor, tf.as_dtype(dtype))
   return out
 
 
@@ -140,24 +152,35 @@ def gather_rows(columns: Dict[str, ResidentColumn], rows: tf.Tensor) -> Dict[str
       if id(column.rows) not in request_rows:
         request_rows[id(column.rows)] = tf.gather(column.rows, rows)
       index = request_rows[id(column.rows)]
-    out[name] = tf.cast(tf.gather(column.values, index), column.dtype)
+    out[name] = column.gather(index)
   return out
 
 
+def row_stream(row_batches: Callable[[], Iterator[np.ndarray]],
+               prefetch: int = 2) -> tf.data.Dataset:
+  """The row numbers of each batch (int64 [B]) that `row_batches()` yields, as a dataset."""
+  rows = tf.data.Dataset.from_generator(row_batches,
+                                        output_signature=tf.TensorSpec([None], tf.int64))
+  return rows.prefetch(prefetch).with_options(STREAM_OPTIONS)
+
+
 def gathered_batches(arrays: Arrays, row_batches: Callable[[], Iterator[np.ndarray]],
-                     names: Optional[Sequence[str]] = None,
-                     settings: StreamSettings = DEFAULT_STREAM) -> tf.data.Dataset:
-  """The batches whose row numbers `row_batches()` yields, gathered in TensorFlow from the
-  named columns of `arrays` (default: all), kept resident."""
+                     names: Optional[Sequence[str]] = None, parallel_calls: int = 2,
+                     prefetch: int = 2) -> tf.data.Dataset:
+  """The batches whose row numbers `row_batches()` yields, gathered from the named columns of
+  `arrays` (default: all), kept resident, in a parallel tf.data map.
+
+  Under op determinism (`tf.config.experimental.enable_op_determinism`) tf.data rewrites
+  every dataset when its iterator is made (make_deterministic), and the rewrite deep-copies
+  every tensor the dataset captures: the resident columns are then held twice. A training
+  run's rows are gathered in its step instead (`stages.training`), from the same row stream.
+  """
   columns = resident_columns(arrays, names)
-  indices = tf.data.Dataset.from_generator(row_batches,
-                                           output_signature=tf.TensorSpec([None], tf.int64))
-  dataset = indices.map(lambda rows: gather_rows(columns, rows),
-                        num_parallel_calls=settings.parallel_calls, deterministic=True)
-  options = tf.data.Options().merge(STREAM_OPTIONS)
-  options.threading.private_threadpool_size = settings.private_threads
-  options.threading.max_intra_op_parallelism = settings.intra_op_parallelism
-  return dataset.prefetch(settings.prefetch).with_options(options)
+  rows = tf.data.Dataset.from_generator(row_batches,
+                                        output_signature=tf.TensorSpec([None], tf.int64))
+  batches = rows.map(lambda index: gather_rows(columns, index), num_parallel_calls=parallel_calls,
+                     deterministic=True)
+  return batches.prefetch(prefetch).with_options(STREAM_OPTIONS)
 
 
 def make_dataset(arrays: Arrays, batch_size: int = 1024,
@@ -187,7 +210,7 @@ def make_dataset(arrays: Arrays, batch_size: int = 1024,
   n = num_rows(arrays)
   return gathered_batches(
       arrays, lambda: _row_batches(n, batch_size, shuffle, seed, epochs, drop_remainder),
-      settings=dataclasses.replace(DEFAULT_STREAM, prefetch=prefetch))
+      prefetch=prefetch)
 
 
 def column_spec(arrays: Arrays) -> Dict[str, tf.TensorSpec]:

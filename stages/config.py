@@ -108,9 +108,6 @@ class TrainConfig:
                                  "one per core); set once per process.", key=False)
   intra_op_threads: int = _field(0, "TensorFlow's intra-op threads (0: TensorFlow's default, "
                                  "one per core); set once per process.", key=False)
-  input_threads: int = _field(2, "Training batches the input stream gathers at once (its "
-                              "tf.data map's parallel calls; 0: tf.data's autotuning).",
-                              key=False)
   # Not in the reuse key: a synchronous strategy trains the model one process would, to float
   # rounding; parameter_server's asynchronous updates do enter it (`key_values`).
   strategy: str = _field(
@@ -199,7 +196,7 @@ class TrainConfig:
                  "validation_days"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
-    for name in ("inter_op_threads", "intra_op_threads", "input_threads"):
+    for name in ("inter_op_threads", "intra_op_threads"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:

@@ -208,6 +208,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
 
 def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: str) -> Inputs:
   """Moves --validation_fraction of the last training day's requests out of the training rows.
+  Consumes `inputs.train` (its dict is emptied as its columns are split).
 
   Every row of a held-out request leaves training (unlabelled candidates included); only its
   labelled rows validate.
@@ -227,8 +228,10 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
                     positives, label, config.min_validation_positives, config.epochs)
     return dataclasses.replace(inputs, validation_skipped=(
         f"{positives} positives < --min_validation_positives={config.min_validation_positives}"))
-  return dataclasses.replace(inputs, train=io.take_rows(train, ~held),
-                             validation=io.take_rows(train, labelled))
+  validation = io.take_rows(train, labelled)
+  # The training rows leave `inputs.train` column by column: never held twice.
+  return dataclasses.replace(inputs, train=io.take_rows(train, ~held, consume=True),
+                             validation=validation)
 
 
 def run(task_class: Type[StageTask], name: str) -> None:

@@ -390,13 +390,13 @@ def test_validation_rows_are_whole_last_day_requests_left_out_of_training(tiny_w
   world = data.load(tiny_world_dir)
   rows = world.log_arrays([1, 2, 3])
   config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
-  inputs = driver.hold_out_validation(driver.Inputs(rows), config, "click")
+  inputs = driver.hold_out_validation(driver.Inputs(dict(rows)), config, "click")
   train, held_out = inputs.train, inputs.validation
   assert len(train["click"]) + len(held_out["click"]) == len(rows["click"])
   assert set(np.unique(held_out["day"])) == {3}
   assert not np.isin(held_out["request_id"], train["request_id"]).any()
   off = dataclasses.replace(config, validation_fraction=0.0)
-  assert driver.hold_out_validation(driver.Inputs(rows), off, "click").validation is None
+  assert driver.hold_out_validation(driver.Inputs(dict(rows)), off, "click").validation is None
 
 
 def test_batch_size_zero_is_the_stages_default_and_an_explicit_one_wins(tiny_world_dir,
@@ -417,13 +417,14 @@ def test_validation_with_too_few_positives_is_off_and_every_row_trains(tiny_worl
   world = data.load(tiny_world_dir)
   rows = world.log_arrays([1, 2, 3])
   config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
-  held = driver.hold_out_validation(driver.Inputs(rows), config, "click").validation
+  held = driver.hold_out_validation(driver.Inputs(dict(rows)), config, "click").validation
   positives = int(held["click"].sum())
   assert positives > 0
   enough = dataclasses.replace(config, min_validation_positives=positives)
-  assert driver.hold_out_validation(driver.Inputs(rows), enough, "click").validation is not None
+  assert (driver.hold_out_validation(driver.Inputs(dict(rows)), enough, "click").validation
+          is not None)
   sparse = dataclasses.replace(config, min_validation_positives=positives + 1)
-  inputs = driver.hold_out_validation(driver.Inputs(rows), sparse, "click")
+  inputs = driver.hold_out_validation(driver.Inputs(dict(rows)), sparse, "click")
   assert inputs.validation is None and f"{positives} positives" in inputs.validation_skipped
   assert len(inputs.train["click"]) == len(rows["click"])
 
