@@ -12,6 +12,7 @@ field's default, so the dataclass is the one place a default is written.
 
 import collections.abc
 import dataclasses
+import errno
 import sys
 import typing
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
@@ -108,8 +109,9 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
   """An absl main for `main()`: refuses stray arguments; known errors become one line.
 
   UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError and a path that
-  is (not) a directory (plus `known_errors`) are the errors a user can fix; anything else is a
-  bug and keeps its traceback.
+  is (not) a directory (plus `known_errors`) are the errors a user can fix, and so is a full
+  disk or a read-only filesystem (`storage_problem`, from Python or from TensorFlow); anything
+  else is a bug and keeps its traceback.
   """
   expected: Tuple[Type[BaseException], ...] = (
       UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
@@ -120,14 +122,62 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
       fail(name, f"unexpected arguments {argv[1:]}; every option is a --flag")
     try:
       main()
-    except expected as error:
-      if isinstance(error, PermissionError):
-        fail(name, f"permission denied: {error.filename or error}")
-      if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
-        fail(name, f"{error.filename}: {(error.strerror or str(error)).lower()}")
-      fail(name, str(error))
+    except SystemExit:
+      raise
+    except Exception as error:  # noqa: BLE001 (a bug keeps its traceback: re-raised below)
+      fail(name, one_line(error, expected))
 
   return absl_main
+
+
+def one_line(error: Exception, expected: Tuple[Type[BaseException], ...]) -> str:
+  """The message for an error a user can fix; re-raises any other error (a bug)."""
+  problem = None if isinstance(error, UserError) else storage_problem(error)
+  if problem is not None:
+    return problem
+  if not isinstance(error, expected):
+    raise error
+  if isinstance(error, PermissionError):
+    return f"permission denied: {error.filename or error}"
+  if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
+    return f"{error.filename}: {(error.strerror or str(error)).lower()}"
+  return str(error)
+
+
+# errno -> what the user is told; TensorFlow reports the same conditions in its own errors
+# (ResourceExhaustedError, FailedPreconditionError...), whose message carries strerror's text.
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system"}
+_STORAGE_TEXT = {"no space left on device": errno.ENOSPC, "disk quota exceeded": errno.EDQUOT,
+                 "read-only file system": errno.EROFS}
+
+
+def storage_problem(error: BaseException) -> Optional[str]:
+  """'<what>: <path>; free space (or remount) and rerun' for a full or read-only disk, else
+  None. Works on OSError and on any error (TensorFlow's) whose message says so."""
+  if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+    what = STORAGE_ERRORS[error.errno]
+    path = error.filename or ""
+  else:
+    text = str(error)
+    lowered = text.lower()
+    what = next((w for w in _STORAGE_TEXT if w in lowered), "")
+    if not what:
+      return None
+    path = _path_in(text)
+  where = f" writing {path}" if path else ""
+  fix = ("remount it writable or choose another directory" if what == "read-only file system"
+         else "free some space and rerun (a killed or failed run resumes where it stopped)")
+  return f"{what}{where}; {fix}"
+
+
+def _path_in(text: str) -> str:
+  """The first absolute path in an error message ('' when there is none)."""
+  for word in text.replace("'", " ").replace('"', " ").replace(";", " ").split():
+    word = word.rstrip(":,.)")
+    if word.startswith("/"):
+      return word
+  return ""
 
 
 def fail(name: str, message: str) -> None:

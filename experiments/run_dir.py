@@ -11,10 +11,11 @@ A rerun with the same key skips the finished chunks; another key is refused unle
 overwrites. Every file is written atomically (data.files).
 """
 
+import contextlib
 import hashlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +36,7 @@ class RunDir:
   def __init__(self, path: str):
     self.path = path
     self.partial = os.path.join(path, PARTIAL)
+    self._created: List[str] = []  # what start() made (the run dir, .partial), outermost first
 
   def _chunk(self, index: int, ext: str) -> str:
     return os.path.join(self.partial, f"chunk-{index:05d}.{ext}")
@@ -58,9 +60,29 @@ class RunDir:
             f"in {', '.join(changed)}); rerun with the same flags to resume, or pass --overwrite")
     elif overwrite:
       self.clear()
+    self._created = [p for p in (self.path, self.partial) if not os.path.exists(p)]
     os.makedirs(self.partial, exist_ok=True)
+    if not os.path.exists(config_path):
+      self._created.append(config_path)
     files.write_json(config_path, key)
     return None
+
+  @contextlib.contextmanager
+  def abandoned_on_error(self) -> Iterator[None]:
+    """On an error before any chunk is finished, removes what `start` created (config.json,
+    .partial, the run dir), so a refused or failed replay leaves nothing behind; a replay
+    that finished chunks keeps them, to resume."""
+    try:
+      yield
+    except BaseException:
+      listed = os.listdir(self.partial) if os.path.isdir(self.partial) else []
+      if not any(name.endswith(".parquet") for name in listed):
+        config_path = os.path.join(self.partial, "config.json")
+        files.remove_tree(self.partial if self.partial in self._created
+                          else config_path if config_path in self._created else "")
+        if self.path in self._created and os.path.isdir(self.path) and not os.listdir(self.path):
+          os.rmdir(self.path)
+      raise
 
   def clear(self) -> None:
     for name in (SUMMARY, PER_REQUEST):

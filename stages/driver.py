@@ -55,6 +55,7 @@ class StageTask:
   """
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
+  teacher_facts: Optional[Dict[str, Any]] = None  # the teacher's identity (`teachers`)
 
   def __init__(self, world, config: config_lib.TrainConfig, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
@@ -137,8 +138,10 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
     done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
+  teacher = teachers.check_teacher(world, config)  # refused here, before anything is written
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
+  task.teacher_facts = teacher
   inputs = hold_out_validation(task.build_inputs(), config, task.label)
   if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
     return _train_locked(task, inputs, upstream, distribution)
@@ -181,7 +184,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics.update(distribution.facts())
   if shards:
     metrics["table_shards"] = shards
-  facts = layout.run_facts(world, config, upstream)
+  facts = layout.run_facts(world, config, upstream, teacher=task.teacher_facts)
   metrics.update(facts)
   task.export(model, facts)
   files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
