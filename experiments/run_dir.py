@@ -125,3 +125,22 @@ def speed_metrics(seconds: Sequence[Dict[str, float]], n_requests: int) -> Dict[
   out["throughput/funnel_requests_per_second"] = (n_requests / funnel_seconds
                                                   if funnel_seconds else 0.0)
   return out
+
+
+# summary.json's config flag -> the model (summary["models"]) whose recorded variant it names.
+VARIANT_FLAGS = {"coarse_variant": "coarse", "ctr_variant": "fine_ctr",
+                 "cvr_variant": "fine_cvr"}
+
+
+def identity_problems(summary: Dict[str, Any]) -> List[str]:
+  """Where a finished replay's flags name a variant its model's own record contradicts (an
+  export dir renamed before the replay, e.g. fine/cvr/pfd moved to baseline): compare would
+  present one variant's rows under another's name."""
+  config, models = summary.get("config") or {}, summary.get("models") or {}
+  problems = []
+  for flag, name in VARIANT_FLAGS.items():
+    recorded = (models.get(name) or {}).get("variant")
+    if flag in config and recorded is not None and recorded != config[flag]:
+      problems.append(f"--{flag}={config[flag]} served the {name} model at "
+                      f"{models[name].get('path')}, which records variant {recorded!r}")
+  return problems
