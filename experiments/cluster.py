@@ -216,7 +216,7 @@ def run() -> None:
   define_flags()
 
   def main(argv: List[str]) -> None:
-    signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
       result = launch(argv[1:], FLAGS.workers, FLAGS.ps, FLAGS.task_logs, FLAGS.timeout,
                       FLAGS.host)
@@ -225,6 +225,8 @@ def run() -> None:
     except OSError as error:
       command.fail("experiments.cluster", command.storage_problem(error)
                    or f"{error.filename or ''}: {error.strerror or error}")
+    finally:
+      signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(result.output)
     sys.stderr.write(f"experiments.cluster: {json.dumps(result.returncodes)} in "
                      f"{result.seconds:.1f}s; logs in {result.log_dir}\n")

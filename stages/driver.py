@@ -91,7 +91,10 @@ def open_world(config: config_lib.TrainConfig):
   if not os.path.exists(manifest):
     raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
                      f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
-  return data.load(config.world_dir, verify="size")
+  world = data.load(config.world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
 
 
 def resolve(config: config_lib.TrainConfig, world):
