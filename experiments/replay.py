@@ -451,7 +451,10 @@ def open_world(world_dir: str):
   if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
     raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
                     f"`python -m data.generate --world_dir={world_dir}`")
-  return data.load(world_dir, verify="size")
+  world = data.load(world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
 
 
 def main() -> None:
