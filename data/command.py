@@ -164,7 +164,7 @@ def storage_problem(error: BaseException) -> Optional[str]:
     what = next((w for w in _STORAGE_TEXT if w in lowered), "")
     if not what:
       return None
-    path = _path_in(text)
+    path = getattr(error, "filename", None) or _path_in(text)
   where = f" writing {path}" if path else ""
   fix = ("remount it writable or choose another directory" if what == "read-only file system"
          else "free some space and rerun (a killed or failed run resumes where it stopped)")
