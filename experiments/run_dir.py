@@ -60,11 +60,11 @@ class RunDir:
             f"in {', '.join(changed)}); rerun with the same flags to resume, or pass --overwrite")
     elif overwrite:
       self.clear()
-    self._created = [p for p in (self.path, self.partial) if not os.path.exists(p)]
-    os.makedirs(self.partial, exist_ok=True)
-    if not os.path.exists(config_path):
-      self._created.append(config_path)
-    files.write_json(config_path, key)
+    self._created = [p for p in (self.path, self.partial, config_path)
+                     if not os.path.exists(p)]
+    with self.abandoned_on_error():
+      os.makedirs(self.partial, exist_ok=True)
+      files.write_json(config_path, key)
     return None
 
   @contextlib.contextmanager
@@ -77,11 +77,10 @@ class RunDir:
     except BaseException:
       listed = os.listdir(self.partial) if os.path.isdir(self.partial) else []
       if not any(name.endswith(".parquet") for name in listed):
-        config_path = os.path.join(self.partial, "config.json")
-        files.remove_tree(self.partial if self.partial in self._created
-                          else config_path if config_path in self._created else "")
-        if self.path in self._created and os.path.isdir(self.path) and not os.listdir(self.path):
-          os.rmdir(self.path)
+        for path in reversed(self._created):  # config.json, .partial, then the run dir
+          if path == self.path and os.path.isdir(path) and os.listdir(path):
+            continue  # something else is in it now: not ours to remove
+          files.remove_tree(path)
       raise
 
   def clear(self) -> None:

@@ -292,3 +292,9 @@ def test_a_replay_failing_after_a_chunk_keeps_it_to_resume(tmp_path):
       raise RuntimeError("the second batch failed")
   assert run_dir.chunk_done(0)
   assert files.read_json(os.path.join(path, run_dir_lib.PARTIAL, "config.json")) == {"day": 4}
+
+
+def test_docs_reliability_tables_are_written_from_these_tests():
+  """docs/reliability.md's tables equal what `python -m tests.reliability_table` writes."""
+  from tests import reliability_table
+  assert reliability_table.main(["--check"]) == 0
