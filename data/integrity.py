@@ -13,7 +13,7 @@ are checked the same way (`TRUTH_RANGES`): a NaN taste would otherwise give empt
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +52,7 @@ def schema_problems(manifest: dict) -> List[str]:
 # The oracle's inputs (truth/*.parquet, not in the schema): (low, high, description), where
 # an id column's high is the vocabulary of the schema feature named instead of a number.
 ANY_FINITE = (-np.inf, np.inf, "finite")
-TRUTH_RANGES = {
+TRUTH_RANGES: Dict[str, Tuple[float, Union[float, str], str]] = {
     "user_taste": ANY_FINITE, "item_taste": ANY_FINITE, "item_quality": ANY_FINITE,
     "user_pref_weights": (0.0, 1.0, "a weight in [0, 1]"),
     "category_popularity": (0.0, 1.0, "a share in [0, 1]"),
@@ -69,8 +69,8 @@ def _truth_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, 
     if high not in schema.names:
       return None
     size = schema[high].vocab_size
-    return low, size - 1, f"an id in [{low}, {size})"
-  return low, high, description
+    return low, size - 1, f"an id in [{low:g}, {size})"
+  return low, float(high), description
 
 
 def _valid_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, float, str]]:

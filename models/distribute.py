@@ -96,9 +96,9 @@ def host_port(address: str, where: str) -> Tuple[str, int]:
   """('host', port) of 'host:port' ('[::1]:port' too); ClusterError naming `where` if not."""
   host, _, port = address.rpartition(":")
   host = host.strip("[]")
-  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+  if not host or not port.isdigit() or not 0 <= int(port) < 65536:
     raise ClusterError(f"{where}: address {address!r} is not host:port with a port in "
-                       "1..65535")
+                       "0..65535")
   return host, int(port)
 
 
