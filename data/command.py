@@ -29,6 +29,16 @@ class UserError(Exception):
   """An error the user can fix (a flag, a file, a missing step): one line, exit status 2."""
 
 
+def field(default: Any, help_text: str, **metadata: Any) -> Any:
+  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`); a list
+  or tuple default becomes a tuple made fresh for each instance."""
+  if isinstance(default, (list, tuple)):
+    value = tuple(default)
+    return dataclasses.field(default_factory=lambda: value,
+                             metadata={"help": help_text, **metadata})
+  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 def _flag_kind(field_type: Any) -> Any:
   """The absl define function for a field type (Optional[T] is T with default None)."""
   origin = typing.get_origin(field_type)
@@ -104,18 +114,32 @@ def _parse_item(name: str, item_type: Any, text: str) -> Any:
     raise UserError(f"--{name}: {text!r} is not a valid {type_name}") from None
 
 
+# The errors a user can fix: a command reports them as one line (`run_command`), and so does a
+# trial worker running a stage job (`experiments.trial_pool`). Anything else is a bug and keeps
+# its traceback.
+EXPECTED_ERRORS: Tuple[Type[BaseException], ...] = (
+    UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
+    NotADirectoryError, IsADirectoryError)
+
+
+def error_message(error: BaseException) -> str:
+  """The one line an expected error is reported as."""
+  if isinstance(error, PermissionError):
+    return f"permission denied: {error.filename or error}"
+  if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
+    return f"{error.filename}: {(error.strerror or str(error)).lower()}"
+  return str(error)
+
+
 def run_command(main: Callable[[], Optional[Any]], name: str,
                 known_errors: Iterable[Type[BaseException]] = ()) -> Callable[[List[str]], None]:
   """An absl main for `main()`: refuses stray arguments; known errors become one line.
 
-  UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError and a path that
-  is (not) a directory (plus `known_errors`) are the errors a user can fix, and so is a full
-  disk or a read-only filesystem (`storage_problem`, from Python or from TensorFlow); anything
-  else is a bug and keeps its traceback.
+  EXPECTED_ERRORS (plus `known_errors`) are the errors a user can fix, and so is a full disk
+  or a read-only filesystem (`storage_problem`, from Python or from TensorFlow); anything else
+  is a bug and keeps its traceback.
   """
-  expected: Tuple[Type[BaseException], ...] = (
-      UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
-      NotADirectoryError, IsADirectoryError, *known_errors)
+  expected = EXPECTED_ERRORS + tuple(known_errors)
 
   def absl_main(argv: List[str]) -> None:
     if len(argv) > 1:
@@ -137,24 +161,19 @@ def one_line(error: Exception, expected: Tuple[Type[BaseException], ...]) -> str
     return problem
   if not isinstance(error, expected):
     raise error
-  if isinstance(error, PermissionError):
-    return f"permission denied: {error.filename or error}"
-  if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
-    return f"{error.filename}: {(error.strerror or str(error)).lower()}"
-  return str(error)
+  return error_message(error)
 
 
 # errno -> what the user is told; TensorFlow reports the same conditions in its own errors
 # (ResourceExhaustedError, FailedPreconditionError...), whose message carries strerror's text.
 STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                   errno.EROFS: "read-only file system"}
-_STORAGE_TEXT = {"no space left on device": errno.ENOSPC, "disk quota exceeded": errno.EDQUOT,
-                 "read-only file system": errno.EROFS}
+_STORAGE_TEXT = tuple(STORAGE_ERRORS.values())
 
 
 def storage_problem(error: BaseException) -> Optional[str]:
-  """'<what>: <path>; free space (or remount) and rerun' for a full or read-only disk, else
-  None. Works on OSError and on any error (TensorFlow's) whose message says so."""
+  """'<what> writing <path>; <what to do>' for a full or read-only disk, else None. Works on
+  OSError and on any error (TensorFlow's) whose message says so."""
   if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
     what = STORAGE_ERRORS[error.errno]
     path = error.filename or ""

@@ -3,8 +3,8 @@
 Stages call these to fill `metrics.json`; `experiments.replay` and `experiments.compare` call
 them to score and compare funnels. Keeping a single definition means a number called "GAUC"
 or "coarse->fine recall" means the same thing in every table. Pure numpy on purpose (no
-TensorFlow), so reading and comparing runs stays light. Confidence intervals live in
-`data.intervals`.
+TensorFlow; scipy for Kendall's tau), so reading and comparing runs stays light. Confidence
+intervals live in `data.intervals`.
 
 Conventions:
   * labels are binary, 1 positive and 0 negative; an unlabelled row (-1, a candidate only a
@@ -16,11 +16,9 @@ Conventions:
 from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 LOGLOSS_EPSILON = 1e-7
-# Upper bound on the elements a vectorised block may allocate (Kendall tau pair matrices,
-# bootstrap index matrices): keeps memory to tens of MB on shared machines.
-_MAX_BLOCK_ELEMENTS = 1 << 22
 
 # ---------------------------------------------------------------------------------------------
 # Ranking models
@@ -293,35 +291,38 @@ def topk_overlap(kept_ids, reference_top_ids, pad_id: Optional[int] = -1) -> np.
     return np.where(n_real > 0, contained.sum(axis=1) / n_real, np.nan)
 
 
-def _pair_signs(x: np.ndarray, valid_pairs: np.ndarray) -> np.ndarray:
-  """sign(x_i - x_j) for every pair in each row, 0 where the pair is not valid: [n, c, c]."""
-  signs = np.sign(x[:, :, None] - x[:, None, :])
-  return np.where(valid_pairs, signs, 0.0)
-
-
 def kendall_tau(a, b) -> np.ndarray:
   """Kendall tau-b between a[i] and b[i] for every row i: [n, c] x [n, c] -> [n].
 
   Tau-b corrects for ties in either ranking. Non-finite entries (padding) drop out of their
-  row; a row with fewer than two comparable pairs, or constant in a or b, is nan. Uses
-  sum(sa * sb) / sqrt(sum(sa^2) * sum(sb^2)) over pair sign matrices: O(c^2) per row,
-  computed in row blocks to bound memory.
+  row; a row with fewer than two comparable entries, or constant in a or b, is nan.
+
+  Each row counts its pairs in O(c log c) with scipy's `kendalltau` (Knight's algorithm): the
+  replay's cascade compares rankings of 1,000 candidates and more, where counting the c^2 pair
+  signs was most of a replay step. scipy divides the exact integer concordant - discordant by
+  the square roots of the untied pair counts; that integer is recovered (rounded) and divided
+  as the pair-sign formula did, sum(sa * sb) / sqrt(sum(sa^2) * sum(sb^2)), so every value is
+  the same float, bit for bit, as before.
   """
   a = np.atleast_2d(np.asarray(a, dtype=np.float64))
   b = np.atleast_2d(np.asarray(b, dtype=np.float64))
   if a.shape != b.shape:
     raise ValueError(f"kendall_tau needs equal shapes, got {a.shape} and {b.shape}")
-  n_rows, n_cols = a.shape
-  taus = np.full(n_rows, np.nan)
-  block = max(1, _MAX_BLOCK_ELEMENTS // max(1, n_cols * n_cols))
-  for start in range(0, n_rows, block):
-    rows = slice(start, start + block)
-    valid = np.isfinite(a[rows]) & np.isfinite(b[rows])
-    valid_pairs = valid[:, :, None] & valid[:, None, :]
-    sign_a = _pair_signs(a[rows], valid_pairs)
-    sign_b = _pair_signs(b[rows], valid_pairs)
-    denominator = np.sqrt((sign_a ** 2).sum(axis=(1, 2)) * (sign_b ** 2).sum(axis=(1, 2)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-      taus[rows] = np.where(denominator > 0,
-                            (sign_a * sign_b).sum(axis=(1, 2)) / denominator, np.nan)
+  taus = np.full(a.shape[0], np.nan)
+  valid = np.isfinite(a) & np.isfinite(b)
+  for row in range(a.shape[0]):
+    x, y = a[row, valid[row]], b[row, valid[row]]
+    pairs = len(x) * (len(x) - 1) // 2
+    untied_x, untied_y = pairs - _tied_pairs(x), pairs - _tied_pairs(y)
+    if untied_x == 0 or untied_y == 0:
+      continue  # no comparable pair, or a constant ranking: tau-b is undefined
+    tau = scipy_stats.kendalltau(x, y, variant="b").statistic
+    difference = np.rint(tau * np.sqrt(untied_x) * np.sqrt(untied_y))  # concordant - discordant
+    taus[row] = 2.0 * difference / np.sqrt((2.0 * untied_x) * (2.0 * untied_y))
   return taus
+
+
+def _tied_pairs(values: np.ndarray) -> int:
+  """How many pairs of `values` are equal."""
+  _, counts = np.unique(values, return_counts=True)
+  return int(np.sum(counts * (counts - 1) // 2))

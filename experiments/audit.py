@@ -29,6 +29,7 @@ import data
 from data import command
 from data import files
 from models import export
+from stages import catalogue
 from stages import layout
 
 STAGE_OF_META = {"retrieval": "retrieval", "coarse": "coarse", "fine_ctr": "fine_ctr",
@@ -85,7 +86,7 @@ def place_of(model_dir: str, path: str) -> Tuple[str, str]:
   if len(parts) < 3 or parts[-1] != "saved_model":
     return "", ""
   stage_dir, variant = "/".join(parts[:-2]), parts[-2]
-  stage = next((s for s, d in layout.STAGE_DIRS.items() if d == stage_dir), "")
+  stage = next((s.name for s in catalogue.STAGES.values() if s.output == stage_dir), "")
   return stage, variant
 
 

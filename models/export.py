@@ -8,8 +8,9 @@ needs (and cannot pass) a privileged column. Two-tower students also get `user_v
 user pass and a matrix product. `load_serving` gives back a callable batch -> scores.
 """
 
+import collections
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -202,18 +203,47 @@ class ServingModel:
     return np.concatenate(chunks) if chunks else np.zeros([0, m], np.float32)
 
 
+# SavedModels this process has loaded, newest last: a replay, the online study and a
+# long-lived trial worker read the same exports many times, and loading one costs seconds.
+_LOADED: "collections.OrderedDict[Tuple[str, Tuple[int, ...]], Any]" = collections.OrderedDict()
+LOADED_CACHE_SIZE = 8
+
+
+def _export_stamp(path: str) -> Tuple[int, ...]:
+  """Changes whenever the export at `path` is rewritten (its graph or its variables)."""
+  stamp: List[int] = []
+  for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
+    try:
+      info = os.stat(os.path.join(path, name))
+      stamp += [info.st_size, info.st_mtime_ns, info.st_ino]
+    except OSError:
+      stamp += [-1, -1, -1]
+  return tuple(stamp)
+
+
 def load_saved_model(path: str):
-  """tf.saved_model.load with errors that name the export: unreadable, or permission denied."""
+  """tf.saved_model.load with errors that name the export: unreadable, or permission denied.
+
+  A SavedModel already loaded by this process is reused while its files are unchanged (at
+  most LOADED_CACHE_SIZE of them are kept)."""
   if not os.access(path, os.R_OK | os.X_OK):
     raise PermissionError(13, "permission denied", path)
+  key = (os.path.realpath(path), _export_stamp(path))
+  if key in _LOADED:
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
   try:
-    return tf.saved_model.load(path)
+    loaded = tf.saved_model.load(path)
   except tf.errors.PermissionDeniedError:
     raise PermissionError(13, "permission denied", path) from None
   except Exception as error:  # protobuf DecodeError, OSError, tf.errors.*: damaged bytes
     first_line = (str(error).strip().splitlines() or [""])[0][:200]
     raise ValueError(f"{path}: not a readable SavedModel ({type(error).__name__}: "
                      f"{first_line}); it is damaged: train the model again") from None
+  _LOADED[key] = loaded
+  while len(_LOADED) > LOADED_CACHE_SIZE:
+    _LOADED.popitem(last=False)
+  return loaded
 
 
 def load_serving(path: str) -> ServingModel:

@@ -106,7 +106,7 @@ class ValidationStopping(tf.keras.callbacks.Callback):
 
   def evaluate(self) -> Dict[str, float]:
     """The student's validation logloss and AUC now."""
-    logits = pipeline.predict(lambda b: self.model.student(b, training=False), self.arrays)
+    logits = pipeline.head_predictor(self.model, "student")(self.arrays)
     probabilities = numeric.sigmoid(logits)
     labels = self.arrays[self.label]
     return {"logloss": metrics.logloss(labels, probabilities),

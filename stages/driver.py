@@ -29,6 +29,7 @@ from data import command
 from data import files
 from data import io
 from data import splits
+from stages import catalogue
 from stages import config as config_lib
 from stages import distribute as distribute_lib
 from stages import layout
@@ -117,7 +118,7 @@ def resolve(config: config_lib.TrainConfig, world):
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
   # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
   batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
-                                     else config_lib.default_batch_size(config.stage))
+                                     else catalogue.stage(config.stage).batch_size)
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
                              batch_size=batch_size)
 
@@ -208,7 +209,7 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
     return inputs
   train = inputs.train
   held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,
-                                config.seed)
+                                config.seed, config.validation_days)
   labelled = held & (train[label] >= 0)
   positives = int(np.sum(train[label][labelled] > 0))
   if positives < config.min_validation_positives:

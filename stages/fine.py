@@ -88,8 +88,7 @@ class FineTask(driver.StageTask):
       return {}
     impressions = self.world.log_arrays([config.eval_day])
     p_ctr = export.load_serving(path).predict(impressions)
-    p_cvr = numeric.sigmoid(pipeline.predict(lambda b: model.student(b, training=False),
-                                             impressions))
+    p_cvr = numeric.sigmoid(pipeline.head_predictor(model, "student")(impressions))
     return {"ctcvr_auc": metrics_lib.auc(impressions["conversion"], p_ctr * p_cvr),
             "ctcvr_n": int(len(p_cvr))}
 

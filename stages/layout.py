@@ -79,11 +79,6 @@ def require_stage(model_dir: str, stage: str, variant: str, command: str) -> str
   return path
 
 
-# An export's meta names its stage as metrics do ("fine_ctr"); its dir under MODEL_DIR.
-STAGE_DIRS = {"retrieval": "retrieval", "coarse": "coarse", "fine_ctr": "fine/ctr",
-              "fine_cvr": "fine/cvr"}
-
-
 def read_export_meta(path: str) -> Dict[str, Any]:
   """An export's meta file (pfd_serving.json), or an error saying it is not an export."""
   meta_path = os.path.join(path, export.META_FILE)

@@ -334,14 +334,13 @@ def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str,
   """
   labels = arrays[label]
   groups = arrays["user_id"]
-  student = numeric.sigmoid(pipeline.predict(lambda b: model.student(b, training=False), arrays))
+  student = numeric.sigmoid(pipeline.head_predictor(model, "student")(arrays))
   result: Dict[str, Any] = metrics_lib.ranking_metrics(labels, student, groups)
   result["n_eval"] = int(len(labels))
   if true_p is not None:
     result.update(headroom.headroom_metrics(labels, student, true_p))
   if getattr(model, "teacher", None) is not None:
-    teacher = numeric.sigmoid(
-        pipeline.predict(lambda b: model.teacher_logits(b, training=False), arrays))
+    teacher = numeric.sigmoid(pipeline.head_predictor(model, "teacher")(arrays))
     teacher_metrics = metrics_lib.ranking_metrics(labels, teacher, groups)
     for name, value in teacher_metrics.items():
       result[f"teacher_{name}"] = value
