@@ -424,10 +424,9 @@ class World:
     """Every user and item attribute, observable and hidden (world.Entities)."""
     self._require_oracle("entities")
     from data.world import Entities
-    users = table_arrays(read_table(self._path("truth/users.parquet"), USER_TRUTH_COLUMNS))
-    items = table_arrays(read_table(self._path("truth/items.parquet"), ITEM_TRUTH_COLUMNS))
-    categories = table_arrays(read_table(self._path("truth/categories.parquet"),
-                                         CATEGORY_TRUTH_COLUMNS))
+    users = table_arrays(self._checked("truth/users.parquet", USER_TRUTH_COLUMNS))
+    items = table_arrays(self._checked("truth/items.parquet", ITEM_TRUTH_COLUMNS))
+    categories = table_arrays(self._checked("truth/categories.parquet", CATEGORY_TRUTH_COLUMNS))
     observable = {**{c: self.users[c].to_numpy() for c in S.USER_PROFILE},
                   **{c: self.items[c].to_numpy() for c in S.ITEM_PROFILE}}
     hidden = {**{c: users[c] for c in USER_TRUTH_COLUMNS[1:]},

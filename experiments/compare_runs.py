@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from data.command import UserError
+from experiments import run_dir as run_dir_lib
 
 REPLAY_COMMAND = "python -m experiments.replay"
 
@@ -85,6 +86,10 @@ def _read_summary(run_dir: str) -> dict:
   missing = [key for key in ("label", "world_hash", "metrics") if key not in summary]
   if missing:
     raise CompareInputError(f"{path}: missing {', '.join(missing)}")
+  problems = run_dir_lib.identity_problems(summary)
+  if problems:
+    raise CompareInputError(f"{path}: {'; '.join(problems)}: its label would name the wrong "
+                            "model; replay again with the right variant")
   return summary
 
 

@@ -113,6 +113,12 @@ def load_models(model_dir: str, variants: Dict[str, str], world, day: int) -> Fu
     loaded["fine_cvr"] = (fine_cvr.path, fine_cvr.meta)
   facts = {name: check_model(name, path, meta, world, day)
            for name, (path, meta) in loaded.items()}
+  asked = {"retrieval": (retrieval, "baseline", f"--model_dir={model_dir}"),
+           "coarse": (coarse, variants["coarse"], f"--coarse_variant={variants['coarse']}"),
+           "fine_ctr": (fine_ctr, variants["fine_ctr"], f"--ctr_variant={variants['fine_ctr']}"),
+           "fine_cvr": (fine_cvr, variants["fine_cvr"], f"--cvr_variant={variants['fine_cvr']}")}
+  for name, (model, variant, flag) in asked.items():
+    serving.check_loaded(name, model, variant, world, flag)
   paths = [os.path.join(path, name) for path, _ in loaded.values()
            for name in (export.META_FILE, "variables/variables.index", serving.ITEM_VECTORS)]
   return FunnelModels(retrieval, coarse, fine_ctr, fine_cvr, facts, _files_digest(paths))

@@ -109,6 +109,16 @@ class ReplayConfig:
       None, "Keep the oracle's best pages here and reuse them in later replays of the same "
       "world, day, page size and objective (they depend on nothing else). Default: no cache.")
 
+  def __post_init__(self):
+    """Refuses values no replay can use, naming the flag."""
+    for name in ("max_requests", "cascade_sample", "seed"):
+      if getattr(self, name) < 0:
+        raise UserError(f"--{name} must be >= 0 (0: {'all' if name != 'seed' else 'seed 0'}), "
+                        f"got {getattr(self, name)}")
+    for name in ("batch_requests", "log_every_batches", "oracle_block_pairs"):
+      if getattr(self, name) <= 0:
+        raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+
   def run_label(self) -> str:
     """--label, or the variants that make this run differ from the default funnel."""
     if self.label:
@@ -306,19 +316,20 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
   funnel_lib.check_funnel(funnel, world, models)
   key = replay_key(config, funnel, day, world, models)
+  requests = select_requests(world, day, config)
   run_dir = RunDir(config.run_dir)
   finished = run_dir.start(key, config.overwrite)
   if finished is not None:
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
     return finished
-  replayer = Replayer(world, models, funnel, config, day)
-  requests = select_requests(world, day, config)
-  if engine is None or engine.is_local:
-    n_chunks = run_chunks(replayer, requests, run_dir, config)
-  else:
-    n_chunks = fan_out_chunks(engine, replayer, run_dir,
-                              chunk_count(len(requests.request_ids), config), funnel, config,
-                              day)
+  with run_dir.abandoned_on_error():  # failed before its first chunk: nothing left behind
+    replayer = Replayer(world, models, funnel, config, day)
+    if engine is None or engine.is_local:
+      n_chunks = run_chunks(replayer, requests, run_dir, config)
+    else:
+      n_chunks = fan_out_chunks(engine, replayer, run_dir,
+                                chunk_count(len(requests.request_ids), config), funnel, config,
+                                day)
   if replayer.best_page is not None:
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
@@ -444,7 +455,10 @@ def open_world(world_dir: str):
   if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
     raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
                     f"`python -m data.generate --world_dir={world_dir}`")
-  return data.load(world_dir, verify="size")
+  world = data.load(world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
 
 
 def main() -> None:

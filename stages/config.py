@@ -114,6 +114,10 @@ class TrainConfig:
       distribute.DEFAULT_SHARD_BYTES, "With --strategy=parameter_server: an embedding table is "
       "split across the ps tasks into shards of at least this many bytes (one per ps task at "
       "most); smaller tables stay whole.", key=False)
+  cluster_timeout: float = _field(
+      distribute.DEFAULT_CLUSTER_TIMEOUT, "With --strategy=multi_worker or parameter_server: "
+      "seconds to wait for the TF_CONFIG cluster's other tasks to be reachable and connect "
+      "before giving up with one line (0: wait forever).", key=False)
   variant: str = _field("baseline", "Distillation variant: a teacher kind of "
                         f"models.teacher_kinds, {variant_help()}.")
   mode: Optional[str] = _field(
@@ -187,7 +191,7 @@ class TrainConfig:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("seed", "batch_size", "max_steps", "validate_every", "min_validation_positives",
-                 "validation_days"):
+                 "validation_days", "cluster_timeout"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:

@@ -60,6 +60,7 @@ class StageTask(Generic[ConfigT]):
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
   warnings: List[str] = []  # degenerate.check's, for metrics.json
+  teacher_facts: Optional[Dict[str, Any]] = None  # the teacher's identity (`teachers`)
 
   def __init__(self, world: Any, config: ConfigT, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
@@ -95,7 +96,10 @@ def open_world(config: config_lib.TrainConfig):
   if not os.path.exists(manifest):
     raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
                      f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
-  return data.load(config.world_dir, verify="size")
+  world = data.load(config.world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
 
 
 def resolve(config: config_lib.TrainConfig, world):
@@ -141,8 +145,10 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
     done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
+  teacher = teachers.check_teacher(world, config)  # refused here, before anything is written
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
+  task.teacher_facts = teacher
   inputs = task.build_inputs()
   task.warnings = degenerate.check(world, config, inputs.train, task.label)
   inputs = hold_out_validation(inputs, config, task.label)
@@ -189,7 +195,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics.update(distribution.facts())
   if shards:
     metrics["table_shards"] = shards
-  facts = layout.run_facts(world, config, upstream)
+  facts = layout.run_facts(world, config, upstream, teacher=task.teacher_facts)
   metrics.update(facts)
   task.export(model, facts)
   files.write_json(os.path.join(out_dir, "metrics.json"), metrics)

@@ -8,12 +8,13 @@ what its stage may serve, and a batch's other columns are ignored.
 """
 
 import os
-from typing import Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from data import files
+from data.command import UserError
 from data.schema import ITEM
 from data.schema import PAIR
 from data.schema import UNLABELLED
@@ -30,7 +31,8 @@ class RetrievalIndex:
   def __init__(self, path: str):
     self.path = path
     self.meta = files.read_json(os.path.join(path, export.META_FILE))
-    self._serve = export.load_saved_model(path).signatures["serving_default"]
+    self.loaded = export.load_saved_model(path)
+    self._serve = self.loaded.signatures["serving_default"]
     self.query_inputs = list(self.meta["query_inputs"])
     self.k = int(self.meta["k"])
 
@@ -71,6 +73,58 @@ class CoarseScorer:
     """Logits [n, m] of candidates `item_ids` [n, m] for each query row."""
     users = self.user_vectors(queries)
     return self.scale * np.einsum("nd,nmd->nm", users, self.item_vectors[item_ids])
+
+
+# Which meta entry lists the inputs of each signature (what a loader passes to it).
+SIGNATURE_META_INPUTS = {"serving_default": "inputs", "candidates": "inputs",
+                         "user_vectors": "user_inputs", "item_vectors": "item_inputs"}
+
+
+def signature_inputs(loaded) -> Dict[str, List[str]]:
+  """signature name -> its input names, read from the SavedModel itself (not its meta)."""
+  return {name: sorted(function.structured_input_signature[1])
+          for name, function in loaded.signatures.items()}
+
+
+def signature_problems(inputs: Dict[str, List[str]], meta: Dict[str, Any], schema,
+                       stage: str) -> List[str]:
+  """What is wrong with an export's signature inputs: a column its stage may not read online
+  (by the world's schema), or one its meta does not list (the loader would not pass it)."""
+  allowed = {f.name for f in schema.serving_features(stage)}
+  problems = []
+  for signature, names in sorted(inputs.items()):
+    listed_in = ("query_inputs" if meta.get("architecture") == "retrieval_index"
+                 else SIGNATURE_META_INPUTS.get(signature, "inputs"))
+    listed = set(meta.get(listed_in) or ())
+    for name in names:
+      if name not in allowed:
+        why = schema[name].availability if name in schema.names else "not in the schema"
+        problems.append(f"signature {signature!r} reads {name!r} ({why}; {stage} may not read "
+                        "it online)")
+      elif name not in listed:
+        problems.append(f"signature {signature!r} takes {name!r}, which its meta's "
+                        f"{listed_in!r} does not list")
+  return problems
+
+
+def check_export_inputs(path: str, loaded, meta: Dict[str, Any], schema, stage: str) -> None:
+  """Refuses an export whose signatures read what its stage may not serve, or take inputs its
+  meta does not list (a forged or hand-edited export), naming the export and the column."""
+  problems = signature_problems(signature_inputs(loaded), meta, schema, stage)
+  if problems:
+    raise UserError(f"the {stage} export at {path} is not servable: {'; '.join(problems)}; "
+                    "retrain it with its stage command")
+
+
+def check_loaded(name: str, model, variant: str, world, asked: str) -> None:
+  """Refuses a loaded export (`load_retrieval`, `load_coarse`, `load_fine`) that is not the
+  `name` stage's `variant` model (its recorded identity), or whose signatures read what the
+  stage may not serve or take inputs its meta does not list. World and training days are the
+  caller's to check (a replay refuses a model trained on the day it replays)."""
+  served = getattr(model, "model", model)  # a CoarseScorer wraps its ServingModel
+  loaded = getattr(served, "loaded", None) or served._loaded  # ServingModel keeps it private
+  layout.check_export_identity(model.path, served.meta, name, variant, None, asked)
+  check_export_inputs(model.path, loaded, served.meta, world.schema, name)
 
 
 def load_retrieval(model_dir: str) -> RetrievalIndex:
