@@ -75,8 +75,11 @@ class TrainConfig:
   batch_size: int = _field(0, "Training batch size; 0: the stage's default "
                            "(stages.catalogue: 1024 on impressions, 128 for fine CVR, which "
                            "trains on clicks).")
-  epochs: int = _field(1, "Training epochs: an upper bound when validation stopping is on "
-                       "(--validation_fraction > 0); the paper trains one.")
+  epochs: int = _field(0, "Training epochs: an upper bound when validation stopping is on "
+                       "(--validation_fraction > 0), the length when it is off; 0: the stage's "
+                       "default (stages.catalogue: 4 for coarse and fine CTR, which validation "
+                       "stops, 1 for retrieval and fine CVR, which it does not). The paper "
+                       "trains one.")
   learning_rate: float = _field(0.003, "Learning rate.")
   optimizer: str = _field("adam", "Optimizer: adam (row-wise updates of the embedding tables, "
                           "Keras Adam for dense weights), adagrad (the paper's), or dense_adam "
@@ -186,12 +189,12 @@ class TrainConfig:
       if not getattr(self, name):
         raise StageError(f"--{name} is required")
     self._check_variant()
-    positive = ("epochs", "learning_rate", "checkpoint_every", "embedding_dim", "ps_shard_bytes")
+    positive = ("learning_rate", "checkpoint_every", "embedding_dim", "ps_shard_bytes")
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("seed", "batch_size", "max_steps", "validate_every", "min_validation_positives",
-                 "validation_days", "cluster_timeout"):
+    for name in ("seed", "batch_size", "epochs", "max_steps", "validate_every",
+                 "min_validation_positives", "validation_days", "cluster_timeout"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:

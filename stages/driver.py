@@ -120,10 +120,10 @@ def resolve(config: config_lib.TrainConfig, world):
     raise StageError(f"no training day before --eval_day={eval_day}")
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
   # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
-  batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
-                                     else catalogue.stage(config.stage).batch_size)
+  stage = None if config.stage == config_lib.TrainConfig.BASE_STAGE else catalogue.of(config)
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
-                             batch_size=batch_size)
+                             batch_size=config.batch_size or (stage.batch_size if stage else 0),
+                             epochs=config.epochs or (stage.epochs if stage else 0))
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
