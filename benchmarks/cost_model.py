@@ -641,21 +641,21 @@ def print_report(result: Dict[str, Any]) -> None:
         f"({c['parameter_servers']['formula']})")
 
 
-def open_world(config: CostConfig):
+def world_of(config: CostConfig):
   """The world at --world_dir, or --preset generated into it (into a temp dir if unset)."""
   if not config.world_dir:
     config.world_dir = os.path.join(tempfile.mkdtemp(prefix="pfd-cost-"), "world")
   if not os.path.exists(os.path.join(config.world_dir, "manifest.json")):
     print(f"no world at {config.world_dir}: generating the {config.preset!r} preset")
     generate.generate(config.world_dir, data.preset(config.preset, seed=config.seed))
-  return data.load(config.world_dir, verify="size")
+  return data.open_world(config.world_dir)
 
 
 def measure(config: CostConfig, model_dir: Optional[str] = None) -> Dict[str, Any]:
   """Builds every stage on the world, times it and extrapolates; the report as a dict."""
   throughput.clock = throughput.CLOCKS["cpu"]  # CPU seconds: steadier on a shared machine
   tf.config.experimental.enable_op_determinism()
-  world = open_world(config)
+  world = world_of(config)
   with tempfile.TemporaryDirectory(prefix="pfd-cost-models-") as scratch:
     builds = build_all(world, config, model_dir or scratch)
     return report(world, config, builds, mean_history(world))

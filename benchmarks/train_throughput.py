@@ -73,13 +73,13 @@ clock = time.perf_counter  # Set from --clock by main().
 # ----------------------------------------------------------------------------- world and batches
 
 
-def open_world(config: ThroughputConfig):
+def world_of(config: ThroughputConfig):
   """The world at --world_dir, generated first if there is none."""
   if not os.path.exists(os.path.join(config.world_dir, "manifest.json")):
     print(f"no world at {config.world_dir}: generating the {config.preset!r} preset")
     subprocess.run([sys.executable, "-m", "data.generate", f"--world_dir={config.world_dir}",
                     f"--preset={config.preset}"], check=True)
-  return data.load(config.world_dir, verify="size")
+  return data.open_world(config.world_dir)
 
 
 def cached_batches(schema, arrays, columns: Sequence[str], config: ThroughputConfig):
@@ -341,7 +341,7 @@ def main() -> None:
     raise command.UserError(f"--clock={config.clock}: expected one of {sorted(CLOCKS)}")
   clock = CLOCKS[config.clock]
   tf.config.experimental.enable_op_determinism()
-  world = open_world(config)
+  world = world_of(config)
   columns = model_columns(world.schema, "fine_ctr", "click")
   arrays = world.log_arrays(list(config.days), columns)
   print(f"world {config.world_dir}: days {list(config.days)}, {len(arrays['click']):,} "

@@ -455,6 +455,22 @@ class World:
     return Oracle(self.config, self.entities, self.request_truth(), self.features)
 
 
+def open_world(world_dir: str) -> "World":
+  """The world a command reads: checked by size (`load(verify="size")`), its oracle's inputs
+  range-checked, with one line saying what to run when there is none. The one way commands
+  open a world."""
+  from data.command import UserError  # the command layer's error; data.command is plain
+  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
+    raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
+  if not os.path.exists(os.path.join(world_dir, MANIFEST)):
+    raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
+                    f"`python -m data.generate --world_dir={world_dir} --preset=small`")
+  world = load(world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
+
+
 def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   """Opens a generated world, checking it first.
 

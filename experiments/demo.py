@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Tuple
 from absl import flags
 from absl import logging
 
+import data
 from data import command
 from data import config as world_config
 from data import generate
@@ -127,7 +128,7 @@ def demo(config: DemoConfig, training: config_lib.TrainConfig) -> str:
   generate.generate(path, world_config.preset(config.preset, seed=training.seed))
   base = dataclasses.replace(training, world_dir=path,
                              model_dir=os.path.join(config.work_dir, "models"))
-  world = driver.open_world(base)
+  world = data.open_world(base.world_dir)
   base = driver.resolve(base, world)
   train_stages(base)
   run_dirs = replay_funnels(config, base, world)

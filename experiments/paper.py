@@ -33,7 +33,6 @@ figure is mean ± 95% CI (Student t) over those pairs, and every delta is paired
 Stage flags (--hidden_units, --batch_size, --epochs, --learning_rate ...) apply to every trial.
 """
 
-import dataclasses
 import os
 import sys
 import time
@@ -43,6 +42,7 @@ from absl import logging
 import numpy as np
 import pandas as pd
 
+import data
 from data import command
 from data import engine as engine_lib
 from data import files
@@ -225,7 +225,7 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig,
   main_knobs = paper_worlds.read_flagfile(paper.world_flagfile)
   first = paper_worlds.ensure_world(paper.preset, work_dir, paper_worlds.MAIN,
                                     paper.first_world_seed, main_knobs)
-  world = driver.open_world(dataclasses.replace(training, world_dir=first))
+  world = data.open_world(first)
   base = driver.resolve(training, world)
   trials = declared_trials(paper, world.days)
   ensure_worlds(paper, work_dir, trials, main_knobs)

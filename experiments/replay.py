@@ -387,7 +387,7 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
                  indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
   """One worker's part of a replay: loads the world and the models, serves the chunks
   `indices` into the run dir; returns the oracle pages it computed that were not cached."""
-  world = open_world(world_dir)
+  world = data.open_world(world_dir)
   models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
   replayer = Replayer(world, models, funnel, config, day)
   run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
@@ -449,22 +449,10 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
                                    seed=int(flags.FLAGS.seed or 0))
 
 
-def open_world(world_dir: str):
-  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
-    raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
-  if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
-    raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
-                    f"`python -m data.generate --world_dir={world_dir}`")
-  world = data.load(world_dir, verify="size")
-  if world.has_oracle:
-    _ = world.entities  # the oracle's inputs, range-checked before anything is written
-  return world
-
-
 def main() -> None:
   config = config_from_flags()
   funnel = parse_funnel(flags.FLAGS.funnel)
-  world = open_world(config.world_dir)
+  world = data.open_world(config.world_dir)
   given = [name for name in ("coarse_variant", "cvr_variant", "ctr_variant", "rank_by",
                              "funnel") if flags.FLAGS[name].present]
   config, funnel, notes = replay_defaults.resolve(world, config, funnel, given)

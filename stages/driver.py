@@ -88,20 +88,6 @@ class StageTask(Generic[ConfigT]):
     raise NotImplementedError
 
 
-def open_world(config: config_lib.TrainConfig):
-  """Loads the world, with an error that says what to run when there is none."""
-  manifest = os.path.join(config.world_dir, "manifest.json")
-  if os.path.exists(config.world_dir) and not os.path.isdir(config.world_dir):
-    raise StageError(f"--world_dir={config.world_dir} is a file, not a world directory")
-  if not os.path.exists(manifest):
-    raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
-                     f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
-  world = data.load(config.world_dir, verify="size")
-  if world.has_oracle:
-    _ = world.entities  # the oracle's inputs, range-checked before anything is written
-  return world
-
-
 def resolve(config: config_lib.TrainConfig, world):
   """A new config with the world's default split, the teacher's default mode and the stage's
   default batch size filled in."""
@@ -135,7 +121,7 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   writes (`stages.distribute`); a parameter-server cluster's workers and ps tasks serve here.
   """
   distribution = distribute_lib.start(config)  # before any other TensorFlow work
-  world = open_world(config)
+  world = data.open_world(config.world_dir)
   config = resolve(config, world)
   layout.check_model_dir(config.model_dir, world)
   out_dir = task_class.output_dir(config)

@@ -161,7 +161,7 @@ def _paper_runs(work_dir: str, engine):
   from stages import driver
   world_dir = paper_worlds.ensure_world("tiny", work_dir, paper_worlds.MAIN, 0, {})
   training = config_lib.TrainConfig(world_dir=world_dir, model_dir=work_dir, **PAPER_TRAINING)
-  base = driver.resolve(training, driver.open_world(training))
+  base = driver.resolve(training, data.open_world(training.world_dir))
   from experiments import studies
   trials = [studies.Trial("cvr", "fine_ctr", "baseline", 0, (1, 2, 3)),
             studies.Trial("cvr", "fine_cvr", "baseline", 0, (1, 2, 3))]
