@@ -48,6 +48,7 @@ from data import engine as engine_lib
 from data import files
 from data.command import UserError
 from experiments import funnel as funnel_lib
+from experiments import offline_table
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
 from experiments.funnel import OBJECTIVES  # noqa: F401
@@ -59,6 +60,7 @@ from experiments.run_dir import PARTIAL  # noqa: F401
 from experiments.run_dir import PER_REQUEST  # noqa: F401
 from experiments.run_dir import SUMMARY  # noqa: F401
 from experiments.run_dir import RunDir  # noqa: F401
+from models import ann
 from stages import config as stage_config
 from stages import serving
 
@@ -100,6 +102,10 @@ class ReplayConfig:
   cascade_sample: int = _option(0, "Score the N1 candidates with the fine models for a seeded "
                                 "random subset of this many requests (0: all) for coarse->fine "
                                 "recall and Kendall tau.")
+  index: str = _option(ann.DEFAULT_INDEX, "How retrieval searches the corpus (models.ann): "
+                       "faiss_ivf (FAISS IVF over the export's item vectors, approximate; the "
+                       "index saved with the export, else built here), faiss_hnsw, or "
+                       "brute_force (the export's exact TFRS index).", choices=ann.INDEXES)
   store_retrieved: bool = _option(False, "Also store retrieval's N1 ids per request.")
   overwrite: bool = _option(False, "Replace a finished or unfinished replay in --run_dir "
                             "instead of refusing.")
@@ -119,6 +125,8 @@ class ReplayConfig:
       label += f",ctr={self.ctr_variant}"
     if self.rank_by != "ctcvr_gmv":
       label += f",rank_by={self.rank_by}"
+    if self.index != ann.DEFAULT_INDEX:
+      label += f",index={self.index}"
     return label
 
   def variants(self) -> Dict[str, str]:
@@ -216,7 +224,8 @@ class Replayer:
     return request_table.build_table(columns, lists), clock.seconds
 
   def _cascade(self, request_ids, coarse_scores, retrieved, kept, in_sample):
-    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others).
+    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others),
+    against the fine ranking score and against the fine CTR score.
 
     Fine scores the N1 candidates of a few requests at a time: every candidate row repeats
     the request's behaviour sequence, so this bounds memory to ~CASCADE_ROWS rows."""
@@ -225,8 +234,8 @@ class Replayer:
     step = max(1, CASCADE_ROWS // retrieved.shape[1])
     for start in range(0, len(sampled), step):
       rows = sampled[start:start + step]
-      fine_scores = funnel_lib.fine_objective(self.world, self.models, request_ids[rows],
-                                              retrieved[rows], self.config.rank_by)
+      fine_scores = funnel_lib.fine_scores(self.world, self.models, request_ids[rows],
+                                           retrieved[rows], self.config.rank_by)
       agreement = request_table.cascade_agreement(coarse_scores[rows], fine_scores,
                                                   retrieved[rows], kept[rows], self.funnel.page)
       for name, values in agreement.items():
@@ -264,20 +273,27 @@ def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
                models: funnel_lib.FunnelModels) -> Dict[str, Any]:
   """Everything a replay's per-request results depend on (a resumed run must match it)."""
   key = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RESULTS}
+  if key["index"] == ann.BRUTE_FORCE:  # the keys of exact replays predate --index
+    del key["index"]
   key.update(day=day, funnel=funnel.spec(), world_hash=world.world_hash,
              models=models.fingerprint)
   return key
 
 
 def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
-                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds, offline,
-                  key) -> dict:
-  """summary.json, the contract experiments.compare reads."""
+                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds,
+                  offline: pd.DataFrame, key) -> dict:
+  """summary.json, the contract experiments.compare reads: every figure, and under
+  `unavailable` the reason of each one that is null."""
   metrics = request_table.summary_metrics(frame)
-  metrics.update(offline)
+  metrics.update(offline_table.summary_metrics(offline))
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))
   unavailable = {} if world.has_oracle else request_table.unavailable_without_oracle(metrics)
+  unavailable.update(request_table.cascade_null_reasons(frame, config.rank_by))
+  unavailable.update(offline_table.null_reasons(offline, bool(world.has_oracle)))
+  for name in unavailable:
+    metrics[name] = None  # null with its reason, never a number that means nothing
   flag_values = dataclasses.asdict(config)
   flag_values.update(day=day, funnel=funnel.spec(), label=config.run_label())
   return {"format": run_dir_lib.SUMMARY_FORMAT, "label": config.run_label(),
@@ -299,7 +315,8 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   stages.serving) names the command that trains it.
   """
   day = resolve_day(world, config.day)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   funnel_lib.check_funnel(funnel, world, models)
   key = replay_key(config, funnel, day, world, models)
   run_dir = RunDir(config.run_dir)
@@ -319,9 +336,9 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
-  offline = funnel_lib.offline_metrics(world, models, day)
+  offline = funnel_lib.offline_scores(world, models, day)
   summary = build_summary(config, funnel, day, world, models, frame, seconds, offline, key)
-  run_dir.finish(table, summary)
+  run_dir.finish(table, summary, offline)
   return files.read_json(os.path.join(config.run_dir, SUMMARY))
 
 
@@ -373,7 +390,8 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
   """One worker's part of a replay: loads the world and the models, serves the chunks
   `indices` into the run dir; returns the oracle pages it computed that were not cached."""
   world = open_world(world_dir)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   replayer = Replayer(world, models, funnel, config, day)
   run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
              [int(i) for i in indices])

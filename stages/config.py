@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 from absl import flags
 
 from data import command
+from models import ann
 from models import distillation
 from models import distribute
 from models import optimizers
@@ -47,7 +48,8 @@ AUTO_SWAP_FRACTION = 0.5  # of the first epoch's steps: the teacher's warm-up (B
 
 
 def _field(default: Any, help_text: str, **metadata: Any) -> Any:
-  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`)."""
+  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`,
+  `key_unless=V`: out of the reuse key while its value is V)."""
   if isinstance(default, (list, tuple)):
     value = tuple(default)
     return dataclasses.field(default_factory=lambda: value,
@@ -323,6 +325,13 @@ class RetrievalConfig(TrainConfig):
   temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
                               "towers' vectors are unit length).")
   export_k: int = _field(1000, "How many items the exported index returns per query.")
+  # In the reuse key unless brute_force, so exact runs keep the keys they had before --index.
+  index: str = _field(ann.DEFAULT_INDEX, "The top-k index the metrics are measured through "
+                      "and that is saved with the export: faiss_ivf (FAISS IVF, approximate: "
+                      "recall@1000 0.98 of the exact top 1000 on the small world, "
+                      "benchmarks/ann.py), faiss_hnsw, or brute_force (TFRS BruteForce, "
+                      "exact). The export also serves exactly.", choices=ann.INDEXES,
+                      key_unless=ann.BRUTE_FORCE)
   validation_fraction: float = _field(0.0, "Ignored: retrieval trains with in-batch negatives "
                                       "and has no validation stopping.")
 
@@ -342,6 +351,8 @@ class RetrievalConfig(TrainConfig):
     for name in ("temperature", "export_k"):
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
+    if self.index not in ann.INDEXES:
+      raise StageError(f"--index={self.index}: expected one of {', '.join(ann.INDEXES)}")
 
   def _check_variant(self) -> None:
     if self.variant not in RETRIEVAL_VARIANTS:
@@ -363,6 +374,8 @@ def key_values(config: TrainConfig) -> Dict[str, Any]:
   for field in dataclasses.fields(config):
     if field.metadata.get("key", True):
       value = getattr(config, field.name)
+      if "key_unless" in field.metadata and value == field.metadata["key_unless"]:
+        continue
       values[field.name] = list(value) if isinstance(value, tuple) else value
   if config.strategy == distribute.PARAMETER_SERVER:
     values["asynchronous"] = True  # stale gradients: another model than synchronous training's

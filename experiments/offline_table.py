@@ -1,0 +1,206 @@
+"""The offline figures of a replay: each model's AUC, GAUC and eAUC on the replayed day's
+logged impressions, declared once, with the scores behind them kept for compare.
+
+The replay scores every logged impression of the day with the coarse student and fine CTR
+(label: click) and every clicked one with fine CVR (label: conversion), and keeps those scores
+per impression in R/offline_scores.parquet beside the labels and, on a simulated world, the
+oracle's probabilities. `OFFLINE_METRICS` declares each summary figure from those columns;
+the replay writes the values into summary.json (`summary_metrics`) and compare bootstraps the
+same definitions over users (`bootstrap`, `paired_delta`), so the two cannot disagree on what
+a figure means. A figure that cannot be computed is null with its reason (`null_reasons`).
+"""
+
+import dataclasses
+import math
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from data import headroom
+from data import intervals
+from data import metrics as metrics_lib
+
+# (score column, label): what each model is judged on; fine CVR on clicked impressions only.
+MODELS = (("coarse", "click"), ("fine_ctr", "click"), ("fine_cvr", "conversion"))
+KINDS = ("auc", "gauc", "eauc")
+TRUE_P = {"click": "p_click", "conversion": "p_conversion"}
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineMetric:
+  """offline/<model>_<kind>: the model's AUC, GAUC (by user) or eAUC (against the oracle's
+  probability) over its rows of the day's logged impressions."""
+  model: str
+  label: str
+  kind: str
+
+  @property
+  def name(self) -> str:
+    return f"offline/{self.model}_{self.kind}"
+
+  def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+    """The impressions this model is judged on (clicked ones for a conversion model)."""
+    keep = np.isfinite(frame[self.model].to_numpy(np.float64))
+    if self.label == "conversion":
+      keep &= frame["click"].to_numpy() > 0
+    return frame[keep]
+
+  def usable(self, frame: Optional[pd.DataFrame]) -> bool:
+    needed = [self.model, self.label, "user_id"] + ([TRUE_P[self.label]]
+                                                   if self.kind == "eauc" else [])
+    return frame is not None and all(column in frame for column in needed)
+
+  def value(self, frame: pd.DataFrame) -> float:
+    rows = self.rows(frame)
+    labels, scores = rows[self.label].to_numpy(), rows[self.model].to_numpy(np.float64)
+    if self.kind == "auc":
+      return metrics_lib.auc(labels, scores)
+    if self.kind == "gauc":
+      return metrics_lib.gauc(labels, scores, rows["user_id"].to_numpy())
+    return metrics_lib.eauc(rows[TRUE_P[self.label]].to_numpy(np.float64), scores)
+
+
+OFFLINE_METRICS = tuple(OfflineMetric(model, label, kind) for model, label in MODELS
+                        for kind in KINDS)
+METRICS_BY_NAME = {metric.name: metric for metric in OFFLINE_METRICS}
+
+
+def score_table(world, logs: Dict[str, np.ndarray], scores: Dict[str, np.ndarray]) -> pd.DataFrame:
+  """One row per logged impression: ids, labels, each model's score (fine_cvr: NaN on rows
+  that were not clicked) and, with an oracle, its probabilities of click and conversion."""
+  frame = pd.DataFrame({
+      "request_id": np.asarray(logs["request_id"], np.int64),
+      "item_id": np.asarray(logs["item_id"], np.int64),
+      "user_id": np.asarray(logs["user_id"], np.int64),
+      "click": np.asarray(logs["click"], np.int8),
+      "conversion": np.asarray(logs["conversion"], np.int8)})
+  for name, values in scores.items():
+    frame[name] = np.asarray(values, np.float64)
+  if getattr(world, "has_oracle", True):
+    frame["p_click"] = headroom.true_probabilities(world, logs, headroom.CLICK)
+    frame["p_conversion"] = world.oracle.p_convert(frame["request_id"].to_numpy(),
+                                                   frame["item_id"].to_numpy())
+  return frame
+
+
+def summary_metrics(frame: pd.DataFrame) -> Dict[str, float]:
+  """Every declared offline figure the frame can give (eAUC needs the oracle's columns)."""
+  return {metric.name: metric.value(frame) for metric in OFFLINE_METRICS if metric.usable(frame)}
+
+
+def null_reasons(frame: pd.DataFrame, has_oracle: bool) -> Dict[str, str]:
+  """{name: why it is null} for each declared figure the frame cannot give."""
+  reasons = {}
+  for metric in OFFLINE_METRICS:
+    if metric.kind == "eauc" and not has_oracle:
+      reasons[metric.name] = ("eAUC needs the oracle's probabilities; this world comes from "
+                              "real logs (has_oracle: false)")
+      continue
+    rows = metric.rows(frame)
+    labels = rows[metric.label].to_numpy() > 0
+    where = (f"the day's {len(rows):,} clicked impressions" if metric.label == "conversion"
+             else f"the day's {len(rows):,} logged impressions")
+    if not labels.any() or labels.all():
+      reasons[metric.name] = (f"{where} hold {'no' if not labels.any() else 'only'} "
+                              f"{metric.label}s: an AUC needs both classes")
+    elif metric.kind == "gauc" and math.isnan(metric.value(frame)):
+      reasons[metric.name] = (f"no user of {where} has both a {metric.label} and a "
+                              f"non-{metric.label}: GAUC averages per-user AUCs")
+  return reasons
+
+
+def _auc_weights(metric: OfflineMetric, rows: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+  """(positive, negative) weights of each row: the label for an AUC, the oracle's
+  probability for an eAUC."""
+  if metric.kind == "eauc":
+    p = rows[TRUE_P[metric.label]].to_numpy(np.float64)
+    return p, 1.0 - p
+  positive = (rows[metric.label].to_numpy() > 0).astype(np.float64)
+  return positive, 1.0 - positive
+
+
+def _per_user(metric: OfflineMetric, rows: pd.DataFrame, scores: np.ndarray):
+  """GAUC's parts per user with both classes: (users, impressions * AUC, impressions)."""
+  users, aucs, impressions = metrics_lib.per_group_auc(
+      rows[metric.label].to_numpy(), scores, rows["user_id"].to_numpy())
+  counted = ~np.isnan(aucs)
+  return users[counted], (aucs * impressions)[counted], impressions[counted].astype(np.float64)
+
+
+def bootstrap(metric: OfflineMetric, frame: pd.DataFrame, n_boot: int,
+              seed: int) -> Tuple[float, float, float]:
+  """(value, lo, hi): the figure and its 95% percentile bootstrap over users."""
+  rows = metric.rows(frame)
+  scores = rows[metric.model].to_numpy(np.float64)
+  if metric.kind == "gauc":
+    _, numerator, impressions = _per_user(metric, rows, scores)
+    return intervals.bootstrap_ci(numerator, n_boot=n_boot, seed=seed,
+                                  denominators=impressions)
+  positive, negative = _auc_weights(metric, rows)
+  point, replicates = intervals.auc_replicates([scores], positive, negative,
+                                               rows["user_id"].to_numpy(), n_boot, seed)
+  return intervals.auc_interval(point[0], replicates[:, 0])
+
+
+def aligned(base: pd.DataFrame, variant: pd.DataFrame) -> bool:
+  """Whether two runs scored the same impressions in the same order (same world and day)."""
+  return (len(base) == len(variant)
+          and np.array_equal(base["request_id"].to_numpy(), variant["request_id"].to_numpy())
+          and np.array_equal(base["item_id"].to_numpy(), variant["item_id"].to_numpy()))
+
+
+def paired_delta(metric: OfflineMetric, base: pd.DataFrame, variant: pd.DataFrame, n_boot: int,
+                 seed: int) -> intervals.DeltaCI:
+  """Variant minus baseline on the same impressions, each bootstrap replicate resampling the
+  same users for both (`aligned` frames only)."""
+  base_rows, variant_rows = metric.rows(base), metric.rows(variant)
+  if metric.kind == "gauc":
+    users, base_num, base_den = _per_user(metric, base_rows,
+                                          base_rows[metric.model].to_numpy(np.float64))
+    other_users, variant_num, variant_den = _per_user(
+        metric, variant_rows, variant_rows[metric.model].to_numpy(np.float64))
+    if not np.array_equal(users, other_users):
+      raise ValueError(f"{metric.name}: the runs' GAUC users differ; are the frames aligned?")
+    return intervals.paired_bootstrap_delta(
+        base_num, variant_num, n_boot=n_boot, seed=seed, baseline_denominators=base_den,
+        treatment_denominators=variant_den)
+  positive, negative = _auc_weights(metric, base_rows)
+  point, replicates = intervals.auc_replicates(
+      [base_rows[metric.model].to_numpy(np.float64),
+       variant_rows[metric.model].to_numpy(np.float64)],
+      positive, negative, base_rows["user_id"].to_numpy(), n_boot, seed)
+  return intervals.replicate_delta(point[0], point[1], replicates[:, 0], replicates[:, 1],
+                                   len(base_rows))
+
+
+def independent_delta(metric: OfflineMetric, base: pd.DataFrame, variant: pd.DataFrame,
+                      n_boot: int, seed: int) -> intervals.DeltaCI:
+  """Variant minus baseline on different impressions (another day): each side resampled on
+  its own users."""
+  sides = []
+  for offset, frame in enumerate((base, variant)):
+    rows = metric.rows(frame)
+    scores = rows[metric.model].to_numpy(np.float64)
+    if metric.kind == "gauc":
+      _, numerator, impressions = _per_user(metric, rows, scores)
+      point = numerator.sum() / impressions.sum() if impressions.sum() else math.nan
+      reps = _ratio_replicates(numerator, impressions, n_boot, seed + offset)
+    else:
+      positive, negative = _auc_weights(metric, rows)
+      points, replicates = intervals.auc_replicates([scores], positive, negative,
+                                                    rows["user_id"].to_numpy(), n_boot,
+                                                    seed + offset)
+      point, reps = points[0], replicates[:, 0]
+    sides.append((point, reps, len(rows)))
+  (b, b_reps, n_b), (v, v_reps, n_v) = sides
+  return intervals.replicate_delta(b, v, b_reps, v_reps, n_b + n_v)
+
+
+def _ratio_replicates(numerator: np.ndarray, denominator: np.ndarray, n_boot: int,
+                      seed: int) -> np.ndarray:
+  """Bootstrap replicates of sum(numerator) / sum(denominator) over the rows (users)."""
+  rng = np.random.default_rng(seed)
+  picks = rng.integers(0, max(len(numerator), 1), size=(n_boot, len(numerator)))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return numerator[picks].sum(axis=1) / denominator[picks].sum(axis=1)
