@@ -6,8 +6,9 @@ The replay scores every logged impression of the day with the coarse student and
 per impression in R/offline_scores.parquet beside the labels and, on a simulated world, the
 oracle's probabilities. `OFFLINE_METRICS` declares each summary figure from those columns;
 the replay writes the values into summary.json (`summary_metrics`) and compare bootstraps the
-same definitions over users (`bootstrap`, `paired_delta`), so the two cannot disagree on what
-a figure means. A figure that cannot be computed is null with its reason (`null_reasons`).
+same definitions over users (`replicates`, `gauc_parts`; experiments.compare_offline), so the
+two cannot disagree on what a figure means. A figure that cannot be computed is null with its
+reason (`null_reasons`).
 """
 
 import dataclasses
@@ -120,27 +121,29 @@ def _auc_weights(metric: OfflineMetric, rows: pd.DataFrame) -> Tuple[np.ndarray,
   return positive, 1.0 - positive
 
 
-def _per_user(metric: OfflineMetric, rows: pd.DataFrame, scores: np.ndarray):
-  """GAUC's parts per user with both classes: (users, impressions * AUC, impressions)."""
-  users, aucs, impressions = metrics_lib.per_group_auc(
-      rows[metric.label].to_numpy(), scores, rows["user_id"].to_numpy())
-  counted = ~np.isnan(aucs)
-  return users[counted], (aucs * impressions)[counted], impressions[counted].astype(np.float64)
-
-
-def bootstrap(metric: OfflineMetric, frame: pd.DataFrame, n_boot: int,
-              seed: int) -> Tuple[float, float, float]:
-  """(value, lo, hi): the figure and its 95% percentile bootstrap over users."""
-  rows = metric.rows(frame)
-  scores = rows[metric.model].to_numpy(np.float64)
+def replicates(metric: OfflineMetric, frames, n_boot: int,
+               seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(point figures [m], bootstrap replicates [n_boot, m]) of an AUC or eAUC figure over m
+  `aligned` runs' frames: every replicate resamples the same users for every run, so the
+  columns are paired."""
   if metric.kind == "gauc":
-    _, numerator, impressions = _per_user(metric, rows, scores)
-    return intervals.bootstrap_ci(numerator, n_boot=n_boot, seed=seed,
-                                  denominators=impressions)
-  positive, negative = _auc_weights(metric, rows)
-  point, replicates = intervals.auc_replicates([scores], positive, negative,
-                                               rows["user_id"].to_numpy(), n_boot, seed)
-  return intervals.auc_interval(point[0], replicates[:, 0])
+    raise ValueError("GAUC is a ratio over users: use gauc_parts with data.intervals")
+  rows = [metric.rows(frame) for frame in frames]
+  positive, negative = _auc_weights(metric, rows[0])
+  return intervals.auc_replicates([r[metric.model].to_numpy(np.float64) for r in rows],
+                                  positive, negative, rows[0]["user_id"].to_numpy(), n_boot,
+                                  seed)
+
+
+def gauc_parts(metric: OfflineMetric, frame: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+  """GAUC as a ratio of sums over users with both classes: (impressions * AUC, impressions)
+  per user, sorted by user id (`data.intervals` bootstraps it like any per-request ratio)."""
+  rows = metric.rows(frame)
+  _, aucs, impressions = metrics_lib.per_group_auc(
+      rows[metric.label].to_numpy(), rows[metric.model].to_numpy(np.float64),
+      rows["user_id"].to_numpy())
+  counted = ~np.isnan(aucs)
+  return (aucs * impressions)[counted], impressions[counted].astype(np.float64)
 
 
 def aligned(base: pd.DataFrame, variant: pd.DataFrame) -> bool:
@@ -148,59 +151,3 @@ def aligned(base: pd.DataFrame, variant: pd.DataFrame) -> bool:
   return (len(base) == len(variant)
           and np.array_equal(base["request_id"].to_numpy(), variant["request_id"].to_numpy())
           and np.array_equal(base["item_id"].to_numpy(), variant["item_id"].to_numpy()))
-
-
-def paired_delta(metric: OfflineMetric, base: pd.DataFrame, variant: pd.DataFrame, n_boot: int,
-                 seed: int) -> intervals.DeltaCI:
-  """Variant minus baseline on the same impressions, each bootstrap replicate resampling the
-  same users for both (`aligned` frames only)."""
-  base_rows, variant_rows = metric.rows(base), metric.rows(variant)
-  if metric.kind == "gauc":
-    users, base_num, base_den = _per_user(metric, base_rows,
-                                          base_rows[metric.model].to_numpy(np.float64))
-    other_users, variant_num, variant_den = _per_user(
-        metric, variant_rows, variant_rows[metric.model].to_numpy(np.float64))
-    if not np.array_equal(users, other_users):
-      raise ValueError(f"{metric.name}: the runs' GAUC users differ; are the frames aligned?")
-    return intervals.paired_bootstrap_delta(
-        base_num, variant_num, n_boot=n_boot, seed=seed, baseline_denominators=base_den,
-        treatment_denominators=variant_den)
-  positive, negative = _auc_weights(metric, base_rows)
-  point, replicates = intervals.auc_replicates(
-      [base_rows[metric.model].to_numpy(np.float64),
-       variant_rows[metric.model].to_numpy(np.float64)],
-      positive, negative, base_rows["user_id"].to_numpy(), n_boot, seed)
-  return intervals.replicate_delta(point[0], point[1], replicates[:, 0], replicates[:, 1],
-                                   len(base_rows))
-
-
-def independent_delta(metric: OfflineMetric, base: pd.DataFrame, variant: pd.DataFrame,
-                      n_boot: int, seed: int) -> intervals.DeltaCI:
-  """Variant minus baseline on different impressions (another day): each side resampled on
-  its own users."""
-  sides = []
-  for offset, frame in enumerate((base, variant)):
-    rows = metric.rows(frame)
-    scores = rows[metric.model].to_numpy(np.float64)
-    if metric.kind == "gauc":
-      _, numerator, impressions = _per_user(metric, rows, scores)
-      point = numerator.sum() / impressions.sum() if impressions.sum() else math.nan
-      reps = _ratio_replicates(numerator, impressions, n_boot, seed + offset)
-    else:
-      positive, negative = _auc_weights(metric, rows)
-      points, replicates = intervals.auc_replicates([scores], positive, negative,
-                                                    rows["user_id"].to_numpy(), n_boot,
-                                                    seed + offset)
-      point, reps = points[0], replicates[:, 0]
-    sides.append((point, reps, len(rows)))
-  (b, b_reps, n_b), (v, v_reps, n_v) = sides
-  return intervals.replicate_delta(b, v, b_reps, v_reps, n_b + n_v)
-
-
-def _ratio_replicates(numerator: np.ndarray, denominator: np.ndarray, n_boot: int,
-                      seed: int) -> np.ndarray:
-  """Bootstrap replicates of sum(numerator) / sum(denominator) over the rows (users)."""
-  rng = np.random.default_rng(seed)
-  picks = rng.integers(0, max(len(numerator), 1), size=(n_boot, len(numerator)))
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return numerator[picks].sum(axis=1) / denominator[picks].sum(axis=1)
