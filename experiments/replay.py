@@ -46,6 +46,7 @@ from data import best_page as best_page_lib
 from data import command
 from data import engine as engine_lib
 from data import files
+from data import progress
 from data.command import UserError
 from experiments import funnel as funnel_lib
 from experiments import offline_table
@@ -354,6 +355,7 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
   size = max(1, config.batch_requests)
   n_chunks = chunk_count(n, config)
   started, done = time.perf_counter(), 0
+  line = progress.Line("replay", log_every=max(1, config.log_every_batches))
   for index in (range(n_chunks) if indices is None else indices):
     if run_dir.chunk_done(index):
       continue
@@ -363,9 +365,11 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
     seconds["n"] = table.num_rows
     run_dir.write_chunk(index, table, seconds)
     done += table.num_rows
-    if (index + 1) % max(1, config.log_every_batches) == 0 or index + 1 == n_chunks:
-      logging.info("replay: batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
-                   min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+    line.update("batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
+                min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+  if done:
+    line.done("%d requests served, %.1f requests/s", done,
+              done / (time.perf_counter() - started))
   return n_chunks
 
 

@@ -118,8 +118,8 @@ class FaissTopK(tfrs.layers.factorized_top_k.TopK):
                        f"{BRUTE_FORCE}")
     self.spec = spec
     self.query_model = query_model
-    self._faiss = None
-    self._identifiers: Optional[np.ndarray] = None
+    self._faiss: Any = None
+    self._identifiers: np.ndarray = np.zeros(0, np.int64)
 
   def index(self, candidates, identifiers=None) -> "FaissTopK":
     vectors = np.asarray(candidates, dtype=np.float32)
@@ -151,7 +151,7 @@ class FaissTopK(tfrs.layers.factorized_top_k.TopK):
 
   @property
   def n_items(self) -> int:
-    return 0 if self._identifiers is None else len(self._identifiers)
+    return len(self._identifiers)
 
   def save(self, directory: str) -> str:
     """Writes the FAISS index to directory/INDEX_FILE (the identifiers are the export's)."""
