@@ -92,7 +92,7 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
   files.write_text(report_path, text)
   page = html_report.write_page(report_path)
   print(text.split("\n## Other quality figures")[0].split("\n## Diagnostics")[0].rstrip())
-  print(f"\nreport: {report_path} (one page: {page})")
+  print(f"\none page: {page}\nreport: {report_path}")
   return report_path
 
 

@@ -32,9 +32,9 @@ over those pairs, and every delta is paired on them. Stage flags (--hidden_units
 import dataclasses
 import os
 import sys
-import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from absl import flags
 from absl import logging
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ from experiments import compare
 from experiments import paper_learning
 from experiments import paper_report
 from experiments import paper_worlds
+from experiments import progress
 from experiments import reference
 from experiments import replay
 from experiments import runner
@@ -357,20 +358,16 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
   configs = [stage_config(run, base, work_dir) for run in runs]
   tasks = [reference.reference_task(runner.TASKS[type(c)]) if run.variant == LINEAR else None
            for run, c in zip(runs, configs)]
-  started = time.time()
-  finished = []
-
-  def log_done(i: int, metrics: Dict[str, Any]) -> None:
-    finished.append(i)
-    run = runs[i]
-    logging.info("[%d/%d, %.0fs] %s %s %s %s seeds %d/%d days %s: auc=%s eauc=%s", len(finished),
-                 len(runs), time.time() - started, run.study, run.stage, run.variant,
-                 run.world, run.world_seed, run.seed, _days(run.train_days),
-                 _fmt(metrics.get("auc")), _fmt(metrics.get("eauc")))
-
-  results = runner.run_stages(configs, run_dependencies(runs), workers=workers,
-                              max_worker_gb=max_worker_gb, done=log_done, tasks=tasks,
-                              engine=engine)
+  watch = progress.StudyProgress(progress.study_runs(runs, configs, tasks), work_dir,
+                                 " ".join(["python -m experiments.paper"] + sys.argv[1:]))
+  try:
+    results = runner.run_stages(configs, run_dependencies(runs), workers=workers,
+                                max_worker_gb=max_worker_gb, done=watch.done, tasks=tasks,
+                                engine=engine)
+  except BaseException:
+    watch.finish("failed")
+    raise
+  watch.finish()
   rows = []
   for trial, i in zip(trials, run_of):
     linear_metrics = reference_metrics(configs[i])
@@ -405,8 +402,6 @@ def _days(days: Iterable[int]) -> str:
   return f"{days[0]}-{days[-1]}" if len(days) > 1 else str(days[0])
 
 
-def _fmt(value: Optional[float]) -> str:
-  return "-" if value is None else f"{value:.4f}"
 
 
 # ----------------------------------------------------------------------------- online A/B
@@ -497,6 +492,10 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig,
 
 
 def main() -> None:
+  if flags.FLAGS.status:  # a running (or finished) study's progress, from its status file
+    work_dir = flags.FLAGS.work_dir or os.path.join(flags.FLAGS.report_dir or "", "work")
+    print(progress.format_status(progress.read_status(work_dir)))
+    return
   paper = command.config_from_flags(PaperConfig)
   work_dir = paper_work_dir(paper)
   training = config_lib.from_flags(config_lib.TrainConfig,
@@ -507,6 +506,8 @@ def main() -> None:
 
 
 def run() -> None:
+  flags.DEFINE_bool("status", False, "Print the progress of the study in --work_dir (or "
+                    "--report_dir/work) from its status.json, and exit.")
   command.define_config_flags(PaperConfig)
   command.define_config_flags(engine_lib.EngineConfig)
   config_lib.define_flags(config_lib.TrainConfig, skip=NOT_FLAGS)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from data import files
 from data import intervals
+from experiments import html_report
 from experiments import paper_learning
 from experiments import paper_regime
 from experiments.paper_stats import PAIR
@@ -316,6 +317,52 @@ def _gain_plot(gains, path) -> None:
   files.write_png(path, figure)
 
 
+def _verdict(mean: float, half: float) -> str:
+  """The paired interval's plain reading (experiments.compare_report's words)."""
+  if mean is None or half is None or math.isnan(mean) or math.isnan(half):
+    return "no interval"
+  low, high = mean - half, mean + half
+  return ("significant gain" if low > 0 else "significant loss" if high < 0
+          else "no difference")
+
+
+def headline_section(sections) -> Optional[Section]:
+  """The answer first: each variant's paired Δ eAUC and Δ AUC against its baseline student
+  (Tables A and B) and the online A/B's relative change, each with its interval and verdict."""
+  rows = []
+  for title, section in sections:
+    table = None if section is None else section.table
+    if table is None or table.empty:
+      continue
+    if title.startswith(("Table A", "Table B")):
+      stage = "coarse" if title.startswith("Table A") else "fine CVR"
+      for row in table[table["method"] != "baseline"].to_dict("records"):
+        rows.append({"what": f"{stage} {row['method']}, {row['days']} day(s)",
+                     "Δ eAUC": row.get("Δ eAUC", math.nan),
+                     "Δ eAUC ±": row.get("Δ eAUC ±", math.nan),
+                     "Δ AUC": row.get("Δ AUC", math.nan), "Δ AUC ±": row.get("Δ AUC ±", math.nan),
+                     "Δ relative, %": math.nan, "pairs": int(row.get("Δ pairs", 0)),
+                     "verdict": _verdict(row.get("Δ eAUC"), row.get("Δ eAUC ±")),
+                     "paper": row.get("paper", "")})
+    elif title.startswith("Simulated online"):
+      for row in table.to_dict("records"):
+        low, high = row["CI low, %"], row["CI high, %"]
+        rows.append({"what": f"online {row['comparison']}: {row['outcome per 1,000 requests']}"
+                             " per 1,000 requests", "Δ eAUC": math.nan, "Δ eAUC ±": math.nan,
+                     "Δ AUC": math.nan, "Δ AUC ±": math.nan,
+                     "Δ relative, %": row["Δ relative, %"], "pairs": math.nan,
+                     "verdict": _verdict((low + high) / 2, (high - low) / 2),
+                     "paper": row.get("paper", "")})
+  if not rows:
+    return None
+  return Section(pd.DataFrame(rows), [
+      "", "Δ: the variant minus its baseline student, paired on (world seed, training seed), "
+      "mean ± 95% t-interval; online: relative change with its interval, from the online "
+      "comparisons below. Verdict: a significant gain when the interval lies above 0, a "
+      "significant loss when below, no difference when it holds 0 (eAUC decides the model "
+      "rows)."])
+
+
 def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command: str,
           studies: Sequence[str]) -> str:
   """Writes report.md, tables.csv and plots/ under `report_dir`; returns report.md's path."""
@@ -359,6 +406,9 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
                ("Post-click noise sweep (CVR)", noise_section(frame, plots_dir)),
                ("Distillation on unlabelled candidates", unlabelled_section(frame)),
                ("Coarse PFD+MD: a teacher trained on longer history", teacher_section(frame))]
+  headline = render_section(headline_section(sections))
+  if headline:
+    lines += ["## Headline: does PFD help here?", ""] + headline + [""]
   for title, section in sections:
     body = render_section(section)
     if body:
@@ -370,4 +420,5 @@ def write(frame: pd.DataFrame, online: Dict[str, str], report_dir: str, command:
                    lambda tmp: table.to_csv(tmp, index=False))
   path = os.path.join(report_dir, "report.md")
   files.write_text(path, "\n".join(lines))
+  html_report.write_page(path)
   return path
