@@ -124,3 +124,17 @@ def test_sections_without_rows_render_nothing():
   assert paper_report.cost_section(empty) is None
   assert paper_regime.regime_section(empty, "unused") is None
   assert paper_report.render_section(paper_report.online_section({})) == []
+
+
+def test_the_study_report_opens_with_a_headline_of_paired_deltas_and_verdicts(tmp_path):
+  path = paper_report.write(_frame(world_seeds=2), {}, str(tmp_path),
+                            command="python -m experiments.paper", studies=["coarse"])
+  report = open(path).read()
+  assert report.index("## Headline: does PFD help here?") < report.index("## Table A")
+  headline = report.split("## Headline: does PFD help here?")[1].split("## Table A")[0]
+  pfd = next(line for line in headline.splitlines() if line.startswith("| coarse PFD, 1 day"))
+  assert "+0.0200" in pfd and pfd.rstrip(" |").endswith(paper_report.PAPER_CTR_1DAY["pfd"])
+  assert "| significant gain |" in pfd  # eAUC +0.02 on every pair
+  lupi = next(line for line in headline.splitlines() if line.startswith("| coarse LUPI, 1 day"))
+  assert "| significant loss |" in lupi  # eAUC -0.008 on every pair
+  assert (tmp_path / "report.html").exists()
