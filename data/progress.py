@@ -37,6 +37,8 @@ class _ClearBeforeLog(std_logging.Filter):
 
 
 _FILTER = _ClearBeforeLog()
+for _name in ("update", "done"):  # log lines name the caller's file, not this one
+  logging.ABSLLogger.register_frame_to_skip(__file__, _name)
 
 
 class Line:

@@ -408,11 +408,13 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-TABLE_ROWS = ("online/exp_clicks_per_1k", "online/exp_conversions_per_1k", "online/exp_gmv_per_1k",
-              "online/share_of_oracle_clicks", "online/share_of_oracle_conversions",
-              "online/share_of_oracle_gmv", "survival/retrieval", "survival/coarse",
-              "survival/fine", "cascade/coarse_fine_recall", "cascade/kendall_tau",
-              "offline/coarse_auc", "offline/fine_ctr_auc", "offline/fine_cvr_auc",
+TABLE_ROWS = ("online/exp_gmv_per_1k", "online/exp_clicks_per_1k", "online/exp_conversions_per_1k",
+              "offline/coarse_auc", "offline/coarse_eauc", "offline/fine_ctr_auc",
+              "offline/fine_ctr_eauc", "offline/fine_cvr_auc", "offline/fine_cvr_eauc",
+              "survival/retrieval", "survival/coarse", "survival/fine",
+              "online/share_of_oracle_gmv", "online/share_of_oracle_clicks",
+              "online/share_of_oracle_conversions", "cascade/coarse_fine_ctr_recall",
+              "cascade/kendall_tau_ctr", "cascade/coarse_fine_recall", "cascade/kendall_tau",
               "latency/retrieval_ms", "latency/coarse_ms", "latency/fine_ms",
               "throughput/requests_per_second", "throughput/funnel_requests_per_second",
               "n_requests", "cascade/n_requests")
@@ -425,14 +427,20 @@ def format_table(summary: dict) -> str:
   if not summary.get("has_oracle", True):
     lines.append("  real logs, no oracle: offline metrics only; online/ and survival/ figures "
                  "are unavailable (null in summary.json)")
+  unavailable = summary.get("unavailable", {})
   for name in TABLE_ROWS:
     value = metrics.get(name)
-    if name in summary.get("unavailable", {}):
+    if name in unavailable:
       shown = "n/a"
     else:
       shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float)
-                                         else str(value))
+                                         else f"{value:,}")
     lines.append(f"  {name:<42} {shown:>12}")
+  by_reason: Dict[str, list] = {}
+  for name in TABLE_ROWS:
+    if name in unavailable:
+      by_reason.setdefault(unavailable[name], []).append(name)
+  lines += [f"  n/a ({', '.join(names)}): {reason}" for reason, names in by_reason.items()]
   return "\n".join(lines)
 
 

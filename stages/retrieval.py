@@ -150,10 +150,13 @@ class RetrievalTask(driver.StageTask):
     (an exact index: it serves alone), then the item vectors and ids and any ANN index."""
     names = model.scorer.user_input_names
     self.world.schema.check_serving(self.config.stage, names)
+    vectors = getattr(self, "vectors", None)
+    if vectors is None:  # an index built outside `evaluate` (benchmarks.cost_model)
+      vectors = self.vectors = item_vectors(self.world, model)
     exact = self.index if self.index.is_exact() else build_index(
-        self.world, model, self._k(), vectors=self.vectors)
+        self.world, model, self._k(), vectors=vectors)
     module = RetrievalServing(exact, export.signature_specs([self.world.schema[n] for n in names]))
-    spec = ann.IndexSpec(self.config.index)
+    spec = self.index.spec if isinstance(self.index, ann.FaissTopK) else ann.IndexSpec()
     meta = {"stage": self.config.stage, "architecture": "retrieval_index",
             "query_inputs": names, "k": self._k(), "index": spec.describe(),
             "item_vectors": serving.ITEM_VECTORS, "item_ids": serving.ITEM_IDS, "extra": facts}
@@ -163,7 +166,7 @@ class RetrievalTask(driver.StageTask):
     files.write_npy(os.path.join(path, serving.ITEM_VECTORS), self.vectors.astype(np.float32))
     files.write_npy(os.path.join(path, serving.ITEM_IDS),
                     self.world.items["item_id"].to_numpy(np.int64))
-    if not spec.exact:
+    if isinstance(self.index, ann.FaissTopK):
       self.index.save(path)
 
 
