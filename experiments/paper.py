@@ -27,6 +27,11 @@ or on a cluster, with the same receipts and numbers. Every trial runs for each p
 training seed): --world_seeds worlds x --seeds seeds; every figure is mean ± 95% CI (Student t)
 over those pairs, and every delta is paired on them. Stage flags (--hidden_units,
 --batch_size, --epochs, --learning_rate ...) apply to every trial.
+
+Watching it (experiments.progress): each finished run logs runs done/total, elapsed time and
+the time left; WORK/status.json holds the same, printed by `python -m experiments.paper
+--status --work_dir=WORK` (or --report_dir); `tensorboard --logdir=WORK` shows every run's
+hyperparameters and final metrics in the HParams dashboard.
 """
 
 import dataclasses
