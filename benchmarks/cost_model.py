@@ -45,11 +45,10 @@ from data import files
 from data import generate
 from data import schema as schema_lib
 from models import rankers
-from stages import coarse
+from stages import catalogue
 from stages import config as config_lib
 from stages import distribute as distribute_lib
 from stages import driver
-from stages import fine
 from stages import retrieval
 from stages import serving
 from stages import training
@@ -262,13 +261,13 @@ class StageBuild:
     return self.task.config.stage
 
 
-BUILDS: Tuple[Tuple[str, Any, Dict[str, Any]], ...] = (  # what each stage command would run
-    ("retrieval", retrieval.RetrievalTask, {}),
-    ("coarse baseline", coarse.CoarseTask, {"variant": "baseline"}),
-    ("coarse pfd", coarse.CoarseTask, {"variant": "pfd"}),
-    ("fine CTR", fine.FineTask, {"task": "ctr"}),
-    ("fine CVR baseline", fine.FineTask, {"task": "cvr", "variant": "baseline"}),
-    ("fine CVR pfd", fine.FineTask, {"task": "cvr", "variant": "pfd"}),
+BUILDS: Tuple[Tuple[str, catalogue.Stage, str], ...] = (  # what each stage command would run
+    ("retrieval", catalogue.RETRIEVAL, "baseline"),
+    ("coarse baseline", catalogue.COARSE, "baseline"),
+    ("coarse pfd", catalogue.COARSE, "pfd"),
+    ("fine CTR", catalogue.FINE_CTR, "baseline"),
+    ("fine CVR baseline", catalogue.FINE_CVR, "baseline"),
+    ("fine CVR pfd", catalogue.FINE_CVR, "pfd"),
 )
 # (row name, build, head): the six models of the report.
 HEADS = (("retrieval", "retrieval", "scorer"),
@@ -281,10 +280,11 @@ SERVED = {"retrieval": "retrieval", "coarse student": "coarse", "fine CTR": "fin
           "fine CVR student": "fine"}
 
 
-def build_stage(world, base: config_lib.TrainConfig, name: str, task_class,
-                settings: Dict[str, Any]) -> StageBuild:
+def build_stage(world, base: config_lib.TrainConfig, name: str, stage: catalogue.Stage,
+                variant: str) -> StageBuild:
   """The stage's resolved config, its task, its training rows and its built model."""
-  config = driver.resolve(config_lib.for_stage(task_class.CONFIG, base, **settings), world)
+  task_class = stage.task_class()
+  config = driver.resolve(stage.make_config(base, variant=variant), world)
   task = task_class(world, config, task_class.output_dir(config))
   inputs = task.build_inputs()
   training.seed_everything(config.seed)
@@ -298,8 +298,8 @@ def build_all(world, config: CostConfig, model_dir: str) -> Dict[str, StageBuild
   base = config_lib.TrainConfig(world_dir=config.world_dir, model_dir=model_dir,
                                 train_days=tuple(config.days), seed=config.seed,
                                 validation_fraction=0.0)
-  return {name: build_stage(world, base, name, task_class, settings)
-          for name, task_class, settings in BUILDS}
+  return {name: build_stage(world, base, name, stage, variant)
+          for name, stage, variant in BUILDS}
 
 
 def head_of(builds: Dict[str, StageBuild], build: str, attribute: str):

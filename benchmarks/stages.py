@@ -18,30 +18,20 @@ from absl import flags
 import numpy as np
 
 import data
-from stages import coarse
+from experiments import demo
 from stages import config as config_lib
-from stages import fine
-from stages import retrieval
+from stages import driver
 from stages import serving
 
 FLAGS = flags.FLAGS
 
-RUNS = [(config_lib.RetrievalConfig, retrieval.train, "baseline", {}),
-        (config_lib.FineConfig, fine.train, "baseline", {"task": "ctr"}),
-        (config_lib.FineConfig, fine.train, "baseline", {"task": "cvr"}),
-        (config_lib.FineConfig, fine.train, "pfd", {"task": "cvr"}),
-        (config_lib.CoarseConfig, coarse.train, "baseline", {}),
-        (config_lib.CoarseConfig, coarse.train, "pfd_md", {})]
-
-
 def training_throughput(base: config_lib.TrainConfig):
-  for config_class, train_fn, variant, settings in RUNS:
-    config = config_lib.for_stage(config_class, base, variant=variant, **settings,
-                                  max_steps=FLAGS.bench_steps)
+  for stage_entry, variant in demo.STAGE_RUNS:  # the demo's six runs
+    config = stage_entry.make_config(base, variant=variant, max_steps=FLAGS.bench_steps)
     stage = config.output
     # The run's own throughput (stages.training): the steps after the first, tracing one.
-    metrics = train_fn(config)
-    batch_size = config.batch_size or config_lib.default_batch_size(config.stage)
+    metrics = driver.train(stage_entry.task_class(), config)
+    batch_size = config.batch_size or stage_entry.batch_size
     print(f"train  {stage:10s} {variant:9s} {metrics['examples_per_second']:12,.0f} examples/s "
           f"({metrics['timed_steps']} steps of {batch_size} in "
           f"{metrics['timed_seconds']:.1f}s)")

@@ -28,6 +28,16 @@ class UserError(Exception):
   """An error the user can fix (a flag, a file, a missing step): one line, exit status 2."""
 
 
+def field(default: Any, help_text: str, **metadata: Any) -> Any:
+  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`); a list
+  or tuple default becomes a tuple made fresh for each instance."""
+  if isinstance(default, (list, tuple)):
+    value = tuple(default)
+    return dataclasses.field(default_factory=lambda: value,
+                             metadata={"help": help_text, **metadata})
+  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 def _flag_kind(field_type: Any) -> Any:
   """The absl define function for a field type (Optional[T] is T with default None)."""
   origin = typing.get_origin(field_type)
@@ -103,17 +113,31 @@ def _parse_item(name: str, item_type: Any, text: str) -> Any:
     raise UserError(f"--{name}: {text!r} is not a valid {type_name}") from None
 
 
+# The errors a user can fix: a command reports them as one line (`run_command`), and so does a
+# trial worker running a stage job (`experiments.trial_pool`). Anything else is a bug and keeps
+# its traceback.
+EXPECTED_ERRORS: Tuple[Type[BaseException], ...] = (
+    UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
+    NotADirectoryError, IsADirectoryError)
+
+
+def error_message(error: BaseException) -> str:
+  """The one line an expected error is reported as."""
+  if isinstance(error, PermissionError):
+    return f"permission denied: {error.filename or error}"
+  if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
+    return f"{error.filename}: {(error.strerror or str(error)).lower()}"
+  return str(error)
+
+
 def run_command(main: Callable[[], Optional[Any]], name: str,
                 known_errors: Iterable[Type[BaseException]] = ()) -> Callable[[List[str]], None]:
   """An absl main for `main()`: refuses stray arguments; known errors become one line.
 
-  UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError and a path that
-  is (not) a directory (plus `known_errors`) are the errors a user can fix; anything else is a
-  bug and keeps its traceback.
+  EXPECTED_ERRORS (plus `known_errors`) are the errors a user can fix; anything else is a bug
+  and keeps its traceback.
   """
-  expected: Tuple[Type[BaseException], ...] = (
-      UserError, ValueError, FileNotFoundError, PermissionError, FileExistsError,
-      NotADirectoryError, IsADirectoryError, *known_errors)
+  expected = EXPECTED_ERRORS + tuple(known_errors)
 
   def absl_main(argv: List[str]) -> None:
     if len(argv) > 1:
@@ -121,11 +145,7 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
     try:
       main()
     except expected as error:
-      if isinstance(error, PermissionError):
-        fail(name, f"permission denied: {error.filename or error}")
-      if isinstance(error, (NotADirectoryError, IsADirectoryError)) and error.filename:
-        fail(name, f"{error.filename}: {(error.strerror or str(error)).lower()}")
-      fail(name, str(error))
+      fail(name, error_message(error))
 
   return absl_main
 

@@ -120,7 +120,8 @@ class Engine:
 
     `fn` must be a module-level function (a Ray worker imports it by name); `common` is
     shipped to the workers once. `after[i]`: indices of the items whose task must finish
-    before item i's starts. `resources`: Ray's per-task options (num_cpus, memory).
+    before item i's starts. `resources`: Ray's per-task options (num_cpus, memory) and
+    max_calls (tasks a Ray worker process runs before it is replaced).
     `done(i, result)` is called in the driver as each task finishes. `label(item)` names an
     item in errors (e.g. "shard 3").
     """
@@ -168,7 +169,12 @@ def _call(fn: Callable[..., Any], n_args: int, *args: Any) -> Any:
 def _ray_map(fn, items, label, common, after, order, resources, done) -> List[Any]:
   import ray
   _check_feasible(resources)
-  remote = ray.remote(_call).options(**resources) if resources else ray.remote(_call)
+  # max_calls (how many tasks a worker process runs before Ray replaces it) is the remote
+  # function's own setting; the others are per-call options.
+  options = {k: v for k, v in resources.items() if k != "max_calls"}
+  function = (ray.remote(max_calls=int(resources["max_calls"]))(_call)
+              if "max_calls" in resources else ray.remote(_call))
+  remote = function.options(**options) if options else function
   shared = [ray.put(value) for value in common]
   refs: List[Any] = [None] * len(items)
   for i in order:

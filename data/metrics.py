@@ -295,10 +295,14 @@ def kendall_tau(a, b) -> np.ndarray:
   """Kendall tau-b between a[i] and b[i] for every row i: [n, c] x [n, c] -> [n].
 
   Tau-b corrects for ties in either ranking. Non-finite entries (padding) drop out of their
-  row; a row with fewer than two comparable entries, or constant in a or b, is nan. Each row
-  is scipy's `kendalltau` (tau-b by Knight's O(c log c) algorithm): the replay's cascade
-  compares rankings of 1,000 candidates and more, where counting pair signs (O(c^2)) was most
-  of a replay step.
+  row; a row with fewer than two comparable entries, or constant in a or b, is nan.
+
+  Each row counts its pairs in O(c log c) with scipy's `kendalltau` (Knight's algorithm): the
+  replay's cascade compares rankings of 1,000 candidates and more, where counting the c^2 pair
+  signs was most of a replay step. scipy divides the exact integer concordant - discordant by
+  the square roots of the untied pair counts; that integer is recovered (rounded) and divided
+  as the pair-sign formula did, sum(sa * sb) / sqrt(sum(sa^2) * sum(sb^2)), so every value is
+  the same float, bit for bit, as before.
   """
   a = np.atleast_2d(np.asarray(a, dtype=np.float64))
   b = np.atleast_2d(np.asarray(b, dtype=np.float64))
@@ -308,7 +312,17 @@ def kendall_tau(a, b) -> np.ndarray:
   valid = np.isfinite(a) & np.isfinite(b)
   for row in range(a.shape[0]):
     x, y = a[row, valid[row]], b[row, valid[row]]
-    if len(x) < 2 or x.min() == x.max() or y.min() == y.max():
+    pairs = len(x) * (len(x) - 1) // 2
+    untied_x, untied_y = pairs - _tied_pairs(x), pairs - _tied_pairs(y)
+    if untied_x == 0 or untied_y == 0:
       continue  # no comparable pair, or a constant ranking: tau-b is undefined
-    taus[row] = scipy_stats.kendalltau(x, y, variant="b").statistic
+    tau = scipy_stats.kendalltau(x, y, variant="b").statistic
+    difference = np.rint(tau * np.sqrt(untied_x) * np.sqrt(untied_y))  # concordant - discordant
+    taus[row] = 2.0 * difference / np.sqrt((2.0 * untied_x) * (2.0 * untied_y))
   return taus
+
+
+def _tied_pairs(values: np.ndarray) -> int:
+  """How many pairs of `values` are equal."""
+  _, counts = np.unique(values, return_counts=True)
+  return int(np.sum(counts * (counts - 1) // 2))

@@ -243,6 +243,7 @@ def build_schema(config: WorldConfig) -> Schema:
 # Column groups, derived from the declarations above. Names, entities and sources do not
 # depend on a world's sizes, so the default configuration's schema gives them for every world.
 _DECLARED = build_schema(WorldConfig())
+DECLARED = _DECLARED  # the code's declaration, at the default sizes (what stages may accept)
 USER_PROFILE = _DECLARED.names_of(USER, PROFILE)   # user_age_bucket, user_gender, ...
 ITEM_PROFILE = _DECLARED.names_of(ITEM, PROFILE)   # item_category, item_shop, ...
 BEHAVIOUR_FEATURES = _DECLARED.names_of(USER, BEHAVIOUR)  # hist_* and hist_len

@@ -16,7 +16,7 @@ Every stage flag (--batch_size, --hidden_units, --epochs ...) applies to every s
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, List, Tuple
 
 from absl import flags
 from absl import logging
@@ -28,6 +28,7 @@ from experiments import browser_check
 from experiments import compare
 from experiments import replay
 from experiments import runner
+from stages import catalogue
 from stages import config as config_lib
 from stages import driver
 
@@ -51,15 +52,15 @@ class DemoConfig:
       "help": "Funnel sizes of the replays (see experiments.replay --funnel)."})
 
 
-# (config class, variant, stage settings), in dependency order: the fine CTR model is the
-# coarse pfd_md teacher and the CVR runs' CTCVR reference.
-STAGE_RUNS: List[Tuple[Type[config_lib.TrainConfig], str, Dict[str, Any]]] = [
-    (config_lib.RetrievalConfig, "baseline", {}),
-    (config_lib.FineConfig, "baseline", {"task": "ctr"}),
-    (config_lib.FineConfig, "baseline", {"task": "cvr"}),
-    (config_lib.FineConfig, "pfd", {"task": "cvr"}),
-    (config_lib.CoarseConfig, "baseline", {}),
-    (config_lib.CoarseConfig, "pfd_md", {}),
+# (stage, variant), in dependency order: the fine CTR model is the coarse pfd_md teacher and
+# the CVR runs' CTCVR reference.
+STAGE_RUNS: List[Tuple[catalogue.Stage, str]] = [
+    (catalogue.RETRIEVAL, "baseline"),
+    (catalogue.FINE_CTR, "baseline"),
+    (catalogue.FINE_CVR, "baseline"),
+    (catalogue.FINE_CVR, "pfd"),
+    (catalogue.COARSE, "baseline"),
+    (catalogue.COARSE, "pfd_md"),
 ]
 # The two funnels: (label, coarse variant, CVR variant).
 FUNNELS = [("baseline", "baseline", "baseline"), ("pfd", "pfd_md", "pfd")]
@@ -69,8 +70,8 @@ def demo_batch_size(stage: str) -> int:
   """Batches of 2048 on impressions halve the optimizer steps of every stage trained on them,
   which keeps the whole job within ~15 minutes on 2 cores; fine CVR (on clicks) keeps its
   stage default."""
-  if stage == "fine_cvr":
-    return config_lib.default_batch_size(stage)
+  if stage == catalogue.FINE_CVR.name:
+    return catalogue.FINE_CVR.batch_size
   return DEMO_BATCH_SIZE
 
 
@@ -79,17 +80,30 @@ def world_dir(work_dir: str) -> str:
 
 
 def train_stages(base: config_lib.TrainConfig) -> None:
-  """Each stage as its own command, in a child process (see experiments.runner)."""
-  for index, (config_class, variant, settings) in enumerate(STAGE_RUNS, start=1):
-    config = config_lib.for_stage(config_class, base, variant=variant, mode=None, reuse=True,
-                                  **settings)
+  """Each stage as its command would run it, one after another in one long-lived trial worker
+  (experiments.runner): TensorFlow starts once for the six runs."""
+  configs = []
+  for stage, variant in STAGE_RUNS:
+    config = stage.make_config(base, variant=variant, mode=None, reuse=True)
     if not config.batch_size:  # the demo's default; --batch_size still overrides it
       config = dataclasses.replace(config, batch_size=demo_batch_size(config.stage))
-    logging.info("[%d/%d] training %s %s", index, len(STAGE_RUNS), config.stage, variant)
-    metrics = runner.run_stage(config)
+    configs.append(config)
+  logging.info("[1/%d] training %s %s", len(configs), configs[0].stage, configs[0].variant)
+
+  def done(index: int, metrics: Dict[str, Any]) -> None:
+    config = configs[index]
     shown = {k: round(v, 4) for k, v in metrics.items()
              if k in ("auc", "teacher_auc", "recall@100", "recall@1000", "train_seconds")}
-    logging.info("[%d/%d] %s %s: %s", index, len(STAGE_RUNS), config.stage, variant, shown)
+    logging.info("[%d/%d] %s %s: %s", index + 1, len(configs), config.stage, config.variant,
+                 shown)
+    if index + 1 < len(configs):
+      following = configs[index + 1]
+      logging.info("[%d/%d] training %s %s", index + 2, len(configs), following.stage,
+                   following.variant)
+
+  # In the declared order: each run after the one before it.
+  runner.run_stages(configs, [[]] + [[i] for i in range(len(configs) - 1)], workers=1,
+                    done=done)
 
 
 def replay_funnels(demo: DemoConfig, base: config_lib.TrainConfig, world) -> List[str]:

@@ -10,7 +10,7 @@ Two views of the baseline students (and the distilled ones beside them), issue 1
 """
 
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,13 +22,18 @@ from experiments.paper_stats import metric_values
 from experiments.paper_stats import reference_auc
 from experiments.paper_stats import rows_where
 from experiments.paper_stats import stat_cells
+from models import teacher_kinds
 
 LEARNING_CURVE = "learning_curve"
 # (study, stage, title) of the curves drawn, in the report's order.
 PANELS = (("coarse", "coarse", "coarse two-tower"), ("cvr", "fine_cvr", "fine CVR"),
           ("coarse", "fine_ctr", "fine CTR (coarse teacher)"))
-COLOURS = {"baseline": "tab:blue", "pfd": "tab:orange", "pfd_md": "tab:green", "md": "tab:red",
-           "lupi": "tab:purple", "reference": "tab:grey"}
+REFERENCE_COLOUR = "tab:grey"  # the linear reference's; every teacher kind has its own
+
+
+def colours() -> Dict[str, str]:
+  """Each variant's colour: the teacher-kind registry's, and the linear reference's."""
+  return {**{k.name: k.colour for k in teacher_kinds.all_kinds()}, "reference": REFERENCE_COLOUR}
 
 
 def days_order(days: str) -> int:
@@ -81,7 +86,7 @@ def _curves_by_step(frame: pd.DataFrame, path: str) -> None:
                               squeeze=False)
   for axis, (study, stage, title, days) in zip(axes[0], panels):
     runs = rows_where(frame, study=study, stage=stage, days=days)
-    for variant, colour in COLOURS.items():
+    for variant, colour in colours().items():
       labelled = False
       for _, run in rows_where(runs, variant=variant).iterrows():
         curve = run[LEARNING_CURVE] if isinstance(run[LEARNING_CURVE], list) else []

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from data import intervals
 
@@ -86,15 +87,80 @@ def paired_deltas(frame: pd.DataFrame, variant: str, metric: str, **where) -> np
   return metric_values(rows, metric) - metric_values(base, metric)
 
 
-def gap_closures(frame: pd.DataFrame, variant: str, **where) -> np.ndarray:
-  """(student - baseline student) / (teacher - baseline student) per pair; empty unless the
-  teacher beats the baseline student (95% CI of the gap above 0): no ratio of a null gap."""
+def pairs_for_power(deltas, power: float = 0.8, alpha: float = 0.05,
+                    most: int = 10_000) -> float:
+  """Pairs a paired t-test at `alpha` needs for `power` if the true Δ were the mean seen here,
+  at the spread seen here: the smallest n whose noncentral-t power reaches it (nan when the
+  deltas say nothing: fewer than two, or a zero mean; `most` + 1 when beyond `most`)."""
+  deltas = np.asarray(deltas, dtype=np.float64)
+  deltas = deltas[~np.isnan(deltas)]
+  if len(deltas) < 2 or np.mean(deltas) == 0:
+    return math.nan
+  spread = float(np.std(deltas, ddof=1))
+  if spread == 0:
+    return 2.0  # no spread at all: any two pairs show it
+  effect = abs(float(np.mean(deltas))) / spread
+  for n in range(2, most + 1):
+    critical = scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = effect * math.sqrt(n)
+    achieved = (scipy_stats.nct.sf(critical, n - 1, shift)
+                + scipy_stats.nct.cdf(-critical, n - 1, shift))
+    if achieved >= power:
+      return float(n)
+  return float(most + 1)
+
+
+def p_value(values) -> float:
+  """Two-sided p of a one-sample t-test of mean 0 (nan with fewer than two values)."""
+  values = np.asarray(values, dtype=np.float64)
+  values = values[~np.isnan(values)]
+  if len(values) < 2:
+    return math.nan
+  if np.std(values, ddof=1) == 0:
+    return 0.0 if np.mean(values) != 0 else 1.0
+  return float(scipy_stats.ttest_1samp(values, 0.0).pvalue)
+
+
+def world_deltas(frame: pd.DataFrame, variant: str, metric: str, **where) -> np.ndarray:
+  """The variant's paired Δ `metric` averaged within each world seed: the world as the unit
+  (a random effect of the world: pairs of one world share its draw), one value per world."""
   rows, base = paired_with_baseline(frame, variant, **where)
-  gap = metric_values(rows, "teacher_auc") - metric_values(base, "auc")
-  mean, half, _ = stat(gap)
-  if not mean - np.nan_to_num(half) > 0:
+  deltas = pd.Series(metric_values(rows, metric) - metric_values(base, metric),
+                     index=rows.index)
+  if deltas.empty:
     return np.array([])
-  return (metric_values(rows, "auc") - metric_values(base, "auc")) / gap
+  return deltas.groupby(level="world_seed").mean().to_numpy(dtype=np.float64)
+
+
+def gap_closure(frame: pd.DataFrame, variant: str, metric: str = "auc", resamples: int = 2000,
+                seed: int = 0, **where) -> Tuple[float, float, float]:
+  """(ratio, low, high): gap closure as a ratio of means, mean(student - baseline) /
+  mean(teacher - baseline) over the pairs, with a 95% percentile bootstrap that resamples
+  world seeds (with their pairs). nan when the teacher's gap is not significant (95% t
+  interval of its mean above 0): no ratio of a null gap."""
+  rows, base = paired_with_baseline(frame, variant, **where)
+  gain = metric_values(rows, metric) - metric_values(base, metric)
+  gap = metric_values(rows, f"teacher_{metric}") - metric_values(base, metric)
+  keep = ~(np.isnan(gain) | np.isnan(gap))
+  mean, half, _ = stat(gap[keep])
+  if not keep.any() or not mean - np.nan_to_num(half) > 0:
+    return math.nan, math.nan, math.nan
+  worlds = rows.index.get_level_values("world_seed").to_numpy()[keep]
+  gain, gap = gain[keep], gap[keep]
+  ratio = float(gain.mean() / gap.mean())
+  distinct = np.unique(worlds)
+  members = [np.flatnonzero(worlds == w) for w in distinct]
+  rng = np.random.default_rng(seed)
+  ratios = []
+  for _ in range(resamples):
+    picked = np.concatenate([members[i] for i in rng.integers(0, len(distinct), len(distinct))])
+    denominator = gap[picked].mean()
+    if denominator > 0:
+      ratios.append(gain[picked].mean() / denominator)
+  if len(distinct) < 2 or not ratios:
+    return ratio, math.nan, math.nan
+  low, high = np.percentile(ratios, [2.5, 97.5])
+  return ratio, float(low), float(high)
 
 
 def reference_auc(frame: pd.DataFrame, **where) -> np.ndarray:
@@ -109,16 +175,28 @@ def reference_auc(frame: pd.DataFrame, **where) -> np.ndarray:
 # ----------------------------------------------------------------------------- rendering
 
 
+def interval_cells(name: str, estimate: float, low: float, high: float) -> Dict[str, float]:
+  """{name, name low, name high}: an estimate with an asymmetric interval (a bootstrap's),
+  rendered "estimate [low, high]" by `format_table`."""
+  return {name: estimate, f"{name} low": low, f"{name} high": high}
+
+
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-  """Display strings: "X" and "X ±" columns as "mean ± half", Δ columns signed, n as integers,
-  missing figures as n/a. The one place numbers become text."""
+  """Display strings: "X" and "X ±" columns as "mean ± half", "X", "X low", "X high" as
+  "X [low, high]", Δ columns signed, n as integers, missing figures as n/a. The one place
+  numbers become text."""
   shown = {}
   for column in table.columns:
-    if column.endswith(" ±"):
+    if column.endswith((" ±", " low", " high")) and column.rsplit(" ", 1)[0] in table:
       continue
     values = table[column]
     if not pd.api.types.is_float_dtype(values):
       shown[column] = values.map(lambda v: "n/a" if _missing(v) else str(v))
+      continue
+    if f"{column} low" in table:
+      shown[column] = [_bracketed(v, table[f"{column} low"].iloc[k],
+                                  table[f"{column} high"].iloc[k])
+                       for k, v in enumerate(values)]
       continue
     halves = table.get(f"{column} ±")
     if halves is None and not column.startswith("Δ"):  # a setting (λ, a world knob)
@@ -128,6 +206,14 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     shown[column] = [_number(v, None if halves is None else halves.iloc[k], signed)
                      for k, v in enumerate(values)]
   return pd.DataFrame(shown, index=table.index)
+
+
+def _bracketed(value: float, low: float, high: float) -> str:
+  if _missing(value):
+    return "n/a"
+  if _missing(low) or _missing(high):
+    return f"{value:.2f}"
+  return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _missing(value) -> bool:

@@ -234,22 +234,21 @@ def format_status(status: Dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def study_runs(trials: Sequence[Any], configs: Sequence[Any],
-               tasks: Sequence[Optional[type]]) -> List[RunInfo]:
-  """RunInfo of each distinct run of a study (experiments.paper's Trial dataclasses, their
-  stage configs and tasks): its fields and knobs as hyperparameters, its output dir."""
-  from experiments import runner
+def study_runs(trials: Sequence[Any], jobs: Sequence[Any]) -> List[RunInfo]:
+  """RunInfo of each distinct run of a study: the trial's own columns (`Trial.row()`:
+  study, stage, variant, seeds, days, world, settings) as hyperparameters, and the output dir
+  of its job (experiments.jobs)."""
   runs = []
-  for trial, config, task in zip(trials, configs, tasks):
-    fields = dataclasses.asdict(trial)
-    knobs = dict(fields.pop("knobs", ()) or ())
+  for trial, job in zip(trials, jobs):
+    fields = dict(trial.row())
     days = list(fields.pop("train_days"))
-    hparams = {**fields, "days": f"{days[0]}-{days[-1]}" if len(days) > 1 else str(days[0]),
-               "n_days": len(days), **{f"knob/{k}": v for k, v in knobs.items()}}
-    knob_text = ",".join(f"{k}={v}" for k, v in knobs.items())
+    fields["days"] = f"{days[0]}-{days[-1]}" if len(days) > 1 else str(days[0])
+    fields["n_days"] = len(days)
+    own = {k: v for k, v in fields.items()
+           if k not in ("study", "stage", "variant", "seed", "world", "world_seed", "days",
+                        "n_days")}
     label = (f"{trial.study} {trial.stage} {trial.variant} {trial.world} world seed "
-             f"{trial.world_seed} seed {trial.seed} days {hparams['days']}"
-             + (f" {knob_text}" if knob_text else ""))
-    out_dir = (task or runner.TASKS[type(config)]).output_dir(config)
-    runs.append(RunInfo(label, hparams, out_dir))
+             f"{trial.world_seed} seed {trial.seed} days {fields['days']}"
+             + "".join(f" {k}={v}" for k, v in own.items()))
+    runs.append(RunInfo(label, fields, job.task_class().output_dir(job.config)))
   return runs

@@ -21,15 +21,13 @@ from absl import flags
 
 from data import command
 from data import files
-from experiments import runner
 from models import distillation
 from models import linear
-from stages import coarse
+from stages import catalogue
 from stages import config as config_lib
 from stages import driver
-from stages import fine
 
-STAGES = ("coarse", "fine_ctr", "fine_cvr")
+STAGES = catalogue.RANKING
 REFERENCE_DIR = "reference"
 REFERENCE_EPOCHS = 8  # upper bound: validation stopping ends the run (2-6 epochs measured)
 NOT_FLAGS = ("variant", "mode")  # the reference has no teacher
@@ -47,7 +45,7 @@ def reference_task(task_class: Type[driver.StageTask]) -> Type[driver.StageTask]
     @classmethod
     def command_flags(cls, config: config_lib.TrainConfig) -> List[str]:
       """This command's flags for `config` (experiments.runner runs it in a child process)."""
-      return [f"--stage={config.stage}"] + runner.config_flags(
+      return [f"--stage={config.stage}"] + config_lib.command_flags(
           config, config_lib.TrainConfig, skip=NOT_FLAGS)
 
     def build_model(self, inputs: driver.Inputs):
@@ -69,15 +67,12 @@ def config_for(stage: str, base: config_lib.TrainConfig, **settings: Any):
   """The stage's config for the reference run (variant baseline: no teacher)."""
   if stage not in STAGES:
     raise config_lib.StageError(f"--stage={stage}: expected one of {', '.join(STAGES)}")
-  if stage == "coarse":
-    return config_lib.for_stage(config_lib.CoarseConfig, base, variant="baseline", **settings)
-  return config_lib.for_stage(config_lib.FineConfig, base, variant="baseline",
-                              task=stage.split("_", 1)[1], **settings)
+  return catalogue.stage(stage).make_config(base, **{"variant": "baseline", **settings})
 
 
 def train(stage: str, base: config_lib.TrainConfig, **settings: Any) -> Dict[str, Any]:
   """Trains and evaluates the linear reference of `stage`; returns its metrics."""
-  task_class = coarse.CoarseTask if stage == "coarse" else fine.FineTask
+  task_class = catalogue.stage(stage).task_class()
   return driver.train(reference_task(task_class), config_for(stage, base, **settings))
 
 

@@ -48,6 +48,7 @@ from data import engine as engine_lib
 from data import files
 from data import progress
 from data.command import UserError
+from data.command import field as _field
 from experiments import funnel as funnel_lib
 from experiments import offline_table
 from experiments import request_table
@@ -62,17 +63,13 @@ from experiments.run_dir import PER_REQUEST  # noqa: F401
 from experiments.run_dir import SUMMARY  # noqa: F401
 from experiments.run_dir import RunDir  # noqa: F401
 from models import ann
-from stages import config as stage_config
+from stages import catalogue
 from stages import serving
 
 # The oracle outcome each objective is the expected value of (the property-tested one).
 OBJECTIVE_OUTCOME = {"ctr": "clicks", "ctcvr": "conversions", "ctcvr_gmv": "gmv"}
 CASCADE_ROWS = 1 << 15  # (request, candidate) rows the fine models score at once for the cascade
 DEFAULT_FUNNEL = "retrieval:1000,coarse:100,fine:10"
-
-
-def _option(default, help_text: str, **metadata) -> Any:
-  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
 
 
 @dataclasses.dataclass
@@ -85,35 +82,35 @@ class ReplayConfig:
       "help": "Root of trained models (the stage commands' --model_dir)."})
   run_dir: str = dataclasses.field(metadata={
       "help": "Where summary.json and per_request.parquet are written."})
-  day: Optional[int] = _option(None, "The held-out day to replay. Default: the world's last day.")
-  coarse_variant: str = _option("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
-                                choices=stage_config.VARIANTS)
-  cvr_variant: str = _option("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>.",
-                             choices=stage_config.VARIANTS)
-  ctr_variant: str = _option("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
-                             choices=stage_config.FINE_CTR_VARIANTS)
-  rank_by: str = _option("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
+  day: Optional[int] = _field(None, "The held-out day to replay. Default: the world's last day.")
+  coarse_variant: str = _field("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
+                                choices=catalogue.COARSE.variants())
+  cvr_variant: str = _field("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>.",
+                             choices=catalogue.FINE_CVR.variants())
+  ctr_variant: str = _field("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
+                             choices=catalogue.FINE_CTR.variants())
+  rank_by: str = _field("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
                          "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.", choices=OBJECTIVES)
-  label: Optional[str] = _option(None, "Run label for compare. Default: "
+  label: Optional[str] = _field(None, "Run label for compare. Default: "
                                  "coarse=<v>,cvr=<v>[,...].")
-  seed: int = _option(0, "Seed of the request subset and the cascade sample.")
-  max_requests: int = _option(0, "Replay a seeded random subset of this many requests "
+  seed: int = _field(0, "Seed of the request subset and the cascade sample.")
+  max_requests: int = _field(0, "Replay a seeded random subset of this many requests "
                               "(0: every request of the day).")
-  batch_requests: int = _option(256, "Requests per batch (and per resumable chunk).")
-  cascade_sample: int = _option(0, "Score the N1 candidates with the fine models for a seeded "
+  batch_requests: int = _field(256, "Requests per batch (and per resumable chunk).")
+  cascade_sample: int = _field(0, "Score the N1 candidates with the fine models for a seeded "
                                 "random subset of this many requests (0: all) for coarse->fine "
                                 "recall and Kendall tau.")
-  index: str = _option(ann.DEFAULT_INDEX, "How retrieval searches the corpus (models.ann): "
-                       "faiss_ivf (FAISS IVF over the export's item vectors, approximate; the "
-                       "index saved with the export, else built here), faiss_hnsw, or "
-                       "brute_force (the export's exact TFRS index).", choices=ann.INDEXES)
-  store_retrieved: bool = _option(False, "Also store retrieval's N1 ids per request.")
-  overwrite: bool = _option(False, "Replace a finished or unfinished replay in --run_dir "
+  index: str = _field(ann.DEFAULT_INDEX, "How retrieval searches the corpus (models.ann): "
+                      "faiss_ivf (FAISS IVF over the export's item vectors, approximate; the "
+                      "index saved with the export, else built here), faiss_hnsw, or "
+                      "brute_force (the export's exact TFRS index).", choices=ann.INDEXES)
+  store_retrieved: bool = _field(False, "Also store retrieval's N1 ids per request.")
+  overwrite: bool = _field(False, "Replace a finished or unfinished replay in --run_dir "
                             "instead of refusing.")
-  log_every_batches: int = _option(10, "Log progress every this many batches.")
-  oracle_block_pairs: int = _option(1 << 20, "(request, item) pairs the oracle's best-page "
+  log_every_batches: int = _field(10, "Log progress every this many batches.")
+  oracle_block_pairs: int = _field(1 << 20, "(request, item) pairs the oracle's best-page "
                                     "search evaluates at once (bounds its memory).")
-  oracle_cache_dir: Optional[str] = _option(
+  oracle_cache_dir: Optional[str] = _field(
       None, "Keep the oracle's best pages here and reuse them in later replays of the same "
       "world, day, page size and objective (they depend on nothing else). Default: no cache.")
 

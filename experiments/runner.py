@@ -1,21 +1,27 @@
-"""Run a stage command in a fresh process, the way a user would, and return its metrics.
+"""Run stage jobs the way a user would run the stage commands, in long-lived worker processes.
 
-Drivers that train many models (the demo, the paper study) run each stage as its own
-`python -m stages.<stage>` process: TensorFlow and tf.data keep memory across trainings in one
-process (a 54-run study grew past 20 GB in-process), and a separate process per run also keeps
-one run's failure from taking the study down with it.
+Drivers that train many models (the demo, the paper study) run each stage run as a `Job`: a
+stage config and what trains it (the stage's own task, or its linear reference). A job runs in
+a trial worker (`experiments.trial_worker`), a process of its own that imports TensorFlow once
+and runs jobs one after another, each exactly as its command would (`driver.train` on the same
+config), so a study's hundreds of runs do not each pay TensorFlow's start-up. A worker is
+replaced after `max_jobs_per_worker` jobs, once its memory passes `max_worker_gb`, and after
+any job that failed unexpectedly: TensorFlow keeps memory across trainings in one process (a
+54-run study grew past 20 GB in-process), and one run's failure stays its own.
 
-A run the runner has already made is reused without starting a process: beside the stage's
-metrics.json it leaves runner.json, the digest of the exact command line, the world and the
-identity of every export the run reads (a coarse pfd_md student's fine CTR teacher) that made it.
-A child's command line is written from its config's fields (`stages.config.flag_fields`).
+A run the runner has already made is reused without running anything: beside the stage's
+metrics.json it leaves runner.json, the digest of the job's exact command line
+(`command_line`), the world and the identity of every export the run reads (a coarse pfd_md
+student's fine CTR teacher). A job's command line is written from its config's fields
+(`stages.config.command_flags`); the receipts are those a child process per run gave, so a
+study resumes across the two.
 
-`run_stages` runs many such runs, several at a time (`workers`), each once the runs it reads
-are done, and starts another only while the machine has `max_worker_gb` of memory available.
-Each run is the same child process with the same command as when run alone, and stage training
-is deterministic (`stages.training`), so results do not depend on the number of workers.
-With a Ray engine (`data.engine`, --runner=ray) each run is a Ray task that starts that same
-child process, on this machine or on a cluster's nodes.
+`run_stages` runs many jobs, several at a time (`workers`), each once the jobs it reads are
+done, and starts another only while the machine has `max_worker_gb` of memory available.
+Stage training is deterministic (`stages.training`), so results depend neither on the number
+of workers nor on which jobs a worker ran before (tested). With a Ray engine (`data.engine`,
+--runner=ray) each job is a Ray task run inside a Ray worker process, which Ray also keeps for
+several tasks (`max_calls`).
 """
 
 from concurrent import futures
@@ -23,65 +29,24 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from data import engine as engine_lib
 from data import files
+from experiments import jobs
+from experiments import trial_pool
 from models import distribute
-from stages import coarse
 from stages import config as config_lib
-from stages import driver
-from stages import fine
-from stages import retrieval
 
-# The task (and so the `python -m` module) that trains each kind of config.
-TASKS: Dict[Type[config_lib.TrainConfig], Type[driver.StageTask]] = {
-    config_lib.RetrievalConfig: retrieval.RetrievalTask,
-    config_lib.FineConfig: fine.FineTask,
-    config_lib.CoarseConfig: coarse.CoarseTask,
-}
 RECEIPT = "runner.json"
-
-
-def _flag(name: str, value: Any) -> List[str]:
-  if value is None:
-    return []
-  if isinstance(value, bool):
-    return [f"--{name}" if value else f"--no{name}"]
-  if isinstance(value, (list, tuple)):
-    return [f"--{name}=" + ",".join(str(v) for v in value)]
-  return [f"--{name}={value}"]
-
-
-def config_flags(config: config_lib.TrainConfig,
-                 config_class: Optional[Type[config_lib.TrainConfig]] = None,
-                 skip: Sequence[str] = ()) -> List[str]:
-  """One flag per field of `config_class` (default: the config's own class), except `skip`."""
-  flags: List[str] = []
-  for field in config_lib.flag_fields(config_class or type(config)):
-    if field.name not in skip:
-      flags += _flag(field.name, getattr(config, field.name))
-  return flags
-
-
-def command_line(config: config_lib.TrainConfig,
-                 task: Optional[Type[driver.StageTask]] = None) -> List[str]:
-  """The `python -m <module> ...` argv that trains `config` with `task` (default: the stage's
-  own, `stages.X` with one flag per config field; a task with a `command_flags(config)`
-  classmethod, such as the linear reference, names its own flags)."""
-  task = task or TASKS[type(config)]
-  own_flags = getattr(task, "command_flags", None)
-  return ([sys.executable, "-m", task.__module__]
-          + (own_flags(config) if own_flags else config_flags(config)))
+MAX_JOBS_PER_WORKER = 25  # then a fresh process: TensorFlow's memory grows across trainings
 
 
 def command_digest(argv: List[str], world_dir: str,
                    upstream: Dict[str, Optional[str]]) -> Optional[str]:
   """Names one run: the stage command (not the interpreter), the world it read and the
   exports it reads (a coarse pfd_md student's fine CTR teacher); None without a world (the
-  child then says what is missing)."""
+  run then says what is missing)."""
   manifest = os.path.join(world_dir, "manifest.json")
   if not os.path.exists(manifest):
     return None
@@ -91,35 +56,49 @@ def command_digest(argv: List[str], world_dir: str,
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_stage(config: config_lib.TrainConfig,
-              task: Optional[Type[driver.StageTask]] = None) -> Dict[str, Any]:
-  """Trains (or, with config.reuse, reuses) one stage run in a child process; its metrics.
-  `task`: what trains it, default the stage's own task (else e.g. its linear reference)."""
-  task = task or TASKS[type(config)]
+def _receipt(job: jobs.Job):
+  """(digest, finished metrics or None) of `job`: the metrics when its receipt says it ran."""
+  config, task = job.config, job.task_class()
   if config.strategy in distribute.CLUSTER_STRATEGIES:
-    # Every child would read the same TF_CONFIG and claim the same task of one cluster.
+    # Every run would read the same TF_CONFIG and claim the same task of one cluster.
     raise config_lib.StageError(
         f"--strategy={config.strategy} runs one stage command per cluster task; run the stage "
         "commands on the cluster (README, 'Running across machines'); a study or the demo "
         "takes --strategy=default or mirrored")
-  argv = command_line(config, task)
   out_dir = task.output_dir(config)
-  metrics_path = os.path.join(out_dir, "metrics.json")
-  receipt_path = os.path.join(out_dir, RECEIPT)
-  digest = command_digest(argv, config.world_dir, task.upstream(config))
+  metrics_path, receipt_path = (os.path.join(out_dir, name) for name in ("metrics.json",
+                                                                          RECEIPT))
+  digest = command_digest(jobs.command_line(job), config.world_dir, task.upstream(config))
   if config.reuse and digest and os.path.exists(receipt_path) and os.path.exists(metrics_path):
     receipt, metrics = files.read_json(receipt_path), files.read_json(metrics_path)
     # The receipt must be of this command and of the metrics.json now there.
     if receipt == {"command": digest, "config_key": metrics.get("config_key")}:
-      return metrics
-  result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  if result.returncode != 0:
-    tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-    raise config_lib.StageError(f"{' '.join(argv[1:4])} ... failed (exit {result.returncode}):"
-                                f"\n{tail}")
-  metrics = files.read_json(metrics_path)
+      return digest, metrics
+  return digest, None
+
+
+def run_stage(run: Any, pool: Optional[trial_pool.WorkerPool] = None,
+              in_process: bool = False) -> Dict[str, Any]:
+  """Trains (or, with config.reuse, reuses) one job (a Job or a stage config); its metrics.
+
+  The job runs in a worker of `pool`, in a fresh worker of its own without one, or in this
+  process with `in_process` (a Ray task's worker)."""
+  job = jobs.as_job(run)
+  digest, finished = _receipt(job)
+  if finished is not None:
+    return finished
+  label = " ".join(jobs.command_line(job)[1:4])
+  if in_process:
+    metrics = trial_pool.execute(job.to_json())  # a Ray task: Ray accounts for its cost
+  elif pool is not None:
+    metrics = pool.run(job.to_json(), label)
+  else:
+    with trial_pool.WorkerPool(max_jobs=1) as own:
+      metrics = own.run(job.to_json(), label)
   if digest:
-    files.write_json(receipt_path, {"command": digest, "config_key": metrics.get("config_key")})
+    out_dir = job.task_class().output_dir(job.config)
+    files.write_json(os.path.join(out_dir, RECEIPT),
+                     {"command": digest, "config_key": metrics.get("config_key")})
   return metrics
 
 
@@ -142,27 +121,38 @@ def worker_count(workers: int, max_worker_gb: float) -> int:
   return max(1, min(workers, int(available_gb() // max_worker_gb)))
 
 
-def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequence[int]],
-               workers: int = 1, max_worker_gb: float = 0.0,
+def run_stages(runs: Sequence[Any], after: Sequence[Sequence[int]], workers: int = 1,
+               max_worker_gb: float = 0.0,
                done: Optional[Callable[[int, Dict[str, Any]], None]] = None,
-               tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]] = None,
-               engine: Optional[engine_lib.Engine] = None) -> List[Dict[str, Any]]:
-  """Runs every config (`run_stage`, with `tasks[i]` if given), config i only after the
-  configs `after[i]`; at most
+               engine: Optional[engine_lib.Engine] = None,
+               log_dir: Optional[str] = None) -> List[Dict[str, Any]]:
+  """Runs every job (Jobs or stage configs), job i only after the jobs `after[i]`; at most
   `worker_count(workers, max_worker_gb)` at a time, a new one only while `max_worker_gb` is
-  available. Returns the metrics in the order of `configs`; `done(i, metrics)` as each ends.
-  The first failure stops new starts and is raised once the running ones end.
+  available, in that many long-lived trial workers (their logs in `log_dir`, if given).
+  Returns the metrics in the order of `runs`; `done(i, metrics)` as each ends. The first
+  failure stops new starts and is raised once the running ones end.
 
-  With a Ray `engine`, each run is a Ray task instead (`workers` is then Ray's business: one
-  CPU and `max_worker_gb` of Ray's memory resource per run), started once the runs it reads
-  are done; the same child process and command line, so the same receipts and metrics."""
+  With a Ray `engine`, each job is a Ray task instead (`workers` is then Ray's business: one
+  CPU and `max_worker_gb` of Ray's memory resource per job), started once the jobs it reads
+  are done, run inside the Ray worker; the same receipts and metrics."""
+  queued = [jobs.as_job(run) for run in runs]
   if engine is not None and not engine.is_local:
-    return _run_on_engine(engine, configs, after, max_worker_gb, done, tasks)
+    return _run_on_engine(engine, queued, after, max_worker_gb, done)
   limit = worker_count(workers, max_worker_gb)
-  results: List[Optional[Dict[str, Any]]] = [None] * len(configs)
-  pending = list(range(len(configs)))
+  with trial_pool.WorkerPool(max_jobs=MAX_JOBS_PER_WORKER, max_rss_gb=max_worker_gb,
+                             log_dir=log_dir) as pool:
+    return _schedule(queued, after, limit, max_worker_gb, done,
+                     lambda job: run_stage(job, pool))
+
+
+def _schedule(queued: Sequence[jobs.Job], after: Sequence[Sequence[int]], limit: int,
+              max_worker_gb: float, done: Optional[Callable[[int, Dict[str, Any]], None]],
+              run: Callable[[jobs.Job], Dict[str, Any]]) -> List[Dict[str, Any]]:
+  """Runs `run(job)` on `limit` threads, each job after the jobs it reads."""
+  results: List[Optional[Dict[str, Any]]] = [None] * len(queued)
+  pending = list(range(len(queued)))
   running: Dict[futures.Future, int] = {}
-  with futures.ThreadPoolExecutor(max_workers=limit) as pool:
+  with futures.ThreadPoolExecutor(max_workers=limit) as threads:
     while pending or running:
       ready = [i for i in pending if all(results[j] is not None for j in after[i])]
       memory_short = False
@@ -173,8 +163,7 @@ def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequen
           memory_short = True
           break
         pending.remove(i)
-        task = [tasks[i]] if tasks is not None and tasks[i] is not None else []
-        running[pool.submit(run_stage, configs[i], *task)] = i
+        running[threads.submit(run, queued[i])] = i
       if not running:
         raise ValueError(f"runs {pending} wait on each other: the dependencies have a cycle")
       finished, _ = futures.wait(running, timeout=10 if memory_short else None,
@@ -187,29 +176,26 @@ def run_stages(configs: Sequence[config_lib.TrainConfig], after: Sequence[Sequen
   return [r for r in results if r is not None]
 
 
-def _run_on_engine(engine: engine_lib.Engine, configs: Sequence[config_lib.TrainConfig],
+def _run_on_engine(engine: engine_lib.Engine, queued: Sequence[jobs.Job],
                    after: Sequence[Sequence[int]], max_worker_gb: float,
-                   done: Optional[Callable[[int, Dict[str, Any]], None]],
-                   tasks: Optional[Sequence[Optional[Type[driver.StageTask]]]]
+                   done: Optional[Callable[[int, Dict[str, Any]], None]]
                    ) -> List[Dict[str, Any]]:
-  """run_stages on an engine: each run one task, dependencies as the engine's `after`."""
-  runs = [(config, tasks[i] if tasks is not None else None) for i, config in enumerate(configs)]
-  resources: Dict[str, float] = {"num_cpus": 1}
+  """run_stages on an engine: each job one task, dependencies as the engine's `after`."""
+  resources: Dict[str, float] = {"num_cpus": 1, "max_calls": MAX_JOBS_PER_WORKER}
   if max_worker_gb > 0:
     resources["memory"] = max_worker_gb * 2 ** 30
-  return engine.map(run_stage_task, runs, label=run_label, after=after, resources=resources,
-                    done=done)
+  return engine.map(run_stage_task, list(queued), label=run_label, after=after,
+                    resources=resources, done=done)
 
 
-def run_stage_task(run: Tuple[config_lib.TrainConfig, Optional[Type[driver.StageTask]]]
-                   ) -> Dict[str, Any]:
-  """One run as an engine task: `run_stage(config, task)`."""
-  return run_stage(*run)
+def run_stage_task(job: jobs.Job) -> Dict[str, Any]:
+  """One job as an engine task, run in the engine's worker process."""
+  return run_stage(job, in_process=True)
 
 
-def run_label(run: Tuple[config_lib.TrainConfig, Optional[Type[driver.StageTask]]]) -> str:
-  """A run named in errors: its module, variant, seed, training days and model dir."""
-  config, task = run
+def run_label(job: jobs.Job) -> str:
+  """A job named in errors: its module, variant, seed, training days and model dir."""
+  config = job.config
   days = f"--train_days={','.join(map(str, config.train_days))} " if config.train_days else ""
-  return (f"{command_line(config, task)[2]} --variant={config.variant} --seed={config.seed} "
+  return (f"{jobs.command_line(job)[2]} --variant={config.variant} --seed={config.seed} "
           f"{days}--model_dir={config.model_dir}")

@@ -34,8 +34,9 @@ from models.inputs import (VOCABULARY_GROUPS, EmbeddingBank, FeatureEmbedding,  
                            MissingFeatureError, vocabulary_group)
 from models.towers import MLP, Tower  # noqa: E402
 from models.rankers import DNNRanker, TwoTowerScorer, split_by_side  # noqa: E402
-from models.distillation import (BASELINE, LUPI, MD, PFD, PFD_MD, PRETRAINED,  # noqa: E402
-                                 SIMULTANEOUS, TEACHER_KINDS, DistillationModel, DistillationSpec,
+from models import teacher_kinds  # noqa: E402
+from models.distillation import (BASELINE, LUPI, MD, PFD, PFD_MD, PRETRAINED, SELF,  # noqa: E402
+                                 SIMULTANEOUS, DistillationModel, DistillationSpec,
                                  FrozenTeacher, PrivilegedDistillation, build_distillation,
                                  build_head, build_student, build_teacher, student_features,
                                  teacher_features)

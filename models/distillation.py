@@ -29,12 +29,15 @@ from data import schema as schema_lib
 from models import distribute
 from models import inputs as inputs_lib
 from models import rankers
+from models import teacher_kinds
 from models import towers
 
 SIMULTANEOUS, PRETRAINED = "simultaneous", "pretrained"
 MODES = (SIMULTANEOUS, PRETRAINED)
-BASELINE, PFD, MD, PFD_MD, LUPI = "baseline", "pfd", "md", "pfd_md", "lupi"
-TEACHER_KINDS = (BASELINE, PFD, MD, PFD_MD, LUPI)
+# The built-in kinds' names; every kind, with its rules, is in `models.teacher_kinds`.
+BASELINE, PFD, MD, PFD_MD, LUPI, SELF = (teacher_kinds.BASELINE, teacher_kinds.PFD,
+                                         teacher_kinds.MD, teacher_kinds.PFD_MD,
+                                         teacher_kinds.LUPI, teacher_kinds.SELF)
 UNLABELLED = schema_lib.UNLABELLED  # the label of rows only a teacher can label
 
 
@@ -275,20 +278,11 @@ def student_features(schema: schema_lib.Schema, stage: str,
 
 def teacher_features(kind: str, schema: schema_lib.Schema, stage: str,
                      student_names: Optional[Sequence[str]] = None):
-  """The features a teacher of `kind` reads at `stage` (X, X + X* or X* only)."""
-  if kind not in TEACHER_KINDS or kind == BASELINE:
-    raise ValueError(f"teacher kind must be one of {TEACHER_KINDS[1:]}, got {kind!r}")
-  student = student_features(schema, stage, student_names)
-  privileged = schema.privileged_features(stage)
-  if kind in (PFD, PFD_MD, LUPI) and not privileged:
-    raise ValueError(f"stage {stage!r} has no privileged features, so a {kind!r} teacher "
-                     "would see nothing the student does not")
-  if kind == MD:
-    return student
-  if kind == LUPI:
-    return privileged
-  names = {f.name for f in student} | {f.name for f in privileged}
-  return [f for f in schema.features if f.name in names]
+  """The features a teacher of `kind` reads at `stage` (`TeacherKind.teacher_features`)."""
+  teacher = teacher_kinds.get(kind)
+  if not teacher.has_teacher:
+    raise ValueError(f"teacher kind must be one of {teacher_kinds.names()[1:]}, got {kind!r}")
+  return teacher.teacher_features(schema, stage, student_features(schema, stage, student_names))
 
 
 def build_head(architecture: str, features, bank: inputs_lib.EmbeddingBank,
@@ -325,34 +319,29 @@ def build_student(schema: schema_lib.Schema, stage: str, architecture: str = ran
   return build_head(architecture, feats, bank, widths, name=name, **head_kwargs)
 
 
-def teacher_widths(kind: str, widths: Sequence[int], md_multiplier: int = 2):
-  """MD and PFD+MD teachers are `md_multiplier` times wider than the student."""
-  return tuple(int(w) * md_multiplier for w in widths) if kind in (MD, PFD_MD) else tuple(widths)
+def teacher_widths(kind: str, widths: Sequence[int]) -> Tuple[int, ...]:
+  """The teacher's MLP widths for a student of `widths` (`TeacherKind.teacher_widths`)."""
+  return teacher_kinds.get(kind).teacher_widths(widths)
 
 
 def build_teacher(kind: str, schema: schema_lib.Schema, stage: str,
                   bank: Optional[inputs_lib.EmbeddingBank] = None,
                   private_bank: Optional[inputs_lib.EmbeddingBank] = None,
                   student_names: Optional[Sequence[str]] = None,
-                  architecture: Optional[str] = None,
+                  student_architecture: str = rankers.DNN,
                   widths: Optional[Sequence[int]] = None,
                   student_widths: Sequence[int] = towers.DEFAULT_WIDTHS,
-                  md_multiplier: int = 2, embedding_dim: int = 16, name: str = "teacher",
-                  **head_kwargs):
-  """A teacher head of `kind` ('pfd', 'md', 'pfd_md', 'lupi') for `stage`.
-
-  pfd: student's features + the stage's privileged ones, same architecture and widths as the
-  student (at the coarse stage with architecture='two_tower', the paper's inner-product teacher
-  with the cross features on the user side). md: a DNN `md_multiplier` times wider on the
-  student's features. pfd_md: that wider DNN with the privileged features (at the coarse stage,
-  the fine CTR model). lupi: a DNN over the privileged features only.
-  `architecture` defaults to 'dnn'; `widths` overrides the computed widths.
+                  embedding_dim: int = 16, name: str = "teacher", **head_kwargs):
+  """A teacher head of `kind` for `stage`, beside a student of `student_architecture` and
+  `student_widths`: its features, architecture and widths follow the kind's rules
+  (`models.teacher_kinds`; e.g. at coarse rank a pfd teacher beside the two-tower student is
+  the paper's inner-product teacher with the cross features on the user side). `widths`
+  overrides the kind's widths.
   """
+  teacher = teacher_kinds.get(kind)
   feats = teacher_features(kind, schema, stage, student_names)
-  architecture = architecture or rankers.DNN
-  if kind != PFD and architecture != rankers.DNN:
-    raise ValueError(f"a {kind!r} teacher is a DNN; got architecture={architecture!r}")
-  widths = tuple(widths) if widths else teacher_widths(kind, student_widths, md_multiplier)
+  architecture = teacher.teacher_architecture(student_architecture)
+  widths = tuple(widths) if widths else teacher.teacher_widths(student_widths)
   bank = bank if bank is not None else inputs_lib.EmbeddingBank(
       embedding_dim, name="teacher_embeddings")
   return build_head(architecture, feats, bank, widths, private_bank, name=name, **head_kwargs)
@@ -363,7 +352,7 @@ class DistillationSpec:
   """Everything `build_distillation` needs besides the schema, the stage and a frozen teacher.
 
   Fields:
-    teacher_kind: 'baseline', 'pfd', 'md', 'pfd_md' or 'lupi'.
+    teacher_kind: a registered kind's name (`models.teacher_kinds`): 'baseline', 'pfd' ...
     architecture: the student's, 'dnn' or 'two_tower'.
     label: the label column, 'click' or 'conversion'.
     mode: 'simultaneous' builds and trains the teacher; 'pretrained' uses the
@@ -372,9 +361,7 @@ class DistillationSpec:
     share_embeddings: teacher and student read one EmbeddingBank, except the features named
       in `unshared` (e.g. ('user_id',)), of which the teacher gets its own copy.
     widths, embedding_dim: the student's MLP widths and every embedding's width.
-    teacher_architecture: for 'pfd' only; defaults to the student's architecture.
-    teacher_widths: overrides the teacher's widths (default: `teacher_widths(kind, widths)`).
-    md_multiplier: how much wider MD and PFD+MD teachers are.
+    teacher_widths: overrides the teacher's widths (default: the kind's width rule).
     student_names: the student's features (default: every serving feature of the stage).
     head_kwargs: sequence_pooling, scale, batch_norm, dropout, numeric_log1p (both heads; a
       two-tower head always mean-pools).
@@ -390,15 +377,12 @@ class DistillationSpec:
   unshared: Tuple[str, ...] = ()
   widths: Tuple[int, ...] = tuple(towers.DEFAULT_WIDTHS)
   embedding_dim: int = 16
-  teacher_architecture: Optional[str] = None
   teacher_widths: Optional[Tuple[int, ...]] = None
-  md_multiplier: int = 2
   student_names: Optional[Tuple[str, ...]] = None
   head_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    if self.teacher_kind not in TEACHER_KINDS:
-      raise ValueError(f"teacher_kind must be one of {TEACHER_KINDS}, got {self.teacher_kind!r}")
+    teacher_kinds.get(self.teacher_kind)  # a ValueError naming the registered kinds
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
@@ -421,15 +405,14 @@ def build_distillation(schema: schema_lib.Schema, stage: str, spec: Distillation
     teacher = pretrained_teacher
   elif spec.teacher_kind != BASELINE:
     kind = spec.teacher_kind
-    t_arch = spec.teacher_architecture or (spec.architecture if kind == PFD else rankers.DNN)
+    t_arch = teacher_kinds.get(kind).teacher_architecture(spec.architecture)
     read = {f.name for f in teacher_features(kind, schema, stage, names)}
     t_bank, private = _teacher_banks(schema, bank, spec.share_embeddings,
                                      [n for n in spec.unshared if n in read],
                                      spec.embedding_dim)
     teacher = build_teacher(kind, schema, stage, bank=t_bank, private_bank=private,
-                            student_names=names, architecture=t_arch,
+                            student_names=names, student_architecture=spec.architecture,
                             widths=spec.teacher_widths, student_widths=spec.widths,
-                            md_multiplier=spec.md_multiplier,
                             **_for_arch(t_arch, spec.head_kwargs))
   return DistillationModel(student, teacher, label=spec.label, mode=spec.mode,
                            distill_weight=spec.distill_weight, swap_step=spec.swap_step,

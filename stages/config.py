@@ -18,43 +18,26 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 from absl import flags
 
 from data import command
+from data.command import field as _field
 from models import ann
 from models import distillation
 from models import distribute
 from models import optimizers
+from models import teacher_kinds
 from models import validation
+from stages import catalogue
 
 StageError = command.UserError  # The stages' user-facing error: one line, exit status 2.
 Config = TypeVar("Config", bound="TrainConfig")
 
-VARIANTS = distillation.TEACHER_KINDS
-FINE_CTR_VARIANTS = (distillation.BASELINE, distillation.MD)
-RETRIEVAL_VARIANTS = (distillation.BASELINE,)
 MODES = distillation.MODES
 FINE_TASKS = ("ctr", "cvr")
 AUTO = -1  # swap_step: derived from the epoch's length (`resolved_swap_step`)
-# Batch sizes by what a stage trains on. Fine CVR trains on clicks, about 25x fewer rows than
-# the impressions of the other stages: at 1024 an epoch of the small world's 7 days is 56
-# steps and the model stops far from converged, while a second epoch overfits (BUILD_NOTES.md,
-# "Training regime"); 128 gives one epoch 8x the steps.
-IMPRESSION_BATCH_SIZE = 1024
-CLICK_BATCH_SIZE = 128
-
-
-def default_batch_size(stage: str) -> int:
-  """The batch size of `stage` when --batch_size is 0."""
-  return CLICK_BATCH_SIZE if stage == "fine_cvr" else IMPRESSION_BATCH_SIZE
 AUTO_SWAP_FRACTION = 0.5  # of the first epoch's steps: the teacher's warm-up (BUILD_NOTES.md)
 
 
-def _field(default: Any, help_text: str, **metadata: Any) -> Any:
-  """A config field with its flag help (and e.g. `choices`, `key=False`, `flag=False`,
-  `key_unless=V`: out of the reuse key while its value is V)."""
-  if isinstance(default, (list, tuple)):
-    value = tuple(default)
-    return dataclasses.field(default_factory=lambda: value,
-                             metadata={"help": help_text, **metadata})
-  return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+def variant_help() -> str:
+  return ", ".join(teacher_kinds.names())
 
 
 def parse_days(spec: str) -> List[int]:
@@ -91,7 +74,7 @@ class TrainConfig:
                                    "day.")
   seed: int = _field(0, "Seed of initialisation and shuffling.")
   batch_size: int = _field(0, "Training batch size; 0: the stage's default "
-                           "(default_batch_size: 1024 on impressions, 128 for fine CVR, which "
+                           "(stages.catalogue: 1024 on impressions, 128 for fine CVR, which "
                            "trains on clicks).")
   epochs: int = _field(1, "Training epochs: an upper bound when validation stopping is on "
                        "(--validation_fraction > 0); the paper trains one.")
@@ -128,7 +111,8 @@ class TrainConfig:
       distribute.DEFAULT_SHARD_BYTES, "With --strategy=parameter_server: an embedding table is "
       "split across the ps tasks into shards of at least this many bytes (one per ps task at "
       "most); smaller tables stay whole.", key=False)
-  variant: str = _field("baseline", f"Distillation variant: one of {', '.join(VARIANTS)}.")
+  variant: str = _field("baseline", "Distillation variant: a teacher kind of "
+                        f"models.teacher_kinds, {variant_help()}.")
   mode: Optional[str] = _field(
       None, "Teacher training: `pretrained` (frozen teacher trained first) or `simultaneous` "
       "(teacher trained in the same steps). Default: pretrained for coarse pfd_md (the fine "
@@ -178,11 +162,14 @@ class TrainConfig:
 
   @property
   def output(self) -> str:
-    """The stage's dir under MODEL_DIR ('coarse', 'fine/ctr' ...)."""
-    return self.stage
+    """The stage's dir under MODEL_DIR ('coarse', 'fine/ctr' ...): the catalogue's."""
+    return catalogue.stage(self.stage).output if self.stage in catalogue.STAGES else self.stage
 
   def variants(self) -> Sequence[str]:
-    return VARIANTS
+    """The variants the stage accepts (the catalogue's; any teacher kind for a base config)."""
+    if self.stage in catalogue.STAGES:
+      return catalogue.stage(self.stage).variants()
+    return teacher_kinds.names()
 
   # ---------------------------------------------------------------- checks, one place
 
@@ -238,7 +225,7 @@ class TrainConfig:
     """k itself, or for --swap_step=-1 the auto warm-up: a share of the first epoch's steps."""
     if self.swap_step != AUTO:
       return self.swap_step
-    batch_size = self.batch_size or default_batch_size(self.stage)
+    batch_size = self.batch_size or catalogue.stage(self.stage).batch_size
     steps_per_epoch = max(1, -(-n_train_rows // batch_size))
     return int(AUTO_SWAP_FRACTION * steps_per_epoch)
 
@@ -260,20 +247,14 @@ class FineConfig(TrainConfig):
   def stage(self) -> str:
     return f"fine_{self.task}"
 
-  @property
-  def output(self) -> str:
-    return f"fine/{self.task}"
-
-  def variants(self) -> Sequence[str]:
-    return FINE_CTR_VARIANTS if self.task == "ctr" else VARIANTS
-
   def validate(self) -> None:
     if self.task not in FINE_TASKS:
       raise StageError(f"--task={self.task}: expected one of {', '.join(FINE_TASKS)}")
     super().validate()
-    if self.ctr_variant not in FINE_CTR_VARIANTS:
+    ctr_variants = catalogue.FINE_CTR.variants()
+    if self.ctr_variant not in ctr_variants:
       raise StageError(f"--ctr_variant={self.ctr_variant}: expected one of "
-                       f"{', '.join(FINE_CTR_VARIANTS)}")
+                       f"{', '.join(ctr_variants)}")
 
   def _check_variant(self) -> None:
     if self.variant not in self.variants():
@@ -309,9 +290,10 @@ class CoarseConfig(TrainConfig):
 
   def validate(self) -> None:
     super().validate()
-    if self.teacher_variant not in FINE_CTR_VARIANTS:
+    ctr_variants = catalogue.FINE_CTR.variants()
+    if self.teacher_variant not in ctr_variants:
       raise StageError(f"--teacher_variant={self.teacher_variant}: expected one of "
-                       f"{', '.join(FINE_CTR_VARIANTS)}")
+                       f"{', '.join(ctr_variants)}")
     if self.unlabelled_per_request <= 0:
       raise StageError("--unlabelled_per_request must be positive, got "
                        f"{self.unlabelled_per_request}")
@@ -339,9 +321,6 @@ class RetrievalConfig(TrainConfig):
   def stage(self) -> str:
     return "retrieval"
 
-  def variants(self) -> Sequence[str]:
-    return RETRIEVAL_VARIANTS
-
   @property
   def validates(self) -> bool:
     return False  # A study's --validation_fraction is for the ranking stages.
@@ -355,7 +334,7 @@ class RetrievalConfig(TrainConfig):
       raise StageError(f"--index={self.index}: expected one of {', '.join(ann.INDEXES)}")
 
   def _check_variant(self) -> None:
-    if self.variant not in RETRIEVAL_VARIANTS:
+    if self.variant not in self.variants():
       raise StageError(f"--variant={self.variant}: retrieval has one variant, 'baseline' "
                        "(distillation applies to the ranking stages)")
 
@@ -368,8 +347,37 @@ def flag_fields(config_class: Type[TrainConfig]) -> List[dataclasses.Field]:
   return [f for f in dataclasses.fields(config_class) if f.metadata.get("flag", True)]
 
 
+def _flag(name: str, value: Any) -> List[str]:
+  if value is None:
+    return []
+  if isinstance(value, bool):
+    return [f"--{name}" if value else f"--no{name}"]
+  if isinstance(value, (list, tuple)):
+    return [f"--{name}=" + ",".join(str(v) for v in value)]
+  return [f"--{name}={value}"]
+
+
+def command_flags(config: TrainConfig, config_class: Optional[Type[TrainConfig]] = None,
+                  skip: Sequence[str] = ()) -> List[str]:
+  """The command-line flags that give `config`: one per field of `config_class` (default: the
+  config's own class), except `skip` and unset (None) ones."""
+  flags_: List[str] = []
+  for field in flag_fields(config_class or type(config)):
+    if field.name not in skip:
+      flags_ += _flag(field.name, getattr(config, field.name))
+  return flags_
+
+
+def field_values(config: TrainConfig) -> Dict[str, Any]:
+  """The flag fields of `config` as JSON values (tuples as lists): `config_class(**values)`
+  builds the same config again."""
+  return {f.name: list(v) if isinstance(v, tuple) else v
+          for f in flag_fields(type(config)) for v in [getattr(config, f.name)]}
+
+
 def key_values(config: TrainConfig) -> Dict[str, Any]:
-  """The fields that change the trained model (not where it goes or how it is checkpointed)."""
+  """The fields that change the trained model (not where it goes or how it is checkpointed);
+  a field with `key_unless=V` in its metadata is left out while its value is V."""
   values = {}
   for field in dataclasses.fields(config):
     if field.metadata.get("key", True):
@@ -393,18 +401,3 @@ def define_flags(config_class: Type[TrainConfig], skip: Sequence[str] = ()) -> N
 def from_flags(config_class: Type[Config], **overrides: Any) -> Config:
   """The config the parsed flags describe; `overrides` win over flags."""
   return command.config_from_flags(config_class, **overrides)
-
-
-def common_values(config: TrainConfig) -> Dict[str, Any]:
-  """The `TrainConfig` fields of `config`, to build another stage's config from it."""
-  return {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
-
-
-def for_stage(config_class: Type[Config], base: TrainConfig, **settings: Any) -> Config:
-  """A `config_class` run with `base`'s common settings; `settings` that the class has win.
-
-  Settings the class has no field for are dropped (a study's knob for another stage).
-  """
-  names = {f.name for f in dataclasses.fields(config_class)}
-  values = {**common_values(base), **{k: v for k, v in settings.items() if k in names}}
-  return config_class(**values)

@@ -29,6 +29,7 @@ from data import command
 from data import files
 from data import io
 from data import splits
+from stages import catalogue
 from stages import config as config_lib
 from stages import distribute as distribute_lib
 from stages import layout
@@ -113,7 +114,7 @@ def resolve(config: config_lib.TrainConfig, world):
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
   # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
   batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
-                                     else config_lib.default_batch_size(config.stage))
+                                     else catalogue.stage(config.stage).batch_size)
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
                              batch_size=batch_size)
 

@@ -1,15 +1,18 @@
 """The teacher policy: which teacher a run distils from, and where it comes from. Decided here.
 
-A run's variant names the teacher's kind (`models.distillation.TEACHER_KINDS`); its mode says
-whether the teacher trains in the same steps as the student (`simultaneous`) or is trained
-first and frozen (`pretrained`). A pre-trained teacher comes from one of two places:
-  - another stage's export: the coarse pfd_md teacher is the fine CTR model,
-    MODEL_DIR/fine/ctr/<teacher_variant> (the paper's unified distillation; MODEL_DIR is
-    --teacher_model_dir when set, e.g. a fine ranker trained on longer history), and its
-    identity goes into the student's reuse key (`upstream`);
+A run's variant names the teacher's kind (`models.teacher_kinds`, which holds each kind's
+rules); its mode says whether the teacher trains in the same steps as the student
+(`simultaneous`) or is trained first and frozen (`pretrained`). A pre-trained teacher comes
+from one of two places:
+  - another stage's export, where the kind says so (`TeacherKind.exported_from`): the coarse
+    pfd_md teacher is the fine CTR model, MODEL_DIR/fine/ctr/<teacher_variant> (the paper's
+    unified distillation; MODEL_DIR is --teacher_model_dir when set, e.g. a fine ranker
+    trained on longer history), and its identity goes into the student's reuse key
+    (`upstream`);
   - trained alone here first, kept under OUT_DIR/teacher/ (the paper's "independent teacher,
-    then student"); the coarse pfd teacher is then an inner-product model like its student.
-By default only the coarse pfd_md teacher is pre-trained; every other teacher is simultaneous.
+    then student"), with the kind's architecture rule (the coarse pfd teacher is then an
+    inner-product model like its student).
+By default only a kind's exported teacher is pre-trained; every other teacher is simultaneous.
 A simultaneous teacher warms up before λ turns on: --swap_step=-1 (the default) puts k at
 `config.AUTO_SWAP_FRACTION` of the first epoch; a pre-trained teacher needs no warm-up (k=0).
 """
@@ -24,19 +27,19 @@ import tensorflow as tf
 from models import distillation
 from models import export
 from models import pipeline
-from models import rankers
+from models import teacher_kinds
+from stages import catalogue
 from stages import config as config_lib
 from stages import layout
 from stages import training
 
 NONE, SIMULTANEOUS, PRETRAIN, EXPORT = "none", "simultaneous", "pretrain", "export"
-TEACHER_STAGE = "fine/ctr"  # whose export teaches the coarse pfd_md student
 
 
 def default_mode(stage: str, variant: str) -> str:
-  """pretrained for the coarse pfd_md student (the fine CTR model teaches it), else
-  simultaneous."""
-  if stage == "coarse" and variant == distillation.PFD_MD:
+  """pretrained where the kind's teacher is another stage's export (coarse pfd_md: the fine
+  CTR model), else simultaneous."""
+  if teacher_kinds.get(variant).export_stage(stage):
     return distillation.PRETRAINED
   return distillation.SIMULTANEOUS
 
@@ -47,32 +50,32 @@ class TeacherPlan:
   kind: str
   mode: str
   source: str  # NONE, SIMULTANEOUS (built with the student), PRETRAIN or EXPORT
-  architecture: str = rankers.DNN  # of a teacher pre-trained here
-  export: Optional[Tuple[str, str]] = None  # (stage, variant) of an EXPORT teacher
+  export: Optional[Tuple[catalogue.Stage, str]] = None  # (stage, variant) of an EXPORT teacher
 
 
 def plan(config: config_lib.TrainConfig) -> TeacherPlan:
   """The teacher of `config`'s run (its mode resolved with `default_mode` if unset)."""
-  kind = config.variant
-  mode = config.mode or default_mode(config.stage, kind)
-  if kind == distillation.BASELINE:
-    return TeacherPlan(kind, distillation.SIMULTANEOUS, NONE)
+  kind = teacher_kinds.get(config.variant)
+  mode = config.mode or default_mode(config.stage, kind.name)
+  if not kind.has_teacher:
+    return TeacherPlan(kind.name, distillation.SIMULTANEOUS, NONE)
   if mode == distillation.SIMULTANEOUS:
-    return TeacherPlan(kind, mode, SIMULTANEOUS)
-  if config.stage == "coarse" and kind == distillation.PFD_MD:
-    return TeacherPlan(kind, mode, EXPORT, export=(TEACHER_STAGE, config.teacher_variant))
-  # The paper's PFD-only coarse teacher is itself an inner-product model.
-  two_tower = config.stage == "coarse" and kind == distillation.PFD
-  return TeacherPlan(kind, mode, PRETRAIN, rankers.TWO_TOWER if two_tower else rankers.DNN)
+    return TeacherPlan(kind.name, mode, SIMULTANEOUS)
+  exported_from = kind.export_stage(config.stage)
+  if exported_from:
+    variant = getattr(config, "teacher_variant", teacher_kinds.BASELINE)
+    return TeacherPlan(kind.name, mode, EXPORT, export=(catalogue.stage(exported_from), variant))
+  return TeacherPlan(kind.name, mode, PRETRAIN)
 
 
 def upstream(config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
   """{"fine/ctr/<variant>": its config_key} for a teacher loaded from an export, else {}."""
   teacher = plan(config)
-  if teacher.source != EXPORT:
+  if teacher.export is None:
     return {}
   stage, variant = teacher.export
-  return {f"{stage}/{variant}": layout.export_identity(teacher_dir(config), stage, variant)}
+  return {f"{stage.output}/{variant}": layout.export_identity(teacher_dir(config), stage.output,
+                                                              variant)}
 
 
 def teacher_dir(config: config_lib.TrainConfig) -> str:
@@ -103,36 +106,36 @@ def build_model(world, config: config_lib.TrainConfig, architecture: str, label:
       widths=tuple(config.hidden_units), embedding_dim=config.embedding_dim,
       distill_unlabelled=distill_unlabelled)
   pretrained = None
-  if teacher.source == EXPORT:
+  if teacher.export is not None:
     # A teacher from another model dir must have been trained on this world.
     layout.check_model_dir(teacher_dir(config), world)
     pretrained = load_exported_teacher(config, *teacher.export)
   elif teacher.source == PRETRAIN:
-    pretrained = pretrain_teacher(world.schema, config, teacher, train_arrays, out_dir, label,
-                                  validation)
+    pretrained = pretrain_teacher(world.schema, config, teacher, architecture, train_arrays,
+                                  out_dir, label, validation)
   return distillation.build_distillation(world.schema, config.stage, spec,
                                          pretrained_teacher=pretrained)
 
 
-def load_exported_teacher(config: config_lib.TrainConfig, stage: str, variant: str):
+def load_exported_teacher(config: config_lib.TrainConfig, stage: catalogue.Stage, variant: str):
   """The logits of another stage's serving export (frozen by the distillation model)."""
   source = teacher_dir(config)
   path = layout.require_stage(
-      source, stage, variant,
-      f"python -m stages.fine --task=ctr --variant={variant} "
-      f"--world_dir={config.world_dir} --model_dir={source}")
+      source, stage.output, variant,
+      f"{stage.command} --variant={variant} --world_dir={config.world_dir} --model_dir={source}")
   return export.load_serving(path).logits
 
 
 def pretrain_teacher(schema, config: config_lib.TrainConfig, teacher: TeacherPlan,
-                     arrays: Dict[str, Any], out_dir: str, label: str, validation=None):
+                     student_architecture: str, arrays: Dict[str, Any], out_dir: str,
+                     label: str, validation=None):
   """Trains the teacher alone (the paper's "independent teacher, then student").
 
   The trained head is kept under `out_dir/teacher/checkpoints/final`; a rerun (e.g. resuming a
   killed student) restores it instead of training it again.
   """
   head = distillation.build_teacher(teacher.kind, schema, config.stage,
-                                    architecture=teacher.architecture,
+                                    student_architecture=student_architecture,
                                     student_widths=config.hidden_units,
                                     embedding_dim=config.embedding_dim)
   wrapper = distillation.DistillationModel(head, None, label=label)

@@ -4,9 +4,8 @@ import pytest
 
 from benchmarks import cost_model
 import data
-from stages import coarse
+from stages import catalogue
 from stages import config as config_lib
-from stages import fine
 
 WIDTHS, DIM = (8, 4), 4
 
@@ -16,17 +15,17 @@ def world(tiny_world_dir):
   return data.load(tiny_world_dir)
 
 
-def build(world, tmp_path, task_class, **settings):
+def build(world, tmp_path, stage, variant="baseline"):
   """The stage's model as its command builds it, with small widths to count by hand."""
   base = config_lib.TrainConfig(world_dir=str(tmp_path / "unused"),
                                 model_dir=str(tmp_path), train_days=(1,),
                                 validation_fraction=0.0, hidden_units=WIDTHS,
                                 embedding_dim=DIM)
-  return cost_model.build_stage(world, base, "probe", task_class, settings)
+  return cost_model.build_stage(world, base, "probe", stage, variant)
 
 
 def test_fine_ctr_counts_match_a_hand_computation(world, tmp_path):
-  head = build(world, tmp_path, fine.FineTask, task="ctr").model.student
+  head = build(world, tmp_path, catalogue.FINE_CTR).model.student
   history = 2.5
   cost = cost_model.dnn_cost(head, history)
   # 18 serving features at fine rank, each DIM wide: 9 per request (user, sequences, hour),
@@ -51,7 +50,7 @@ def test_fine_ctr_counts_match_a_hand_computation(world, tmp_path):
 
 def test_coarse_teacher_pays_its_user_tower_per_candidate_the_student_per_request(world,
                                                                                    tmp_path):
-  model = build(world, tmp_path, coarse.CoarseTask, variant="pfd").model
+  model = build(world, tmp_path, catalogue.COARSE, "pfd").model
   student = cost_model.two_tower_cost(model.student, 1.0)
   teacher = cost_model.two_tower_cost(model.teacher, 1.0)
   user_tower = 2 * (9 * DIM) * 8 + 2 * 8 * 4  # 9 user-side features -> 8 -> projection 4

@@ -162,8 +162,9 @@ def _paper_runs(work_dir: str, engine):
   world_dir = paper_worlds.ensure_world("tiny", work_dir, paper_worlds.MAIN, 0, {})
   training = config_lib.TrainConfig(world_dir=world_dir, model_dir=work_dir, **PAPER_TRAINING)
   base = driver.resolve(training, driver.open_world(training))
-  trials = [paper.Trial("cvr", "fine_ctr", "baseline", 0, (1, 2, 3)),
-            paper.Trial("cvr", "fine_cvr", "baseline", 0, (1, 2, 3))]
+  from experiments import studies
+  trials = [studies.Trial("cvr", "fine_ctr", "baseline", 0, (1, 2, 3)),
+            studies.Trial("cvr", "fine_cvr", "baseline", 0, (1, 2, 3))]
   frame = paper.run_trials(trials, base, work_dir, max_worker_gb=0.5, engine=engine)
   finished = {os.path.relpath(str(p), work_dir): p.stat().st_mtime_ns
               for p in __import__("pathlib").Path(work_dir).rglob("metrics.json")}

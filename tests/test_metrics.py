@@ -123,6 +123,25 @@ def test_kendall_tau_matches_brute_force_tau_b_with_ties():
   assert math.isnan(metrics.kendall_tau([[1, 1, 1]], [[1, 2, 3]])[0])
 
 
+def _pair_sign_tau_b(a, b):
+  """The O(c^2) pair-sign formula the replay used before: sum(sa*sb) / sqrt(sum(sa^2)*sum(sb^2))."""
+  valid = np.isfinite(a) & np.isfinite(b)
+  a, b = a[valid], b[valid]
+  sign_a, sign_b = np.sign(a[:, None] - a[None, :]), np.sign(b[:, None] - b[None, :])
+  denominator = np.sqrt((sign_a ** 2).sum() * (sign_b ** 2).sum())
+  return (sign_a * sign_b).sum() / denominator if denominator > 0 else np.nan
+
+
+def test_kendall_tau_is_bit_for_bit_the_pair_sign_formula_on_ties_and_padding():
+  rng = np.random.default_rng(5)
+  a = np.round(rng.normal(size=(40, 120)) * 3)
+  b = np.round(a + rng.normal(size=(40, 120)) * 2)
+  a[rng.random(a.shape) < 0.1] = np.nan
+  expected = np.array([_pair_sign_tau_b(x, y) for x, y in zip(a, b)])
+  got = metrics.kendall_tau(a, b)
+  assert np.array_equal(got.view(np.int64), expected.view(np.int64))
+
+
 def test_kendall_tau_drops_non_finite_padding():
   padded = metrics.kendall_tau([[1, 2, 3, np.nan]], [[1, 3, 2, 0]])
   assert padded[0] == pytest.approx(brute_force_tau_b([1, 2, 3], [1, 3, 2]))

@@ -225,7 +225,7 @@ def test_teacher_kinds_read_the_right_features(schema, kind, stage, expected):
 
 
 def test_spec_refuses_an_unknown_teacher_kind_or_mode():
-  with pytest.raises(ValueError, match="teacher_kind"):
+  with pytest.raises(ValueError, match="unknown teacher kind 'big'"):
     models.DistillationSpec(teacher_kind="big")
   with pytest.raises(ValueError, match="mode"):
     models.DistillationSpec(mode="later")

@@ -10,16 +10,23 @@ import pandas as pd
 import pytest
 
 from data import command
+from experiments import jobs
 from experiments import paper
+from experiments import paper_config
 from experiments import paper_worlds
 from experiments import progress
+from experiments import studies
 from stages import config as config_lib
 
 DAYS = [1, 2, 3, 4]
 
 
 def _paper(**overrides):
-  return paper.PaperConfig(report_dir="R", **overrides)
+  return paper_config.PaperConfig(report_dir="R", **overrides)
+
+
+def _trials(config, name, days, seeds, world_seed=0):
+  return studies.get(name).trials(studies.Plan(config, days, seeds, world_seed))
 
 
 def test_defaults_give_the_power_the_issue_asks_for():
@@ -31,7 +38,7 @@ def test_defaults_give_the_power_the_issue_asks_for():
 def test_regime_trials_cover_days_sparsity_and_strength_on_named_worlds():
   config = _paper(regime_days=("1", "3", "7"), regime_conversion_biases=("-4.5", "-8.8"),
                   regime_strengths=("0", "1"))
-  trials = paper.study_trials(config, "regime", DAYS, [0, 1], world_seed=1)
+  trials = _trials(config, "regime", DAYS, [0, 1], world_seed=1)
   # Days capped at the 3 before the eval day: 1 and 3; 2 x 2 worlds; 3 variants; 2 seeds.
   assert len(trials) == 2 * 2 * 2 * 3 * 2
   assert {t.train_days for t in trials} == {(1,), (1, 2, 3)}
@@ -45,8 +52,8 @@ def test_regime_trials_cover_days_sparsity_and_strength_on_named_worlds():
 
 def test_a_run_declared_by_two_studies_runs_once_and_waits_for_what_it_reads():
   config = _paper()
-  trials = (paper.study_trials(config, "coarse", DAYS, [0])
-            + paper.study_trials(config, "cvr", DAYS, [0]))
+  trials = (_trials(config, "coarse", DAYS, [0])
+            + _trials(config, "cvr", DAYS, [0]))
   runs, run_of = paper.distinct_runs(trials)
   assert len(runs) < len(trials) and len(run_of) == len(trials)
   fine_ctr = [i for i, r in enumerate(runs) if r.stage == "fine_ctr"]
@@ -60,31 +67,32 @@ def test_a_run_declared_by_two_studies_runs_once_and_waits_for_what_it_reads():
 
 def test_the_teacher_study_waits_for_a_teacher_trained_on_every_day_before_eval(tmp_path):
   config = _paper(linear_reference=False)
-  trials = paper.study_trials(config, "teacher", DAYS, [0], world_seed=1)
+  trials = _trials(config, "teacher", DAYS, [0], world_seed=1)
   runs, _ = paper.distinct_runs(trials)
-  long_taught = [r for r in runs if dict(r.knobs).get(paper.TEACHER_DAYS)]
+  long_taught = [r for r in runs if r.teacher_days]
   assert len(long_taught) == 1 and long_taught[0].train_days == (1,)
-  teacher = paper.teacher_trial(long_taught[0])
+  teacher = long_taught[0].teacher_trial()
   assert (teacher.stage, teacher.train_days, teacher.world_seed) == ("fine_ctr", (1, 2, 3), 1)
   after = paper.run_dependencies(runs)
   waits = {(runs[j].stage, runs[j].train_days) for j in after[runs.index(long_taught[0])]}
   assert waits == {("fine_ctr", (1, 2, 3))}  # the long teacher, not its own dir's (none)
   base = config_lib.TrainConfig(world_dir="W", model_dir=str(tmp_path))
-  student = paper.stage_config(long_taught[0], base, str(tmp_path))
+  student = paper.stage_job(long_taught[0], base, str(tmp_path)).config
   assert student.teacher_dir == teacher.model_dir(str(tmp_path)) != student.model_dir
-  same_days = next(r for r in runs if r.variant == "pfd_md" and not r.knobs)
-  assert paper.stage_config(same_days, base, str(tmp_path)).teacher_dir == \
+  same_days = next(r for r in runs if r.variant == "pfd_md" and not r.teacher_days)
+  assert paper.stage_job(same_days, base, str(tmp_path)).config.teacher_dir == \
       same_days.model_dir(str(tmp_path))
 
 
 def test_variants_columns_and_the_linear_reference_pick_the_declared_trials():
   config = _paper(variants=("pfd", "pfd_md"), coarse_columns=("short",))
-  trials = paper.study_trials(config, "coarse", DAYS, [0])
+  trials = _trials(config, "coarse", DAYS, [0])
   assert {t.train_days for t in trials} == {(1,)}
   assert sorted(t.variant for t in trials if t.stage == "coarse") == [
-      "baseline", "pfd", "pfd_md", paper.LINEAR]
-  cvr = paper.study_trials(_paper(linear_reference=False), "cvr", DAYS, [0])
-  assert paper.LINEAR not in {t.variant for t in cvr} and len(cvr) == 1 + 5
+      "baseline", "pfd", "pfd_md", studies.LINEAR]
+  cvr = _trials(_paper(linear_reference=False), "cvr", DAYS, [0])
+  # the fine CTR run, then every registered kind (baseline, lupi, md, pfd, pfd_md, self)
+  assert studies.LINEAR not in {t.variant for t in cvr} and len(cvr) == 1 + 6
   with pytest.raises(command.UserError, match="--variants"):
     _paper(variants=("pfd", "distil"))
   with pytest.raises(command.UserError, match="--coarse_columns"):
@@ -92,19 +100,18 @@ def test_variants_columns_and_the_linear_reference_pick_the_declared_trials():
 
 
 def test_a_linear_reference_trial_runs_the_reference_command_on_the_baselines_dir():
-  from experiments import runner
-  from stages import config as config_lib
-  trial = paper.Trial("coarse", "coarse", paper.LINEAR, 0, (1,))
+  trial = studies.Trial("coarse", "coarse", studies.LINEAR, 0, (1,))
   base = config_lib.TrainConfig(world_dir="W", model_dir="M", epochs=1)
-  config = paper.stage_config(trial, base, "WORK")
+  job = paper.stage_job(trial, base, "WORK")
+  config = job.config
   assert config.variant == "baseline" and config.epochs == paper.reference.REFERENCE_EPOCHS
-  task = paper.reference.reference_task(runner.TASKS[type(config)])
-  argv = runner.command_line(config, task)
+  task = job.task_class()
+  argv = jobs.command_line(job)
   assert argv[2] == "experiments.reference" and "--stage=coarse" in argv
   names = {a.split("=")[0] for a in argv[3:]}
   assert not names & {"--variant", "--mode", "--teacher_variant", "--task"}
   assert task.output_dir(config) == os.path.join(config.model_dir, "reference", "coarse")
-  assert config.model_dir == paper.Trial("coarse", "coarse", "baseline", 0, (1,)).model_dir(
+  assert config.model_dir == studies.Trial("coarse", "coarse", "baseline", 0, (1,)).model_dir(
       "WORK")
 
 
@@ -112,7 +119,7 @@ def test_world_seed_zero_keeps_the_old_paths_and_others_get_their_own():
   assert paper_worlds.world_path("W", "main") == os.path.join("W", "worlds", "main")
   assert paper_worlds.world_path("W", "noise=2", 1) == os.path.join("W", "worlds",
                                                                     "noise=2@seed1")
-  trial = paper.Trial("cvr", "fine_cvr", "pfd", 0, (1, 2), world_seed=1)
+  trial = studies.Trial("cvr", "fine_cvr", "pfd", 0, (1, 2), world_seed=1)
   assert "main@seed1" in trial.model_dir("W")
 
 
@@ -191,7 +198,7 @@ def test_two_workers_give_the_numbers_of_one(tmp_path):
   pd.testing.assert_frame_equal(one, two)
   # The linear reference ran beside each baseline, and the report sets the baseline beside it,
   # its ceiling and its learning curve.
-  assert len(one[one["variant"] == paper.LINEAR]) == 2
+  assert len(one[one["variant"] == studies.LINEAR]) == 2
   cvr_baselines = one[(one["variant"] == "baseline") & (one["stage"] == "fine_cvr")]
   assert len(cvr_baselines) == 2 and cvr_baselines["reference_auc"].notna().all()
   report = (tmp_path / "workers1" / "report.md").read_text()

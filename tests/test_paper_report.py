@@ -7,9 +7,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from experiments import paper_regime
 from experiments import paper_report
 from experiments import paper_stats
+from experiments import studies
+from experiments.studies import regime as paper_regime
+from experiments.studies import tables
 
 
 def _frame(world_seeds=1, with_eauc=True):
@@ -32,8 +34,8 @@ def _frame(world_seeds=1, with_eauc=True):
 
 
 def test_table_a_is_numeric_with_paired_auc_and_eauc_deltas_and_gap_closure():
-  table = paper_report.auc_table(_frame(), "coarse", "coarse", ["1", "1-7"],
-                                 {"1": paper_report.PAPER_CTR_1DAY})
+  table = tables.auc_table(_frame(), "coarse", "coarse", ["1", "1-7"],
+                                 {"1": tables.PAPER_CTR_1DAY})
   pfd = table[(table["method"] == "PFD") & (table["days"] == "1")].iloc[0]
   # The paired delta removes the pair-to-pair spread: exactly +0.01 with no spread.
   assert math.isclose(pfd["Δ AUC"], 0.01, abs_tol=1e-12) and pfd["Δ AUC ±"] < 1e-12
@@ -42,7 +44,7 @@ def test_table_a_is_numeric_with_paired_auc_and_eauc_deltas_and_gap_closure():
   assert math.isclose(pfd["gap closure"], 0.5)  # 0.01 of a 0.02 gap
   assert math.isclose(pfd["ceiling AUC"], 0.77)
   assert math.isnan(pfd["linear AUC"])  # no reference measured: n/a, not an error
-  assert pfd["paper"] == paper_report.PAPER_CTR_1DAY["pfd"]
+  assert pfd["paper"] == tables.PAPER_CTR_1DAY["pfd"]
   md = table[(table["method"] == "MD") & (table["days"] == "1")].iloc[0]
   assert math.isclose(md["Δ AUC"], 0.001) and math.isclose(md["Δ AUC ±"], 0.0025, abs_tol=1e-4)
   assert math.isnan(md["gap closure"])  # its teacher is no better than the baseline
@@ -50,7 +52,7 @@ def test_table_a_is_numeric_with_paired_auc_and_eauc_deltas_and_gap_closure():
 
 
 def test_pairs_span_world_seeds():
-  table = paper_report.auc_table(_frame(world_seeds=2), "coarse", "coarse", ["1"], {})
+  table = tables.auc_table(_frame(world_seeds=2), "coarse", "coarse", ["1"], {})
   assert set(table.loc[table["method"] != "baseline", "Δ pairs"]) == {6}
 
 
@@ -80,7 +82,7 @@ def test_lambda_sweep_starts_from_the_baseline_student(tmp_path):
   rows += [dict(study="lambda", stage="fine_cvr", variant="pfd", seed=s, days="1-7",
                 distill_lambda=lam, auc=0.70 + lam / 10, teacher_auc=0.8)
            for s in range(2) for lam in (0.1, 0.5)]
-  section = paper_report.lambda_section(pd.DataFrame(rows), str(tmp_path))
+  section = studies.get("lambda").section(studies.Report(pd.DataFrame(rows), str(tmp_path)))
   assert list(section.table["λ"]) == ["0 (baseline)", "0.1", "0.5"]
   assert np.allclose(section.table["fine_cvr PFD"], [0.70, 0.71, 0.75])
   assert os.path.exists(tmp_path / "lambda_sweep.png")
@@ -121,9 +123,37 @@ def test_regime_map_has_one_row_per_cell_with_paired_eauc_gains_and_heatmaps(tmp
 
 def test_sections_without_rows_render_nothing():
   empty = pd.DataFrame({"study": [], "stage": [], "variant": [], "seed": []})
-  assert paper_report.cost_section(empty) is None
-  assert paper_regime.regime_section(empty, "unused") is None
-  assert paper_report.render_section(paper_report.online_section({})) == []
+  for study in studies.REGISTRY.values():
+    assert paper_stats.render_section(study.section(studies.Report(empty, "unused"))) == [], \
+        study.name
+
+
+def test_power_is_the_t_tests_and_gap_closure_a_ratio_of_means_over_worlds():
+  # A paired t-test for an effect of half a standard deviation needs 34 pairs (textbook).
+  deltas = np.array([0.5 - 1, 0.5 + 1, 0.5 - 1, 0.5 + 1]) * 1.0
+  deltas = (deltas - deltas.mean()) / deltas.std(ddof=1) + 0.5  # mean 0.5, sd 1 exactly
+  assert paper_stats.pairs_for_power(deltas) == 34
+  rows = []
+  for world_seed in range(4):
+    for seed in range(3):
+      base = 0.6 + 0.01 * world_seed
+      rows += [dict(study="cvr", stage="fine_cvr", variant="baseline", world_seed=world_seed,
+                    seed=seed, days="1-7", auc=base, eauc=base),
+               dict(study="cvr", stage="fine_cvr", variant="pfd", world_seed=world_seed,
+                    seed=seed, days="1-7", auc=base + 0.01 * (1 + seed),
+                    eauc=base + 0.002 * world_seed, teacher_auc=base + 0.04 + 0.02 * seed,
+                    teacher_eauc=base + 0.01)]
+  frame = pd.DataFrame(rows)
+  ratio, low, high = paper_stats.gap_closure(frame, "pfd", "auc", study="cvr")
+  # mean gain 0.02 over mean gap 0.06: a third; the mean of per-pair ratios would be 0.35
+  assert math.isclose(ratio, 1 / 3) and low <= ratio <= high
+  by_world = paper_stats.world_deltas(frame, "pfd", "eauc", study="cvr")
+  assert np.allclose(by_world, [0.0, 0.002, 0.004, 0.006])
+  table = tables.auc_table(frame, "fine_cvr", "cvr", ["1-7"], {})
+  pfd = table[table["method"] == "PFD"].iloc[0]
+  assert pfd["worlds"] == 4 and math.isclose(pfd["Δ eAUC, worlds as units"], 0.003)
+  shown = paper_stats.format_table(table)
+  assert shown.loc[pfd.name, "gap closure"].startswith("0.33 [")
 
 
 def test_the_study_report_opens_with_a_headline_of_paired_deltas_and_verdicts(tmp_path):
@@ -133,7 +163,7 @@ def test_the_study_report_opens_with_a_headline_of_paired_deltas_and_verdicts(tm
   assert report.index("## Headline: does PFD help here?") < report.index("## Table A")
   headline = report.split("## Headline: does PFD help here?")[1].split("## Table A")[0]
   pfd = next(line for line in headline.splitlines() if line.startswith("| coarse PFD, 1 day"))
-  assert "+0.0200" in pfd and pfd.rstrip(" |").endswith(paper_report.PAPER_CTR_1DAY["pfd"])
+  assert "+0.0200" in pfd and pfd.rstrip(" |").endswith(tables.PAPER_CTR_1DAY["pfd"])
   assert "| significant gain |" in pfd  # eAUC +0.02 on every pair
   lupi = next(line for line in headline.splitlines() if line.startswith("| coarse LUPI, 1 day"))
   assert "| significant loss |" in lupi  # eAUC -0.008 on every pair

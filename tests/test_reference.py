@@ -7,6 +7,7 @@ from data import files
 from experiments import reference
 from models import distillation
 from models import linear
+from stages import catalogue
 from stages import config as config_lib
 from stages import fine
 
@@ -17,7 +18,7 @@ def test_reference_scores_the_same_eval_rows_as_the_stage_and_exports_nothing(ti
                                 batch_size=512, max_steps=10, hidden_units=(16,),
                                 embedding_dim=4, min_validation_positives=10)
   result = reference.train("fine_ctr", base)
-  dnn = fine.train(config_lib.for_stage(config_lib.FineConfig, base, task="ctr"))
+  dnn = fine.train(catalogue.FINE_CTR.make_config(base))
   out_dir = os.path.join(str(tmp_path), "reference", "fine_ctr")
   assert files.read_json(os.path.join(out_dir, "metrics.json"))["student"] == linear.LINEAR
   assert not os.path.exists(os.path.join(out_dir, "saved_model"))
@@ -32,8 +33,8 @@ def test_reference_reads_exactly_the_students_serving_features(tiny_world_dir, t
   for stage in reference.STAGES:
     config = reference.config_for(stage, base)
     assert config.stage == stage and config.variant == distillation.BASELINE
-    task = reference.reference_task(reference.coarse.CoarseTask if stage == "coarse"
-                                    else reference.fine.FineTask)(world, config, str(tmp_path))
+    task = reference.reference_task(catalogue.stage(stage).task_class())(world, config,
+                                                                         str(tmp_path))
     model = task.build_model(None)
     expected = [f.name for f in distillation.student_features(world.schema, stage)]
     assert [f.name for f in model.student.input_features] == expected

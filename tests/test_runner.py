@@ -6,8 +6,11 @@ import os
 import pytest
 
 from data import files
+from experiments import jobs
 from experiments import runner
+from experiments import trial_pool
 from models import export
+from stages import catalogue
 from stages import config as config_lib
 
 
@@ -15,7 +18,7 @@ def test_command_line_carries_every_setting_and_only_the_stages_own():
   config = config_lib.CoarseConfig(world_dir="W", model_dir="M", train_days=[1, 2], seed=3,
                                    variant="pfd_md", unshared_features=(),
                                    share_embeddings=False, reuse=True, distill_unlabelled=True)
-  argv = runner.command_line(config)
+  argv = jobs.command_line(config)
   assert argv[1:3] == ["-m", "stages.coarse"]
   for flag in ("--world_dir=W", "--model_dir=M", "--train_days=1,2", "--seed=3",
                "--variant=pfd_md", "--unshared_features=", "--noshare_embeddings", "--reuse",
@@ -26,11 +29,11 @@ def test_command_line_carries_every_setting_and_only_the_stages_own():
   names = {a[2:].split("=")[0] for a in argv[3:]}
   fields = {f.name for f in config_lib.flag_fields(config_lib.CoarseConfig)}
   assert names - {"noshare_embeddings"} <= fields
-  retrieval = config_lib.for_stage(config_lib.RetrievalConfig, config, variant="baseline")
-  assert "--distill_unlabelled" not in runner.command_line(retrieval)
-  assert runner.command_line(retrieval)[2] == "stages.retrieval"
-  cvr = config_lib.for_stage(config_lib.FineConfig, config, task="cvr")
-  assert "--task=cvr" in runner.command_line(cvr)
+  retrieval = catalogue.RETRIEVAL.make_config(config, variant="baseline")
+  assert "--distill_unlabelled" not in jobs.command_line(retrieval)
+  assert jobs.command_line(retrieval)[2] == "stages.retrieval"
+  cvr = catalogue.FINE_CVR.make_config(config)
+  assert "--task=cvr" in jobs.command_line(cvr)
 
 
 def _fake_export(model_dir, stage, variant, config_key):
@@ -47,8 +50,8 @@ def test_the_receipt_names_the_fine_ctr_export_that_teaches_coarse_pfd_md(tiny_w
   baseline = dataclasses.replace(student, variant="baseline")
 
   def digest(config):
-    task = runner.TASKS[type(config)]
-    return runner.command_digest(runner.command_line(config), tiny_world_dir,
+    task = catalogue.of(config).task_class()
+    return runner.command_digest(jobs.command_line(config), tiny_world_dir,
                                  task.upstream(config))
 
   missing = digest(student), digest(baseline)
@@ -80,9 +83,9 @@ def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
                                  max_steps=3)
   first = runner.run_stage(config)
   spawned = []
-  real_run = runner.subprocess.run
-  monkeypatch.setattr(runner.subprocess, "run",
-                      lambda argv, **kw: spawned.append(argv) or real_run(argv, **kw))
+  real_run = trial_pool.WorkerPool.run
+  monkeypatch.setattr(trial_pool.WorkerPool, "run",
+                      lambda pool, job, label: spawned.append(job) or real_run(pool, job, label))
   assert runner.run_stage(config) == first
   assert spawned == []
   # Another setting is another command: the child decides (and here retrains).
@@ -99,7 +102,8 @@ def _fake_runs(monkeypatch, seconds=0.05):
   import time
   log, lock, state = [], threading.Lock(), {"running": 0, "peak": 0}
 
-  def fake_run_stage(config):
+  def fake_run_stage(job, pool=None):
+    config = job.config
     with lock:
       log.append(("start", config))
       state["running"] += 1
@@ -135,8 +139,8 @@ def test_run_stages_starts_no_second_run_without_the_memory_for_it(monkeypatch):
 
 
 def test_run_stages_raises_the_failure_of_a_run(monkeypatch):
-  def failing(config):
-    if config == 1:
+  def failing(job, pool=None):
+    if job.config == 1:
       raise config_lib.StageError("boom")
     return {}
   monkeypatch.setattr(runner, "run_stage", failing)

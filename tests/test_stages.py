@@ -20,6 +20,7 @@ from models import distillation
 from models import export
 from models import pipeline
 from models import testing
+from stages import catalogue
 from stages import coarse
 from stages import config as config_lib
 from stages import driver
@@ -343,7 +344,8 @@ def test_configs_are_checked_where_they_are_built():
     config_lib.FineConfig(task="cvr", ctr_variant="pfd", **base)
   config = config_lib.CoarseConfig(train_days="1-3,5", hidden_units=[8, 4], **base)
   assert config.train_days == (1, 2, 3, 5) and config.hidden_units == (8, 4)
-  assert config_lib.FineConfig(**base).variants() == ("baseline", "md")
+  # fine CTR has no privileged features: only the kinds that add none
+  assert config_lib.FineConfig(**base).variants() == ("baseline", "md", "self")
 
 
 # ------------------------------------------------------------ training regime (issue 11 item 1)
@@ -403,8 +405,8 @@ def test_batch_size_zero_is_the_stages_default_and_an_explicit_one_wins(tiny_wor
   def resolved(config_class=config_lib.FineConfig, **settings):
     config = config_class(world_dir=tiny_world_dir, model_dir=str(tmp_path), **settings)
     return driver.resolve(config, world).batch_size
-  assert resolved(task="cvr") == config_lib.CLICK_BATCH_SIZE == 128  # clicks: few rows
-  assert resolved(task="ctr") == config_lib.IMPRESSION_BATCH_SIZE == 1024
+  assert resolved(task="cvr") == catalogue.CLICK_BATCH_SIZE == 128  # clicks: few rows
+  assert resolved(task="ctr") == catalogue.IMPRESSION_BATCH_SIZE == 1024
   assert resolved(config_lib.CoarseConfig) == 1024
   assert resolved(task="cvr", batch_size=2048) == 2048
   assert resolved(config_lib.TrainConfig) == 0  # a driver's base: each stage fills in its own

@@ -12,22 +12,58 @@ interval excludes 0 is marked.
 
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from data import files
+from experiments import paper_worlds
 from experiments.paper_stats import Section
 from experiments.paper_stats import metric_values
 from experiments.paper_stats import paired_deltas
 from experiments.paper_stats import rows_where
 from experiments.paper_stats import stat
 from experiments.paper_stats import stat_cells
+from experiments.studies.base import Plan
+from experiments.studies.base import Report
+from experiments.studies.base import Study
+from experiments.studies.base import Trial
+from stages import catalogue
 
-STAGE = "fine_cvr"
+STAGE = catalogue.FINE_CVR.name
+VARIANTS = ("baseline", "pfd", "pfd_md")
 GAINS = (("pfd", "PFD"), ("pfd_md", "PFD+MD"))
 SPARSITY = "conversion_bias"
+
+
+def regime_worlds(paper: Any) -> List[str]:
+  """The regime map's worlds: one per (conversion_bias, strength), named by those knobs."""
+  return [paper_worlds.world_name([(SPARSITY, bias), (paper.regime_strength_knob, strength)])
+          for bias in paper.regime_conversion_biases for strength in paper.regime_strengths]
+
+
+def regime_day_counts(paper: Any, days: Sequence[int]) -> List[int]:
+  """--regime_days, capped at the days before the eval day (the last day), without repeats."""
+  return sorted({min(int(n), len(days) - 1) for n in paper.regime_days})
+
+
+class RegimeStudy(Study):
+  """CVR baseline, PFD and PFD+MD on each regime world, for each training-days count."""
+  name = "regime"
+  title = "Regime map: where CVR PFD helps (eAUC gain over the baseline student)"
+  only_when_named = True
+
+  def declare(self, plan: Plan) -> List[Trial]:
+    return [Trial(self.name, STAGE, variant, seed, tuple(plan.days[:n]), world=world)
+            for seed in plan.seeds for world in regime_worlds(plan.paper)
+            for n in regime_day_counts(plan.paper, plan.days) for variant in VARIANTS]
+
+  def world_knobs(self, paper: Any) -> Optional[str]:
+    return paper.regime_world_flagfile
+
+  def section(self, report: Report) -> Optional[Section]:
+    return regime_section(report.frame, report.plots_dir)
 
 
 def strength_knob(rows: pd.DataFrame) -> str:
