@@ -29,6 +29,8 @@ def _generate_seconds(config, engine) -> tuple:
   try:
     start = time.perf_counter()
     manifest = generate.generate(world_dir + "/world", config, engine=engine)
+    if manifest is None:
+      raise RuntimeError("generate wrote no manifest")
     return time.perf_counter() - start, manifest["world_hash"]
   finally:
     shutil.rmtree(world_dir, ignore_errors=True)

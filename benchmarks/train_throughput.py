@@ -236,7 +236,7 @@ def fit_timer(model, dataset: tf.data.Dataset, steps: int) -> Callable[[], float
 def paired(timers: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, List[float]]:
   """Seconds per step of every timer, round by round, in an order rotating each round."""
   names = list(timers)
-  seconds = {name: [] for name in names}
+  seconds: Dict[str, List[float]] = {name: [] for name in names}
   for round_ in range(repeats):
     shift = round_ % len(names)
     for name in names[shift:] + names[:shift]:

@@ -86,30 +86,34 @@ class ClickSequence:
 
 
 class ClickCounters:
-  """24h click counters by user x category, user x shop and user x brand."""
+  """24h click counters by user x category, user x shop and user x brand (those of `names`)."""
 
-  def __init__(self, config, users, timestamps, categories, shops, brands, span: int):
-    c = config
+  KEYS = {"cross_clicks_cate_24h": ("item_category", "n_categories"),
+          "cross_clicks_shop_24h": ("item_shop", "n_shops"),
+          "cross_clicks_brand_24h": ("item_brand", "n_brands")}
+
+  def __init__(self, config, users, timestamps, categories, shops, brands, span: int,
+               names=tuple(KEYS)):
     users = np.asarray(users, np.int64)
     self._config = config
-    self._counters = {
-        "cross_clicks_cate_24h": EventCounter(users * c.n_categories + categories, timestamps,
-                                              c.n_users * c.n_categories, span),
-        "cross_clicks_shop_24h": EventCounter(users * c.n_shops + shops, timestamps,
-                                              c.n_users * c.n_shops, span),
-        "cross_clicks_brand_24h": EventCounter(users * c.n_brands + brands, timestamps,
-                                               c.n_users * c.n_brands, span),
-    }
+    keys = {"item_category": categories, "item_shop": shops, "item_brand": brands}
+    self._counters = {}
+    for name in names:
+      column, size = self.KEYS[name]
+      n = getattr(config, size)
+      self._counters[name] = EventCounter(users * n + keys[column], timestamps,
+                                          config.n_users * n, span)
 
   def count(self, users, timestamps, categories, shops, brands) -> Dict[str, np.ndarray]:
     """float32 counts of the user's clicks in the item's category/shop/brand, last 24h."""
-    c = self._config
     users = np.asarray(users, np.int64)
-    keys = {"cross_clicks_cate_24h": users * c.n_categories + categories,
-            "cross_clicks_shop_24h": users * c.n_shops + shops,
-            "cross_clicks_brand_24h": users * c.n_brands + brands}
-    return {name: counter.count(keys[name], timestamps, WINDOW_24H).astype(np.float32)
-            for name, counter in self._counters.items()}
+    keys = {"item_category": categories, "item_shop": shops, "item_brand": brands}
+    out = {}
+    for name, counter in self._counters.items():
+      column, size = self.KEYS[name]
+      key = users * getattr(self._config, size) + keys[column]
+      out[name] = counter.count(key, timestamps, WINDOW_24H).astype(np.float32)
+    return out
 
 
 def view_counter(config, users, items, timestamps, span: int) -> EventCounter:
@@ -132,16 +136,20 @@ class FeatureService:
 
   Built by `data.load(...)` (World.features) from the world's logs, so it answers as of each
   request's time using only events strictly before it. Also used by the oracle for the 7-day
-  views of arbitrary (request, item) pairs.
+  views of arbitrary (request, item) pairs. For a world that declares its own schema
+  (`data.declared`), the profile features are the world's, the derived cross features those
+  it has, and a cross feature its source supplied on each impression (no candidate that was
+  not logged has one) is 0: `unknown_for_candidates` names them.
   """
 
   def __init__(self, config, users: Dict[str, np.ndarray], items: Dict[str, np.ndarray],
                requests: Dict[str, np.ndarray], impressions: Dict[str, np.ndarray],
-               clicks: Dict[str, np.ndarray]):
+               clicks: Dict[str, np.ndarray], schema: Optional[S.Schema] = None):
     """users/items: profile columns indexed by id; requests: request_id (sorted), user_id,
     timestamp; impressions: user_id, item_id, timestamp; clicks: user_id, item_id, timestamp,
-    position."""
+    position; schema: the world's (default: the code's)."""
     self.config = config
+    schema = schema or S.build_schema(config)
     span = time_span(config)
     self._users, self._items, self._requests = users, items, requests
     self._views = view_counter(config, impressions["user_id"], impressions["item_id"],
@@ -150,23 +158,37 @@ class FeatureService:
     self._sequence = ClickSequence(clicks["user_id"], clicks["timestamp"], clicks["position"],
                                    clicked, items["item_category"][clicked],
                                    items["item_shop"][clicked], span)
+    counters = [n for n in ClickCounters.KEYS if n in schema.names]
+    brands = items["item_brand"] if "item_brand" in items else np.zeros(len(clicked), np.int64)
     self._click_counters = ClickCounters(config, clicks["user_id"], clicks["timestamp"],
                                          items["item_category"][clicked],
                                          items["item_shop"][clicked],
-                                         items["item_brand"][clicked], span)
+                                         brands[clicked] if "item_brand" in items else brands,
+                                         span, counters)
+    self._with_views = "cross_views_item_7d" in schema.names
+    derived = set(counters) | {"cross_views_item_7d"}
+    self.unknown_for_candidates = [
+        f.name for f in schema.features if f.entity == S.PAIR
+        and f.availability == S.PRIVILEGED_CROSS and f.name not in derived]
 
   def candidate_features(self, users, timestamps, item_ids: np.ndarray) -> Dict[str, np.ndarray]:
     """Item profile and cross features of candidates item_ids [n, k] of users at times [n]."""
     out = {"item_id": item_ids}
-    for name in S.ITEM_PROFILE:
-      out[name] = self._items[name][item_ids]
-    out["item_price"] = out["item_price"].astype(np.float32)
+    for name, column in self._items.items():
+      if name != "item_id":
+        out[name] = column[item_ids]
+    if "item_price" in out:
+      out["item_price"] = out["item_price"].astype(np.float32)
     for name in ("item_category", "item_shop", "item_brand"):
-      out[name] = out[name].astype(np.int64)
+      if name in out:
+        out[name] = out[name].astype(np.int64)
     u, t = users[:, None], timestamps[:, None]
     out.update(self._click_counters.count(u, t, out["item_category"], out["item_shop"],
-                                          out["item_brand"]))
-    out["cross_views_item_7d"] = self.views_7d(u, item_ids, t).astype(np.float32)
+                                          out.get("item_brand", 0)))
+    if self._with_views:
+      out["cross_views_item_7d"] = self.views_7d(u, item_ids, t).astype(np.float32)
+    for name in self.unknown_for_candidates:
+      out[name] = np.zeros(item_ids.shape, np.float32)
     return out
 
   def views_7d(self, users, items, timestamps) -> np.ndarray:
@@ -202,8 +224,9 @@ def request_features(config, users_table, sequence: ClickSequence, users,
                      timestamps) -> Dict[str, np.ndarray]:
   """User profile, behaviour sequence and context of requests: arrays of [n] or [n, L]."""
   out = {"user_id": np.asarray(users, np.int64)}
-  for name in S.USER_PROFILE:
-    out[name] = users_table[name][users].astype(np.int64)
+  for name, column in users_table.items():
+    if name != "user_id":
+      out[name] = column[users].astype(np.int64)
   out.update(sequence.last_before(users, timestamps, config.history_len))
   out["context_hour"] = context_hour(timestamps)
   return out

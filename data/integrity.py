@@ -2,7 +2,9 @@
 
 The schema decides which columns a serving model may read, so it must come from the code, not
 from an editable manifest: `schema_problems` compares the manifest's schema with the one the
-code declares for the world's config, and `data.load` refuses a world where they differ.
+code declares for the world's config, and `data.load` refuses a world where they differ. A
+world from real logs declares its own schema (`data.declared`): it must follow the rules of a
+declared schema, and it is hashed with the world, so an edit is refused as a changed hash.
 
 A hash only says a file is the one the manifest lists; a file rewritten together with its
 manifest entry (or a world written by another tool) can still hold NaN prices or negative dwell
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from data import config as config_lib
+from data import declared
 from data import schema as schema_lib
 
 # Schema fields that manifests written before they existed lack; Schema.from_json fills them.
@@ -26,11 +29,19 @@ BINARY_LABELS = (schema_lib.CLICK, schema_lib.CONVERSION)
 
 
 def schema_problems(manifest: dict) -> List[str]:
-  """Differences between the manifest's schema and the code's schema for its config."""
-  declared = schema_lib.build_schema(config_lib.WorldConfig.from_dict(manifest["config"]))
+  """Differences between the manifest's schema and the code's schema for its config, or, for
+  a world that declares its schema, the rules that schema breaks."""
+  config = config_lib.WorldConfig.from_dict(manifest["config"])
+  if manifest.get(declared.SCHEMA_DECLARED):
+    try:
+      schema = schema_lib.Schema.from_json(manifest["schema"])
+    except (TypeError, ValueError, KeyError) as error:
+      return [f"schema: not a list of feature declarations ({error})"]
+    return declared.problems(schema, config)
+  code = schema_lib.build_schema(config)
   stored = {row["name"]: row for row in manifest["schema"]}
   problems = []
-  for feature in declared.features:
+  for feature in code.features:
     row = stored.pop(feature.name, None)
     if row is None:
       problems.append(f"schema: feature {feature.name!r} is missing from the manifest")
@@ -59,8 +70,13 @@ def _valid_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, 
   feature = schema[name]
   if feature.kind == schema_lib.NUMERIC:
     return 0, np.inf, "finite and >= 0"
-  low = -1 if feature.kind == schema_lib.SEQUENCE else 0  # -1 pads a short history
-  return low, feature.vocab_size - 1, f"an id in [{low}, {feature.vocab_size})"
+  if feature.kind == schema_lib.SEQUENCE:  # -1 pads a short history
+    return -1, feature.vocab_size - 1, f"an id in [-1, {feature.vocab_size})"
+  if feature.source == schema_lib.ID:  # a row of the entity tables
+    return 0, feature.vocab_size - 1, f"an id in [0, {feature.vocab_size})"
+  # vocab_size itself is the out-of-vocabulary id (a code the source had beyond the vocabulary).
+  return 0, feature.vocab_size, (f"an id in [0, {feature.vocab_size}] ({feature.vocab_size}: "
+                                 "out of vocabulary)")
 
 
 def column_problem(path: str, name: str, values: np.ndarray,

@@ -27,7 +27,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from data import files
 from data import integrity
 from data import schema as S
 from data.config import WorldConfig
+from data.declared import SCHEMA_DECLARED
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -59,6 +60,16 @@ CATEGORY_TRUTH_COLUMNS = ("category_id", "category_popularity")
 # Files every command reads whole, once: their sha256 is checked on every load (cheap).
 ENTITY_FILES = ("users.parquet", "items.parquet", "truth/users.parquet", "truth/items.parquet",
                 "truth/categories.parquet")
+
+
+def user_columns(schema: S.Schema) -> Tuple[str, ...]:
+  """Columns of users.parquet: the user id and the world's user profile features."""
+  return (S.USER_ID,) + schema.names_of(S.USER, S.PROFILE)
+
+
+def item_columns(schema: S.Schema) -> Tuple[str, ...]:
+  """Columns of items.parquet: the item id and the world's item profile features."""
+  return (S.ITEM_ID,) + schema.names_of(S.ITEM, S.PROFILE)
 
 
 def log_columns(schema: S.Schema) -> List[str]:
@@ -107,11 +118,21 @@ def sha256_file(path: str) -> str:
   return digest.hexdigest()
 
 
-def world_hash(config: dict, files: Dict[str, dict]) -> str:
-  """Hash of the config, the format version and every file's sha256."""
+def world_hash(config: dict, files: Dict[str, dict], schema: Optional[list] = None) -> str:
+  """Hash of the config, the format version and every file's sha256, and of the schema when
+  the world declares its own (`data.declared`; the code's schema follows from the config)."""
   payload = {"format_version": FORMAT_VERSION, "config": config,
              "files": {path: entry["sha256"] for path, entry in sorted(files.items())}}
+  if schema is not None:
+    payload["schema"] = schema
   return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_world_hash(manifest: dict) -> str:
+  """The world_hash a manifest's content gives."""
+  declared = manifest.get(SCHEMA_DECLARED)
+  return world_hash(manifest["config"], manifest["files"],
+                    manifest["schema"] if declared else None)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -123,6 +144,8 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
     raise FileNotFoundError(f"{path}: file listed in the manifest is missing")
   try:
     file_schema = pq.read_schema(path)
+  except PermissionError:  # not a damaged file: say what it is
+    raise PermissionError(13, "Permission denied", path) from None
   except (pa.ArrowException, OSError) as e:
     raise ValueError(f"{path}: not a readable Parquet file (corrupt or truncated?): {e}")
   if columns is not None:
@@ -263,8 +286,8 @@ class World:
     self.schema = S.Schema.from_json(manifest["schema"])
     self.world_hash = manifest["world_hash"]
     self.days = [int(d) for d in manifest["days"]]
-    self.users = self._checked("users.parquet", USER_COLUMNS).to_pandas()
-    self.items = self._checked("items.parquet", ITEM_COLUMNS).to_pandas()
+    self.users = self._checked("users.parquet", user_columns(self.schema)).to_pandas()
+    self.items = self._checked("items.parquet", item_columns(self.schema)).to_pandas()
 
   def _checked(self, relative: str, columns: Sequence[str]) -> pa.Table:
     """Reads a world file, refusing values outside their declared range (NaN, negative...)."""
@@ -278,6 +301,13 @@ class World:
 
   def _path(self, relative: str) -> str:
     return os.path.join(self.world_dir, relative)
+
+  @property
+  def default_eval_day(self) -> int:
+    """The day stages evaluate on and the replay replays by default: the manifest's
+    `default_eval_day` (a source's published test day) or the last day."""
+    day = self.manifest.get("default_eval_day")
+    return int(day) if day in self.days else self.days[-1]
 
   @property
   def has_oracle(self) -> bool:
@@ -414,9 +444,9 @@ class World:
     imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK])
     click = imp.pop(S.CLICK) > 0
     clicks = {k: v[click] for k, v in imp.items()}
-    users = {c: self.users[c].to_numpy() for c in USER_COLUMNS}
-    items = {c: self.items[c].to_numpy() for c in ITEM_COLUMNS}
-    return FeatureService(self.config, users, items, requests, imp, clicks)
+    users = {c: self.users[c].to_numpy() for c in user_columns(self.schema)}
+    items = {c: self.items[c].to_numpy() for c in item_columns(self.schema)}
+    return FeatureService(self.config, users, items, requests, imp, clicks, self.schema)
 
   @functools.cached_property
   def oracle(self):
@@ -457,7 +487,9 @@ def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   if problems:
     raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
                                                    if len(problems) > 1 else "")
-                     + "; the schema must be the code's: regenerate the world")
+                     + ("; a declared schema must follow data/declared.py's rules: ingest the "
+                        "world again" if manifest.get(SCHEMA_DECLARED) else
+                        "; the schema must be the code's: regenerate the world"))
   _check_days(path, manifest)
   if verify:
     verify_files(world_dir, manifest, hashes=verify is True)
@@ -480,7 +512,7 @@ def expected_columns(relative: str, schema: S.Schema) -> Sequence[str]:
     return REQUEST_COLUMNS
   if relative.startswith("truth/requests/"):
     return REQUEST_TRUTH_COLUMNS
-  return {"users.parquet": USER_COLUMNS, "items.parquet": ITEM_COLUMNS,
+  return {"users.parquet": user_columns(schema), "items.parquet": item_columns(schema),
           "truth/users.parquet": USER_TRUTH_COLUMNS, "truth/items.parquet": ITEM_TRUTH_COLUMNS,
           "truth/categories.parquet": CATEGORY_TRUTH_COLUMNS}.get(relative, ())
 
@@ -501,11 +533,13 @@ def verify_files(world_dir: str, manifest: dict, hashes: bool = True) -> None:
     columns = expected_columns(relative, schema)
     try:
       names = pq.read_schema(path).names
+    except PermissionError:
+      raise PermissionError(13, "Permission denied", path) from None
     except (pa.ArrowException, OSError) as e:
       raise ValueError(f"{path}: not a readable Parquet file (corrupt or truncated?): {e}")
     for name in columns:
       if name not in names:
         raise ValueError(f"{path}: missing column {name!r}")
-  if world_hash(manifest["config"], manifest["files"]) != manifest["world_hash"]:
+  if manifest_world_hash(manifest) != manifest["world_hash"]:
     raise ValueError(f"{os.path.join(world_dir, MANIFEST)}: world_hash does not match the "
                      "config and file hashes (manifest edited?)")

@@ -4,10 +4,11 @@
 
 Commands open a world with a cheap check (sizes, footers, columns); this one reads every byte:
 each file's sha256 against the manifest, the manifest's own world_hash, and the feature schema
-against the one the code declares for the world's config. The schema decides which columns a
-serving model may read, so a manifest whose schema was edited (a post-click signal relabelled
-`serving`, say) must be refused, not trusted. Exit status 0 when the world is intact, 1 with one
-line per problem otherwise.
+against the one the code declares for the world's config (or, for a world from real logs that
+declares its own schema, against the rules of `data.declared`, the schema being hashed with the
+world). The schema decides which columns a serving model may read, so a manifest whose schema
+was edited (a post-click signal relabelled `serving`, say) must be refused, not trusted. Exit
+status 0 when the world is intact, 1 with one line per problem otherwise.
 """
 
 import dataclasses
@@ -55,7 +56,7 @@ def file_problems(world_dir: str, manifest: dict) -> List[str]:
         problems.append(f"{path}: not readable as Parquet ({error})")
         continue
       problems += integrity.value_problems(path, table, schema)
-  if io.world_hash(manifest["config"], manifest["files"]) != manifest["world_hash"]:
+  if io.manifest_world_hash(manifest) != manifest["world_hash"]:
     problems.append(f"{os.path.join(world_dir, io.MANIFEST)}: world_hash does not match the "
                     "config and file hashes (manifest edited)")
   return problems
@@ -79,7 +80,9 @@ def main() -> None:
     print(problem)
   if problems:
     raise SystemExit(1)
-  logging.info("%s: every file matches its manifest; the schema is the code's", config.world_dir)
+  logging.info("%s: every file matches its manifest; the schema is %s", config.world_dir,
+               "declared and hashed" if files.read_json(os.path.join(
+                   config.world_dir, io.MANIFEST)).get("schema_declared") else "the code's")
   print(f"{config.world_dir}: intact")
 
 

@@ -10,7 +10,7 @@ replayed day.
 import dataclasses
 import hashlib
 import os
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -55,13 +55,17 @@ def parse_funnel(spec: str) -> Funnel:
   return funnel
 
 
+NO_CVR = "none"  # --cvr_variant of a funnel without a fine CVR model (pages ranked by pCTR)
+
+
 @dataclasses.dataclass
 class FunnelModels:
-  """The four exports a funnel serves with, plus what produced each (for summary.json)."""
+  """The exports a funnel serves with, plus what produced each (for summary.json); fine_cvr
+  is None for a funnel ranked by pCTR alone (--cvr_variant=none)."""
   retrieval: serving.RetrievalIndex
   coarse: serving.CoarseScorer
   fine_ctr: export.ServingModel
-  fine_cvr: export.ServingModel
+  fine_cvr: Optional[export.ServingModel]
   facts: Dict[str, Dict[str, Any]]
   fingerprint: str
 
@@ -104,10 +108,13 @@ def load_models(model_dir: str, variants: Dict[str, str], world, day: int,
   retrieval = serving.load_retrieval(model_dir, index)
   coarse = serving.load_coarse(model_dir, variants["coarse"])
   fine_ctr = serving.load_fine(model_dir, "ctr", variants["fine_ctr"])
-  fine_cvr = serving.load_fine(model_dir, "cvr", variants["fine_cvr"])
+  fine_cvr = (None if variants["fine_cvr"] == NO_CVR
+              else serving.load_fine(model_dir, "cvr", variants["fine_cvr"]))
   loaded = {"retrieval": (retrieval.path, retrieval.meta),
             "coarse": (coarse.path, coarse.model.meta),
-            "fine_ctr": (fine_ctr.path, fine_ctr.meta), "fine_cvr": (fine_cvr.path, fine_cvr.meta)}
+            "fine_ctr": (fine_ctr.path, fine_ctr.meta)}
+  if fine_cvr is not None:
+    loaded["fine_cvr"] = (fine_cvr.path, fine_cvr.meta)
   facts = {name: check_model(name, path, meta, world, day)
            for name, (path, meta) in loaded.items()}
   facts["retrieval"]["index"] = retrieval.spec.describe()
@@ -155,6 +162,8 @@ def fine_scores(world, models: FunnelModels, request_ids: np.ndarray, item_ids: 
   ctr = models.fine_ctr.predict_candidates(features).astype(np.float64)
   score = ctr
   if rank_by in ("ctcvr", "ctcvr_gmv"):
+    if models.fine_cvr is None:
+      raise UserError(f"--rank_by={rank_by} needs a fine CVR model (--cvr_variant={NO_CVR})")
     score = score * models.fine_cvr.predict_candidates(features).astype(np.float64)
   if rank_by == "ctcvr_gmv":
     score = score * features["item_price"].astype(np.float64)
@@ -193,8 +202,9 @@ def offline_scores(world, models: FunnelModels, day: int) -> pd.DataFrame:
   coarse_logit = models.coarse.scale * np.einsum(
       "nd,nd->n", users, models.coarse.item_vectors[logs["item_id"]])
   clicked = logs["click"] > 0
-  fine_cvr = np.full(len(clicked), np.nan)
-  fine_cvr[clicked] = models.fine_cvr.predict({k: v[clicked] for k, v in logs.items()})
-  scores = {"coarse": numeric.sigmoid(coarse_logit), "fine_ctr": models.fine_ctr.predict(logs),
-            "fine_cvr": fine_cvr}
+  scores = {"coarse": numeric.sigmoid(coarse_logit), "fine_ctr": models.fine_ctr.predict(logs)}
+  if models.fine_cvr is not None:  # a funnel without CVR has no fine_cvr column
+    fine_cvr = np.full(len(clicked), np.nan)
+    fine_cvr[clicked] = models.fine_cvr.predict({k: v[clicked] for k, v in logs.items()})
+    scores["fine_cvr"] = fine_cvr
   return offline_table.score_table(world, logs, scores)

@@ -94,6 +94,8 @@ def null_reasons(frame: pd.DataFrame, has_oracle: bool) -> Dict[str, str]:
   """{name: why it is null} for each declared figure the frame cannot give."""
   reasons = {}
   for metric in OFFLINE_METRICS:
+    if metric.model not in frame:
+      continue  # the funnel has no such model: its caller says why
     if metric.kind == "eauc" and not has_oracle:
       reasons[metric.name] = ("eAUC needs the oracle's probabilities; this world comes from "
                               "real logs (has_oracle: false)")

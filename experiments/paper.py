@@ -81,7 +81,7 @@ def stage_job(trial: Trial, base: config_lib.TrainConfig, work_dir: str) -> jobs
   settings: Dict[str, Any] = dict(
       world_dir=paper_worlds.world_path(work_dir, trial.world, trial.world_seed),
       model_dir=trial.model_dir(work_dir), train_days=tuple(trial.train_days), seed=trial.seed,
-      variant=trial.variant, mode=None, reuse=True,
+      variant=trial.variant, mode=None, reuse=True, eval_day=eval_day(trial, base),
       # Written out, so the job's command line names the batch it trains with.
       batch_size=base.batch_size or stage.batch_size)
   if trial.variant == LINEAR:  # the reference's own epochs bound (validation stopping ends it)
@@ -91,6 +91,12 @@ def stage_job(trial: Trial, base: config_lib.TrainConfig, work_dir: str) -> jobs
   if teacher is not None:
     settings["teacher_model_dir"] = teacher.model_dir(work_dir)
   return jobs.Job(stage.make_config(base, **settings), reference=trial.variant == LINEAR)
+
+
+def eval_day(trial: Trial, base: config_lib.TrainConfig) -> int:
+  """The trial's eval day: the main world's, or the last day of a world with its own n_days."""
+  knobs = paper_worlds.name_knobs(trial.world)
+  return int(knobs["n_days"]) if "n_days" in knobs else int(base.eval_day or 0)
 
 
 def distinct_runs(trials: Sequence[Trial]) -> Tuple[List[Trial], List[int]]:

@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 from data import command
 from data import config as world_config
 from data.command import field as _field
+from experiments import paper_worlds
 from experiments import studies as studies_lib
 from models import teacher_kinds
 
@@ -42,6 +43,13 @@ class PaperConfig:
   coarse_columns: Tuple[str, ...] = _field(("short", "long"), "Table A's training-days "
                                            "columns: short (--short_days) and/or long (every "
                                            "day before the eval day).")
+  cvr_world: str = _field("", "The world of Table B, named by the knobs it adds to the main "
+                           "world's (e.g. 'n_users=80000,n_days=15': more clicks, the same "
+                           "rates); empty: the main world.")
+  ctcvr: bool = _field(True, "Table B also trains the fine CTR model of its days, whose pCTR "
+                       "makes the CVR runs' CTCVR AUC; off: no CTCVR figure (the CVR figures "
+                       "do not need it, and on a large world the fine CTR run is the costly "
+                       "one).")
   linear_reference: bool = _field(True, "Also train the linear reference (experiments."
                                   "reference) beside each baseline of Tables A and B, so the "
                                   "report shows ceiling, linear model and DNN side by side.")
@@ -82,6 +90,11 @@ class PaperConfig:
       raise command.UserError("--report_dir is required")
     if self.seeds < 1 or self.world_seeds < 1 or self.workers < 1:
       raise command.UserError("--seeds, --world_seeds and --workers must be at least 1")
+    if self.cvr_world:
+      try:
+        paper_worlds.world_settings(self.preset, paper_worlds.name_knobs(self.cvr_world), 0)
+      except (ValueError, command.UserError) as error:
+        raise command.UserError(f"--cvr_world={self.cvr_world!r}: {error}") from None
     if self.first_world_seed < 0:
       raise command.UserError(f"--first_world_seed must be >= 0, got {self.first_world_seed}")
     for name in ("lambdas", "noise_levels", "regime_days", "regime_conversion_biases",

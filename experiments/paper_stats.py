@@ -183,13 +183,19 @@ def interval_cells(name: str, estimate: float, low: float, high: float) -> Dict[
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
   """Display strings: "X" and "X ±" columns as "mean ± half", "X", "X low", "X high" as
-  "X [low, high]", Δ columns signed, n as integers, missing figures as n/a. The one place
-  numbers become text."""
+  "X [low, high]", Δ columns signed, counts (COUNTS) as integers, "p (...)" columns as
+  p-values, missing figures as n/a. The one place numbers become text."""
   shown = {}
   for column in table.columns:
     if column.endswith((" ±", " low", " high")) and column.rsplit(" ", 1)[0] in table:
       continue
     values = table[column]
+    if column in COUNTS:
+      shown[column] = values.map(lambda v: "n/a" if _missing(v) else f"{int(v)}")
+      continue
+    if column.startswith("p ("):
+      shown[column] = values.map(lambda v: "n/a" if _missing(v) else _p(v))
+      continue
     if not pd.api.types.is_float_dtype(values):
       shown[column] = values.map(lambda v: "n/a" if _missing(v) else str(v))
       continue
@@ -206,6 +212,14 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     shown[column] = [_number(v, None if halves is None else halves.iloc[k], signed)
                      for k, v in enumerate(values)]
   return pd.DataFrame(shown, index=table.index)
+
+
+COUNTS = ("n", "Δ pairs", "pairs", "worlds", "pairs for 80% power")  # shown as integers
+
+
+def _p(value: float) -> str:
+  """A p-value to two significant figures (as small as 1e-4; below, '< 0.0001')."""
+  return "< 0.0001" if value < 1e-4 else f"{value:.2g}"
 
 
 def _bracketed(value: float, low: float, high: float) -> str:

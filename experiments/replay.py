@@ -51,6 +51,7 @@ from data.command import UserError
 from data.command import field as _field
 from experiments import funnel as funnel_lib
 from experiments import offline_table
+from experiments import replay_defaults
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
 from experiments.funnel import OBJECTIVES  # noqa: F401
@@ -85,8 +86,9 @@ class ReplayConfig:
   day: Optional[int] = _field(None, "The held-out day to replay. Default: the world's last day.")
   coarse_variant: str = _field("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
                                 choices=catalogue.COARSE.variants())
-  cvr_variant: str = _field("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>.",
-                             choices=catalogue.FINE_CVR.variants())
+  cvr_variant: str = _field("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>; none: no "
+                            "CVR model (pages ranked by pCTR, --rank_by=ctr).",
+                            choices=catalogue.FINE_CVR.variants() + (funnel_lib.NO_CVR,))
   ctr_variant: str = _field("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
                              choices=catalogue.FINE_CTR.variants())
   rank_by: str = _field("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
@@ -260,7 +262,7 @@ class _Clock:
 
 
 def resolve_day(world, day: Optional[int]) -> int:
-  day = world.days[-1] if day is None else int(day)
+  day = world.default_eval_day if day is None else int(day)
   if day not in world.days:
     raise UserError(f"--day={day} is not a day of the world at {world.world_dir}: "
                             f"it has days {world.days[0]}..{world.days[-1]}")
@@ -288,6 +290,9 @@ def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))
   unavailable = {} if world.has_oracle else request_table.unavailable_without_oracle(metrics)
+  if models.fine_cvr is None:
+    for name in ("offline/fine_cvr_auc", "offline/fine_cvr_gauc", "offline/fine_cvr_eauc"):
+      unavailable[name] = f"no fine CVR model in this funnel (--cvr_variant={funnel_lib.NO_CVR})"
   unavailable.update(request_table.cascade_null_reasons(frame, config.rank_by))
   unavailable.update(offline_table.null_reasons(offline, bool(world.has_oracle)))
   for name in unavailable:
@@ -312,6 +317,7 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   trained on, or a run dir holding another configuration; a missing model's error (from
   stages.serving) names the command that trains it.
   """
+  replay_defaults.check(config, world)
   day = resolve_day(world, config.day)
   models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
                                   config.index)
@@ -473,8 +479,14 @@ def open_world(world_dir: str):
 def main() -> None:
   config = config_from_flags()
   funnel = parse_funnel(flags.FLAGS.funnel)
+  world = open_world(config.world_dir)
+  given = [name for name in ("coarse_variant", "cvr_variant", "ctr_variant", "rank_by",
+                             "funnel") if flags.FLAGS[name].present]
+  config, funnel, notes = replay_defaults.resolve(world, config, funnel, given)
+  for note in notes:
+    print(f"replay default: {note}")
   with engine_lib.Engine(command.config_from_flags(engine_lib.EngineConfig)) as engine:
-    summary = replay(open_world(config.world_dir), funnel, config, engine)
+    summary = replay(world, funnel, config, engine)
   print(format_table(summary))
   print(f"run dir: {config.run_dir}")
 

@@ -170,9 +170,10 @@ def _schedule(queued: Sequence[jobs.Job], after: Sequence[Sequence[int]], limit:
                                  return_when=futures.FIRST_COMPLETED)
       for future in finished:
         i = running.pop(future)
-        results[i] = future.result()
+        metrics = future.result()
+        results[i] = metrics
         if done:
-          done(i, results[i])
+          done(i, metrics)
   return [r for r in results if r is not None]
 
 

@@ -43,7 +43,7 @@ CoarseConfig = config_lib.CoarseConfig
 LABEL = "click"
 
 
-class CoarseTask(driver.StageTask):
+class CoarseTask(driver.StageTask[CoarseConfig]):
   """The coarse two-tower: impressions (plus unlabelled candidates), a teacher, item vectors."""
   CONFIG = CoarseConfig
   label = LABEL
@@ -62,13 +62,13 @@ class CoarseTask(driver.StageTask):
     """Impressions; with --distill_unlabelled, unlabelled candidates appended."""
     config = self.config
     columns = io.stage_columns(self.world.schema, config.stage)
-    train = self.world.log_arrays(list(config.train_days), columns)
-    evaluation = self.world.log_arrays([config.eval_day], columns)
+    train = self.world.log_arrays(config.days, columns)
+    evaluation = self.world.log_arrays([config.evaluation_day], columns)
     if config.distill_unlabelled:
       train = io.append_rows(train, unlabelled_candidates(self.world, config, train))
     logging.info("coarse: %d training rows (days %s), %d evaluation rows (day %d)",
-                 len(train[LABEL]), list(config.train_days), len(evaluation[LABEL]),
-                 config.eval_day)
+                 len(train[LABEL]), config.days, len(evaluation[LABEL]),
+                 config.evaluation_day)
     return driver.Inputs(train, evaluation)
 
   def build_model(self, inputs: driver.Inputs):
@@ -101,7 +101,7 @@ def unlabelled_candidates(world, config: CoarseConfig, train) -> Dict[str, np.nd
   """
   retrieval = serving.load_retrieval(config.model_dir)
   request_ids = np.unique(train["request_id"])
-  queries = serving.request_rows(world, list(config.train_days), request_ids)
+  queries = serving.request_rows(world, config.days, request_ids)
   top_ids = retrieval.top_items(queries, k=100).astype(np.int64)
   # (request, item) pairs as one int64 key over dense request ranks: raw request ids carry
   # the shard in their high bits, so id * n_items could overflow on large worlds.

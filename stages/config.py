@@ -87,6 +87,10 @@ class TrainConfig:
   validation_fraction: float = _field(
       0.1, "Share of the last training day's requests held out (whole requests) for "
       "validation stopping; 0 turns it off (the paper's fixed-length training).")
+  validation_days: int = _field(
+      1, "Validation rows come from the last N training days' requests (0: every training "
+      "day): a sparse label (conversions) needs more days for its held-out rows to hold "
+      "--min_validation_positives.", keyed_off_default=True)
   min_validation_positives: int = _field(
       100, "Fewest positive labels the held-out rows must hold for validation stopping; with "
       "fewer (sparse conversions) it is off and the run trains --epochs on every row.")
@@ -183,7 +187,8 @@ class TrainConfig:
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("seed", "batch_size", "max_steps", "validate_every", "min_validation_positives"):
+    for name in ("seed", "batch_size", "max_steps", "validate_every", "min_validation_positives",
+                 "validation_days"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:
@@ -215,6 +220,20 @@ class TrainConfig:
       raise StageError("--strategy=parameter_server does not support validation stopping; "
                        "pass --validation_fraction=0 (fixed-length training, --epochs / "
                        "--max_steps)")
+
+  @property
+  def days(self) -> List[int]:
+    """The training days of a resolved config (`stages.driver.resolve` fills them in)."""
+    if self.train_days is None:
+      raise RuntimeError("the config's training days are not resolved yet (driver.resolve)")
+    return list(self.train_days)
+
+  @property
+  def evaluation_day(self) -> int:
+    """The eval day of a resolved config (`stages.driver.resolve` fills it in)."""
+    if self.eval_day is None:
+      raise RuntimeError("the config's eval day is not resolved yet (driver.resolve)")
+    return self.eval_day
 
   @property
   def validates(self) -> bool:
@@ -384,6 +403,8 @@ def key_values(config: TrainConfig) -> Dict[str, Any]:
       value = getattr(config, field.name)
       if "key_unless" in field.metadata and value == field.metadata["key_unless"]:
         continue
+      if field.metadata.get("keyed_off_default") and value == field.default:
+        continue  # a field added later: at its default, the keys of earlier runs still hold
       values[field.name] = list(value) if isinstance(value, tuple) else value
   if config.strategy == distribute.PARAMETER_SERVER:
     values["asynchronous"] = True  # stale gradients: another model than synchronous training's

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Generic, List, Optional, Type, TypeVar
 
 from absl import logging
 import numpy as np
@@ -31,6 +31,7 @@ from data import io
 from data import splits
 from stages import catalogue
 from stages import config as config_lib
+from stages import degenerate
 from stages import distribute as distribute_lib
 from stages import layout
 from stages import teachers
@@ -38,6 +39,7 @@ from stages import training
 
 StageError = config_lib.StageError
 Arrays = Dict[str, Any]
+ConfigT = TypeVar("ConfigT", bound=config_lib.TrainConfig)
 
 
 @dataclasses.dataclass
@@ -49,24 +51,26 @@ class Inputs:
   validation_skipped: str = ""  # why validation stopping is off despite --validation_fraction
 
 
-class StageTask:
-  """One stage: its config class, inputs, model, evaluation and export.
+class StageTask(Generic[ConfigT]):
+  """One stage: its config class, inputs, model, evaluation and export; generic in the
+  stage's config class, so a stage reads its own settings typed.
 
   The driver makes one task per run, after the world is open and the config resolved.
   """
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
+  warnings: List[str] = []  # degenerate.check's, for metrics.json
 
-  def __init__(self, world, config: config_lib.TrainConfig, out_dir: str):
+  def __init__(self, world: Any, config: ConfigT, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
 
   @classmethod
-  def upstream(cls, config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
+  def upstream(cls, config: ConfigT) -> Dict[str, Optional[str]]:
     """The exports this run reads, with their identity; part of its reuse key."""
     return {}
 
   @classmethod
-  def output_dir(cls, config: config_lib.TrainConfig) -> str:
+  def output_dir(cls, config: ConfigT) -> str:
     """Where the run writes: MODEL_DIR/<stage>/<variant>/."""
     return layout.stage_dir(config.model_dir, config.output, config.variant)
 
@@ -98,13 +102,12 @@ def resolve(config: config_lib.TrainConfig, world):
   """A new config with the world's default split, the teacher's default mode and the stage's
   default batch size filled in."""
   days = list(world.days)
-  eval_day = days[-1] if config.eval_day is None else config.eval_day
+  eval_day = world.default_eval_day if config.eval_day is None else config.eval_day
   if eval_day not in days:
     raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
                      f"{days[0]}..{days[-1]}")
-  train_days = config.train_days
-  if train_days is None:
-    train_days = [d for d in days if d < eval_day]
+  train_days: List[int] = (list(config.train_days) if config.train_days is not None
+                           else [d for d in days if d < eval_day])
   outside = [d for d in train_days if d not in days]
   if outside:
     raise StageError(f"--train_days {outside} are outside the world: it has days "
@@ -140,7 +143,9 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
       return done
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
-  inputs = hold_out_validation(task.build_inputs(), config, task.label)
+  inputs = task.build_inputs()
+  task.warnings = degenerate.check(world, config, inputs.train, task.label)
+  inputs = hold_out_validation(inputs, config, task.label)
   if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
     return _train_locked(task, inputs, upstream, distribution)
   layout.claim_model_dir(config.model_dir, world)
@@ -178,6 +183,8 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics["train_seconds"] = train_seconds
   if inputs.validation_skipped:
     metrics["validation_skipped"] = inputs.validation_skipped
+  if task.warnings:
+    metrics["warnings"] = task.warnings
   metrics.update(training.learning_summary(history))
   metrics.update(distribution.facts())
   if shards:
@@ -203,7 +210,7 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
     return inputs
   train = inputs.train
   held = splits.validation_mask(train["request_id"], train["day"], config.validation_fraction,
-                                config.seed)
+                                config.seed, config.validation_days)
   labelled = held & (train[label] >= 0)
   positives = int(np.sum(train[label][labelled] > 0))
   if positives < config.min_validation_positives:

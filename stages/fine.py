@@ -33,7 +33,7 @@ LABEL = {"ctr": "click", "cvr": "conversion"}
 CTR_STAGE = "fine/ctr"  # The CVR run's CTCVR evaluation reads this stage's export.
 
 
-class FineTask(driver.StageTask):
+class FineTask(driver.StageTask[FineConfig]):
   """A fine-rank DNN: CTR over impressions, or CVR over clicked impressions."""
   CONFIG = FineConfig
 
@@ -53,8 +53,8 @@ class FineTask(driver.StageTask):
     """Impressions for CTR, clicked impressions for CVR."""
     config, task = self.config, self.config.task
     columns = io.stage_columns(self.world.schema, config.stage)
-    train = self.world.log_arrays(list(config.train_days), columns)
-    evaluation = self.world.log_arrays([config.eval_day], columns)
+    train = self.world.log_arrays(config.days, columns)
+    evaluation = self.world.log_arrays([config.evaluation_day], columns)
     if task == "cvr":
       train = pipeline.take_rows(train, train["click"] > 0)
       evaluation = pipeline.take_rows(evaluation, evaluation["click"] > 0)
@@ -62,8 +62,8 @@ class FineTask(driver.StageTask):
       if len(arrays[self.label]) == 0:
         raise config_lib.StageError(f"no {name} rows for --task={task} in the chosen days")
     logging.info("fine %s: %d training rows (days %s), %d evaluation rows (day %d)", task,
-                 len(train[self.label]), list(config.train_days), len(evaluation[self.label]),
-                 config.eval_day)
+                 len(train[self.label]), config.days, len(evaluation[self.label]),
+                 config.evaluation_day)
     return driver.Inputs(train, evaluation)
 
   def build_model(self, inputs: driver.Inputs):
@@ -86,7 +86,7 @@ class FineTask(driver.StageTask):
       logging.warning("no fine CTR model at %s: CTCVR AUC skipped (train it with "
                       "`python -m stages.fine --task=ctr`)", path)
       return {}
-    impressions = self.world.log_arrays([config.eval_day])
+    impressions = self.world.log_arrays([config.evaluation_day])
     p_ctr = export.load_serving(path).predict(impressions)
     p_cvr = numeric.sigmoid(pipeline.head_predictor(model, "student")(impressions))
     return {"ctcvr_auc": metrics_lib.auc(impressions["conversion"], p_ctr * p_cvr),

@@ -106,14 +106,14 @@ class RetrievalServing(tf.Module):
     return {"user_vectors": self.index.query_model(batch)}
 
 
-class RetrievalTask(driver.StageTask):
+class RetrievalTask(driver.StageTask[RetrievalConfig]):
   """Clicked pairs in, a two-tower trained with in-batch negatives, a top-K index out."""
   CONFIG = RetrievalConfig
   label = "click"
 
   def build_inputs(self) -> driver.Inputs:
     """Clicked impressions of the training days: the positive (user, item) pairs."""
-    days = list(self.config.train_days)
+    days = self.config.days
     logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage))
     clicked = pipeline.take_rows(logs, logs["click"] > 0)
     if len(clicked["click"]) == 0:
@@ -139,7 +139,7 @@ class RetrievalTask(driver.StageTask):
     result = {"index": spec.kind}
     if not spec.exact:
       result["index_build_seconds"] = time.perf_counter() - started
-    result.update(evaluate_index(self.world, self.config.eval_day, self.index))
+    result.update(evaluate_index(self.world, self.config.evaluation_day, self.index))
     return result
 
   def _k(self) -> int:

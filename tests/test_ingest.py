@@ -75,7 +75,7 @@ def test_aliccp_splits_become_days_and_combination_fields_privileged_cross(tmp_p
   logs = world.log_arrays([1, 2])
   for slot in aliccp.CROSS_FIELDS.values():
     assert world.schema[slot].availability == S.PRIVILEGED_CROSS
-  assert logs["cross_clicks_cate_24h"].max() > 0  # field 508's values arrived
+  assert logs["cross_category_weight"].max() > 0  # field 508's values arrived
   assert manifest["row_counts"]["1"]["impressions"] == 480
   assert manifest["row_counts"]["2"]["impressions"] == 200
 
@@ -117,7 +117,7 @@ def test_bad_contract_input_names_file_and_line_and_writes_nothing(tmp_path, nam
 
 def test_missing_file_of_the_set_is_named(tmp_path):
   input_dir = _copy(tmp_path, "aliccp")
-  os.remove(os.path.join(input_dir, "common_features_test.csv"))
+  os.remove(os.path.join(input_dir, "sample_test", "common_features_test.csv"))
   with pytest.raises(R.IngestError, match="common_features_test.csv: missing file"):
     _ingest("aliccp", input_dir, tmp_path / "world")
   assert not os.path.exists(tmp_path / "world")
@@ -135,13 +135,14 @@ def _with_entry(line, entry):
     ("sample_skeleton_train.csv", lambda s: s.replace("\x03", ":", 1), "malformed feature list"),
     ("sample_skeleton_test.csv", lambda s: ",".join([s.split(",", 2)[0], "2",
                                                       s.split(",", 2)[2]]), "click must be 0"),
-    ("common_features_train.csv", lambda s: s.replace(",5,", ",6,", 1), "feature_num says 6"),
+    ("common_features_train.csv", lambda s: s.replace(",60,", ",61,", 1), "feature_num says 61"),
     ("sample_skeleton_train.csv", lambda s: _with_entry(s, "508\x029500\x031.2.3"),
      "field 508: expected a number"),
 ])
 def test_bad_aliccp_input_names_file_and_line(tmp_path, name, edit, expected):
   input_dir = _copy(tmp_path, "aliccp")
-  _rewrite_line(os.path.join(input_dir, name), 5, edit)
+  split = "train" if "train" in name else "test"
+  _rewrite_line(os.path.join(input_dir, f"sample_{split}", name), 5, edit)
   with pytest.raises(R.IngestError, match=expected) as error:
     _ingest("aliccp", input_dir, tmp_path / "world")
   assert error.value.path.endswith(name) and error.value.line == 5
@@ -215,9 +216,13 @@ def test_recbole_labels_come_from_the_rating_threshold(tmp_path):
 
 def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
   _ingest("kuairand", os.path.join(FIXTURES, "kuairand"), tmp_path / "world")
-  logs = data.load(str(tmp_path / "world")).log_arrays([1, 2, 3])
+  world = data.load(str(tmp_path / "world"))
+  logs = world.log_arrays(world.days)
   unclicked = logs[S.CLICK] == 0
-  for slot in W.POST_CLICK_SLOTS + (S.CONVERSION,):
+  post_click = [f.name for f in world.schema.with_availability({S.PRIVILEGED_POST_CLICK})]
+  assert post_click == ["dwell_seconds", "read_comments", "entered_profile",
+                        "followed_author", "liked"]
+  for slot in post_click + [S.CONVERSION]:
     assert not logs[slot][unclicked].any(), slot
   assert logs["dwell_seconds"][~unclicked].min() > 0
 
@@ -225,7 +230,7 @@ def test_kuairand_post_click_signals_are_zero_without_a_click(tmp_path):
 def test_file_of_another_format_is_refused(tmp_path):
   input_dir = _copy(tmp_path, "aliccp")
   shutil.copy(os.path.join(FIXTURES, "contract", "impressions.csv"),
-              os.path.join(input_dir, "sample_skeleton_train.csv"))
+              os.path.join(input_dir, "sample_train", "sample_skeleton_train.csv"))
   with pytest.raises(R.IngestError, match="sample_skeleton_train.csv:1"):
     _ingest("aliccp", input_dir, tmp_path / "world")
 
@@ -300,6 +305,7 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
                                                                                  tmp_path):
   from experiments import audit
   from experiments import replay as replay_lib
+  from experiments import replay_defaults
   from stages import coarse
   from stages import config as config_lib
   from stages import fine
@@ -308,17 +314,22 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
   _ingest(source, os.path.join(FIXTURES, source), world_dir)
   tiny = dict(world_dir=world_dir, model_dir=model_dir, hidden_units=(16,), embedding_dim=4,
               batch_size=64, max_steps=10)
+  world = data.load(world_dir)
+  # A source without post-click signals (Ali-CCP, RecBole here) declares none: no CVR teacher.
+  cvr_variant = "pfd" if world.schema.privileged_features("fine_cvr") else "baseline"
   retrieval.train(config_lib.RetrievalConfig(**tiny))
   fine.train(config_lib.FineConfig(task="ctr", **tiny))
-  fine.train(config_lib.FineConfig(task="cvr", variant="pfd", **tiny))
+  fine.train(config_lib.FineConfig(task="cvr", variant=cvr_variant, **tiny))
   coarse.train(config_lib.CoarseConfig(variant="pfd_md", teacher_variant="baseline", **tiny))
   findings = audit.audit(audit.AuditConfig(model_dir=model_dir))
   assert findings and all(finding.ok for finding in findings)
-  world = data.load(world_dir)
   config = replay_lib.ReplayConfig(world_dir=world_dir, model_dir=model_dir,
                                    run_dir=str(tmp_path / "run"), coarse_variant="pfd_md",
-                                   cvr_variant="pfd")
-  summary = replay_lib.replay(world, replay_lib.Funnel(retrieval=20, coarse=10, page=4), config)
+                                   cvr_variant=cvr_variant)
+  config, funnel, _ = replay_defaults.resolve(  # rank by what the world has (no prices: ctcvr)
+      world, config, replay_lib.Funnel(retrieval=20, coarse=10, page=4),
+      given=["coarse_variant", "cvr_variant", "funnel"])
+  summary = replay_lib.replay(world, funnel, config)
   assert summary["has_oracle"] is False
   assert summary["metrics"]["online/exp_clicks_per_1k"] is None
   assert "online/exp_clicks_per_1k" in summary["unavailable"]

@@ -221,3 +221,15 @@ def test_regime_study_maps_the_gains_on_worlds_it_generates(tmp_path):
   assert len(trials) == 2 * 3 * 2  # worlds x variants x (world seed, seed) pairs
   assert os.path.isdir(report_dir / "work" / "worlds" /
                        "conversion_bias=-8.8,purchase_intent_sd=1@seed1")
+
+
+def test_table_b_can_train_on_a_world_of_its_own_evaluated_on_its_last_day():
+  config = _paper(cvr_world="n_users=800,n_days=6", ctcvr=False, linear_reference=False)
+  trials = _trials(config, "cvr", DAYS, [0])
+  assert {t.world for t in trials} == {"n_users=800,n_days=6"}
+  assert {t.train_days for t in trials} == {(1, 2, 3, 4, 5)}
+  assert {t.stage for t in trials} == {"fine_cvr"}  # no fine CTR run without --ctcvr
+  base = config_lib.TrainConfig(world_dir="W", model_dir="M", eval_day=4)
+  assert paper.stage_job(trials[0], base, "WORK").config.eval_day == 6
+  with pytest.raises(command.UserError, match="--cvr_world"):
+    _paper(cvr_world="colour=blue")

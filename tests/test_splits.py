@@ -27,3 +27,21 @@ def test_validation_is_seeded_and_zero_fraction_holds_nothing_out():
   assert len(splits.split_validation(_arrays(), 0.0, seed=1)[1]["request_id"]) == 0
   with pytest.raises(ValueError, match="fraction"):
     splits.validation_mask(np.arange(3), np.ones(3), 1.0, 0)
+
+
+def test_a_sparse_label_can_validate_on_every_training_day():
+  arrays = _arrays()
+  every = splits.validation_mask(arrays["request_id"], arrays["day"], 0.25, 0, last_days=0)
+  assert set(arrays["day"][every]) == {1, 2}
+  assert len(np.unique(arrays["request_id"][every])) == 10  # a quarter of all 40 requests
+  last = splits.validation_mask(arrays["request_id"], arrays["day"], 0.25, 0, last_days=1)
+  np.testing.assert_array_equal(last, splits.validation_mask(arrays["request_id"],
+                                                             arrays["day"], 0.25, 0))
+
+
+def test_the_validation_days_setting_leaves_earlier_reuse_keys_alone():
+  from stages import config as config_lib
+  base = dict(world_dir="W", model_dir="M")
+  assert "validation_days" not in config_lib.key_values(config_lib.TrainConfig(**base))
+  assert config_lib.key_values(config_lib.TrainConfig(validation_days=0, **base))[
+      "validation_days"] == 0

@@ -1,21 +1,24 @@
 """`--source=aliccp`: Ali-CCP (Alibaba Click and Conversion Prediction; Ma et al., SIGIR 2018).
 
-Input: sample_skeleton_{train,test}.csv and common_features_{train,test}.csv, comma-separated,
-no header. A skeleton row is `sample_id,click,buy,md5,feature_num,feature_list`; a common
-row is `md5,feature_num,feature_list`. A feature list is entries `field\\x02id\\x03value`
-separated by `\\x01`; the skeleton's md5 joins it to the common features (user and context).
+Input, as the archives unpack: `sample_train/` holding sample_skeleton_train.csv and
+common_features_train.csv, `sample_test/` holding the test split's two files (the four files
+side by side in --input work too). Comma-separated, no header. A skeleton row is
+`sample_id,click,buy,md5,feature_num,feature_list`; a common row is
+`md5,feature_num,feature_list`. A feature list is entries `field\\x02id\\x03value`
+separated by `\\x01`; the skeleton's md5 joins it to the common features (user and context;
+about 500 entries a record in the real data, read in chunks of bounded bytes).
 
-Mapping onto the project's slots (docs/real_logs.md):
-  user_id 101; user_gender 124, user_age_bucket 125, user_power_level 126 (codes in order of
-  appearance); item_id 205, item_category 206, item_shop 207, item_brand 216; position 301;
-  labels click and buy (conversion). The combination fields 508 (user category x item
-  category), 509 (shop), 702 (brand) and 853 (intention) are the privileged cross features:
-  the sum of each field's values fills cross_clicks_cate_24h, cross_clicks_shop_24h,
-  cross_clicks_brand_24h and cross_views_item_7d (an approximation: they are Alibaba's own
-  user x item counters, not 24h windows). A request is one common-feature record (md5) of
-  one split. Ali-CCP has no timestamps: the train split is day 1, the test split day 2, and
-  every impression of a day sits at the day's first second, so point-in-time features never
-  see the same day.
+Mapping (docs/real_logs.md): user_id 101; user_gender 124, user_age_bucket 125,
+user_power_level 126 (codes in order of appearance, vocabularies the data's); item_id 205,
+item_category 206, item_shop 207, item_brand 216; position 301; labels click and buy
+(conversion; a buy without a click is kept as an unclicked impression and counted). The
+combination fields carry real-valued weights (2.30259, 1.09861, ...), not counts: the sum of
+each field's values is a numeric privileged_cross feature of its own, with buckets for such
+weights: cross_category_weight (508, user category x item category), cross_shop_weight (509),
+cross_brand_weight (702) and cross_intention_weight (853). A request is one common-feature
+record (md5) of one split. Ali-CCP has no timestamps: the train split is day 1, the test split
+day 2, and every impression of a day sits at the day's first second, so point-in-time
+features never see the same day.
 """
 
 import os
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from data import schema as S
+from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
@@ -37,8 +41,39 @@ USER_FIELDS = {"101": S.USER_ID, "124": "user_gender", "125": "user_age_bucket",
                "126": "user_power_level"}
 ITEM_FIELDS = {"205": S.ITEM_ID, "206": "item_category", "207": "item_shop",
                "216": "item_brand", "301": S.POSITION}
-CROSS_FIELDS = {"508": "cross_clicks_cate_24h", "509": "cross_clicks_shop_24h",
-                "702": "cross_clicks_brand_24h", "853": "cross_views_item_7d"}
+CROSS_FIELDS = {"508": "cross_category_weight", "509": "cross_shop_weight",
+                "702": "cross_brand_weight", "853": "cross_intention_weight"}
+# Buckets of the combination fields' weights (log-scaled counts: 0.69, 1.10, 2.30, ...).
+WEIGHT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0,
+                  8.0, 10.0, 15.0, 20.0)
+FOLDERS = {"train": "sample_train", "test": "sample_test"}
+
+
+def _features():
+  out = [declaration.FeatureSpec(column, S.CATEGORICAL, S.USER, S.SERVING,
+                                 description=f"Ali-CCP field {field}")
+         for field, column in USER_FIELDS.items() if column != S.USER_ID]
+  out += [declaration.FeatureSpec(column, S.CATEGORICAL, S.ITEM, S.SERVING,
+                                  description=f"Ali-CCP field {field}")
+          for field, column in ITEM_FIELDS.items() if column not in (S.ITEM_ID, S.POSITION)]
+  out += [declaration.FeatureSpec(column, S.NUMERIC, S.PAIR, S.PRIVILEGED_CROSS,
+                                  buckets=WEIGHT_BUCKETS,
+                                  description=f"sum of Ali-CCP field {field}'s weights")
+          for field, column in CROSS_FIELDS.items()]
+  return out
+
+
+def _path(input_dir: str, kind: str, split: str) -> str:
+  """A split's file, in the split's folder as distributed or directly in `input_dir`."""
+  name = f"{kind}_{split}.csv"
+  nested = os.path.join(input_dir, FOLDERS[split], name)
+  if os.path.isfile(nested):
+    return nested
+  flat = os.path.join(input_dir, name)
+  if os.path.isfile(flat):
+    return flat
+  raise R.IngestError(nested, None, f"missing file: expected Ali-CCP's {name} in "
+                      f"{FOLDERS[split]}/ (as the archive unpacks) or in --input itself")
 
 
 def _feature_lists(path: str, chunk: pd.DataFrame, id_fields, sum_fields=()) -> FeatureLists:
@@ -160,13 +195,12 @@ def _users(users_by_split) -> dict:
   return {k: np.maximum(v[first], 0) for k, v in users.items()}
 
 
-def read_aliccp(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
-                ) -> Tuple[W.LogTables, R.RowReport]:
+def read_aliccp(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
+                **_) -> Tuple[W.LogTables, R.RowReport]:
   """Reads both splits of Ali-CCP into canonical tables, the impressions into a spool."""
   report = R.RowReport()
   codes = _Codes(list(USER_FIELDS) + list(ITEM_FIELDS))
-  paths = {(kind, split): R.require_file(input_dir, f"{kind}_{split}.csv",
-                                         f"Ali-CCP's {kind}_{split}.csv")
+  paths = {(kind, split): _path(input_dir, kind, split)
            for kind in ("common_features", "sample_skeleton") for split, _ in SPLITS}
   impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.GIVEN_DAYS)
   items = _FirstSighting()
@@ -183,8 +217,9 @@ def read_aliccp(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
   facts = {"source": "aliccp", "days": {"1": "train split", "2": "test split"},
            "approximations": ["no timestamps: each split is one day, every impression at the "
                               "day's first second",
-                              "combination fields 508/509/702/853 (value sums) fill the four "
-                              "privileged_cross slots",
+                              "combination fields 508/509/702/853: the sum of each field's "
+                              "weights is a numeric privileged_cross feature",
+                              "a buy without a click: kept as an unclicked impression, counted",
                               "no price: item_price is 0", "no post-click signals"]}
   return W.LogTables(impressions, _users(users_by_split), items.table(), inputs, dedupe=True,
-                     facts=facts), report
+                     facts=facts, features=_features()), report

@@ -15,12 +15,15 @@ days before, carried from day to day:
 Windows are half-open, [t - w, t), so nothing at or after the request's time is counted. A
 count over a window is the same over any part of the log that holds the window, and the
 sequence keeps the whole-log order (ties in time and position stay in input order), so the
-features are the numbers the whole-log computation gives. Memory: one day, 7 days of
-(user, item, time) triples, and at most `history_len` clicks per user.
+features are the numbers the whole-log computation gives. A large day may come in slices of
+whole requests in time order (data/ingest/day_rows.py): each slice counts the day's earlier
+slices too, so the numbers do not depend on the slicing. Memory: one slice, the day's
+counter events and (user, item, time) triples so far, 7 days of triples, and at most
+`history_len` clicks per user.
 """
 
 import collections
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -38,52 +41,79 @@ def _concat(parts, columns) -> Events:
   return {k: np.concatenate([np.asarray(p[k], np.int64) for p in parts]) for k in columns}
 
 
-def _last_per_user(clicks: Events, length: int) -> Events:
-  """Each user's last `length` clicks, sorted by (user, time, position), ties in input order."""
-  order = np.lexsort((clicks[S.POSITION], clicks[S.TIMESTAMP], clicks[S.USER_ID]))
-  users = clicks[S.USER_ID][order]
+def _last_per_user(clicks: Events, length: int, until: int) -> Events:
+  """Each user's last `length` clicks before `until`, sorted by (user, time, position), ties
+  in input order, then every click at or after `until` (a later slice's requests at `until`
+  must not lose an earlier click to one they cannot see)."""
+  late = clicks[S.TIMESTAMP] >= until
+  early = {k: v[~late] for k, v in clicks.items()}
+  order = np.lexsort((early[S.POSITION], early[S.TIMESTAMP], early[S.USER_ID]))
+  users = early[S.USER_ID][order]
   group_end = np.searchsorted(users, users, side="right")
   keep = order[group_end - np.arange(len(users)) <= length]
-  return {k: v[keep] for k, v in clicks.items()}
+  return {k: np.concatenate([v[keep], clicks[k][late]]) for k, v in early.items()}
 
 
 class DayByDayFeatures:
   """Derives each day's requests and missing cross slots, days visited in order 1, 2, ..."""
 
   def __init__(self, config, items: Dict[str, np.ndarray],
-               behaviour: Optional[Callable[[int], Events]]):
+               behaviour: Optional[Callable[[int], Events]],
+               derive: Sequence[str] = COUNTER_SLOTS + (VIEWS_SLOT,)):
     """`behaviour(day)`: the behaviour log's events of one day on the world's clock, or None
-    to count the logged clicks instead."""
+    to count the logged clicks instead; `derive`: the cross features to compute (those the
+    world has and the source did not supply)."""
     self._config, self._items, self._behaviour = config, items, behaviour
+    self._counters = [slot for slot in COUNTER_SLOTS if slot in derive]
+    self._views = VIEWS_SLOT in derive
     self._span = F.time_span(config)
     empty = {k: np.zeros(0, np.int64) for k in _CLICK_COLUMNS}
-    self._history: Events = empty  # each user's last clicks before the day
+    self._history: Events = empty  # each user's last clicks before the slice
     self._yesterday: Events = {k: empty[k] for k in _EVENT_COLUMNS}  # counter events
     self._week: collections.deque = collections.deque(maxlen=7)  # impressions, day by day
+    self._day: Optional[int] = None
+    self._today: List[Events] = []  # the day's counter events so far (or all of its log's)
+    self._today_impressions: List[Events] = []  # the day's impressions so far
+
+  def _start(self, day: int) -> None:
+    """Carries the finished day over: its counter events become the day before's, its
+    impressions join the week's."""
+    if self._day is not None:
+      self._yesterday = _concat(self._today, _EVENT_COLUMNS) if self._today else self._yesterday
+      if self._today_impressions:
+        self._week.append(_concat(self._today_impressions, _EVENT_COLUMNS))
+    self._day = day
+    wants_counts = bool(self._counters)
+    self._today = ([self._behaviour(day)] if wants_counts and self._behaviour is not None
+                   else [])
+    self._today_impressions = []
 
   def day(self, day: int, imp: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Fills the cross slots `imp` (one day's impressions on the world's clock) lacks, and
-    returns the day's requests with their behaviour sequence."""
+    """Fills the cross slots `imp` (a day's impressions on the world's clock, or one slice of
+    them: slices of one day come in time order) lacks, and returns its requests with their
+    behaviour sequence."""
+    if day != self._day:
+      self._start(day)
     clicked = imp[S.CLICK] > 0
     clicks = {k: np.asarray(imp[k][clicked], np.int64) for k in _CLICK_COLUMNS}
     requests = self._requests(imp, clicks)
-    missing = [slot for slot in COUNTER_SLOTS if slot not in imp]
+    missing = [slot for slot in self._counters if slot not in imp]
     if missing:
-      today = (self._behaviour(day) if self._behaviour is not None
-               else {k: clicks[k] for k in _EVENT_COLUMNS})
-      counts = self._counts(_concat([self._yesterday, today], _EVENT_COLUMNS), imp)
+      if self._behaviour is None:
+        self._today.append({k: clicks[k] for k in _EVENT_COLUMNS})
+      counts = self._counts(_concat([self._yesterday] + self._today, _EVENT_COLUMNS), imp,
+                            missing)
       for slot in missing:
         imp[slot] = counts[slot]
-      self._yesterday = today
     impressions = {k: np.asarray(imp[k], np.int64) for k in _EVENT_COLUMNS}
-    if VIEWS_SLOT not in imp:
-      window = _concat(list(self._week) + [impressions], _EVENT_COLUMNS)
+    if self._views and VIEWS_SLOT not in imp:
+      self._today_impressions.append(impressions)
+      window = _concat(list(self._week) + self._today_impressions, _EVENT_COLUMNS)
       views = F.view_counter(self._config, window[S.USER_ID], window[S.ITEM_ID],
                              window[S.TIMESTAMP], self._span)
       keys = impressions[S.USER_ID] * self._config.n_items + impressions[S.ITEM_ID]
       imp[VIEWS_SLOT] = views.count(keys, impressions[S.TIMESTAMP],
                                     F.WINDOW_7D).astype(np.float32)
-      self._week.append(impressions)
     return requests
 
   def _requests(self, imp, clicks: Events) -> Dict[str, np.ndarray]:
@@ -100,15 +130,17 @@ class DayByDayFeatures:
     out.update(sequence.last_before(out[S.USER_ID], out[S.TIMESTAMP],
                                     self._config.history_len))
     out["context_hour"] = F.context_hour(out[S.TIMESTAMP])
-    self._history = _last_per_user(history, self._config.history_len)
+    self._history = _last_per_user(history, self._config.history_len,
+                                   int(out[S.TIMESTAMP].max(initial=0)))
     return out
 
-  def _counts(self, events: Events, imp) -> Dict[str, np.ndarray]:
-    """The 24h counters of the impressions, from the events of the day before and the day."""
+  def _counts(self, events: Events, imp, names) -> Dict[str, np.ndarray]:
+    """The 24h counters `names` of the impressions, from the events of the day before and the
+    day."""
     item, shown = events[S.ITEM_ID], imp[S.ITEM_ID]
+    brand = self._items.get("item_brand", np.zeros(len(self._items[S.ITEM_ID]), np.int64))
     counters = F.ClickCounters(self._config, events[S.USER_ID], events[S.TIMESTAMP],
                                self._items["item_category"][item],
-                               self._items["item_shop"][item],
-                               self._items["item_brand"][item], self._span)
+                               self._items["item_shop"][item], brand[item], self._span, names)
     return counters.count(imp[S.USER_ID], imp[S.TIMESTAMP], self._items["item_category"][shown],
-                          self._items["item_shop"][shown], self._items["item_brand"][shown])
+                          self._items["item_shop"][shown], brand[shown])

@@ -3,18 +3,21 @@
 Many public datasets are distributed already converted to this format: tab-separated, a
 header of `name:type` fields (type token, token_seq, float or float_seq). The input directory
 holds `<dataset>.inter` (and optionally `.user`, `.item`) and `recbole.json`, which maps fields
-to roles:
+to roles and declares the features (the ML-100K mapping: examples/ml-100k/recbole.json):
 
-  {"dataset": "ml-100k",
+  {"dataset": "ml-100k", "timezone": "America/Chicago",
    "user": "user_id", "item": "item_id", "timestamp": "timestamp",
    "click": {"field": "rating", "threshold": 4},        # click = rating >= 4
    "conversion": {"field": "rating", "threshold": 5},   # optional
-   "slots": {"age": "user_age_bucket", "gender": "user_gender",
-             "occupation": "user_power_level", "class": "item_category"}}
+   "features": {"age": {"name": "user_age_bucket", "buckets": [18, 25, 35, 45, 50, 56]},
+                "occupation": {"name": "user_occupation", "vocabulary": "dense"},
+                "class": {"name": "item_category", "vocabulary": "dense"}}}
 
-A label without a threshold must already be 0 or 1. A slot's availability is the project
-schema's (docs/real_logs.md); a field mapped to a privileged slot reaches teachers only. A
-request is one (user, timestamp); a token_seq field gives its first token.
+A feature declaration is data/ingest/declaration.py's (a field of the .user file declares a
+user feature, of the .item file an item feature, of the .inter file an impression feature);
+`"slots": {field: slot}` is the short form for a project slot with dense codes. A label
+without a threshold must already be 0 or 1. A request is one (user, timestamp); a token_seq
+field gives its first token.
 """
 
 import os
@@ -24,15 +27,15 @@ import numpy as np
 import pandas as pd
 
 from data import schema as S
-from data.config import WorldConfig
+from data.ingest import clock as clock_lib
+from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
 
 CONFIG_FILE = "recbole.json"
 TYPES = ("token", "token_seq", "float", "float_seq")
-SLOTS = {"inter": W.IMPRESSION_SLOTS, "user": W.USER_SLOTS, "item": W.ITEM_SLOTS}
-_PROJECT = S.build_schema(WorldConfig())
+TABLE_OF_KIND = {"user": "users", "item": "items", "inter": "impressions"}
 
 
 def _header(path: str) -> Dict[str, str]:
@@ -50,12 +53,45 @@ def _header(path: str) -> Dict[str, str]:
 
 
 def _load_config(input_dir: str) -> dict:
-  path = R.require_file(input_dir, CONFIG_FILE, "the field mapping of data/ingest/recbole.py")
+  path = R.require_file(input_dir, CONFIG_FILE, "the field mapping of docs/real_logs.md")
   config = R.read_json_file(path)
-  for key in ("dataset", "click"):
+  if not isinstance(config, dict):
+    raise R.IngestError(path, None, "expected a JSON object")
+  for key in ("dataset", "timezone", "click"):
     if key not in config:
-      raise R.IngestError(path, None, f"expected key {key!r}")
+      hint = (": the zone the timestamps' days are cut in, e.g. \"UTC\"" if key == "timezone"
+              else "")
+      raise R.IngestError(path, None, f"expected key {key!r}{hint}")
+  try:
+    clock_lib.Clock(str(config["timezone"]))
+  except ValueError as error:
+    raise R.IngestError(path, None, str(error)) from None
+  for key in ("slots", "features"):
+    if not isinstance(config.get(key, {}), dict):
+      raise R.IngestError(path, None, f"{key}: expected an object of field -> declaration")
   return config
+
+
+def _declarations(config_path: str, config: dict, kind: str,
+                  header: Dict[str, str]) -> Dict[str, declaration.FeatureSpec]:
+  """{field: spec} of the fields of one file that the mapping declares as features."""
+  out = {}
+  entries = {f: {"name": slot, **({} if _numeric_slot(slot) else {"vocabulary": "dense"})}
+             for f, slot in config.get("slots", {}).items()}
+  entries.update(config.get("features", {}))
+  for field, entry in entries.items():
+    if field not in header:
+      continue
+    if not isinstance(entry, dict):
+      raise R.IngestError(config_path, None, f"features.{field}: expected a declaration object")
+    out[field] = declaration.parse(config_path, f"{field} ({kind})", entry,
+                                   TABLE_OF_KIND[kind])
+  return out
+
+
+def _numeric_slot(name) -> bool:
+  project = declaration.project_feature(name)
+  return project is not None and project.kind == S.NUMERIC
 
 
 def _label(path, chunk, header, spec, name) -> np.ndarray:
@@ -72,34 +108,29 @@ def _label(path, chunk, header, spec, name) -> np.ndarray:
   return (numeric >= float(spec["threshold"])).astype(np.int64)
 
 
-def _slot_values(path, chunk, full, slot, codes) -> np.ndarray:
-  values = chunk[full].fillna("").astype(str).str.split(" ").str[0]
-  if _PROJECT[slot].kind == S.NUMERIC:
-    numeric = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
-    return np.nan_to_num(numeric).astype(np.float32)
-  return codes.setdefault(slot, R.Codes()).encode(values.to_numpy())
+def _first_tokens(chunk, full) -> np.ndarray:
+  """A field's values; a token_seq's first token."""
+  return chunk[full].fillna("").astype(str).str.split(" ").str[0].to_numpy(object)
 
 
-def _chunks(path, kind, config, report, ids, codes,
+def _chunks(path, kind, config, report, ids, encoders,
             chunk_rows) -> Iterator[Dict[str, np.ndarray]]:
-  """One atomic file, converted a chunk at a time: ids, timestamp, slots, labels, `_line`."""
+  """One atomic file, converted a chunk at a time: ids, timestamp, features, labels, `_line`."""
   header = _header(path)
+  config_path = os.path.join(os.path.dirname(path), CONFIG_FILE)
   roles = {"user": S.USER_ID, "item": S.ITEM_ID, "timestamp": S.TIMESTAMP}
   wanted = {roles[r]: config.get(r, f"{r}_id" if r != "timestamp" else r) for r in roles}
   if kind == "user":
     wanted = {S.USER_ID: wanted[S.USER_ID]}
   elif kind == "item":
     wanted = {S.ITEM_ID: wanted[S.ITEM_ID]}
-  slots = {f: s for f, s in config.get("slots", {}).items() if f in header}
-  for field, slot in slots.items():
-    if slot not in SLOTS[kind]:
-      raise R.IngestError(os.path.join(os.path.dirname(path), CONFIG_FILE), None,
-                          f"slots: {field} -> {slot!r} is not a slot of .{kind} files; "
-                          f"expected one of {list(SLOTS[kind])}")
+  specs = _declarations(config_path, config, kind, header)
+  for field, spec in specs.items():
+    encoders.setdefault(spec.name, declaration.Encoder(spec, path))
   missing = [f for f in wanted.values() if f not in header]
   if missing:
     raise R.IngestError(path, 1, f"expected fields {missing} in the header")
-  columns: List[str] = [header[f] for f in list(wanted.values()) + list(slots)]
+  columns: List[str] = [header[f] for f in list(wanted.values()) + list(specs)]
   labels = {S.CLICK: config["click"], S.CONVERSION: config.get("conversion")}
   columns += [header[(s if isinstance(s, dict) else {"field": s})["field"]]
               for s in labels.values() if s is not None and kind == "inter"]
@@ -113,8 +144,9 @@ def _chunks(path, kind, config, report, ids, codes,
       out[role] = (ids[role].encode(values) if role != S.TIMESTAMP else
                    R.check_integers(path, lines, pd.to_numeric(pd.Series(values),
                                                                 errors="coerce").round(), field))
-    for field, slot in slots.items():
-      out[slot] = _slot_values(path, chunk, header[field], slot, codes)
+    for field, spec in specs.items():
+      out[spec.name] = encoders[spec.name].encode(lines, _first_tokens(chunk, header[field]),
+                                                  field)
     if kind == "inter":
       for name, spec in labels.items():
         if spec is not None:
@@ -123,24 +155,25 @@ def _chunks(path, kind, config, report, ids, codes,
     yield out
 
 
-def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
-                 ) -> Tuple[W.LogTables, R.RowReport]:
+def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
+                 **_) -> Tuple[W.LogTables, R.RowReport]:
   config = _load_config(input_dir)
   report = R.RowReport()
   ids = {S.USER_ID: R.Codes(), S.ITEM_ID: R.Codes()}
-  codes: Dict[str, R.Codes] = {}
+  encoders: Dict[str, declaration.Encoder] = {}
   tables: Dict[str, Dict[str, np.ndarray]] = {}
   for kind in ("user", "item"):
     path = os.path.join(input_dir, f"{config['dataset']}.{kind}")
     if os.path.isfile(path):
       parts: Dict[str, list] = {}
-      for out in _chunks(path, kind, config, report, ids, codes, chunk_rows):
+      for out in _chunks(path, kind, config, report, ids, encoders, chunk_rows):
         for k, v in out.items():
           parts.setdefault(k, []).append(v)
       tables[kind] = {k: np.concatenate(v) for k, v in parts.items() if k != "_line"}
   path = R.require_file(input_dir, f"{config['dataset']}.inter", "the RecBole .inter file")
-  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS)
-  for rows in _chunks(path, "inter", config, report, ids, codes, chunk_rows):
+  clock = clock_lib.Clock(str(config["timezone"]))
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS, clock)
+  for rows in _chunks(path, "inter", config, report, ids, encoders, chunk_rows):
     rows[SP.LINE] = rows.pop("_line")
     rows[SP.FILE] = np.zeros(len(rows[SP.LINE]), np.int16)
     rows[SP.REQUEST_A], rows[SP.REQUEST_B] = rows[S.USER_ID], rows[S.TIMESTAMP]
@@ -148,5 +181,7 @@ def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
   users = tables.get("user", {S.USER_ID: np.zeros(0, np.int64)})
   items = tables.get("item", {S.ITEM_ID: np.zeros(0, np.int64)})
   facts = {"source": "recbole", "config": config, "approximations": [
-      "a request is one (user, timestamp)", "labels from the configured fields/thresholds"]}
-  return W.LogTables(impressions, users, items, [W.InputFile(path, "inter")], facts=facts), report
+      "a request is one (user, timestamp)", "labels from the configured fields/thresholds"],
+           **declaration.encoder_facts(encoders)}
+  return W.LogTables(impressions, users, items, [W.InputFile(path, "inter")], facts=facts,
+                     features=[e.spec for e in encoders.values()]), report

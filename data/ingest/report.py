@@ -19,6 +19,9 @@ from data import progress
 from data.command import UserError
 
 CHUNK_ROWS = 1 << 20
+# A chunk of long lines (Ali-CCP's common features: ~500 entries a line) is cut to about this
+# many bytes of text, whatever --chunk_rows says: the parser's memory follows the bytes.
+CHUNK_BYTES = 128 << 20
 
 
 class IngestError(UserError):
@@ -30,13 +33,19 @@ class IngestError(UserError):
     self.path, self.line = path, line
 
 
+class OutOfMemory(UserError):
+  """The parser ran out of memory: the chunk, not the file, is at fault."""
+
+
 class RowReport:
-  """Counts of rows read, kept and dropped (by reason) per input file, with progress."""
+  """Counts of rows read, kept and dropped (by reason) per input file, with progress; and of
+  kept rows a value of which was changed (by reason: `adjusted`)."""
 
   def __init__(self):
     self.read: Dict[str, int] = collections.Counter()
     self.kept: Dict[str, int] = collections.Counter()
     self.dropped: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
+    self.adjusted: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     self._start = time.time()
     self._line = progress.Line("ingest")
 
@@ -57,16 +66,24 @@ class RowReport:
     self.drop(name, reason, n)
     self.kept[name] -= int(n)
 
+  def adjust(self, name: str, reason: str, n: int) -> None:
+    """Kept rows one of whose values was changed, e.g. a conversion without a click."""
+    if n:
+      self.adjusted[name][reason] += int(n)
+
   def to_json(self) -> dict:
     return {name: {"read": int(self.read[name]), "kept": int(self.kept[name]),
-                   "dropped": dict(self.dropped[name])} for name in sorted(self.read)}
+                   "dropped": dict(self.dropped[name]),
+                   "adjusted": dict(self.adjusted[name])} for name in sorted(self.read)}
 
   def format(self) -> str:
     lines = []
     for name, entry in self.to_json().items():
       dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(entry["dropped"].items()))
+      adjusted = ", ".join(f"{n} {reason}" for reason, n in sorted(entry["adjusted"].items()))
       lines.append(f"{name}: read {entry['read']}, kept {entry['kept']}"
-                   + (f", dropped {dropped}" if dropped else ""))
+                   + (f", dropped {dropped}" if dropped else "")
+                   + (f"; of the kept, {adjusted}" if adjusted else ""))
     return "\n".join(lines)
 
 
@@ -83,7 +100,9 @@ def read_csv_chunks(path: str, columns, separator: str = ",", header: bool = Tru
   """Chunks of a delimited file as DataFrames with `columns`, plus a `_line` column.
 
   With header=True the file's header must name every column of `columns` (extra columns
-  are ignored); a file of another format fails here with its header in the message.
+  are ignored); a file of another format fails here with its header in the message. A chunk
+  holds at most `chunk_rows` rows and about CHUNK_BYTES of text. A byte that is not UTF-8 is
+  named by its line; running out of memory is said to be that, not a format error.
   """
   names = None
   skip = 0
@@ -99,9 +118,10 @@ def read_csv_chunks(path: str, columns, separator: str = ",", header: bool = Tru
   else:
     names = list(columns)
   offset = skip + 1
+  rows = bounded_chunk_rows(path, chunk_rows)
   try:
     reader = pd.read_csv(path, sep=separator, header=None, names=names, skiprows=skip,
-                         dtype=dtype, chunksize=chunk_rows, encoding=encoding,
+                         dtype=dtype, chunksize=rows, encoding=encoding,
                          keep_default_na=False, na_values=[""], engine="c",
                          quoting=3 if separator != "," else 0)
     for chunk in reader:
@@ -109,8 +129,43 @@ def read_csv_chunks(path: str, columns, separator: str = ",", header: bool = Tru
       chunk["_line"] = np.arange(offset, offset + len(chunk), dtype=np.int64)
       offset += len(chunk)
       yield chunk
-  except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+  except UnicodeDecodeError as e:
+    raise not_utf8(path, e) from None
+  except MemoryError:
+    raise out_of_memory(path, rows) from None
+  except (ValueError, pd.errors.ParserError) as e:
+    if "out of memory" in str(e).lower():
+      raise out_of_memory(path, rows) from None
     raise IngestError(path, None, f"not a {separator!r}-separated file of {list(columns)}: {e}")
+
+
+def bounded_chunk_rows(path: str, chunk_rows: int) -> int:
+  """`chunk_rows`, lowered so that a chunk of the file's lines holds about CHUNK_BYTES (the
+  line length is estimated from the first MiB)."""
+  with open(path, "rb") as f:
+    sample = f.read(1 << 20)
+  lines = max(sample.count(b"\n"), 1)
+  per_line = max(len(sample) / lines, 1.0)
+  return max(1, min(int(chunk_rows), int(CHUNK_BYTES / per_line)))
+
+
+def out_of_memory(path: str, rows: int) -> OutOfMemory:
+  return OutOfMemory(f"{path}: out of memory while parsing a chunk of up to {rows} rows "
+                     "(the file's format is not at fault); lower --chunk_rows, or free memory")
+
+
+def not_utf8(path: str, error: UnicodeDecodeError) -> IngestError:
+  """The error for a byte that is not UTF-8, naming its line (found by reading the file)."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        raw.decode("utf-8")
+      except UnicodeDecodeError as bad:
+        byte = raw[bad.start:bad.start + 1].hex()
+        return IngestError(path, number, f"byte 0x{byte} at column {bad.start + 1} is not "
+                           "UTF-8: expected UTF-8 text (re-encode the file, e.g. "
+                           "`iconv -f latin1 -t utf-8`)")
+  return IngestError(path, None, f"not UTF-8 text: {error}")
 
 
 def check_labels(path: str, lines: np.ndarray, values: np.ndarray, name: str) -> np.ndarray:

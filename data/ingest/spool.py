@@ -9,23 +9,24 @@ and is removed at the end, whatever happens.
 `ImpressionSpool` puts every row of a request in the partition of the request's first row, so
 a day holds whole requests, and gives requests their final ids: either the adapter's dense
 codes, or (for sources whose request is a (user, time) pair) the pair's rank among all pairs,
-the order a global `np.unique` over the whole log gives.
+the order a global `np.unique` over the whole log gives. Days are the source's local days
+(data/ingest/clock.py), or the adapter's own numbering; the spool records where the first
+and the last day's rows came from, so a span of days too long to be real names its line.
 """
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import schema as S
-from data.config import SECONDS_PER_DAY
+from data.ingest.clock import Clock
 
 # Day keys of the impression partitions (ImpressionSpool `days`):
-UNIX_DAYS = "unix"  # the UTC day of the request's first timestamp; the first one is day 1
-GIVEN_DAYS = "given"  # the adapter's 1-based S.DAY column
-RANKED_DAYS = "ranked"  # any sortable S.DAY key (e.g. yyyymmdd), numbered 1, 2, ... in order
+UNIX_DAYS = "unix"  # the local day of the request's first timestamp; the first one is day 1
+GIVEN_DAYS = "given"  # the adapter's 1-based S.DAY column, which its timestamps must agree with
 # Columns of the rows that are not the world's: where each row came from, for error messages,
 # and the (user, time) pair a ranked request id is the rank of.
 FILE, LINE = "_file", "_line"
@@ -41,6 +42,7 @@ class DaySpool:
     self.directory = directory
     os.makedirs(directory, exist_ok=True)
     self._parts: Dict[int, int] = {}
+    self._rows: Dict[int, int] = {}
     self._dtypes: Optional[Dict[str, np.dtype]] = None
     self.rows = 0
 
@@ -62,10 +64,18 @@ class DaySpool:
       pq.write_table(pa.table({k: v[rows] for k, v in columns.items()}), path,
                      compression="lz4")
       self._parts[key] = part + 1
+      self._rows[key] = self._rows.get(key, 0) + len(rows)
     self.rows += len(partition)
+
+  def rows_in(self, partition: Optional[int]) -> int:
+    return self._rows.get(partition, 0) if partition is not None else 0
 
   def partitions(self) -> List[int]:
     return sorted(self._parts)
+
+  def columns(self) -> List[str]:
+    """The spool's column names (none before the first rows)."""
+    return list(self._dtypes or {})
 
   def read(self, partition: Optional[int], columns=None) -> Dict[str, np.ndarray]:
     """The partition's rows in the order added (none, or no such partition: empty columns of
@@ -73,29 +83,51 @@ class DaySpool:
     names = list(columns or (self._dtypes or {}))
     if partition not in self._parts:
       return {k: np.zeros(0, (self._dtypes or {}).get(k, np.int64)) for k in names}
-    tables = [pq.read_table(os.path.join(self.directory, f"day={partition}",
-                                         f"part-{part:06d}.parquet"), columns=names)
-              for part in range(self._parts[partition])]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([self._part(partition, part, names)
+                              for part in range(self._parts[partition])])
     return {k: table.column(k).to_numpy() for k in names}
+
+  def read_parts(self, partition: int, columns=None) -> Iterator[Dict[str, np.ndarray]]:
+    """The partition's rows one part file at a time, in the order added."""
+    names = list(columns or (self._dtypes or {}))
+    for part in range(self._parts.get(partition, 0)):
+      table = self._part(partition, part, names)
+      yield {k: table.column(k).to_numpy() for k in names}
+
+  def _part(self, partition: int, part: int, names) -> pa.Table:
+    return pq.read_table(os.path.join(self.directory, f"day={partition}",
+                                      f"part-{part:06d}.parquet"), columns=names)
+
+
+class DayMismatch(ValueError):
+  """A row whose given day disagrees with its timestamp's local day (GIVEN_DAYS)."""
+
+  def __init__(self, row: int, day: int, expected: int):
+    super().__init__(f"row {row}: day {day}, its timestamp's local day is day {expected}")
+    self.row, self.day, self.expected = row, day, expected
 
 
 class ImpressionSpool(DaySpool):
-  """Impression rows by the day key of their request (`days`: UNIX_DAYS, GIVEN_DAYS or
-  RANKED_DAYS).
+  """Impression rows by the day key of their request (`days`: UNIX_DAYS or GIVEN_DAYS), on
+  the local days of `clock`.
 
   Rows carry S.REQUEST_ID (dense codes >= 0, in any order) or, for ranked request ids, the
-  pair REQUEST_A, REQUEST_B whose rank is the id; every row of a ranked request must have
-  the same day key (the pair includes the time). Tracks the largest user and item id.
+  pair REQUEST_A, REQUEST_B whose rank is the id. With GIVEN_DAYS every row's day must be its
+  timestamp's local day, numbered from the first (DayMismatch otherwise). Tracks the largest
+  value of every integer column, and the rows of the first and the last day.
   """
 
-  def __init__(self, directory: str, days: str):
-    if days not in (UNIX_DAYS, GIVEN_DAYS, RANKED_DAYS):
-      raise ValueError(f"days must be {UNIX_DAYS}, {GIVEN_DAYS} or {RANKED_DAYS}, got {days!r}")
+  def __init__(self, directory: str, days: str, clock: Optional[Clock] = None):
+    if days not in (UNIX_DAYS, GIVEN_DAYS):
+      raise ValueError(f"days must be {UNIX_DAYS} or {GIVEN_DAYS}, got {days!r}")
     super().__init__(directory)
     self.days = days
+    self.clock = clock or Clock()
     self._first_key = np.zeros(0, np.int64)  # day key of each request's first row
     self.max_id = {S.USER_ID: -1, S.ITEM_ID: -1}
+    self.max_value: Dict[str, int] = {}
+    self.extremes: Dict[str, Tuple[int, int, int, int]] = {}  # (key, file, line, timestamp)
+    self._shift: Optional[int] = None  # GIVEN_DAYS: local day - given day
     self._pairs: Optional[np.ndarray] = None
 
   def add_rows(self, columns: Dict[str, np.ndarray]) -> None:
@@ -105,13 +137,37 @@ class ImpressionSpool(DaySpool):
       return
     for key in self.max_id:
       self.max_id[key] = max(self.max_id[key], int(np.max(columns[key])))
+    for name, values in columns.items():
+      if np.asarray(values).dtype.kind in "iu" and not name.startswith("_"):
+        self.max_value[name] = max(self.max_value.get(name, 0), int(np.max(values)))
+    timestamps = np.asarray(columns[S.TIMESTAMP], np.int64)
+    self.clock.observe(int(timestamps[0]))
+    local = self.clock.local_day(timestamps)
     if self.days == UNIX_DAYS:
-      day_key = np.asarray(columns[S.TIMESTAMP], np.int64) // SECONDS_PER_DAY
+      day_key = local
     else:
       day_key = np.asarray(columns[S.DAY], np.int64)
+      shift = local - day_key
+      if self._shift is None:
+        self._shift = int(shift[0])
+      wrong = np.flatnonzero(shift != self._shift)
+      if len(wrong):
+        i = int(wrong[0])
+        raise DayMismatch(i, int(day_key[i]), int(local[i] - self._shift))
     if S.REQUEST_ID in columns:
       day_key = self._request_day_keys(np.asarray(columns[S.REQUEST_ID], np.int64), day_key)
+    self._track_extremes(day_key, columns, timestamps)
     self.add(day_key, columns)
+
+  def _track_extremes(self, day_key, columns, timestamps) -> None:
+    files = columns.get(FILE, np.zeros(len(day_key), np.int64))
+    lines = columns.get(LINE, np.zeros(len(day_key), np.int64))
+    for name, index in (("first", int(np.argmin(day_key))), ("last", int(np.argmax(day_key)))):
+      known = self.extremes.get(name)
+      key = int(day_key[index])
+      if known is None or (key < known[0] if name == "first" else key > known[0]):
+        self.extremes[name] = (key, int(files[index]), int(lines[index]),
+                               int(timestamps[index]))
 
   def _request_day_keys(self, requests: np.ndarray, day_key: np.ndarray) -> np.ndarray:
     """The day key of each row's request: that of the request's first row (across chunks)."""
@@ -125,19 +181,27 @@ class ImpressionSpool(DaySpool):
     self._first_key[new] = day_key[unseen[first]]
     return self._first_key[requests]
 
+  def span_days(self) -> int:
+    """Days from the first day with a row to the last, both included."""
+    keys = self.partitions()
+    return keys[-1] - keys[0] + 1 if keys else 0
+
   def world_days(self) -> Dict[int, int]:
-    """{partition: world day 1..n}: unix days counted from the first, given days as they are,
-    ranked keys numbered in order."""
+    """{partition: world day 1..n}: local days counted from the first, given days as they are."""
     keys = self.partitions()
     if self.days == UNIX_DAYS:
       return {k: k - keys[0] + 1 for k in keys}
-    if self.days == GIVEN_DAYS:
-      return {k: k for k in keys}
-    return {k: rank + 1 for rank, k in enumerate(keys)}
+    return {k: k for k in keys}
+
+  def first_local_day(self) -> int:
+    """The local day number of world day 1."""
+    if self.days == UNIX_DAYS:
+      return self.partitions()[0]
+    return 1 + (self._shift or 0)
 
   def origin(self) -> int:
-    """Unix seconds of the start of day 1 on the world's clock (0 when days are given)."""
-    return self.partitions()[0] * SECONDS_PER_DAY if self.days == UNIX_DAYS else 0
+    """Unix time of the start of world day 1: the world's clock is unix time - origin."""
+    return self.clock.day_start(self.first_local_day())
 
   def request_ids(self, rows: Dict[str, np.ndarray]) -> np.ndarray:
     """The final request ids of a partition's rows."""
@@ -146,6 +210,14 @@ class ImpressionSpool(DaySpool):
     if self._pairs is None:
       self._pairs = self._ranked_pairs()
     return np.searchsorted(self._pairs, self._pack(rows[REQUEST_A], rows[REQUEST_B]))
+
+  def n_requests(self) -> int:
+    """One more than the largest request id of the spool."""
+    if S.REQUEST_ID in (self._dtypes or {}):
+      return self.max_value.get(S.REQUEST_ID, -1) + 1
+    if self._pairs is None:
+      self._pairs = self._ranked_pairs()
+    return len(self._pairs)
 
   def _ranked_pairs(self) -> np.ndarray:
     """Every distinct (a, b) pair of the spool, packed so that sorting them sorts the pairs."""
@@ -172,14 +244,22 @@ class ImpressionSpool(DaySpool):
 
 
 class BehaviourSpool(DaySpool):
-  """A behaviour log (user_id, item_id, timestamp in unix seconds) by UTC day."""
+  """A behaviour log (user_id, item_id, timestamp in unix seconds) by local day of `clock`
+  (the impressions' clock)."""
+
+  def __init__(self, directory: str, clock: Optional[Clock] = None):
+    super().__init__(directory)
+    self.clock = clock or Clock()
 
   def add_events(self, columns: Dict[str, np.ndarray]) -> None:
-    self.add(np.asarray(columns[S.TIMESTAMP], np.int64) // SECONDS_PER_DAY, columns)
+    timestamps = np.asarray(columns[S.TIMESTAMP], np.int64)
+    if len(timestamps):
+      self.clock.observe(int(timestamps[0]))
+    self.add(self.clock.local_day(timestamps), columns)
 
   def world_day(self, day: int, origin: int) -> Dict[str, np.ndarray]:
     """Events of one world day, their timestamps on the world's clock (seconds since
     `origin`, the unix start of day 1)."""
-    rows = self.read(day - 1 + origin // SECONDS_PER_DAY)
+    rows = self.read(day - 1 + int(self.clock.local_day(origin)))
     rows[S.TIMESTAMP] = rows[S.TIMESTAMP] - origin
     return rows

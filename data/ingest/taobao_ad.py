@@ -9,7 +9,8 @@ btag, cate, brand; btag one of pv, cart, fav, buy).
 Mapping (docs/real_logs.md): a request is one (user, time_stamp); the ad (adgroup_id) is the
 item, cate_id its category, customer its shop, brand its brand, price its price; age_level,
 final_gender_code and pvalue_level the user's age bucket, gender and power level; clk the click.
-Days are UTC days of time_stamp (the last one is the stages' default eval day).
+The logs are Beijing time (2017-05-06 .. 2017-05-13): days are cut in Asia/Shanghai, and the
+published test day, 2017-05-13, is the world's default eval day when the log has it.
 
 From behavior_log, point in time (data/features.EventCounter):
   privileged_cross: the user's pv + cart + fav events in the ad's category
@@ -21,6 +22,7 @@ From behavior_log, point in time (data/features.EventCounter):
     category-and-brand proxies, not the ad's own cart, fav and buy.
 """
 
+import datetime
 import os
 from typing import Dict, Tuple
 
@@ -28,6 +30,8 @@ import numpy as np
 
 from data import features as F
 from data import schema as S
+from data.ingest import clock as clock_lib
+from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
@@ -39,6 +43,23 @@ BEHAVIOUR_COLUMNS = ["user", "time_stamp", "btag", "cate", "brand"]
 BTAGS = ("pv", "cart", "fav", "buy")
 EVENT_COLUMNS = (S.USER_ID, S.TIMESTAMP, "btag", "cate", "brand")
 DAY = 86_400
+TIMEZONE = "Asia/Shanghai"
+TEST_DAY = (datetime.date(2017, 5, 13) - datetime.date(1970, 1, 1)).days  # a local day number
+
+
+def _slot(name: str) -> declaration.FeatureSpec:
+  """A project slot, declared as the project declares it (vocabulary: the data's)."""
+  project = declaration.project_feature(name)
+  assert project is not None, name
+  entity = {S.USER: S.USER, S.ITEM: S.ITEM}.get(project.entity, S.PAIR)
+  return declaration.FeatureSpec(name, project.kind, entity, project.availability,
+                                 description=project.description)
+
+
+FEATURES = [_slot(name) for name in (
+    "user_age_bucket", "user_gender", "user_power_level", "item_category", "item_shop",
+    "item_brand", "item_price", "cross_clicks_cate_24h", "cross_clicks_brand_24h",
+    "added_to_cart", "favorited")]
 
 
 def _ints(path, chunk, column, missing=-1) -> np.ndarray:
@@ -59,7 +80,9 @@ def _read_ads(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
            "item_category": codes["cate"].encode(chunk["cate_id"].to_numpy()),
            "item_shop": codes["shop"].encode(chunk["customer"].to_numpy()),
            "item_brand": codes["brand"].encode(chunk["brand"].fillna("NULL").to_numpy()),
-           "item_price": chunk["price"].astype(float).to_numpy(np.float32)}
+           "item_price": declaration.check_numbers(path, chunk["_line"].to_numpy(),
+                                                   chunk["price"].to_numpy(), "price"
+                                                   ).astype(np.float32)}
     for k, v in out.items():
       parts.setdefault(k, []).append(v)
   rows = {k: np.concatenate(v) for k, v in parts.items()}
@@ -186,8 +209,8 @@ def _with_behaviour(staging: SP.DaySpool, events: SP.DaySpool, ads,
     impressions.add_rows(samples)
 
 
-def read_taobao_ad(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS
-                   ) -> Tuple[W.LogTables, R.RowReport]:
+def read_taobao_ad(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
+                   **_) -> Tuple[W.LogTables, R.RowReport]:
   report = R.RowReport()
   codes = {k: R.Codes() for k in (S.USER_ID, S.ITEM_ID, "cate", "shop", "brand")}
   paths = {name: R.require_file(input_dir, f"{name}.csv", f"the Taobao ad logs' {name}.csv")
@@ -198,11 +221,14 @@ def read_taobao_ad(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROW
   _read_samples(paths["raw_sample"], report, chunk_rows, codes, len(ads[S.ITEM_ID]), staging)
   events = SP.DaySpool(os.path.join(spool_dir, "behavior_log"))
   _read_behaviour(paths["behavior_log"], report, chunk_rows, codes, events)
-  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS)
+  impressions = SP.ImpressionSpool(os.path.join(spool_dir, "impressions"), SP.UNIX_DAYS,
+                                   clock_lib.Clock(TIMEZONE))
   _with_behaviour(staging, events, ads, impressions)
   facts = {"source": "taobao_ad", "approximations": [
+      "days are Beijing days (Asia/Shanghai); the default eval day is the published test day, "
+      "2017-05-13, when the log has it",
       "cross features: pv + cart + fav in the ad's category / brand in the 24h before",
       "added_to_cart, favorited, conversion: cart, fav, buy in the ad's category and brand in "
       "the 24h after a click (the behaviour log names no ad)"]}
   return W.LogTables(impressions, users, ads, [W.InputFile(paths["raw_sample"], "raw_sample")],
-                     facts=facts), report
+                     facts=facts, features=list(FEATURES), eval_day_key=TEST_DAY), report

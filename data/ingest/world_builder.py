@@ -2,21 +2,25 @@
 
 Every adapter reduces its source to the same canonical form, `LogTables`: impression rows
 spilled to disk by day as they stream (data/ingest/spool.py), with dense int64 user / item
-codes, a unix-second timestamp, labels and the values of the schema slots the source supplies;
-the user and item profile slots in memory (one row per entity); optionally a behaviour log,
-spilled by day too. This module then, one day at a time in order, holding one day's rows:
+codes, a unix-second timestamp, labels and the values of the features the source declares
+(data/ingest/declaration.py); the user and item profile features in memory (one row per
+entity); optionally a behaviour log, spilled by day too. This module then:
 
-  1. gives requests their final ids, checks that no timestamp goes backwards inside a request,
-     drops repeated (request, item) rows if the adapter asks (counted), and puts the day on
-     the simulator's clock (day d covers [(d - 1) * 86400, d * 86400); every impression of a
-     request takes the request's first timestamp);
+  0. plans the world: the day span (at most --max_days, else the line that makes it longer),
+     each categorical feature's vocabulary (declared, or the data's; an id beyond a declared
+     vocabulary becomes the out-of-vocabulary id, counted), the config and the world's own
+     schema (data/declared.py: the core, the declared features, the derived cross features);
+  1. one day at a time in order, holding one day's rows, checks and puts the day on the
+     world's clock (data/ingest/day_rows.py: repeated rows, timestamps going backwards in a
+     request, values no world may hold, conversions without a click);
   2. derives what the source does not give with the simulator's point-in-time code
      (data/ingest/point_in_time.py over data/features.py): the behaviour sequence, the 24h
      click counters by category, shop and brand, the 7-day views of the item; nothing counted
      happened at or after the request's time;
   3. writes logs/day=NN/ and requests/day=NN/; users.parquet, items.parquet and the manifest
-     (`has_oracle: false`) complete the world, written into a temporary sibling directory
-     renamed into place at the end, so a failed ingest writes nothing.
+     (`has_oracle: false`, `schema_declared: true`, the schema hashed with the world) complete
+     the world, written into a temporary sibling directory renamed into place at the end, so
+     a failed ingest writes nothing.
 """
 
 import dataclasses
@@ -25,20 +29,22 @@ import os
 from typing import Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
+from data import declared as D
 from data import features as F
 from data import files
 from data import io
 from data import schema as S
-from data.config import SECONDS_PER_DAY
 from data.config import WorldConfig
+from data.ingest import clock
+from data.ingest import day_rows
+from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest.point_in_time import DayByDayFeatures
 
-# Slots of the project schema an adapter may fill from its source, by table.
+# Slots of the project schema adapters and contracts may fill, by table.
 USER_SLOTS = S.USER_PROFILE
 ITEM_SLOTS = S.ITEM_PROFILE
 CROSS_SLOTS = ("cross_clicks_cate_24h", "cross_clicks_shop_24h", "cross_clicks_brand_24h",
@@ -47,7 +53,10 @@ POST_CLICK_SLOTS = ("dwell_seconds", "read_comments", "chatted_with_seller", "ad
                     "favorited")
 IMPRESSION_SLOTS = CROSS_SLOTS + POST_CLICK_SLOTS
 HISTORY_LEN = 50
-DUPLICATE = "duplicate (request, item): first kept"
+MAX_DAYS = 1000
+DUPLICATE = day_rows.DUPLICATE
+KEYED = ("item_category", "item_shop", "item_brand")  # keys of the derived counters: no OOV
+_PROJECT = S.build_schema(WorldConfig())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +71,19 @@ class LogTables:
   """One source in canonical form; every id is a dense int64 code.
 
   impressions: rows of request_id (or the pair a ranked id is the rank of), user_id, item_id,
-    timestamp (unix seconds, or any clock in seconds), click, and optionally day, position,
-    conversion, gmv and any IMPRESSION_SLOTS the source supplies; plus the row's input file
-    (an index into `inputs`) and line.
-  users / items: user_id / item_id plus any USER_SLOTS / ITEM_SLOTS (categorical codes; item_price
-    float). Ids without a row get 0 in every profile slot.
+    timestamp (unix seconds), click, and optionally day, position, conversion, gmv and the
+    source's impression features; plus the row's input file (an index into `inputs`) and line.
+  users / items: user_id / item_id plus the source's profile features (categorical codes,
+    numeric values). Ids without a row get 0 in every profile feature.
   inputs: the impression files, by the rows' file index.
   behaviour: optional user_id, item_id, timestamp of a behaviour log (clicks, carts, ...);
     when given, the 24h cross counters count these events instead of the logged clicks.
   dedupe: drop a row repeating an earlier row's (request, item), counted under its file.
   facts: what the adapter wants recorded in the manifest (source, approximations).
+  features: the declared features (None: every column named after a project slot, declared
+    as the project declares it).
+  eval_day_key: the local day number of the source's published test day, if it has one: the
+    world's default eval day when the log has it.
   """
   impressions: SP.ImpressionSpool
   users: Dict[str, np.ndarray]
@@ -80,18 +92,38 @@ class LogTables:
   behaviour: Optional[SP.BehaviourSpool] = None
   dedupe: bool = False
   facts: dict = dataclasses.field(default_factory=dict)
+  features: Optional[List[declaration.FeatureSpec]] = None
+  eval_day_key: Optional[int] = None
 
 
-def _dense_profile(table: Dict[str, np.ndarray], key: str, n: int, slots) -> Dict[str, np.ndarray]:
+def declared_specs(tables: LogTables) -> List[declaration.FeatureSpec]:
+  """The tables' declared features (see LogTables.features)."""
+  if tables.features is not None:
+    return list(tables.features)
+  specs = []
+  for table, names in (("users", tables.users), ("items", tables.items),
+                       ("impressions", tables.impressions.columns())):
+    entity = declaration.ENTITY_OF_TABLE[table]
+    for name in names:
+      if name in _PROJECT.names and _PROJECT[name].entity == entity and name not in (
+          S.USER_ID, S.ITEM_ID):
+        f = _PROJECT[name]
+        specs.append(declaration.FeatureSpec(f.name, f.kind, entity, f.availability,
+                                             description=f.description))
+  return specs
+
+
+def _dense_profile(table: Dict[str, np.ndarray], key: str, n: int,
+                   specs: List[declaration.FeatureSpec]) -> Dict[str, np.ndarray]:
   """Profile columns indexed by id 0..n-1 (missing ids get 0)."""
   out: Dict[str, np.ndarray] = {key: np.arange(n, dtype=np.int64)}
   ids = np.asarray(table[key], np.int64)
-  for slot in slots:
-    dtype = np.float32 if slot == "item_price" else np.int64
+  for spec in specs:
+    dtype = np.float32 if spec.kind == S.NUMERIC else np.int64
     column = np.zeros(n, dtype)
-    if slot in table:
-      column[ids] = np.asarray(table[slot], dtype)
-    out[slot] = column
+    if spec.name in table:
+      column[ids] = np.asarray(table[spec.name], dtype)
+    out[spec.name] = column
   return out
 
 
@@ -103,109 +135,152 @@ class _Plan:
   users: Dict[str, np.ndarray]
   items: Dict[str, np.ndarray]
   partition_of_day: Dict[int, int]
+  sizes: Dict[str, int]
 
 
-def _plan(tables: LogTables) -> _Plan:
+def check_span(tables: LogTables, max_days: int) -> None:
+  """Refuses a log whose days span more than `max_days`, naming the row that stretches it."""
+  spool = tables.impressions
+  span = spool.span_days()
+  if span <= max_days:
+    return
+  keys = spool.partitions()
+  blame_first = len(keys) > 1 and keys[1] - keys[0] > keys[-1] - keys[-2]
+  blamed, other = ((spool.extremes["first"], spool.extremes["last"]) if blame_first
+                   else (spool.extremes["last"], spool.extremes["first"]))
+  key, file, line, timestamp = blamed
+  where = f"{tables.inputs[other[1]].path}:{other[2]}"
+  raise R.IngestError(
+      tables.inputs[file].path, line,
+      f"timestamp {timestamp} ({clock.date_of(spool.clock.local_day(timestamp))}) makes the "
+      f"log span {span:,} days (the other end: {clock.date_of(spool.clock.local_day(other[3]))}"
+      f", {where}), more than --max_days={max_days}: a timestamp in another unit "
+      "(milliseconds?) or a stray row? Raise --max_days if the span is real")
+
+
+def _plan(tables: LogTables, max_days: int) -> _Plan:
   spool = tables.impressions
   if not spool.rows:
     raise R.IngestError(tables.inputs[0].path if tables.inputs else "input", None,
                         "no impression was kept: expected at least one")
+  check_span(tables, max_days)
+  specs = declared_specs(tables)
   n_users = max(spool.max_id[S.USER_ID], int(np.max(tables.users[S.USER_ID], initial=-1))) + 1
   n_items = max(spool.max_id[S.ITEM_ID], int(np.max(tables.items[S.ITEM_ID], initial=-1))) + 1
-  users = _dense_profile(tables.users, S.USER_ID, n_users, USER_SLOTS)
-  items = _dense_profile(tables.items, S.ITEM_ID, n_items, ITEM_SLOTS)
-  vocab = {s: int(items[s].max(initial=0)) + 1 for s in ITEM_SLOTS if s != "item_price"}
+  of = {entity: [s for s in specs if s.entity == entity] for entity in (S.USER, S.ITEM, S.PAIR)}
+  item_specs = of[S.ITEM] + [declaration.FeatureSpec(name, S.CATEGORICAL, S.ITEM, S.SERVING)
+                             for name in ("item_category", "item_shop")
+                             if name not in [s.name for s in of[S.ITEM]]]
+  users = _dense_profile(tables.users, S.USER_ID, n_users, of[S.USER])
+  items = _dense_profile(tables.items, S.ITEM_ID, n_items, item_specs)
+  sizes, oov = {}, {}
+  for spec in of[S.USER] + item_specs + of[S.PAIR]:
+    if spec.kind != S.CATEGORICAL:
+      continue
+    column = users if spec.entity == S.USER else items
+    observed = (spool.max_value.get(spec.name, 0) if spec.entity == S.PAIR
+                else int(column[spec.name].max(initial=0)))
+    declared_size = spec.declared_size()
+    if spec.name in KEYED or declared_size is None:
+      sizes[spec.name] = max(declared_size or 0, observed + 1, 1)
+    else:
+      sizes[spec.name] = declared_size
+    if spec.entity != S.PAIR:
+      over = column[spec.name] >= sizes[spec.name]
+      oov[spec.name] = int(over.sum())
+      column[spec.name][over] = sizes[spec.name]
   days = spool.world_days()
-  config = WorldConfig(n_users=n_users, n_items=n_items, n_categories=vocab["item_category"],
-                       n_shops=vocab["item_shop"], n_brands=vocab["item_brand"],
+  config = WorldConfig(n_users=n_users, n_items=n_items, n_categories=sizes["item_category"],
+                       n_shops=sizes["item_shop"], n_brands=sizes.get("item_brand", 1),
                        n_days=max(max(days.values()), 2), page_size=1, history_len=HISTORY_LEN)
-  schema = S.build_schema(config)  # exactly the code's schema: data.verify accepts it
+  schema = D.assemble(config, [s.feature(sizes.get(s.name, 0)) for s in of[S.USER]],
+                      [s.feature(sizes.get(s.name, 0)) for s in of[S.ITEM]],
+                      [s.feature(sizes.get(s.name, 0)) for s in of[S.PAIR]])
+  problems = D.problems(schema, config)
+  if problems:
+    raise R.IngestError(tables.inputs[0].path if tables.inputs else "input", None,
+                        f"the declared features make no valid schema: {problems[0]}")
+  tables.facts["features"] = [spec.to_json() for spec in specs]
+  tables.facts["out_of_vocabulary"] = {k: v for k, v in oov.items() if v}
   tables.facts["user_profile_out_of_vocabulary"] = {
-      s: int((users[s] >= schema[s].vocab_size).sum()) for s in USER_SLOTS}
-  return _Plan(config, schema, users, items, {day: key for key, day in days.items()})
-
-
-def _day_impressions(tables: LogTables, partition: Optional[int], day: int,
-                     report: R.RowReport) -> Dict[str, np.ndarray]:
-  """One day's impressions: final request ids, checked, deduplicated, on the world's clock."""
-  spool = tables.impressions
-  imp = spool.read(partition)
-  imp[S.REQUEST_ID] = spool.request_ids(imp).astype(np.int64)
-  files, lines = imp.pop(SP.FILE), imp.pop(SP.LINE)
-  for name in (SP.REQUEST_A, SP.REQUEST_B, S.DAY):
-    imp.pop(name, None)
-  R.check_monotone_in_request([f.path for f in tables.inputs], files, lines,
-                              imp[S.REQUEST_ID], np.asarray(imp[S.TIMESTAMP], np.int64))
-  if tables.dedupe:
-    duplicate = pd.DataFrame({"r": imp[S.REQUEST_ID], "i": imp[S.ITEM_ID]}).duplicated()
-    duplicate = duplicate.to_numpy()
-    for index, n in enumerate(np.bincount(files[duplicate],
-                                          minlength=len(tables.inputs)).tolist()):
-      report.drop_kept(tables.inputs[index].name, DUPLICATE, n)
-    if duplicate.any():
-      for name in imp:
-        imp[name] = imp[name][~duplicate]
-  n = len(imp[S.REQUEST_ID])
-  timestamps = np.asarray(imp[S.TIMESTAMP], np.int64)
-  _, first, inverse = np.unique(imp[S.REQUEST_ID], return_index=True, return_inverse=True)
-  second = timestamps[first][inverse.reshape(-1)] % SECONDS_PER_DAY
-  imp[S.DAY] = np.full(n, day, np.int64)
-  imp[S.TIMESTAMP] = (day - 1) * SECONDS_PER_DAY + second
-  imp.setdefault(S.POSITION, np.zeros(n, np.int64))
-  for label in S.LABELS:
-    imp[label] = np.asarray(imp.get(label, np.zeros(n)), np.float32)
-  return imp
+      s.name: oov.get(s.name, 0) for s in of[S.USER] if s.kind == S.CATEGORICAL}
+  tables.facts.update(spool.clock.facts())
+  return _Plan(config, schema, users, items, {day: key for key, day in days.items()},
+               day_rows.categorical_sizes(schema, spool.columns()))
 
 
 def _complete(imp: Dict[str, np.ndarray], plan: _Plan) -> None:
-  """The post-click slots the source lacks (0), the profiles and the context hour."""
-  n = len(imp[S.REQUEST_ID])
-  for slot in POST_CLICK_SLOTS:
-    kind = plan.schema[slot].kind
-    imp.setdefault(slot, np.zeros(n, np.float32 if kind == S.NUMERIC else np.int64))
-  for name in S.USER_PROFILE:
-    imp[name] = plan.users[name][imp[S.USER_ID]]
-  for name in S.ITEM_PROFILE:
-    imp[name] = plan.items[name][imp[S.ITEM_ID]]
+  """The profile features and the context hour of the day's impressions."""
+  for name, column in plan.users.items():
+    if name != S.USER_ID:
+      imp[name] = column[imp[S.USER_ID]]
+  for name, column in plan.items.items():
+    if name != S.ITEM_ID:
+      imp[name] = column[imp[S.ITEM_ID]]
   imp["context_hour"] = F.context_hour(imp[S.TIMESTAMP])
 
 
-def write_world(world_dir: str, tables: LogTables, report: R.RowReport) -> dict:
-  """Builds and writes the world day by day, atomically (nothing is left on error); returns
-  its manifest. `report` gets the dropped duplicates and goes into the manifest."""
-  plan = _plan(tables)
+def default_eval_day(tables: LogTables, plan: _Plan) -> Optional[int]:
+  """The world day of the source's published test day, when the log has it."""
+  if tables.eval_day_key is None:
+    return None
+  day = int(tables.eval_day_key) - tables.impressions.first_local_day() + 1
+  return day if 1 <= day <= plan.config.n_days else None
+
+
+def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
+                max_days: int = MAX_DAYS, slice_rows: int = day_rows.SLICE_ROWS) -> dict:
+  """Builds and writes the world day by day (a day larger than `slice_rows` in slices, one
+  part file each), atomically (nothing is left on error); returns its manifest. `report`
+  gets the dropped duplicates and goes into the manifest."""
+  plan = _plan(tables, max_days)
   config, schema = plan.config, plan.schema
-  origin = tables.impressions.origin()
+  spool = tables.impressions
+  origin = spool.origin()
   behaviour = tables.behaviour
   features = DayByDayFeatures(config, plan.items, None if behaviour is None else
-                              functools.partial(behaviour.world_day, origin=origin))
+                              functools.partial(behaviour.world_day, origin=origin),
+                              [f.name for f in schema.features if f.name in D.DERIVED_CROSS
+                               and f.name not in spool.columns()])
+  rows = day_rows.DayRows(spool, [f.path for f in tables.inputs],
+                          [f.name for f in tables.inputs], schema, plan.sizes, tables.dedupe,
+                          report, slice_rows)
   with files.atomic_directory(world_dir) as tmp:
-    io.write_table(io.to_table(plan.users, io.USER_COLUMNS), os.path.join(tmp, "users.parquet"))
-    io.write_table(io.to_table(plan.items, io.ITEM_COLUMNS), os.path.join(tmp, "items.parquet"))
+    io.write_table(io.to_table(plan.users, io.user_columns(schema)),
+                   os.path.join(tmp, "users.parquet"))
+    io.write_table(io.to_table(plan.items, io.item_columns(schema)),
+                   os.path.join(tmp, "items.parquet"))
     written = ["users.parquet", "items.parquet"]
     days = list(range(1, config.n_days + 1))
     row_counts = {}
     for day in days:
-      imp = _day_impressions(tables, plan.partition_of_day.get(day), day, report)
-      requests = features.day(day, imp)
-      _complete(imp, plan)
-      order = np.lexsort((imp[S.POSITION], imp[S.REQUEST_ID]))
-      for kind, table in (("logs", _table(imp, io.log_columns(schema), schema, order)),
-                          ("requests", _table(requests, io.REQUEST_COLUMNS, schema))):
-        relative = os.path.join(io.day_dir(kind, day), io.part_name(0))
-        io.write_table(table, os.path.join(tmp, relative))
-        written.append(relative)
-      row_counts[str(day)] = {"requests": int(len(requests[S.REQUEST_ID])),
-                              "impressions": int(len(order)),
-                              "clicks": int(imp[S.CLICK].sum()),
-                              "conversions": int(imp[S.CONVERSION].sum())}
+      counts = {"requests": 0, "impressions": 0, "clicks": 0, "conversions": 0}
+      for part, imp in enumerate(rows.slices(plan.partition_of_day.get(day), day)):
+        requests = features.day(day, imp)
+        _complete(imp, plan)
+        order = np.lexsort((imp[S.POSITION], imp[S.REQUEST_ID]))
+        for kind, table in (("logs", _table(imp, io.log_columns(schema), schema, order)),
+                            ("requests", _table(requests, io.REQUEST_COLUMNS, schema))):
+          relative = os.path.join(io.day_dir(kind, day), io.part_name(part))
+          io.write_table(table, os.path.join(tmp, relative))
+          written.append(relative)
+        counts["requests"] += int(len(requests[S.REQUEST_ID]))
+        counts["impressions"] += int(len(order))
+        counts["clicks"] += int(imp[S.CLICK].sum())
+        counts["conversions"] += int(imp[S.CONVERSION].sum())
+        del imp, requests, order
+      row_counts[str(day)] = counts
     hashes = {r: {"sha256": io.sha256_file(os.path.join(tmp, r)),
                   "bytes": os.path.getsize(os.path.join(tmp, r))} for r in written}
     tables.facts["rows"] = report.to_json()
     manifest = {"format_version": io.FORMAT_VERSION, "config": config.to_dict(),
-                "seed": 0, "schema": schema.to_json(), "days": days, "row_counts": row_counts,
-                "files": hashes, "world_hash": io.world_hash(config.to_dict(), hashes),
+                "seed": 0, "schema": schema.to_json(), D.SCHEMA_DECLARED: True, "days": days,
+                "row_counts": row_counts, "files": hashes,
+                "world_hash": io.world_hash(config.to_dict(), hashes, schema.to_json()),
                 "has_oracle": False, "ingest": files.json_safe(tables.facts)}
+    eval_day = default_eval_day(tables, plan)
+    if eval_day is not None:
+      manifest["default_eval_day"] = eval_day
     files.write_json(os.path.join(tmp, io.MANIFEST), manifest, indent=1)
   return manifest
 

@@ -6,6 +6,7 @@ worlds whose post-click signals get noisier (--noise_levels, one world each), i.
 privileged features say less about conversion.
 """
 
+import math
 import os
 from typing import Dict, List, Optional
 
@@ -49,17 +50,17 @@ class LambdaSweep(Study):
     if rows.empty:
       return None
     lambdas = sorted(rows["distill_lambda"].dropna().unique())
-    lines = []
+    lines: List[Dict[str, object]] = []
     # λ = 0 is the baseline student, when the study ran it (Tables A and B) on the same days.
     days = rows["days"].iloc[0]
     tables = frame[frame["study"].isin(["coarse", "cvr"])]
-    baseline: Dict[str, object] = {"λ": 0.0}
+    baseline: Dict[str, float] = {"λ": 0.0}
     for stage, variant in LAMBDA_SERIES:
       base = rows_where(tables, stage=stage, variant="baseline", days=days)
       baseline.update(stat_cells(f"{stage} {display(variant)}", metric_values(base, "auc")))
       baseline.update(stat_cells(f"{stage} {display(variant)} teacher", []))
-    if any(not np.isnan(v) for k, v in baseline.items() if k != "λ"):  # type: ignore[arg-type]
-      lines.append(baseline)
+    if any(not math.isnan(v) for k, v in baseline.items() if k != "λ"):
+      lines.append(dict(baseline))
     for lam in lambdas:
       line: Dict[str, object] = {"λ": float(lam)}
       for stage, variant in LAMBDA_SERIES:

@@ -9,7 +9,7 @@ order, with its display names and plot colours: a new kind appears here with no 
 """
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ import pandas as pd
 from data import files
 from data import intervals
 from experiments import paper_learning
+from experiments import paper_worlds
 from experiments.paper_stats import Section
 from experiments.paper_stats import gap_closure
 from experiments.paper_stats import interval_cells
@@ -94,7 +95,8 @@ def auc_table(frame: pd.DataFrame, stage: str, study: str, days: Sequence[str],
         row.update(delta_cells(frame, variant, **where))
       row["paper"] = paper.get(day, {}).get(variant, "")
       rows.append(row)
-  return pd.DataFrame(rows)
+  table = pd.DataFrame(rows)
+  return table[[c for c in table.columns if c != "paper"] + ["paper"]] if rows else table
 
 
 def delta_cells(frame: pd.DataFrame, variant: str, **where) -> Dict[str, object]:
@@ -153,8 +155,9 @@ class CoarseTable(Study):
     columns = {"short": plan.short_days, "long": plan.long_days}
     variants = study_variants(plan, catalogue.COARSE)
     # The stages whose exports teach a variant here (pfd_md: the fine CTR model), first.
-    teachers = sorted({teacher_kinds.get(v).export_stage(catalogue.COARSE.name)
-                       for v in variants if v != LINEAR} - {None})
+    teachers = sorted({stage for v in variants if v != LINEAR
+                       for stage in [teacher_kinds.get(v).export_stage(catalogue.COARSE.name)]
+                       if stage is not None})
     trials: List[Trial] = []
     for seed in plan.seeds:
       for train_days in sorted({columns[c] for c in plan.paper.coarse_columns}, key=len):
@@ -179,6 +182,14 @@ class CoarseTable(Study):
         "![Table A](plots/table_a.png)"])
 
 
+def cvr_world_days(plan: Plan) -> Tuple[int, ...]:
+  """Every day before the eval day of the CVR world (its n_days may differ from the main
+  world's)."""
+  knobs = paper_worlds.name_knobs(plan.paper.cvr_world)
+  n_days = int(knobs.get("n_days", len(plan.days)))
+  return tuple(range(1, n_days))
+
+
 class CvrTable(Study):
   """Table B: the fine CVR student on every day before the eval day."""
   name = "cvr"
@@ -187,10 +198,14 @@ class CvrTable(Study):
 
   def declare(self, plan: Plan) -> List[Trial]:
     variants = study_variants(plan, catalogue.FINE_CVR)
+    world = plan.paper.cvr_world or paper_worlds.MAIN
+    days = plan.long_days if world == paper_worlds.MAIN else cvr_world_days(plan)
     trials: List[Trial] = []
     for seed in plan.seeds:
-      trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed, plan.long_days))
-      trials += [Trial(self.name, catalogue.FINE_CVR.name, v, seed, plan.long_days)
+      if plan.paper.ctcvr:
+        trials.append(Trial(self.name, catalogue.FINE_CTR.name, "baseline", seed, days,
+                            world=world))
+      trials += [Trial(self.name, catalogue.FINE_CVR.name, v, seed, days, world=world)
                  for v in variants]
     return trials
 
