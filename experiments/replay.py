@@ -46,9 +46,11 @@ from data import best_page as best_page_lib
 from data import command
 from data import engine as engine_lib
 from data import files
+from data import progress
 from data.command import UserError
 from data.command import field as _field
 from experiments import funnel as funnel_lib
+from experiments import offline_table
 from experiments import replay_defaults
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
@@ -61,6 +63,7 @@ from experiments.run_dir import PARTIAL  # noqa: F401
 from experiments.run_dir import PER_REQUEST  # noqa: F401
 from experiments.run_dir import SUMMARY  # noqa: F401
 from experiments.run_dir import RunDir  # noqa: F401
+from models import ann
 from stages import catalogue
 from stages import serving
 
@@ -99,6 +102,10 @@ class ReplayConfig:
   cascade_sample: int = _field(0, "Score the N1 candidates with the fine models for a seeded "
                                 "random subset of this many requests (0: all) for coarse->fine "
                                 "recall and Kendall tau.")
+  index: str = _field(ann.DEFAULT_INDEX, "How retrieval searches the corpus (models.ann): "
+                      "faiss_ivf (FAISS IVF over the export's item vectors, approximate; the "
+                      "index saved with the export, else built here), faiss_hnsw, or "
+                      "brute_force (the export's exact TFRS index).", choices=ann.INDEXES)
   store_retrieved: bool = _field(False, "Also store retrieval's N1 ids per request.")
   overwrite: bool = _field(False, "Replace a finished or unfinished replay in --run_dir "
                             "instead of refusing.")
@@ -128,6 +135,8 @@ class ReplayConfig:
       label += f",ctr={self.ctr_variant}"
     if self.rank_by != "ctcvr_gmv":
       label += f",rank_by={self.rank_by}"
+    if self.index != ann.DEFAULT_INDEX:
+      label += f",index={self.index}"
     return label
 
   def variants(self) -> Dict[str, str]:
@@ -225,7 +234,8 @@ class Replayer:
     return request_table.build_table(columns, lists), clock.seconds
 
   def _cascade(self, request_ids, coarse_scores, retrieved, kept, in_sample):
-    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others).
+    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others),
+    against the fine ranking score and against the fine CTR score.
 
     Fine scores the N1 candidates of a few requests at a time: every candidate row repeats
     the request's behaviour sequence, so this bounds memory to ~CASCADE_ROWS rows."""
@@ -234,8 +244,8 @@ class Replayer:
     step = max(1, CASCADE_ROWS // retrieved.shape[1])
     for start in range(0, len(sampled), step):
       rows = sampled[start:start + step]
-      fine_scores = funnel_lib.fine_objective(self.world, self.models, request_ids[rows],
-                                              retrieved[rows], self.config.rank_by)
+      fine_scores = funnel_lib.fine_scores(self.world, self.models, request_ids[rows],
+                                           retrieved[rows], self.config.rank_by)
       agreement = request_table.cascade_agreement(coarse_scores[rows], fine_scores,
                                                   retrieved[rows], kept[rows], self.funnel.page)
       for name, values in agreement.items():
@@ -273,24 +283,30 @@ def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
                models: funnel_lib.FunnelModels) -> Dict[str, Any]:
   """Everything a replay's per-request results depend on (a resumed run must match it)."""
   key = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RESULTS}
+  if key["index"] == ann.BRUTE_FORCE:  # the keys of exact replays predate --index
+    del key["index"]
   key.update(day=day, funnel=funnel.spec(), world_hash=world.world_hash,
              models=models.fingerprint)
   return key
 
 
 def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
-                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds, offline,
-                  key) -> dict:
-  """summary.json, the contract experiments.compare reads."""
+                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds,
+                  offline: pd.DataFrame, key) -> dict:
+  """summary.json, the contract experiments.compare reads: every figure, and under
+  `unavailable` the reason of each one that is null."""
   metrics = request_table.summary_metrics(frame)
-  metrics.update(offline)
+  metrics.update(offline_table.summary_metrics(offline))
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))
   unavailable = {} if world.has_oracle else request_table.unavailable_without_oracle(metrics)
   if models.fine_cvr is None:
-    for name in ("offline/fine_cvr_auc", "offline/fine_cvr_gauc"):
-      metrics[name] = None
+    for name in ("offline/fine_cvr_auc", "offline/fine_cvr_gauc", "offline/fine_cvr_eauc"):
       unavailable[name] = f"no fine CVR model in this funnel (--cvr_variant={funnel_lib.NO_CVR})"
+  unavailable.update(request_table.cascade_null_reasons(frame, config.rank_by))
+  unavailable.update(offline_table.null_reasons(offline, bool(world.has_oracle)))
+  for name in unavailable:
+    metrics[name] = None  # null with its reason, never a number that means nothing
   flag_values = dataclasses.asdict(config)
   flag_values.update(day=day, funnel=funnel.spec(), label=config.run_label())
   return {"format": run_dir_lib.SUMMARY_FORMAT, "label": config.run_label(),
@@ -313,7 +329,8 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   """
   replay_defaults.check(config, world)
   day = resolve_day(world, config.day)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   funnel_lib.check_funnel(funnel, world, models)
   key = replay_key(config, funnel, day, world, models)
   requests = select_requests(world, day, config)
@@ -334,9 +351,9 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
-  offline = funnel_lib.offline_metrics(world, models, day)
+  offline = funnel_lib.offline_scores(world, models, day)
   summary = build_summary(config, funnel, day, world, models, frame, seconds, offline, key)
-  run_dir.finish(table, summary)
+  run_dir.finish(table, summary, offline)
   return files.read_json(os.path.join(config.run_dir, SUMMARY))
 
 
@@ -352,6 +369,7 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
   size = max(1, config.batch_requests)
   n_chunks = chunk_count(n, config)
   started, done = time.perf_counter(), 0
+  line = progress.Line("replay", log_every=max(1, config.log_every_batches))
   for index in (range(n_chunks) if indices is None else indices):
     if run_dir.chunk_done(index):
       continue
@@ -361,9 +379,11 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
     seconds["n"] = table.num_rows
     run_dir.write_chunk(index, table, seconds)
     done += table.num_rows
-    if (index + 1) % max(1, config.log_every_batches) == 0 or index + 1 == n_chunks:
-      logging.info("replay: batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
-                   min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+    line.update("batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
+                min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+  if done:
+    line.done("%d requests served, %.1f requests/s", done,
+              done / (time.perf_counter() - started))
   return n_chunks
 
 
@@ -388,7 +408,8 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
   """One worker's part of a replay: loads the world and the models, serves the chunks
   `indices` into the run dir; returns the oracle pages it computed that were not cached."""
   world = data.open_world(world_dir)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   replayer = Replayer(world, models, funnel, config, day)
   run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
              [int(i) for i in indices])
@@ -401,11 +422,13 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-TABLE_ROWS = ("online/exp_clicks_per_1k", "online/exp_conversions_per_1k", "online/exp_gmv_per_1k",
-              "online/share_of_oracle_clicks", "online/share_of_oracle_conversions",
-              "online/share_of_oracle_gmv", "survival/retrieval", "survival/coarse",
-              "survival/fine", "cascade/coarse_fine_recall", "cascade/kendall_tau",
-              "offline/coarse_auc", "offline/fine_ctr_auc", "offline/fine_cvr_auc",
+TABLE_ROWS = ("online/exp_gmv_per_1k", "online/exp_clicks_per_1k", "online/exp_conversions_per_1k",
+              "offline/coarse_auc", "offline/coarse_eauc", "offline/fine_ctr_auc",
+              "offline/fine_ctr_eauc", "offline/fine_cvr_auc", "offline/fine_cvr_eauc",
+              "survival/retrieval", "survival/coarse", "survival/fine",
+              "online/share_of_oracle_gmv", "online/share_of_oracle_clicks",
+              "online/share_of_oracle_conversions", "cascade/coarse_fine_ctr_recall",
+              "cascade/kendall_tau_ctr", "cascade/coarse_fine_recall", "cascade/kendall_tau",
               "latency/retrieval_ms", "latency/coarse_ms", "latency/fine_ms",
               "throughput/requests_per_second", "throughput/funnel_requests_per_second",
               "n_requests", "cascade/n_requests")
@@ -418,14 +441,20 @@ def format_table(summary: dict) -> str:
   if not summary.get("has_oracle", True):
     lines.append("  real logs, no oracle: offline metrics only; online/ and survival/ figures "
                  "are unavailable (null in summary.json)")
+  unavailable = summary.get("unavailable", {})
   for name in TABLE_ROWS:
     value = metrics.get(name)
-    if name in summary.get("unavailable", {}):
+    if name in unavailable:
       shown = "n/a"
     else:
       shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float)
-                                         else str(value))
+                                         else f"{value:,}")
     lines.append(f"  {name:<42} {shown:>12}")
+  by_reason: Dict[str, list] = {}
+  for name in TABLE_ROWS:
+    if name in unavailable:
+      by_reason.setdefault(unavailable[name], []).append(name)
+  lines += [f"  n/a ({', '.join(names)}): {reason}" for reason, names in by_reason.items()]
   return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@
   R/.partial/chunk-NNNNN.parquet     one finished batch of per-request rows
   R/.partial/chunk-NNNNN.json        its wall-clock seconds per step
   R/per_request.parquet              every request (experiments.request_table)
+  R/offline_scores.parquet           every logged impression of the day, each model's score
+                                     (experiments.offline_table)
   R/summary.json                     format 1: label, seed, day, world_hash, config, models,
                                      flat metrics; written last, so it marks a finished replay
 
@@ -17,6 +19,7 @@ import json
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -26,6 +29,7 @@ from data.command import UserError
 PARTIAL = ".partial"
 SUMMARY = "summary.json"
 PER_REQUEST = "per_request.parquet"
+OFFLINE_SCORES = "offline_scores.parquet"  # experiments.offline_table
 SUMMARY_FORMAT = 1
 
 
@@ -84,7 +88,7 @@ class RunDir:
       raise
 
   def clear(self) -> None:
-    for name in (SUMMARY, PER_REQUEST):
+    for name in (SUMMARY, PER_REQUEST, OFFLINE_SCORES):
       files.remove_tree(os.path.join(self.path, name))
     files.remove_tree(self.partial)
 
@@ -100,9 +104,14 @@ class RunDir:
     seconds = [files.read_json(self._chunk(i, "json")) for i in range(n_chunks)]
     return pa.concat_tables(tables), seconds
 
-  def finish(self, table: pa.Table, summary: dict) -> None:
-    """per_request.parquet, then summary.json (the finished marker), then drop .partial."""
+  def finish(self, table: pa.Table, summary: dict,
+             offline: Optional[pd.DataFrame] = None) -> None:
+    """per_request.parquet (and offline_scores.parquet), then summary.json (the finished
+    marker), then drop .partial."""
     files.write_parquet(os.path.join(self.path, PER_REQUEST), table)
+    if offline is not None:
+      files.write_parquet(os.path.join(self.path, OFFLINE_SCORES),
+                          pa.Table.from_pandas(offline, preserve_index=False))
     files.write_json(os.path.join(self.path, SUMMARY), summary)
     files.remove_tree(self.partial)
 

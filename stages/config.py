@@ -19,6 +19,7 @@ from absl import flags
 
 from data import command
 from data.command import field as _field
+from models import ann
 from models import distillation
 from models import distribute
 from models import optimizers
@@ -332,6 +333,13 @@ class RetrievalConfig(TrainConfig):
   temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
                               "towers' vectors are unit length).")
   export_k: int = _field(1000, "How many items the exported index returns per query.")
+  # In the reuse key unless brute_force, so exact runs keep the keys they had before --index.
+  index: str = _field(ann.DEFAULT_INDEX, "The top-k index the metrics are measured through "
+                      "and that is saved with the export: faiss_ivf (FAISS IVF, approximate: "
+                      "recall@1000 0.98 of the exact top 1000 on the small world, "
+                      "benchmarks/ann.py), faiss_hnsw, or brute_force (TFRS BruteForce, "
+                      "exact). The export also serves exactly.", choices=ann.INDEXES,
+                      key_unless=ann.BRUTE_FORCE)
   validation_fraction: float = _field(0.0, "Ignored: retrieval trains with in-batch negatives "
                                       "and has no validation stopping.")
 
@@ -348,6 +356,8 @@ class RetrievalConfig(TrainConfig):
     for name in ("temperature", "export_k"):
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
+    if self.index not in ann.INDEXES:
+      raise StageError(f"--index={self.index}: expected one of {', '.join(ann.INDEXES)}")
 
   def _check_variant(self) -> None:
     if self.variant not in self.variants():
@@ -392,11 +402,14 @@ def field_values(config: TrainConfig) -> Dict[str, Any]:
 
 
 def key_values(config: TrainConfig) -> Dict[str, Any]:
-  """The fields that change the trained model (not where it goes or how it is checkpointed)."""
+  """The fields that change the trained model (not where it goes or how it is checkpointed);
+  a field with `key_unless=V` in its metadata is left out while its value is V."""
   values = {}
   for field in dataclasses.fields(config):
     if field.metadata.get("key", True):
       value = getattr(config, field.name)
+      if "key_unless" in field.metadata and value == field.metadata["key_unless"]:
+        continue
       if field.metadata.get("keyed_off_default") and value == field.default:
         continue  # a field added later: at its default, the keys of earlier runs still hold
       values[field.name] = list(value) if isinstance(value, tuple) else value

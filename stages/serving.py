@@ -8,8 +8,10 @@ what its stage may serve, and a batch's other columns are ignored.
 """
 
 import os
-from typing import Any, Dict, List, Sequence
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -18,28 +20,58 @@ from data.command import UserError
 from data.schema import ITEM
 from data.schema import PAIR
 from data.schema import UNLABELLED
+from models import ann
 from models import export
 from stages import layout
 
 ITEM_VECTORS = "item_vectors.npy"
+ITEM_IDS = "item_ids.npy"
 Arrays = Dict[str, np.ndarray]
 
 
 class RetrievalIndex:
-  """The exported retrieval index: `top_items(queries, k)` -> item ids [n, k], best first."""
+  """The exported retrieval index: `top_items(queries, k)` -> item ids [n, k], best first.
 
-  def __init__(self, path: str):
+  `index` picks how the corpus is searched (models.ann): brute_force runs the export's own
+  exact TFRS index; an ANN kind runs the export's user tower, then a FAISS index over its item
+  vectors, read from the export when it was saved there with the same settings, else built
+  here (`build_seconds`)."""
+
+  def __init__(self, path: str, index: str = ann.BRUTE_FORCE):
     self.path = path
     self.meta = files.read_json(os.path.join(path, export.META_FILE))
-    self.loaded = export.load_saved_model(path)
-    self._serve = self.loaded.signatures["serving_default"]
+    self.spec = ann.IndexSpec(index)
+    self.loaded = loaded = export.load_saved_model(path)
     self.query_inputs = list(self.meta["query_inputs"])
     self.k = int(self.meta["k"])
+    self.build_seconds: Optional[float] = None
+    if self.spec.exact:
+      self._serve = loaded.signatures["serving_default"]
+      self.ann: Optional[ann.FaissTopK] = None
+      return
+    if "user_vectors" not in loaded.signatures or "item_vectors" not in self.meta:
+      raise UserError(f"--index={index}: the retrieval export at {path} has no user tower and "
+                      "item vectors (it predates ANN indexes); retrain it with `python -m "
+                      "stages.retrieval`")
+    user_vectors = loaded.signatures["user_vectors"]
+    self.ann = ann.FaissTopK(self.spec, lambda batch: user_vectors(**batch)["user_vectors"],
+                             k=self.k)
+    ids = np.load(os.path.join(path, self.meta["item_ids"]))
+    if (self.meta.get("index") or {}) == self.spec.describe() and os.path.exists(
+        os.path.join(path, ann.INDEX_FILE)):
+      self.ann.load(path, ids)
+      return
+    started = time.perf_counter()
+    self.ann.index(np.load(os.path.join(path, self.meta["item_vectors"])), ids)
+    self.build_seconds = time.perf_counter() - started
+    logging.info("built a %s index over %d items in %.2fs", index, len(ids), self.build_seconds)
 
   def top_items(self, queries: Arrays, k: int, batch_size: int = 1024) -> np.ndarray:
     if k > self.k:
       raise ValueError(f"{self.path} returns at most {self.k} items per query, asked for {k}")
     inputs = {n: queries[n] for n in self.query_inputs}
+    if self.ann is not None:
+      return top_items(lambda batch: self.ann(batch, k)[1], inputs, k, batch_size)
     return top_items(lambda batch: self._serve(**batch)["item_ids"], inputs, k, batch_size)
 
 
@@ -127,10 +159,10 @@ def check_loaded(name: str, model, variant: str, world, asked: str) -> None:
   check_export_inputs(model.path, loaded, served.meta, world.schema, name)
 
 
-def load_retrieval(model_dir: str) -> RetrievalIndex:
+def load_retrieval(model_dir: str, index: str = ann.BRUTE_FORCE) -> RetrievalIndex:
   return RetrievalIndex(layout.require_stage(
       model_dir, "retrieval", "baseline", "python -m stages.retrieval --world_dir=... "
-      f"--model_dir={model_dir}"))
+      f"--model_dir={model_dir}"), index)
 
 
 def load_coarse(model_dir: str, variant: str) -> CoarseScorer:

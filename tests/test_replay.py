@@ -104,10 +104,11 @@ def test_replay_writes_the_contract_compare_reads(runs):
               for o in replay_lib.OUTCOMES]
   expected += [f"online/share_of_oracle_{o}" for o in replay_lib.OUTCOMES]
   expected += [f"survival/{s}" for s in replay_lib.STAGES]
-  expected += ["cascade/coarse_fine_recall", "cascade/kendall_tau", "n_requests",
+  expected += ["cascade/coarse_fine_recall", "cascade/kendall_tau",
+               "cascade/coarse_fine_ctr_recall", "cascade/kendall_tau_ctr", "n_requests",
                "throughput/requests_per_second"]
   expected += [f"offline/{m}_{k}" for m in ("coarse", "fine_ctr", "fine_cvr")
-               for k in ("auc", "gauc")]
+               for k in ("auc", "gauc", "eauc")]
   expected += [f"latency/{s}_ms" for s in replay_lib.STAGES]
   metrics = summary["metrics"]
   assert set(expected) <= set(metrics)
@@ -122,6 +123,33 @@ def test_replay_writes_the_contract_compare_reads(runs):
   assert (frame["survival_retrieval"] >= frame["survival_coarse"]).all()
   assert (frame["survival_coarse"] >= frame["survival_fine"]).all()
   assert not os.path.exists(os.path.join(runs["pfd_md"], replay_lib.PARTIAL))
+  # Every null figure comes with its reason; the offline scores are kept for compare.
+  assert {name for name, value in metrics.items() if value is None} <= set(
+      summary["unavailable"])
+  offline = pd.read_parquet(os.path.join(runs["pfd_md"], "offline_scores.parquet"))
+  assert len(offline) == len(world_logs_of(runs["pfd_md"]))
+  assert summary["models"]["retrieval"]["index"]["kind"] == "faiss_ivf"
+
+
+def world_logs_of(run_dir):
+  """The logged impressions of the replayed day (offline_scores.parquet holds one per row)."""
+  with open(os.path.join(run_dir, "summary.json")) as f:
+    summary = json.load(f)
+  world = data.load(summary["config"]["world_dir"], verify="size")
+  return world.logs([summary["day"]])
+
+
+@pytest.mark.slow
+def test_the_replay_serves_through_the_ann_index_or_brute_force(world, model_dir, tmp_path):
+  survival = {}
+  for index in ("brute_force", "faiss_ivf"):
+    summary = replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / index,
+                                                       index=index, cascade_sample=0))
+    assert summary["models"]["retrieval"]["index"]["kind"] == index
+    assert summary["config"]["index"] == index
+    survival[index] = summary["metrics"]["survival/retrieval"]
+  # The tiny world's 51 IVF cells are all searched (nprobe 64): the same items as exact.
+  assert survival["faiss_ivf"] == pytest.approx(survival["brute_force"], abs=1e-9)
 
 
 @pytest.mark.slow
