@@ -27,6 +27,7 @@ from data import config as world_config
 from data import generate
 from experiments import browser_check
 from experiments import compare
+from experiments import funnel as funnel_lib
 from experiments import replay
 from experiments import runner
 from stages import catalogue
@@ -118,7 +119,7 @@ def replay_funnels(demo: DemoConfig, base: config_lib.TrainConfig, world) -> Lis
                                  label=label, seed=base.seed, overwrite=True,
                                  cascade_sample=demo.demo_cascade_sample,
                                  oracle_cache_dir=os.path.join(demo.work_dir, "oracle_cache"))
-    replay.replay(world, replay.parse_funnel(demo.demo_funnel), config)
+    replay.replay(world, funnel_lib.parse_funnel(demo.demo_funnel), config)
     run_dirs.append(run_dir)
   return run_dirs
 

@@ -54,15 +54,6 @@ from experiments import offline_table
 from experiments import replay_defaults
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
-from experiments.funnel import OBJECTIVES  # noqa: F401
-from experiments.funnel import STAGES  # noqa: F401
-from experiments.funnel import Funnel  # noqa: F401
-from experiments.funnel import parse_funnel  # noqa: F401
-from experiments.request_table import OUTCOMES  # noqa: F401
-from experiments.run_dir import PARTIAL  # noqa: F401
-from experiments.run_dir import PER_REQUEST  # noqa: F401
-from experiments.run_dir import SUMMARY  # noqa: F401
-from experiments.run_dir import RunDir  # noqa: F401
 from models import ann
 from stages import catalogue
 from stages import serving
@@ -92,7 +83,8 @@ class ReplayConfig:
   ctr_variant: str = _field("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
                              choices=catalogue.FINE_CTR.variants())
   rank_by: str = _field("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
-                         "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.", choices=OBJECTIVES)
+                         "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.",
+                         choices=funnel_lib.OBJECTIVES)
   label: Optional[str] = _field(None, "Run label for compare. Default: "
                                  "coarse=<v>,cvr=<v>[,...].")
   seed: int = _field(0, "Seed of the request subset and the cascade sample.")
@@ -192,7 +184,7 @@ def page_outcomes(oracle, request_ids: np.ndarray, page_ids: np.ndarray) -> Dict
 class Replayer:
   """Serves batches of requests through the funnel and scores them with the oracle."""
 
-  def __init__(self, world, models: funnel_lib.FunnelModels, funnel: Funnel,
+  def __init__(self, world, models: funnel_lib.FunnelModels, funnel: funnel_lib.Funnel,
                config: ReplayConfig, day: int):
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
     self.best_page = None
@@ -224,8 +216,8 @@ class Replayer:
       oracle_page = clock.time("oracle", self.best_page.top, request_ids)
       outcomes = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, page)
       best = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, oracle_page)
-      columns.update({f"exp_{name}": outcomes[name] for name in OUTCOMES})
-      columns.update({f"oracle_{name}": best[name] for name in OUTCOMES})
+      columns.update({f"exp_{name}": outcomes[name] for name in request_table.OUTCOMES})
+      columns.update({f"oracle_{name}": best[name] for name in request_table.OUTCOMES})
       columns.update(request_table.stage_survival(oracle_page, retrieved, kept, page))
       lists["oracle_item_ids"] = oracle_page
     columns.update(cascade)
@@ -279,7 +271,7 @@ def resolve_day(world, day: Optional[int]) -> int:
   return day
 
 
-def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
+def replay_key(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, world,
                models: funnel_lib.FunnelModels) -> Dict[str, Any]:
   """Everything a replay's per-request results depend on (a resumed run must match it)."""
   key = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RESULTS}
@@ -290,7 +282,7 @@ def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
   return key
 
 
-def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
+def build_summary(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, world,
                   models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds,
                   offline: pd.DataFrame, key) -> dict:
   """summary.json, the contract experiments.compare reads: every figure, and under
@@ -312,11 +304,11 @@ def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
   return {"format": run_dir_lib.SUMMARY_FORMAT, "label": config.run_label(),
           "seed": int(config.seed), "day": int(day), "world_hash": world.world_hash,
           "config": flag_values, "models": models.facts, "metrics": metrics,
-          "per_request_file": PER_REQUEST, "replay_key": run_dir_lib.key_digest(key),
+          "per_request_file": run_dir_lib.PER_REQUEST, "replay_key": run_dir_lib.key_digest(key),
           "has_oracle": bool(world.has_oracle), "unavailable": unavailable}
 
 
-def replay(world, funnel: Funnel, config: ReplayConfig,
+def replay(world, funnel: funnel_lib.Funnel, config: ReplayConfig,
            engine: Optional[engine_lib.Engine] = None) -> dict:
   """Replays a day through the funnel; writes the run dir and returns summary.json's content.
 
@@ -334,7 +326,7 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   funnel_lib.check_funnel(funnel, world, models)
   key = replay_key(config, funnel, day, world, models)
   requests = select_requests(world, day, config)
-  run_dir = RunDir(config.run_dir)
+  run_dir = run_dir_lib.RunDir(config.run_dir)
   finished = run_dir.start(key, config.overwrite)
   if finished is not None:
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
@@ -354,14 +346,14 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   offline = funnel_lib.offline_scores(world, models, day)
   summary = build_summary(config, funnel, day, world, models, frame, seconds, offline, key)
   run_dir.finish(table, summary, offline)
-  return files.read_json(os.path.join(config.run_dir, SUMMARY))
+  return files.read_json(os.path.join(config.run_dir, run_dir_lib.SUMMARY))
 
 
 def chunk_count(n_requests: int, config: ReplayConfig) -> int:
   return -(-n_requests // max(1, config.batch_requests))
 
 
-def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
+def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: run_dir_lib.RunDir,
                config: ReplayConfig, indices: Optional[Sequence[int]] = None) -> int:
   """Serves every batch not yet on disk (of `indices`, default all), writing each as a chunk;
   returns the chunk count."""
@@ -387,8 +379,8 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
   return n_chunks
 
 
-def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: RunDir,
-                   n_chunks: int, funnel: Funnel, config: ReplayConfig, day: int) -> int:
+def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: run_dir_lib.RunDir,
+                   n_chunks: int, funnel: funnel_lib.Funnel, config: ReplayConfig, day: int) -> int:
   """Serves the chunks not yet on disk as `engine` tasks, one contiguous range per worker
   (each loads the world and the models once); returns the chunk count. New oracle pages the
   workers computed go to the driver's cache (`replayer.best_page`), saved once."""
@@ -403,7 +395,7 @@ def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: RunDi
   return n_chunks
 
 
-def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
+def serve_chunks(world_dir: str, funnel: funnel_lib.Funnel, config: ReplayConfig, day: int,
                  indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
   """One worker's part of a replay: loads the world and the models, serves the chunks
   `indices` into the run dir; returns the oracle pages it computed that were not cached."""
@@ -411,8 +403,8 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
   models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
                                   config.index)
   replayer = Replayer(world, models, funnel, config, day)
-  run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
-             [int(i) for i in indices])
+  run_chunks(replayer, select_requests(world, day, config), run_dir_lib.RunDir(config.run_dir),
+             config, [int(i) for i in indices])
   if isinstance(replayer.best_page, best_page_lib.CachedBestPage):
     return replayer.best_page.new_pages()
   return np.zeros(0, np.int64), np.zeros((0, funnel.page), np.int64)
@@ -480,7 +472,7 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
 
 def main() -> None:
   config = config_from_flags()
-  funnel = parse_funnel(flags.FLAGS.funnel)
+  funnel = funnel_lib.parse_funnel(flags.FLAGS.funnel)
   world = data.open_world(config.world_dir)
   given = [name for name in ("coarse_variant", "cvr_variant", "ctr_variant", "rank_by",
                              "funnel") if flags.FLAGS[name].present]

@@ -107,9 +107,11 @@ def resolve(config: config_lib.TrainConfig, world):
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
   # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
   stage = None if config.stage == config_lib.TrainConfig.BASE_STAGE else catalogue.of(config)
+  # The stage's epoch bound assumes validation stopping ends the run; without it, one pass.
+  epochs = config.epochs or (0 if stage is None else stage.epochs if config.validates else 1)
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
                              batch_size=config.batch_size or (stage.batch_size if stage else 0),
-                             epochs=config.epochs or (stage.epochs if stage else 0))
+                             epochs=epochs)
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
@@ -122,6 +124,7 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   """
   distribution = distribute_lib.start(config)  # before any other TensorFlow work
   world = data.open_world(config.world_dir)
+  epochs_given = config.epochs
   config = resolve(config, world)
   layout.check_model_dir(config.model_dir, world)
   out_dir = task_class.output_dir(config)
@@ -135,9 +138,13 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
   task.teacher_facts = teacher
-  inputs = task.build_inputs()
+  inputs = hold_out_validation(task.build_inputs(), config, task.label)
+  if inputs.validation_skipped and not epochs_given and config.epochs != 1:
+    # The stage's bound assumes stopping ends the run; without it, one pass (more overfits).
+    logging.warning("training 1 epoch, not the stage's bound of %d: nothing stops it",
+                    config.epochs)
+    task.config = config = dataclasses.replace(config, epochs=1)
   task.warnings = degenerate.check(world, config, inputs.train, task.label)
-  inputs = hold_out_validation(inputs, config, task.label)
   if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
     return _train_locked(task, inputs, upstream, distribution)
   layout.claim_model_dir(config.model_dir, world)
@@ -209,8 +216,8 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
     # An AUC on a handful of positives is noise (its standard error is about 0.1 at 10):
     # stopping on it would pick a random check. Train the fixed --epochs on every row instead.
     logging.warning("validation stopping off: the held-out rows hold %d %s positives, fewer "
-                    "than --min_validation_positives=%d; training %d epoch(s) on every row",
-                    positives, label, config.min_validation_positives, config.epochs)
+                    "than --min_validation_positives=%d; training on every row",
+                    positives, label, config.min_validation_positives)
     return dataclasses.replace(inputs, validation_skipped=(
         f"{positives} positives < --min_validation_positives={config.min_validation_positives}"))
   return dataclasses.replace(inputs, train=io.take_rows(train, ~held),
