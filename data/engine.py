@@ -145,7 +145,7 @@ class Engine:
     item in errors (e.g. "shard 3").
     """
     after = after or [[] for _ in items]
-    order = _dependency_order(after)
+    order = dependency_order(after)
     if self.is_local:
       results: List[Any] = [None] * len(items)
       for i in order:
@@ -165,7 +165,7 @@ def import_ray_or_fail() -> None:
                     ) from None
 
 
-def _dependency_order(after: Sequence[Sequence[int]]) -> List[int]:
+def dependency_order(after: Sequence[Sequence[int]]) -> List[int]:
   """The indices with every item after the items it waits for (declared order otherwise)."""
   order: List[int] = []
   placed: Set[int] = set()

@@ -309,6 +309,17 @@ class World:
     day = self.manifest.get("default_eval_day")
     return int(day) if day in self.days else self.days[-1]
 
+  def eval_day(self, day: Optional[int], flag: str = "--eval_day") -> int:
+    """The held-out day asked for (`default_eval_day` for None), or an error naming `flag`
+    when the world has no such day: the one resolution of the stages' --eval_day and the
+    replay's --day."""
+    chosen = self.default_eval_day if day is None else int(day)
+    if chosen not in self.days:
+      from data.command import UserError
+      raise UserError(f"{flag}={chosen} is not a day of the world at {self.world_dir}: it has "
+                      f"days {self.days[0]}..{self.days[-1]}")
+    return chosen
+
   @property
   def has_oracle(self) -> bool:
     """False for a world ingested from real logs (data.ingest): it has no truth/."""

@@ -74,7 +74,8 @@ class ReplayConfig:
       "help": "Root of trained models (the stage commands' --model_dir)."})
   run_dir: str = dataclasses.field(metadata={
       "help": "Where summary.json and per_request.parquet are written."})
-  day: Optional[int] = _field(None, "The held-out day to replay. Default: the world's last day.")
+  day: Optional[int] = _field(None, "The held-out day to replay (--eval_day is the same flag, "
+                              "the stages' name for it). Default: the world's eval day.")
   coarse_variant: str = _field("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
                                 choices=catalogue.COARSE.variants())
   cvr_variant: str = _field("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>; none: no "
@@ -264,11 +265,7 @@ class _Clock:
 
 
 def resolve_day(world, day: Optional[int]) -> int:
-  day = world.default_eval_day if day is None else int(day)
-  if day not in world.days:
-    raise UserError(f"--day={day} is not a day of the world at {world.world_dir}: "
-                            f"it has days {world.days[0]}..{world.days[-1]}")
-  return day
+  return world.eval_day(day, "--day")
 
 
 def replay_key(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, world,
@@ -455,6 +452,8 @@ def define_flags() -> None:
   benchmark reuses them)."""
   command.define_config_flags(ReplayConfig)
   command.define_config_flags(engine_lib.EngineConfig)
+  if "eval_day" not in flags.FLAGS:  # the stages' name for the same day
+    flags.DEFINE_alias("eval_day", "day")
   if "funnel" not in flags.FLAGS:
     flags.DEFINE_string("funnel", DEFAULT_FUNNEL, "Items kept by each stage: "
                         "retrieval:N1,coarse:N2,fine:K (K = page size).")

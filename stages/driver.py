@@ -92,10 +92,7 @@ def resolve(config: config_lib.TrainConfig, world):
   """A new config with the world's default split, the teacher's default mode and the stage's
   default batch size filled in."""
   days = list(world.days)
-  eval_day = world.default_eval_day if config.eval_day is None else config.eval_day
-  if eval_day not in days:
-    raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
-                     f"{days[0]}..{days[-1]}")
+  eval_day = world.eval_day(config.eval_day)
   train_days: List[int] = (list(config.train_days) if config.train_days is not None
                            else [d for d in days if d < eval_day])
   outside = [d for d in train_days if d not in days]

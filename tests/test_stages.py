@@ -248,7 +248,7 @@ def test_killed_training_with_validation_stopping_resumes_the_same_search(tiny_w
 
 @pytest.mark.parametrize("change,message", [
     (dict(variant="pfd", task="ctr"), "not valid for --task=ctr"),
-    (dict(eval_day=99, task="ctr"), "outside the world"),
+    (dict(eval_day=99, task="ctr"), "--eval_day=99 is not a day of the world"),
     (dict(train_days=[1, 2, 3], eval_day=3, task="ctr"), "overlap"),
     (dict(train_days=[1, 2, 3, 4], task="ctr"), "overlap"),
     (dict(train_days="1-x", task="ctr"), "--train_days: cannot parse"),
