@@ -39,12 +39,23 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import train_throughput as throughput
+from benchmarks.cost_counting import ADAM_SLOTS
+from benchmarks.cost_counting import EXTRAPOLATED
+from benchmarks.cost_counting import FLOAT_BYTES
+from benchmarks.cost_counting import MEASURED
+from benchmarks.cost_counting import SCALES_WITH
+from benchmarks.cost_counting import HeadCost
+from benchmarks.cost_counting import Table
+from benchmarks.cost_counting import embedding_tables
+from benchmarks.cost_counting import figure
+from benchmarks.cost_counting import head_cost
+from benchmarks.cost_counting import scaled_rows
+from benchmarks.cost_counting import table_bytes
+from benchmarks.cost_counting import world_counts
 import data
 from data import command
 from data import files
 from data import generate
-from data import schema as schema_lib
-from models import rankers
 from stages import catalogue
 from stages import config as config_lib
 from stages import distribute as distribute_lib
@@ -52,16 +63,6 @@ from stages import driver
 from stages import retrieval
 from stages import serving
 from stages import training
-
-FLOAT_BYTES = 4
-ADAM_SLOTS = 2  # m and v per row (row-wise Adam keeps both for every row of a table)
-MEASURED, EXTRAPOLATED = "measured", "extrapolated"
-# Which world size a table's rows follow at scale: ids by their entity, the item attributes
-# (category, shop, brand) with the items at the world's items-per-value ratio (an assumption:
-# real catalogues have their own counts). Every other table (profile buckets, numeric buckets,
-# hours) keeps its rows.
-SCALES_WITH = {"user_id": "users", "item_id": "items", "item_category": "items",
-               "item_shop": "items", "item_brand": "items"}
 
 
 @dataclasses.dataclass
@@ -104,146 +105,6 @@ class CostConfig:
   seed: int = dataclasses.field(default=0, metadata={"help": "Seed of models and batches."})
 
 
-# ----------------------------------------------------------------------------- counting
-
-
-@dataclasses.dataclass(frozen=True)
-class Table:
-  """One embedding table a head reads: its vocabulary group, rows and width."""
-  group: str
-  rows: int
-  dim: int
-
-  @property
-  def bytes(self) -> int:
-    return self.rows * self.dim * FLOAT_BYTES
-
-
-def feature_embeddings(head) -> List[models.FeatureEmbedding]:
-  """The head's `FeatureEmbedding`s (one for a DNN, user and item side for a two-tower)."""
-  return [m for m in head.submodules if isinstance(m, models.FeatureEmbedding)]
-
-
-def embedding_tables(*heads) -> List[Table]:
-  """Every table the heads read, counted once (a table shared by two heads is one variable)."""
-  tables: Dict[int, Table] = {}
-  for head in heads:
-    for embedding in feature_embeddings(head):
-      for feature in embedding.features:
-        variable = embedding.table(feature)
-        rows, dim = (int(n) for n in variable.shape)
-        tables.setdefault(id(variable), Table(models.vocabulary_group(feature), rows, dim))
-  return list(tables.values())
-
-
-def dense_flops(layer) -> int:
-  """2 * in * out summed over the Dense kernels under `layer` (biases not counted)."""
-  kernels = [m.kernel.shape for m in [layer, *layer.submodules]
-             if isinstance(m, tf.keras.layers.Dense)]
-  return sum(2 * int(k[0]) * int(k[1]) for k in kernels)
-
-
-def gathered_rows(features, mean_history: float) -> float:
-  """Embedding rows one row of `features` gathers: one per feature, the valid entries of a
-  sequence (`mean_history` on average)."""
-  return sum(mean_history if f.kind == schema_lib.SEQUENCE else 1.0 for f in features)
-
-
-def pooling_flops(features, mean_history: float, dim: int) -> float:
-  """Mean pooling's adds: mean_history * dim per sequence feature."""
-  return sum(mean_history * dim for f in features if f.kind == schema_lib.SEQUENCE)
-
-
-@dataclasses.dataclass
-class HeadCost:
-  """What scoring costs, counted from a head: per request, per candidate, per corpus item
-  (precomputed offline) and per flat example (a training row, or a candidate scored naively)."""
-  request_flops: float = 0.0
-  candidate_flops: float = 0.0
-  item_flops: float = 0.0
-  example_flops: float = 0.0
-  request_bytes: float = 0.0
-  candidate_bytes: float = 0.0
-  example_bytes: float = 0.0
-  vector_dim: int = 0
-
-
-def dnn_cost(head: rankers.DNNRanker, mean_history: float) -> HeadCost:
-  """A DNN scoring m candidates (`candidate_logits`): the request's features go through their
-  rows of the first kernel once; the candidate's rows and the rest of the MLP per candidate."""
-  dim = head.embedding.bank.dim
-  request = head.per_request_features
-  request_names = {f.name for f in request}
-  candidate = [f for f in head.input_features if f.name not in request_names]
-  widths = head.embedding.part_widths()
-  first = head.mlp.first_dense.kernel
-  request_rows = sum(widths[f.name] for f in request)
-  first_flops = 2 * int(first.shape[0]) * int(first.shape[1])
-  request_first = 2 * request_rows * int(first.shape[1])
-  rest = dense_flops(head) - first_flops
-  cost = HeadCost(
-      request_flops=request_first + pooling_flops(request, mean_history, dim),
-      candidate_flops=first_flops - request_first + rest
-      + pooling_flops(candidate, mean_history, dim),
-      request_bytes=gathered_rows(request, mean_history) * dim * FLOAT_BYTES,
-      candidate_bytes=gathered_rows(candidate, mean_history) * dim * FLOAT_BYTES)
-  cost.example_flops = cost.request_flops + cost.candidate_flops
-  cost.example_bytes = cost.request_bytes + cost.candidate_bytes
-  return cost
-
-
-def two_tower_cost(head: rankers.TwoTowerScorer, mean_history: float) -> HeadCost:
-  """A two-tower scoring m candidates: the user tower once per request, the item tower once
-  per corpus item (precomputed), a dot product and a d-float item vector per candidate. A user
-  side with pair features (the coarse pfd teacher) must run its tower per candidate."""
-  dim = head.user_embedding.bank.dim
-  d = int(head.widths[-1])
-  user, item = head.user_embedding.features, head.item_embedding.features
-  user_flops = dense_flops(head.user_tower) + pooling_flops(user, mean_history, dim)
-  item_flops = dense_flops(head.item_tower) + pooling_flops(item, mean_history, dim)
-  user_bytes = gathered_rows(user, mean_history) * dim * FLOAT_BYTES
-  item_bytes = gathered_rows(item, mean_history) * dim * FLOAT_BYTES
-  per_pair = any(f.entity == schema_lib.PAIR for f in user)
-  cost = HeadCost(item_flops=item_flops, vector_dim=d,
-                  example_flops=user_flops + item_flops + 2 * d,
-                  example_bytes=user_bytes + item_bytes)
-  cost.candidate_flops = 2 * d + (user_flops if per_pair else 0.0)
-  cost.candidate_bytes = d * FLOAT_BYTES + (user_bytes if per_pair else 0.0)
-  cost.request_flops = 0.0 if per_pair else user_flops
-  cost.request_bytes = 0.0 if per_pair else user_bytes
-  return cost
-
-
-def head_cost(head, mean_history: float) -> HeadCost:
-  if head.architecture == rankers.TWO_TOWER:
-    return two_tower_cost(head, mean_history)
-  return dnn_cost(head, mean_history)
-
-
-# ----------------------------------------------------------------------------- extrapolation
-
-
-def world_counts(world_config) -> Dict[str, int]:
-  return {"users": world_config.n_users, "items": world_config.n_items}
-
-
-def scaled_rows(table: Table, world: Dict[str, int], target: Dict[str, int]) -> float:
-  """The table's rows at scale: rows x target / world for a table that follows users or
-  items (`SCALES_WITH`), unchanged otherwise."""
-  entity = SCALES_WITH.get(table.group)
-  return table.rows * target[entity] / world[entity] if entity else float(table.rows)
-
-
-def table_bytes(tables: Sequence[Table], world: Dict[str, int], target: Dict[str, int],
-                slots: int = 0) -> float:
-  """Bytes of the tables at scale, float32, with `slots` optimizer slots per row."""
-  return sum(scaled_rows(t, world, target) * t.dim * FLOAT_BYTES * (1 + slots) for t in tables)
-
-
-def figure(value: float, kind: str, formula: str, unit: str = "") -> Dict[str, Any]:
-  return {"value": float(value), "kind": kind, "formula": formula, "unit": unit}
-
-
 # ----------------------------------------------------------------------------- the models
 
 
@@ -261,6 +122,7 @@ class StageBuild:
     return self.task.config.stage
 
 
+CLOCK = throughput.CLOCKS["cpu"]  # CPU seconds of every thread: steadier on a shared machine
 BUILDS: Tuple[Tuple[str, catalogue.Stage, str], ...] = (  # what each stage command would run
     ("retrieval", catalogue.RETRIEVAL, "baseline"),
     ("coarse baseline", catalogue.COARSE, "baseline"),
@@ -316,13 +178,13 @@ def mean_history(world) -> float:
 
 
 def call_timer(fn: Callable[[], Any]) -> Callable[[], float]:
-  """A timer of one call of `fn` (after an untimed warm-up call), in `throughput.clock`."""
+  """A timer of one call of `fn` (after an untimed warm-up call), in CPU seconds (CLOCK)."""
   fn()
 
   def run() -> float:
-    start = throughput.clock()
+    start = CLOCK()
     fn()
-    return throughput.clock() - start
+    return CLOCK() - start
 
   return run
 
@@ -407,7 +269,7 @@ def forward_seconds(schema, builds: Dict[str, StageBuild], config: CostConfig
     batches = training_batches(schema, builds[build], config, config.forward_rows)
     rows[name] = int(batches[0][builds[build].label].shape[0])
     forward = tf.function(lambda batch, head=head: head(batch, training=False))
-    timers[name] = throughput.loop_timer(forward, batches, config.train_steps)
+    timers[name] = throughput.loop_timer(forward, batches, config.train_steps, CLOCK)
   return {name: s / rows[name] for name, s in medians(timers, config.repeats).items()}
 
 
@@ -419,7 +281,7 @@ def training_seconds(schema, builds: Dict[str, StageBuild], config: CostConfig
     batches = training_batches(schema, build, config, build.task.config.batch_size)
     batch_sizes[name] = int(batches[0][build.label].shape[0])
     timers[name] = throughput.loop_timer(throughput.step_fn(build.model), batches,
-                                         config.train_steps)
+                                         config.train_steps, CLOCK)
   seconds = throughput.paired(timers, config.repeats)
   result = {name: {"step": statistics.median(s), "batch": batch_sizes[name],
                    "example": statistics.median(s) / batch_sizes[name]}
@@ -641,21 +503,20 @@ def print_report(result: Dict[str, Any]) -> None:
         f"({c['parameter_servers']['formula']})")
 
 
-def open_world(config: CostConfig):
+def world_of(config: CostConfig):
   """The world at --world_dir, or --preset generated into it (into a temp dir if unset)."""
   if not config.world_dir:
     config.world_dir = os.path.join(tempfile.mkdtemp(prefix="pfd-cost-"), "world")
   if not os.path.exists(os.path.join(config.world_dir, "manifest.json")):
     print(f"no world at {config.world_dir}: generating the {config.preset!r} preset")
     generate.generate(config.world_dir, data.preset(config.preset, seed=config.seed))
-  return data.load(config.world_dir, verify="size")
+  return data.open_world(config.world_dir)
 
 
 def measure(config: CostConfig, model_dir: Optional[str] = None) -> Dict[str, Any]:
   """Builds every stage on the world, times it and extrapolates; the report as a dict."""
-  throughput.clock = throughput.CLOCKS["cpu"]  # CPU seconds: steadier on a shared machine
   tf.config.experimental.enable_op_determinism()
-  world = open_world(config)
+  world = world_of(config)
   with tempfile.TemporaryDirectory(prefix="pfd-cost-models-") as scratch:
     builds = build_all(world, config, model_dir or scratch)
     return report(world, config, builds, mean_history(world))

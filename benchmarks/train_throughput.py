@@ -67,19 +67,18 @@ class ThroughputConfig:
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-clock = time.perf_counter  # Set from --clock by main().
 
 
 # ----------------------------------------------------------------------------- world and batches
 
 
-def open_world(config: ThroughputConfig):
+def world_of(config: ThroughputConfig):
   """The world at --world_dir, generated first if there is none."""
   if not os.path.exists(os.path.join(config.world_dir, "manifest.json")):
     print(f"no world at {config.world_dir}: generating the {config.preset!r} preset")
     subprocess.run([sys.executable, "-m", "data.generate", f"--world_dir={config.world_dir}",
                     f"--preset={config.preset}"], check=True)
-  return data.load(config.world_dir, verify="size")
+  return data.open_world(config.world_dir)
 
 
 def cached_batches(schema, arrays, columns: Sequence[str], config: ThroughputConfig):
@@ -206,8 +205,9 @@ def step_fn(model) -> Callable:
 # ----------------------------------------------------------------------------- timing
 
 
-def loop_timer(fn: Callable, batches, steps: int) -> Callable[[], float]:
-  """A timer of `steps` calls of `fn` cycling over `batches`; seconds per step."""
+def loop_timer(fn: Callable, batches, steps: int,
+               clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+  """A timer of `steps` calls of `fn` cycling over `batches`; seconds of `clock` per step."""
   for batch in batches[:3]:  # Trace, build and warm up before any timing.
     fn(batch)
 
@@ -221,8 +221,10 @@ def loop_timer(fn: Callable, batches, steps: int) -> Callable[[], float]:
   return run
 
 
-def fit_timer(model, dataset: tf.data.Dataset, steps: int) -> Callable[[], float]:
-  """A timer of one Keras `fit` of `steps` steps; seconds per step (fit's own cost included)."""
+def fit_timer(model, dataset: tf.data.Dataset, steps: int,
+              clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+  """A timer of one Keras `fit` of `steps` steps; seconds of `clock` per step (fit's own cost
+  included)."""
   model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # Trace, build and warm up.
 
   def run() -> float:
@@ -258,17 +260,18 @@ def fine_ctr_throughput(schema, arrays, config: ThroughputConfig) -> None:
   stage = stage_model(schema, "fine_ctr", "baseline", config)
   dense_adam = stage_model(schema, "fine_ctr", "baseline", config, rowwise_tables=False)
   anchor, anchor_data = plain_keras_anchor(schema, batches, config)
+  clock = CLOCKS[config.clock]
   project_pipeline = pipeline.make_dataset(arrays, config.batch_size, columns, schema,
                                            seed=config.seed, epochs=None, drop_remainder=True)
   steps = config.steps
   timers = {
-      "stage fit, cached batches": fit_timer(stage, stacked(batches), steps),
-      "stage fit, project input pipeline": fit_timer(stage, project_pipeline, steps),
-      "plain-Keras anchor fit": fit_timer(anchor, anchor_data, steps),
-      "forward only": loop_timer(forward_fn(stage), batches, steps),
-      "forward + gradients": loop_timer(gradient_fn(stage), batches, steps),
-      "full step, row-wise Adam": loop_timer(step_fn(stage), batches, steps),
-      "full step, Keras dense Adam": loop_timer(step_fn(dense_adam), batches, steps),
+      "stage fit, cached batches": fit_timer(stage, stacked(batches), steps, clock),
+      "stage fit, project input pipeline": fit_timer(stage, project_pipeline, steps, clock),
+      "plain-Keras anchor fit": fit_timer(anchor, anchor_data, steps, clock),
+      "forward only": loop_timer(forward_fn(stage), batches, steps, clock),
+      "forward + gradients": loop_timer(gradient_fn(stage), batches, steps, clock),
+      "full step, row-wise Adam": loop_timer(step_fn(stage), batches, steps, clock),
+      "full step, Keras dense Adam": loop_timer(step_fn(dense_adam), batches, steps, clock),
   }
   seconds = paired(timers, config.repeats)
   median = {name: statistics.median(s) for name, s in seconds.items()}
@@ -322,7 +325,7 @@ def pfd_ratios(world, config: ThroughputConfig) -> None:
     models_ = {"baseline": stage_model(schema, stage, "baseline", config),
                "pfd": stage_model(schema, stage, "pfd", config),
                TOWERLESS: stage_model(schema, stage, "pfd", config, teacher_widths=(4,))}
-    timers = {name: loop_timer(step_fn(model), batches, config.steps)
+    timers = {name: loop_timer(step_fn(model), batches, config.steps, CLOCKS[config.clock])
               for name, model in models_.items()}
     seconds = paired(timers, config.repeats)
     ratio = median_ratio(seconds, "pfd", "baseline")
@@ -335,13 +338,11 @@ def pfd_ratios(world, config: ThroughputConfig) -> None:
 
 
 def main() -> None:
-  global clock
   config = command.config_from_flags(ThroughputConfig)
   if config.clock not in CLOCKS:
     raise command.UserError(f"--clock={config.clock}: expected one of {sorted(CLOCKS)}")
-  clock = CLOCKS[config.clock]
   tf.config.experimental.enable_op_determinism()
-  world = open_world(config)
+  world = world_of(config)
   columns = model_columns(world.schema, "fine_ctr", "click")
   arrays = world.log_arrays(list(config.days), columns)
   print(f"world {config.world_dir}: days {list(config.days)}, {len(arrays['click']):,} "

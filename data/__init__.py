@@ -7,5 +7,5 @@ Plain numpy / pandas / pyarrow; nothing here imports TensorFlow.
 """
 
 from data.config import PRESETS, WorldConfig, preset
-from data.io import World, load
+from data.io import World, load, open_world
 from data.schema import Feature, Schema, build_schema

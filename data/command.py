@@ -12,6 +12,7 @@ field's default, so the dataclass is the one place a default is written.
 
 import collections.abc
 import dataclasses
+import errno
 import sys
 import typing
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
@@ -134,8 +135,9 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
                 known_errors: Iterable[Type[BaseException]] = ()) -> Callable[[List[str]], None]:
   """An absl main for `main()`: refuses stray arguments; known errors become one line.
 
-  EXPECTED_ERRORS (plus `known_errors`) are the errors a user can fix; anything else is a bug
-  and keeps its traceback.
+  EXPECTED_ERRORS (plus `known_errors`) are the errors a user can fix, and so is a full disk
+  or a read-only filesystem (`storage_problem`, from Python or from TensorFlow); anything else
+  is a bug and keeps its traceback.
   """
   expected = EXPECTED_ERRORS + tuple(known_errors)
 
@@ -144,10 +146,57 @@ def run_command(main: Callable[[], Optional[Any]], name: str,
       fail(name, f"unexpected arguments {argv[1:]}; every option is a --flag")
     try:
       main()
-    except expected as error:
-      fail(name, error_message(error))
+    except SystemExit:
+      raise
+    except Exception as error:  # noqa: BLE001 (a bug keeps its traceback: re-raised below)
+      fail(name, one_line(error, expected))
 
   return absl_main
+
+
+def one_line(error: Exception, expected: Tuple[Type[BaseException], ...]) -> str:
+  """The message for an error a user can fix; re-raises any other error (a bug)."""
+  problem = None if isinstance(error, UserError) else storage_problem(error)
+  if problem is not None:
+    return problem
+  if not isinstance(error, expected):
+    raise error
+  return error_message(error)
+
+
+# errno -> what the user is told; TensorFlow reports the same conditions in its own errors
+# (ResourceExhaustedError, FailedPreconditionError...), whose message carries strerror's text.
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system"}
+_STORAGE_TEXT = tuple(STORAGE_ERRORS.values())
+
+
+def storage_problem(error: BaseException) -> Optional[str]:
+  """'<what> writing <path>; <what to do>' for a full or read-only disk, else None. Works on
+  OSError and on any error (TensorFlow's) whose message says so."""
+  if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+    what = STORAGE_ERRORS[error.errno]
+    path = error.filename or ""
+  else:
+    text = str(error)
+    lowered = text.lower()
+    what = next((w for w in _STORAGE_TEXT if w in lowered), "")
+    if not what:
+      return None
+    path = getattr(error, "filename", None) or _path_in(text)
+  where = f" writing {path}" if path else ""
+  fix = ("remount it writable or choose another directory" if what == "read-only file system"
+         else "free some space and rerun (a killed or failed run resumes where it stopped)")
+  return f"{what}{where}; {fix}"
+
+
+def _path_in(text: str) -> str:
+  """The first absolute path in an error message ('' when there is none)."""
+  for word in text.replace("'", " ").replace('"', " ").replace(";", " ").split():
+    word = word.rstrip(":,.)")
+    if word.startswith("/"):
+      return word
+  return ""
 
 
 def fail(name: str, message: str) -> None:

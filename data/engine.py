@@ -24,10 +24,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from absl import logging
 
+from data import waits
 from data.command import UserError
 
 LOCAL, RAY = "local", "ray"
 RUNNERS = (LOCAL, RAY)
+DEFAULT_RAY_TIMEOUT = 60.0  # seconds to wait for a cluster at --ray_address to answer
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Variables a worker takes from the driver (the TensorFlow switches models/__init__ sets).
 INHERITED_ENV = ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL")
@@ -47,12 +49,17 @@ class EngineConfig:
               "ray://host:port = join that cluster (paths must be on a shared filesystem)."})
   ray_num_cpus: int = dataclasses.field(default=0, metadata={
       "help": "Cores of the local Ray instance (0: every core). Ignored on a cluster."})
+  ray_timeout: float = dataclasses.field(default=DEFAULT_RAY_TIMEOUT, metadata={
+      "help": "Seconds to wait for the cluster at --ray_address to answer before giving up "
+              "with one line (0: wait forever)."})
 
   def __post_init__(self):
     if self.runner not in RUNNERS:
       raise UserError(f"--runner must be one of {', '.join(RUNNERS)}; got {self.runner!r}")
     if self.ray_num_cpus < 0:
       raise UserError(f"--ray_num_cpus must be at least 0; got {self.ray_num_cpus}")
+    if self.ray_timeout < 0:
+      raise UserError(f"--ray_timeout must be at least 0 (0: forever); got {self.ray_timeout}")
 
 
 def runtime_env(config: EngineConfig) -> Dict[str, Any]:
@@ -70,11 +77,23 @@ def start_ray(config: EngineConfig) -> None:
   import_ray_or_fail()
   import ray
   options: Dict[str, Any] = dict(runtime_env=runtime_env(config), include_dashboard=False)
-  if config.ray_address:
-    options["address"] = config.ray_address
-  elif config.ray_num_cpus:
-    options["num_cpus"] = config.ray_num_cpus
-  ray.init(**options)
+  if not config.ray_address:
+    if config.ray_num_cpus:
+      options["num_cpus"] = config.ray_num_cpus
+    ray.init(**options)
+    return
+  # Joining a cluster: Ray retries an address that does not answer for ever, in C++, with
+  # SIGTERM swallowed; `bounded` gives it --ray_timeout and SIGTERM back.
+  options["address"] = config.ray_address
+  try:
+    with waits.bounded(f"connecting to the Ray cluster at --ray_address={config.ray_address}",
+                       config.ray_timeout, "--ray_timeout", restore_sigterm=False):
+      ray.init(**options)
+  except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    raise UserError(f"--ray_address={config.ray_address}: cannot join a Ray cluster there "
+                    f"({first_line}); start one (`ray start --head`) or fix the address"
+                    ) from None
 
 
 class Engine:
@@ -126,7 +145,7 @@ class Engine:
     item in errors (e.g. "shard 3").
     """
     after = after or [[] for _ in items]
-    order = _dependency_order(after)
+    order = dependency_order(after)
     if self.is_local:
       results: List[Any] = [None] * len(items)
       for i in order:
@@ -146,7 +165,7 @@ def import_ray_or_fail() -> None:
                     ) from None
 
 
-def _dependency_order(after: Sequence[Sequence[int]]) -> List[int]:
+def dependency_order(after: Sequence[Sequence[int]]) -> List[int]:
   """The indices with every item after the items it waits for (declared order otherwise)."""
   order: List[int] = []
   placed: Set[int] = set()

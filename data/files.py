@@ -38,6 +38,11 @@ def write_with(path: str, write: Callable[[str], None]) -> str:
   try:
     write(tmp)
     os.replace(tmp, path)
+  except OSError as error:
+    if error.filename:
+      raise
+    # pyarrow's and numpy's write errors name no file: name the one being written.
+    raise OSError(error.errno, error.strerror or str(error), path) from error
   finally:
     if os.path.lexists(tmp):
       os.remove(tmp)

@@ -47,6 +47,7 @@ from data import command
 from data import engine as engine_lib
 from data import files
 from data import io
+from data import progress
 from data import schema as S
 from data import world
 from data.config import PRESETS
@@ -176,19 +177,21 @@ def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities
   schema = S.build_schema(config)
   simulator = world.ShardSimulator(config, entities, world.ItemSampler(entities), shard)
   row_counts, parts = {}, []
+  line = progress.Line("generate")
   try:
     for day in range(1, config.n_days + 1):
       start = time.time()
       log = simulator.simulate_day(day)
       parts += _write_day(staging, schema, shard, day, log)
       row_counts[str(day)] = day_counts(log)
-      logging.info("shard %d day %d/%d: %d requests, %d impressions, %d clicks, %.1fs", shard,
-                   day, config.n_days, row_counts[str(day)]["requests"],
-                   row_counts[str(day)]["impressions"], row_counts[str(day)]["clicks"],
-                   time.time() - start)
+      line.update("shard %d day %d/%d: %d requests, %d impressions, %d clicks, %.1fs", shard,
+                  day, config.n_days, row_counts[str(day)]["requests"],
+                  row_counts[str(day)]["impressions"], row_counts[str(day)]["clicks"],
+                  time.time() - start, force=day == config.n_days)
     done = {"config": config.to_dict(), "shard": shard, "row_counts": row_counts,
             "files": parts}
     files.write_json(os.path.join(staging, SHARD_MANIFEST), done, indent=1)
+    line.done("shard %d: %d days simulated", shard, config.n_days)
   except BaseException:
     files.remove_tree(staging)  # a crashed shard leaves nothing (a SIGKILL leaves staging only)
     raise

@@ -10,11 +10,12 @@ A hash only says a file is the one the manifest lists; a file rewritten together
 manifest entry (or a world written by another tool) can still hold NaN prices or negative dwell
 times, which train and export without complaint and shift every metric. `value_problems` checks
 each column of a table against the range its schema declares, naming the file, the column, how
-many values are out of range and one example row.
+many values are out of range and one example row. The oracle's hidden inputs (truth/*.parquet)
+are checked the same way (`TRUTH_RANGES`): a NaN taste would otherwise give empty best pages.
 """
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -59,8 +60,34 @@ def schema_problems(manifest: dict) -> List[str]:
   return problems
 
 
+# The oracle's inputs (truth/*.parquet, not in the schema): (low, high, description), where
+# an id column's high is the vocabulary of the schema feature named instead of a number.
+ANY_FINITE = (-np.inf, np.inf, "finite")
+TRUTH_RANGES: Dict[str, Tuple[float, Union[float, str], str]] = {
+    "user_taste": ANY_FINITE, "item_taste": ANY_FINITE, "item_quality": ANY_FINITE,
+    "user_pref_weights": (0.0, 1.0, "a weight in [0, 1]"),
+    "category_popularity": (0.0, 1.0, "a share in [0, 1]"),
+    "user_price_sensitivity": (0.0, np.inf, "finite and >= 0"),
+    "item_popularity": (0.0, np.inf, "finite and >= 0"),
+    "user_pref_categories": (0, "item_category", ""), "intent_category": (0, "item_category", ""),
+    "intent_shop": (0, "item_shop", ""),
+}
+
+
+def _truth_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, float, str]]:
+  low, high, description = TRUTH_RANGES[name]
+  if isinstance(high, str):  # an id of the vocabulary of schema feature `high`
+    if high not in schema.names:
+      return None
+    size = schema[high].vocab_size
+    return low, size - 1, f"an id in [{low:g}, {size})"
+  return low, float(high), description
+
+
 def _valid_range(name: str, schema: schema_lib.Schema) -> Optional[Tuple[float, float, str]]:
   """(low, high, description) of the values column `name` may hold; None: not checked."""
+  if name in TRUTH_RANGES:
+    return _truth_range(name, schema)
   if name in BINARY_LABELS:
     return 0, 1, "a 0/1 label"
   if name == schema_lib.GMV:

@@ -7,7 +7,7 @@ Intervals are 95% two-sided unless an `alpha` says otherwise.
 """
 
 import math
-from typing import Callable, NamedTuple, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -227,3 +227,95 @@ def independent_bootstrap_delta(baseline, treatment, baseline_groups=None,
     n += columns.shape[0]
   return _delta_from_replicates(estimates[0], estimates[1], replicates[0], replicates[1],
                                 alpha, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# AUC over resampled users
+# ---------------------------------------------------------------------------------------------
+
+
+class _SortedScores(NamedTuple):
+  """One score column sorted once: its rows' clusters and label weights in score order, and
+  its tie groups (runs of equal scores; None when every score differs)."""
+  cluster: np.ndarray          # cluster of each sorted row
+  positive: np.ndarray         # positive weight of each sorted row
+  negative: np.ndarray         # negative weight of each sorted row
+  ties: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]  # (group, start, stop) per row
+
+
+def _sorted_scores(scores: np.ndarray, cluster: np.ndarray, positive: np.ndarray,
+                   negative: np.ndarray) -> _SortedScores:
+  order = np.argsort(scores, kind="stable")
+  ordered = scores[order]
+  starts = np.ones(len(ordered), bool)
+  starts[1:] = ordered[1:] != ordered[:-1]
+  ties = None
+  if not starts.all():
+    tie_start = np.flatnonzero(starts)
+    ties = (np.cumsum(starts) - 1, tie_start, np.append(tie_start[1:], len(ordered)))
+  return _SortedScores(cluster[order], positive[order], negative[order], ties)
+
+
+def _weighted_aucs(counts: np.ndarray, column: _SortedScores) -> np.ndarray:
+  """AUC of one score column with every row weighted by its cluster's count, one replicate
+  per row of `counts` [b, n_clusters]: sum_i a_i (B below s_i + B tied with s_i / 2) / (A B),
+  a = weight * positive, b = weight * negative (`data.metrics.auc` and `eauc` when every
+  weight is 1)."""
+  weights = np.take(counts, column.cluster, axis=1).astype(np.float64)
+  a, b = weights * column.positive, weights * column.negative
+  below = np.zeros((len(weights), len(column.cluster) + 1))
+  np.cumsum(b, axis=1, out=below[:, 1:])
+  if column.ties is None:
+    credit = below[:, :-1] + 0.5 * b
+  else:
+    group, start, stop = column.ties
+    under, through = below[:, start], below[:, stop]
+    credit = (under + 0.5 * (through - under))[:, group]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.einsum("ij,ij->i", a, credit) / (a.sum(axis=1) * b.sum(axis=1))
+
+
+def auc_replicates(score_columns, positive, negative=None, groups=None, n_boot: int = 1000,
+                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+  """(point AUCs [m], bootstrap AUCs [n_boot, m]) of m score columns over the same rows.
+
+  Each row counts as a positive with weight `positive` and as a negative with weight
+  `negative` (default 1 - positive): 0/1 labels give the AUC, the oracle's probabilities the
+  eAUC (`data.metrics`). A replicate resamples clusters (`groups`, e.g. users; default rows)
+  with replacement, weighting every row by its cluster's count, and scores every column on
+  that same resample: differences between columns are paired. One sort per column, then
+  O(rows) per replicate and column.
+  """
+  positive = np.asarray(positive, np.float64).reshape(-1)
+  negative = 1.0 - positive if negative is None else np.asarray(negative, np.float64).reshape(-1)
+  cluster = (np.arange(len(positive)) if groups is None
+             else np.unique(np.asarray(groups).reshape(-1), return_inverse=True)[1].reshape(-1))
+  n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
+  columns = [_sorted_scores(np.asarray(s, np.float64).reshape(-1), cluster, positive, negative)
+             for s in score_columns]
+  ones = np.ones((1, n_clusters))
+  point = np.array([_weighted_aucs(ones, column)[0] for column in columns])
+  rng = np.random.default_rng(seed)
+  replicates = np.empty((n_boot, len(columns)))
+  block = max(1, (_MAX_BLOCK_ELEMENTS // 8) // max(1, len(positive)))
+  for start in range(0, n_boot, block):
+    size = min(block, n_boot - start)
+    picks = rng.integers(0, max(n_clusters, 1), size=(size, n_clusters))
+    counts = np.stack([np.bincount(row, minlength=n_clusters) for row in picks])
+    for j, column in enumerate(columns):
+      replicates[start:start + size, j] = _weighted_aucs(counts, column)
+  return point, replicates
+
+
+def auc_interval(point: float, replicates: np.ndarray,
+                 alpha: float = 0.05) -> Tuple[float, float, float]:
+  """(estimate, lo, hi) from `auc_replicates`' point and one column of its replicates."""
+  return (float(point),) + _percentile_interval(np.asarray(replicates, np.float64), alpha)
+
+
+def replicate_delta(baseline: float, treatment: float, baseline_reps: np.ndarray,
+                    treatment_reps: np.ndarray, n: int, alpha: float = 0.05) -> DeltaCI:
+  """A DeltaCI from two point figures and their bootstrap replicates (paired when the
+  replicates come from the same resamples, as `auc_replicates`' columns do)."""
+  return _delta_from_replicates(baseline, treatment, np.asarray(baseline_reps, np.float64),
+                                np.asarray(treatment_reps, np.float64), alpha, n)

@@ -338,6 +338,17 @@ class World:
     day = self.manifest.get("default_eval_day")
     return int(day) if day in self.days else self.days[-1]
 
+  def eval_day(self, day: Optional[int], flag: str = "--eval_day") -> int:
+    """The held-out day asked for (`default_eval_day` for None), or an error naming `flag`
+    when the world has no such day: the one resolution of the stages' --eval_day and the
+    replay's --day."""
+    chosen = self.default_eval_day if day is None else int(day)
+    if chosen not in self.days:
+      from data.command import UserError
+      raise UserError(f"{flag}={chosen} is not a day of the world at {self.world_dir}: it has "
+                      f"days {self.days[0]}..{self.days[-1]}")
+    return chosen
+
   @property
   def has_oracle(self) -> bool:
     """False for a world ingested from real logs (data.ingest): it has no truth/."""
@@ -498,10 +509,9 @@ class World:
     """Every user and item attribute, observable and hidden (world.Entities)."""
     self._require_oracle("entities")
     from data.world import Entities
-    users = table_arrays(read_table(self._path("truth/users.parquet"), USER_TRUTH_COLUMNS))
-    items = table_arrays(read_table(self._path("truth/items.parquet"), ITEM_TRUTH_COLUMNS))
-    categories = table_arrays(read_table(self._path("truth/categories.parquet"),
-                                         CATEGORY_TRUTH_COLUMNS))
+    users = table_arrays(self._checked("truth/users.parquet", USER_TRUTH_COLUMNS))
+    items = table_arrays(self._checked("truth/items.parquet", ITEM_TRUTH_COLUMNS))
+    categories = table_arrays(self._checked("truth/categories.parquet", CATEGORY_TRUTH_COLUMNS))
     observable = {**{c: self.users[c].to_numpy() for c in S.USER_PROFILE},
                   **{c: self.items[c].to_numpy() for c in S.ITEM_PROFILE}}
     hidden = {**{c: users[c] for c in USER_TRUTH_COLUMNS[1:]},
@@ -529,6 +539,22 @@ class World:
     self._require_oracle("the oracle")
     from data.oracle import Oracle
     return Oracle(self.config, self.entities, self.request_truth(), self.features)
+
+
+def open_world(world_dir: str) -> "World":
+  """The world a command reads: checked by size (`load(verify="size")`), its oracle's inputs
+  range-checked, with one line saying what to run when there is none. The one way commands
+  open a world."""
+  from data.command import UserError  # the command layer's error; data.command is plain
+  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
+    raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
+  if not os.path.exists(os.path.join(world_dir, MANIFEST)):
+    raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
+                    f"`python -m data.generate --world_dir={world_dir} --preset=small`")
+  world = load(world_dir, verify="size")
+  if world.has_oracle:
+    _ = world.entities  # the oracle's inputs, range-checked before anything is written
+  return world
 
 
 def load(world_dir: str, verify: Union[bool, str] = True) -> World:

@@ -18,7 +18,8 @@ the feature.
 import dataclasses
 import glob
 import os
-from typing import Dict, List, Optional
+import sys
+from typing import Dict, List, Optional, Set, Tuple
 
 from absl import logging
 import numpy as np
@@ -28,6 +29,8 @@ import data
 from data import command
 from data import files
 from models import export
+from stages import catalogue
+from stages import layout
 
 STAGE_OF_META = {"retrieval": "retrieval", "coarse": "coarse", "fine_ctr": "fine_ctr",
                  "fine_cvr": "fine_cvr"}
@@ -52,22 +55,44 @@ class AuditConfig:
 class Finding:
   model: str
   stage: str
-  violations: List[str]
+  violations: List[str]  # leaks: signatures or outputs that read privileged features
+  identity: List[str] = dataclasses.field(default_factory=list)  # not the export it should be
 
   @property
   def ok(self) -> bool:
-    return not self.violations
+    return not self.violations and not self.identity
+
+  def verdict(self) -> str:
+    parts = [f"LEAK: {'; '.join(self.violations)}"] if self.violations else []
+    if self.identity:
+      parts.append(f"IDENTITY: {'; '.join(self.identity)}")
+    return " | ".join(parts) or "ok"
 
 
 def find_exports(model_dir: str) -> List[str]:
-  """Every serving export below `model_dir` (directories holding the project's meta file)."""
-  metas = glob.glob(os.path.join(model_dir, "**", export.META_FILE), recursive=True)
-  return sorted(os.path.dirname(m) for m in metas if "/." not in m)
+  """Every SavedModel below `model_dir`: directories holding the project's meta file or a
+  saved_model.pb (an export without its meta is audited too, never skipped)."""
+  found: Set[str] = set()
+  for name in (export.META_FILE, "saved_model.pb"):
+    paths = glob.glob(os.path.join(model_dir, "**", name), recursive=True)
+    found.update(os.path.dirname(p) for p in paths if "/." not in p)
+  return sorted(found)
+
+
+def place_of(model_dir: str, path: str) -> Tuple[str, str]:
+  """(stage, variant) an export's place in the model dir says it is (MODEL_DIR/<stage dir>/
+  <variant>/saved_model), or ('', '') elsewhere."""
+  parts = os.path.relpath(path, model_dir).split(os.sep)
+  if len(parts) < 3 or parts[-1] != "saved_model":
+    return "", ""
+  stage_dir, variant = "/".join(parts[:-2]), parts[-2]
+  stage = next((s.name for s in catalogue.STAGES.values() if s.output == stage_dir), "")
+  return stage, variant
 
 
 def signature_inputs(path: str) -> Dict[str, List[str]]:
   """signature name -> its input names, read from the SavedModel itself."""
-  loaded = tf.saved_model.load(path)
+  loaded = export.load_saved_model(path)
   inputs = {}
   for name, function in loaded.signatures.items():
     _, keywords = function.structured_input_signature
@@ -91,7 +116,7 @@ def _outputs(path: str, rows: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
   A `candidates` input ([requests, candidates]) gets each row as a request of one candidate.
   """
-  loaded = tf.saved_model.load(path)
+  loaded = export.load_saved_model(path)
   outputs = {}
   for name, function in loaded.signatures.items():
     batch = {}
@@ -120,16 +145,34 @@ def check_invariance(path: str, schema, stage: str, rows: Dict[str, np.ndarray],
           for key in sorted(before) if not np.array_equal(before[key], after[key])]
 
 
-def audit_export(path: str, world, rows: Dict[str, np.ndarray], seed: int) -> Finding:
-  meta = files.read_json(os.path.join(path, export.META_FILE))
-  stage = STAGE_OF_META.get(meta.get("stage", ""), "")
+def audit_export(path: str, world, rows: Dict[str, np.ndarray], seed: int,
+                 model_dir: str = "") -> Finding:
+  """Signatures, then invariance; an export without its meta file, or whose meta says it is
+  another stage, variant or world than its place and the audited world, is a violation too
+  (its signatures are still audited against the stage its place names)."""
+  placed_stage, placed_variant = place_of(model_dir, path) if model_dir else ("", "")
+  meta_path = os.path.join(path, export.META_FILE)
+  identity: List[str] = []
+  if not os.path.exists(meta_path):
+    stage = placed_stage
+    identity.append(f"no {export.META_FILE}: not an export this project wrote, or its meta "
+                    "was removed; what trained it cannot be checked")
+  else:
+    meta = files.read_json(meta_path)
+    stage = STAGE_OF_META.get(meta.get("stage", ""), "")
+    if not stage:
+      return Finding(path, "?", [], [f"unknown stage {meta.get('stage')!r} in "
+                                     f"{export.META_FILE}"])
+    identity += layout.identity_problems(meta, placed_stage or stage, placed_variant or None,
+                                         world.world_hash)
   if not stage:
-    return Finding(path, "?", [f"unknown stage {meta.get('stage')!r} in {export.META_FILE}"])
+    return Finding(path, "?", [], identity + ["its stage is unknown: not under "
+                                              "MODEL_DIR/<stage>/<variant>/saved_model"])
   inputs = signature_inputs(path)
   violations = check_signatures(world.schema, stage, inputs)
   if not violations:
     violations = check_invariance(path, world.schema, stage, rows, seed)
-  return Finding(path, stage, violations)
+  return Finding(path, stage, violations, identity)
 
 
 def eval_rows(world, n_rows: int, seed: int) -> Dict[str, np.ndarray]:
@@ -160,16 +203,19 @@ def audit(config: AuditConfig) -> List[Finding]:
   if not exports:
     raise command.UserError(f"no serving export under --model_dir={config.model_dir}")
   rows = eval_rows(world, config.audit_rows, config.audit_seed)
-  return [audit_export(path, world, rows, config.audit_seed) for path in exports]
+  return [audit_export(path, world, rows, config.audit_seed, config.model_dir)
+          for path in exports]
 
 
 def main() -> None:
   findings = audit(command.config_from_flags(AuditConfig))
   for finding in findings:
-    verdict = "ok" if finding.ok else "LEAK: " + "; ".join(finding.violations)
-    print(f"{finding.stage:9s} {finding.model}: {verdict}")
+    print(f"{finding.stage:9s} {finding.model}: {finding.verdict()}")
   failed = [f for f in findings if not f.ok]
   logging.info("audited %d exports, %d with violations", len(findings), len(failed))
+  if failed:
+    sys.stderr.write(f"experiments.audit: {len(failed)} of {len(findings)} exports failed: "
+                     f"{', '.join(f.model for f in failed)}\n")
   if failed:
     raise SystemExit(1)
 

@@ -18,6 +18,8 @@ machines"); this command is for trying it, for tests and for the benchmark.
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +64,7 @@ class ClusterRun:
   output: str
   log_dir: str
   seconds: float
+  timed_out: float = 0.0  # the --timeout that stopped the cluster (0: it was not stopped)
 
   @property
   def ok(self) -> bool:
@@ -104,26 +107,29 @@ def launch(argv: Sequence[str], workers: int, ps: int = 0, log_dir: Optional[str
   chief, the workers) run until the chief ends; then they are stopped. A task that fails
   before then stops the whole cluster. `timeout` > 0: stop everything after that many seconds.
   """
-  if not argv:
-    raise command.UserError("no command to run; put it after `--`, e.g. `-- python -m "
-                            "stages.coarse --strategy=multi_worker ...`")
+  check_launch(argv, log_dir, timeout)
   cluster = cluster_spec(workers, ps, host)
   log_dir = log_dir or tempfile.mkdtemp(prefix="pfd-cluster-")
   os.makedirs(log_dir, exist_ok=True)
   started = time.perf_counter()
   tasks: List[Task] = []
   stopped = set()  # tasks still running when the cluster was done (or failed)
+  timed_out = 0.0
   try:
     for job in ("ps", "worker", "chief"):  # servers first
       for index in range(len(cluster.get(job, []))):
         log = os.path.join(log_dir, f"{job}{index}")
         task_env = {**os.environ, **(env or {}), "TF_CONFIG": tf_config(cluster, job, index)}
         with open(log + ".out", "w") as out, open(log + ".err", "w") as err:
-          process = subprocess.Popen(list(argv), stdout=out, stderr=err, env=task_env)
+          try:
+            process = subprocess.Popen(list(argv), stdout=out, stderr=err, env=task_env)
+          except OSError as error:
+            raise command.UserError(f"cannot start {argv[0]!r}: "
+                                    f"{error.strerror or error}") from None
         tasks.append(Task(job, index, process, log))
     leader = next(t for t in tasks if t.job == ("chief" if ps else "worker") and t.index == 0)
     awaited = [leader] if ps else [t for t in tasks if t.job == "worker"]
-    _wait(tasks, awaited, timeout, started)
+    timed_out = timeout if _wait(tasks, awaited, timeout, started) else 0.0
   finally:
     for task in tasks:
       if task.process.poll() is None:
@@ -138,24 +144,49 @@ def launch(argv: Sequence[str], workers: int, ps: int = 0, log_dir: Optional[str
   # Servers stopped once the chief had ended well did their job.
   served = ps and leader.process.returncode == 0
   codes = {t.name: 0 if served and t.name in stopped else t.process.returncode for t in tasks}
-  return ClusterRun(cluster, codes, leader.output(), log_dir, time.perf_counter() - started)
+  return ClusterRun(cluster, codes, leader.output(), log_dir, time.perf_counter() - started,
+                    timed_out)
 
 
-def _wait(tasks: List[Task], awaited: List[Task], timeout: float, started: float) -> None:
-  """Until every awaited task has ended, or any task has failed, or the timeout."""
+def check_launch(argv: Sequence[str], log_dir: Optional[str], timeout: float) -> None:
+  """Refuses, before anything starts or is written, a launch that cannot work."""
+  if not argv:
+    raise command.UserError("no command to run; put it after `--`, e.g. `-- python -m "
+                            "stages.coarse --strategy=multi_worker ...`")
+  program = argv[0]
+  if os.sep in program:
+    if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+      raise command.UserError(f"the command after `--`, {program!r}, is not an executable "
+                              "file")
+  elif shutil.which(program) is None:
+    raise command.UserError(f"the command after `--`, {program!r}, is not found on PATH")
+  if log_dir and os.path.exists(log_dir) and not os.path.isdir(log_dir):
+    raise command.UserError(f"--task_logs={log_dir} is a file, not a directory")
+  if timeout < 0:
+    raise command.UserError(f"--timeout must be >= 0 (0: never), got {timeout}")
+
+
+def _wait(tasks: List[Task], awaited: List[Task], timeout: float, started: float) -> bool:
+  """Until every awaited task has ended, or any task has failed, or the timeout; True when
+  the timeout ended the wait."""
   while True:
     if all(t.process.poll() is not None for t in awaited):
-      return
+      return False
     failed = [t for t in tasks if t.process.poll() not in (None, 0)]
     if failed:
-      return
+      return False
     if timeout and time.perf_counter() - started > timeout:
-      return
+      return True
     time.sleep(POLL_SECONDS)
 
 
 def describe_failure(run: ClusterRun) -> str:
-  """Each failed task's exit code and the end of its stderr."""
+  """Why the cluster failed: the timeout that stopped it, or each failed task's exit code and
+  the end of its stderr."""
+  if run.timed_out:
+    running = [name for name, code in run.returncodes.items() if code != 0]
+    return (f"the cluster was still running after --timeout={run.timed_out:g}s; its tasks "
+            f"({', '.join(running)}) were stopped; logs in {run.log_dir}")
   lines = []
   for name, code in run.returncodes.items():
     if code != 0:
@@ -176,18 +207,31 @@ def define_flags() -> None:
   flags.DEFINE_string("host", "127.0.0.1", "The address every task listens on.")
 
 
+def _terminated(signum, frame) -> None:
+  """SIGTERM: unwinds `launch`, whose cleanup stops every task it started."""
+  raise SystemExit(128 + signum)
+
+
 def run() -> None:
   define_flags()
 
   def main(argv: List[str]) -> None:
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
       result = launch(argv[1:], FLAGS.workers, FLAGS.ps, FLAGS.task_logs, FLAGS.timeout,
                       FLAGS.host)
     except command.UserError as error:
       command.fail("experiments.cluster", str(error))
+    except OSError as error:
+      command.fail("experiments.cluster", command.storage_problem(error)
+                   or f"{error.filename or ''}: {error.strerror or error}")
+    finally:
+      signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(result.output)
     sys.stderr.write(f"experiments.cluster: {json.dumps(result.returncodes)} in "
                      f"{result.seconds:.1f}s; logs in {result.log_dir}\n")
+    if result.timed_out:
+      command.fail("experiments.cluster", describe_failure(result))
     if not result.ok:
       command.fail("experiments.cluster", "a task failed\n" + describe_failure(result))
 

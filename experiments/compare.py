@@ -15,8 +15,10 @@ How intervals are computed (also written into the report):
     have >= 2 seeds but do not share them; otherwise a bootstrap over the per-request outcomes,
     paired by request_id when both runs replayed the same requests.
 
-Outputs (each file written to a temp name, then renamed into place): report.md, tables.csv
-(long format) and plots/*.png.
+Outputs (each file written to a temp name, then renamed into place): report.md (the answer
+first: a headline table with verdicts, then the other figures and diagnostics), report.html (the
+same as one self-contained page, figures embedded; `python -m experiments.browser_check
+--report_dir=R` opens it in a headless Chromium), tables.csv (long format) and plots/*.png.
 
 The work is split by job: compare_runs (loading and checking runs), compare_stats (intervals
 and deltas, a DataFrame of numbers), compare_report (tables, then Markdown), compare_plots.
@@ -33,6 +35,7 @@ from experiments import compare_plots
 from experiments import compare_report
 from experiments import compare_runs
 from experiments import compare_stats
+from experiments import html_report
 from experiments.compare_runs import CompareInputError  # noqa: F401
 from experiments.compare_runs import ReplayRun  # noqa: F401
 from experiments.compare_runs import load_run  # noqa: F401
@@ -85,11 +88,11 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
   files.write_with(os.path.join(report_dir, "tables.csv"),
                    lambda temp_path: table.to_csv(temp_path, index=False))
   report_path = os.path.join(report_dir, "report.md")
-  files.write_text(report_path, compare_report.report_markdown(
-      table, variants, baseline_label, options, plot_names))
-  print(compare_report.metrics_markdown(compare_report.metrics_frame(table, variants),
-                                        variants))
-  print(f"\nreport: {report_path}")
+  text = compare_report.report_markdown(table, variants, baseline_label, options, plot_names)
+  files.write_text(report_path, text)
+  page = html_report.write_page(report_path)
+  print(text.split("\n## Other quality figures")[0].split("\n## Diagnostics")[0].rstrip())
+  print(f"\none page: {page}\nreport: {report_path}")
   return report_path
 
 

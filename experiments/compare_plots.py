@@ -1,4 +1,5 @@
-"""Compare's plots: funnel survival, online outcomes per 1k requests, share of the oracle.
+"""Compare's plots: funnel survival (stages in funnel order), online outcomes per 1k
+requests, share of the oracle.
 
 Each is a grouped-bar figure of compare_stats' long table (mean with 95% CI error bars per
 variant), written atomically as PNG.
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from data import files
+from experiments import funnel as funnel_lib
 
 
 def _grouped_bars(axes, table: pd.DataFrame, metric_names: Sequence[str],
@@ -67,7 +69,8 @@ def write_plots(table: pd.DataFrame, variants: Sequence[str], plots_dir: str) ->
   matplotlib.use("Agg")
   metric_names = list(dict.fromkeys(table["metric"]))
   made = []
-  if _plot_bars(table, variants, [m for m in metric_names if m.startswith("survival/")],
+  survival = [f"survival/{stage}" for stage in funnel_lib.STAGES]  # in funnel order
+  if _plot_bars(table, variants, [m for m in survival if m in metric_names],
                 os.path.join(plots_dir, "funnel_survival.png"),
                 "Share of the oracle's best items surviving each stage", "survival",
                 "survival/"):

@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from data.command import UserError
+from experiments import run_dir as run_dir_lib
+from experiments.run_dir import OFFLINE_SCORES
 
 REPLAY_COMMAND = "python -m experiments.replay"
 
@@ -31,8 +33,12 @@ class ReplayRun:
   world_hash: str
   metrics: Dict[str, float]  # numeric metrics of summary.json, flat names
   per_request: pd.DataFrame
-  # Figures the run could not compute ({name: reason}): the oracle-only ones on real logs.
+  # Figures the run could not compute ({name: reason}): the oracle-only ones on real logs, an
+  # AUC without positives, a Kendall tau of a constant ranking.
   unavailable: Dict[str, str] = dataclasses.field(default_factory=dict)
+  # Every logged impression of the day with each model's score (experiments.offline_table);
+  # None for runs written before it was kept.
+  offline: Optional[pd.DataFrame] = None
 
 
 def expand_run_dirs(patterns: Sequence[str]) -> List[str]:
@@ -85,6 +91,10 @@ def _read_summary(run_dir: str) -> dict:
   missing = [key for key in ("label", "world_hash", "metrics") if key not in summary]
   if missing:
     raise CompareInputError(f"{path}: missing {', '.join(missing)}")
+  problems = run_dir_lib.identity_problems(summary)
+  if problems:
+    raise CompareInputError(f"{path}: {'; '.join(problems)}: its label would name the wrong "
+                            "model; replay again with the right variant")
   return summary
 
 
@@ -97,12 +107,14 @@ def load_run(run_dir: str) -> ReplayRun:
     raise CompareInputError(
         f"{run_dir}: summary.json names {os.path.basename(per_request_path)} but it is "
         f"missing; re-run `{REPLAY_COMMAND}`")
+  offline_path = os.path.join(run_dir, OFFLINE_SCORES)
+  offline = pd.read_parquet(offline_path) if os.path.exists(offline_path) else None
   return ReplayRun(run_dir=run_dir, label=str(summary["label"]),
                    seed=int(summary.get("seed", 0)), day=summary.get("day"),
                    world_hash=str(summary["world_hash"]),
                    metrics=_flat_numeric(summary["metrics"]),
                    per_request=pd.read_parquet(per_request_path),
-                   unavailable=dict(summary.get("unavailable") or {}))
+                   unavailable=dict(summary.get("unavailable") or {}), offline=offline)
 
 
 def check_same_world(runs: Sequence[ReplayRun], allow_mixed_worlds: bool) -> None:

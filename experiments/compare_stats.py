@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from data import intervals
+from experiments import compare_offline
+from experiments import offline_table
 from experiments.compare_runs import ReplayRun
 from experiments.request_table import METRICS_BY_NAME
 from experiments.request_table import REQUEST_METRICS
@@ -26,7 +28,8 @@ from experiments.request_table import RequestMetric
 # Requests two runs must share (as a share of the smaller run) to be compared request by request.
 MIN_PAIRED_OVERLAP = 0.5
 TABLE_COLUMNS = ["variant", "metric", "mean", "ci_lo", "ci_hi", "n_seeds", "ci_method", "delta",
-                 "delta_lo", "delta_hi", "rel_delta", "rel_lo", "rel_hi", "delta_method"]
+                 "delta_lo", "delta_hi", "rel_delta", "rel_lo", "rel_hi", "delta_method",
+                 "null_reason"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,8 @@ def _unit_name(frame: pd.DataFrame, options: BootstrapOptions) -> str:
 
 def summarize_metric(runs: Sequence[ReplayRun], values: Sequence[Dict[str, float]],
                      name: str, definition: Optional[RequestMetric],
-                     options: BootstrapOptions) -> dict:
+                     options: BootstrapOptions,
+                     offline_cache: Optional[compare_offline.OfflineIntervals] = None) -> dict:
   """mean, ci_lo, ci_hi, n_seeds and ci_method of one metric for one variant."""
   present = [(run, value[name]) for run, value in zip(runs, values) if name in value]
   seed_values = [value for _, value in present]
@@ -76,7 +80,11 @@ def summarize_metric(runs: Sequence[ReplayRun], values: Sequence[Dict[str, float
   elif present:
     run, value = present[0]
     row["mean"] = value
-    if _usable(definition, run.per_request):
+    offline = compare_offline.metric_of(name, run.offline)
+    if offline is not None and offline_cache is not None:
+      _, low, high = offline_cache.interval(offline, run.offline)
+      row.update(ci_lo=low, ci_hi=high, ci_method="bootstrap over users (1 seed)")
+    elif _usable(definition, run.per_request):
       numerator, denominator = definition.arrays(run.per_request)
       _, low, high = intervals.bootstrap_ci(
           numerator, n_boot=options.n_boot, seed=options.seed, denominators=denominator,
@@ -165,7 +173,7 @@ def _pick_run_pair(base_runs: Sequence[ReplayRun], variant_runs: Sequence[Replay
 
 
 def metric_delta(base_runs, base_values, variant_runs, variant_values, name,
-                 definition, options) -> dict:
+                 definition, options, offline_cache=None) -> dict:
   """Delta of one metric, variant minus baseline, with the best CI the runs allow."""
   def by_seed(runs, values):
     return {run.seed: value[name] for run, value in zip(runs, values) if name in value}
@@ -177,6 +185,13 @@ def metric_delta(base_runs, base_values, variant_runs, variant_values, name,
   if seed_level is not None:
     return seed_level
   base, variant = _pick_run_pair(base_runs, variant_runs)
+  offline = compare_offline.metric_of(name, base.offline)
+  if (offline is not None and offline_cache is not None
+      and compare_offline.metric_of(name, variant.offline) is not None):
+    result, method = offline_cache.delta(offline, base.offline, variant.offline)
+    return _delta_row(result.delta, result.delta_lo, result.delta_hi, result.baseline,
+                      f"{method} (seed {base.seed} vs {variant.seed})", result.rel_delta,
+                      result.rel_lo, result.rel_hi)
   if _usable(definition, base.per_request) and _usable(definition, variant.per_request):
     return _request_level_delta(base, variant, definition, options)
   base_mean = float(np.mean(list(base_by_seed.values())))
@@ -193,21 +208,43 @@ def _ordered_metric_names(values: Sequence[Dict[str, float]]) -> List[str]:
   return list(names)
 
 
+def _prime_offline(variants: Dict[str, List[ReplayRun]], baseline: str,
+                   cache: compare_offline.OfflineIntervals) -> None:
+  """Bootstraps each one-seed comparison's offline figures as a pair first, so that both
+  sides' intervals come from the pair's resamples instead of a bootstrap of their own."""
+  base_runs = variants[baseline]
+  for label, runs in variants.items():
+    if label == baseline or (len(base_runs) >= 2 and len(runs) >= 2):
+      continue  # seeds give the intervals
+    base, variant = _pick_run_pair(base_runs, runs)
+    for name in offline_table.METRICS_BY_NAME:
+      metric = compare_offline.metric_of(name, base.offline)
+      if metric is not None and compare_offline.metric_of(name, variant.offline) is not None:
+        cache.delta(metric, base.offline, variant.offline)
+
+
 def build_tables(variants: Dict[str, List[ReplayRun]], baseline: str,
                  options: BootstrapOptions) -> pd.DataFrame:
   """The long table: one row per (variant, metric) with CI and delta vs the baseline."""
   values = {label: [run_values(run) for run in runs]
             for label, runs in variants.items()}
-  names = _ordered_metric_names([v for label in variants for v in values[label]])
+  names = _ordered_metric_names([v for label in variants for v in values[label]]
+                                + [run.unavailable for r in variants.values() for run in r])
+  offline_cache = compare_offline.OfflineIntervals(options.n_boot, options.seed)
+  _prime_offline(variants, baseline, offline_cache)
   rows = []
   for label, runs in variants.items():
     for name in names:
       row = {"variant": label, "metric": name}
-      row.update(summarize_metric(runs, values[label], name, METRICS_BY_NAME.get(name), options))
-      if row["n_seeds"] == 0:
+      row.update(summarize_metric(runs, values[label], name, METRICS_BY_NAME.get(name), options,
+                                  offline_cache))
+      reasons = [run.unavailable[name] for run in runs if name in run.unavailable]
+      if reasons:
+        row["null_reason"] = reasons[0]
+      elif row["n_seeds"] == 0:
         continue
-      if label != baseline:
+      if label != baseline and not reasons:
         row.update(metric_delta(variants[baseline], values[baseline], runs, values[label],
-                                name, METRICS_BY_NAME.get(name), options))
+                                name, METRICS_BY_NAME.get(name), options, offline_cache))
       rows.append(row)
   return pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)

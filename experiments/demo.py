@@ -8,7 +8,8 @@
 3. replays the held-out last day through the baseline funnel (coarse baseline, CVR baseline)
    and through the distilled one (coarse pfd_md, CVR pfd);
 4. compares them (simulated online clicks, conversions and GMV with 95% CIs, funnel survival,
-   offline AUCs) and prints the table and the report's path.
+   offline AUCs) and prints the headline and the report's path; the report is also one HTML
+   page, opened in headless Chromium when the machine has it (a screenshot beside it).
 Finished steps are reused when run again with the same configuration (stages: --reuse).
 Every stage flag (--batch_size, --hidden_units, --epochs ...) applies to every stage.
 """
@@ -20,10 +21,13 @@ from typing import Any, Dict, List, Tuple
 from absl import flags
 from absl import logging
 
+import data
 from data import command
 from data import config as world_config
 from data import generate
+from experiments import browser_check
 from experiments import compare
+from experiments import funnel as funnel_lib
 from experiments import replay
 from experiments import runner
 from stages import catalogue
@@ -115,7 +119,7 @@ def replay_funnels(demo: DemoConfig, base: config_lib.TrainConfig, world) -> Lis
                                  label=label, seed=base.seed, overwrite=True,
                                  cascade_sample=demo.demo_cascade_sample,
                                  oracle_cache_dir=os.path.join(demo.work_dir, "oracle_cache"))
-    replay.replay(world, replay.parse_funnel(demo.demo_funnel), config)
+    replay.replay(world, funnel_lib.parse_funnel(demo.demo_funnel), config)
     run_dirs.append(run_dir)
   return run_dirs
 
@@ -127,11 +131,29 @@ def demo(config: DemoConfig, training: config_lib.TrainConfig) -> str:
   generate.generate(path, world_config.preset(config.preset, seed=training.seed))
   base = dataclasses.replace(training, world_dir=path,
                              model_dir=os.path.join(config.work_dir, "models"))
-  world = driver.open_world(base)
+  world = data.open_world(base.world_dir)
   base = driver.resolve(base, world)
   train_stages(base)
   run_dirs = replay_funnels(config, base, world)
-  return compare.compare(run_dirs, os.path.join(config.work_dir, "report"), baseline="baseline")
+  report = compare.compare(run_dirs, os.path.join(config.work_dir, "report"),
+                           baseline="baseline")
+  check_page(os.path.join(os.path.dirname(report), "report.html"))
+  return report
+
+
+def check_page(page: str) -> None:
+  """Opens the report's page in headless Chromium when the machine has it, keeping a
+  screenshot beside it (experiments.browser_check); says so when it cannot."""
+  if browser_check.find_chromium() is None:
+    logging.info("no Chromium here: the page is not checked (apt-get install -y chromium)")
+    return
+  try:
+    result = browser_check.check_page(page)
+  except command.UserError as error:
+    logging.warning("the report's page could not be checked in Chromium: %s", error)
+    return
+  logging.info("%s renders in Chromium: %d/%d figures loaded; screenshot %s", page,
+               result.loaded, result.images, result.screenshot)
 
 
 def main() -> None:

@@ -13,10 +13,12 @@ import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 
-from data import metrics as metrics_lib
 from data import numeric
 from data.command import UserError
+from experiments import offline_table
+from models import ann
 from models import export
 from stages import serving
 
@@ -98,10 +100,12 @@ def _files_digest(paths: Sequence[str]) -> str:
   return digest.hexdigest()
 
 
-def load_models(model_dir: str, variants: Dict[str, str], world, day: int) -> FunnelModels:
+def load_models(model_dir: str, variants: Dict[str, str], world, day: int,
+                index: str = ann.BRUTE_FORCE) -> FunnelModels:
   """Loads and checks every stage's export; `variants` names the coarse, fine_ctr and
-  fine_cvr variants. A missing export's error names the command that trains it."""
-  retrieval = serving.load_retrieval(model_dir)
+  fine_cvr variants, `index` how retrieval searches (models.ann). A missing export's error
+  names the command that trains it."""
+  retrieval = serving.load_retrieval(model_dir, index)
   coarse = serving.load_coarse(model_dir, variants["coarse"])
   fine_ctr = serving.load_fine(model_dir, "ctr", variants["fine_ctr"])
   fine_cvr = (None if variants["fine_cvr"] == NO_CVR
@@ -113,6 +117,16 @@ def load_models(model_dir: str, variants: Dict[str, str], world, day: int) -> Fu
     loaded["fine_cvr"] = (fine_cvr.path, fine_cvr.meta)
   facts = {name: check_model(name, path, meta, world, day)
            for name, (path, meta) in loaded.items()}
+  asked = {"retrieval": (retrieval, "baseline", f"--model_dir={model_dir}"),
+           "coarse": (coarse, variants["coarse"], f"--coarse_variant={variants['coarse']}"),
+           "fine_ctr": (fine_ctr, variants["fine_ctr"], f"--ctr_variant={variants['fine_ctr']}"),
+           "fine_cvr": (fine_cvr, variants["fine_cvr"], f"--cvr_variant={variants['fine_cvr']}")}
+  for name, (model, variant, flag) in asked.items():
+    if model is not None:  # no CVR model: --cvr_variant=none
+      serving.check_loaded(name, model, variant, world, flag)
+  facts["retrieval"]["index"] = retrieval.spec.describe()
+  if retrieval.build_seconds is not None:
+    facts["retrieval"]["index_build_seconds"] = retrieval.build_seconds
   paths = [os.path.join(path, name) for path, _ in loaded.values()
            for name in (export.META_FILE, "variables/variables.index", serving.ITEM_VECTORS)]
   return FunnelModels(retrieval, coarse, fine_ctr, fine_cvr, facts, _files_digest(paths))
@@ -147,18 +161,26 @@ def coarse_rank(scorer: serving.CoarseScorer, queries: Dict[str, np.ndarray],
   return scores, kept
 
 
-def fine_objective(world, models: FunnelModels, request_ids: np.ndarray, item_ids: np.ndarray,
-                   rank_by: str) -> np.ndarray:
-  """The fine stage's ranking score of candidates [n, m] on their point-in-time features."""
+def fine_scores(world, models: FunnelModels, request_ids: np.ndarray, item_ids: np.ndarray,
+                rank_by: str) -> Dict[str, np.ndarray]:
+  """The fine stage's scores of candidates [n, m] on their point-in-time features: "ctr",
+  the fine CTR model's pCTR, and "objective", the ranking score `rank_by` names."""
   features = world.features.compute(request_ids, item_ids)
-  score = models.fine_ctr.predict_candidates(features).astype(np.float64)
+  ctr = models.fine_ctr.predict_candidates(features).astype(np.float64)
+  score = ctr
   if rank_by in ("ctcvr", "ctcvr_gmv"):
     if models.fine_cvr is None:
       raise UserError(f"--rank_by={rank_by} needs a fine CVR model (--cvr_variant={NO_CVR})")
     score = score * models.fine_cvr.predict_candidates(features).astype(np.float64)
   if rank_by == "ctcvr_gmv":
     score = score * features["item_price"].astype(np.float64)
-  return score
+  return {"ctr": ctr, "objective": score}
+
+
+def fine_objective(world, models: FunnelModels, request_ids: np.ndarray, item_ids: np.ndarray,
+                   rank_by: str) -> np.ndarray:
+  """The fine stage's ranking score of candidates [n, m] on their point-in-time features."""
+  return fine_scores(world, models, request_ids, item_ids, rank_by)["objective"]
 
 
 def fine_rank(world, models: FunnelModels, request_ids: np.ndarray, candidates: np.ndarray,
@@ -177,28 +199,19 @@ def check_funnel(funnel: Funnel, world, models: FunnelModels) -> None:
         f"{models.retrieval.path} returns at most {models.retrieval.k} (corpus: {n_items})")
 
 
-def offline_metrics(world, models: FunnelModels, day: int) -> Dict[str, float]:
-  """AUC and GAUC (by user) of each model on the day's logged impressions: the coarse
-  student and fine CTR on every impression (label click), fine CVR on clicked ones."""
+def offline_scores(world, models: FunnelModels, day: int) -> pd.DataFrame:
+  """Every logged impression of `day` scored by the coarse student and fine CTR, and the
+  clicked ones by fine CVR (experiments.offline_table: the rows its AUC, GAUC and eAUC
+  figures are computed from)."""
   logs = world.log_arrays([day])
-  groups = logs["user_id"]
-  request_ids, first, inverse = np.unique(logs["request_id"], return_index=True,
-                                          return_inverse=True)
+  _, first, inverse = np.unique(logs["request_id"], return_index=True, return_inverse=True)
   users = models.coarse.user_vectors({k: v[first] for k, v in logs.items()})[inverse.reshape(-1)]
   coarse_logit = models.coarse.scale * np.einsum(
       "nd,nd->n", users, models.coarse.item_vectors[logs["item_id"]])
   clicked = logs["click"] > 0
-  scored = {
-      "coarse": (logs["click"], numeric.sigmoid(coarse_logit), groups),
-      "fine_ctr": (logs["click"], models.fine_ctr.predict(logs), groups),
-  }
-  if models.fine_cvr is not None:
-    scored["fine_cvr"] = (logs["conversion"][clicked],
-                          models.fine_cvr.predict({k: v[clicked] for k, v in logs.items()}),
-                          groups[clicked])
-  out = {}
-  for name, (labels, probs, by_user) in scored.items():
-    result = metrics_lib.ranking_metrics(labels, probs, by_user)
-    out[f"offline/{name}_auc"] = result["auc"]
-    out[f"offline/{name}_gauc"] = result["gauc"]
-  return out
+  scores = {"coarse": numeric.sigmoid(coarse_logit), "fine_ctr": models.fine_ctr.predict(logs)}
+  if models.fine_cvr is not None:  # a funnel without CVR has no fine_cvr column
+    fine_cvr = np.full(len(clicked), np.nan)
+    fine_cvr[clicked] = models.fine_cvr.predict({k: v[clicked] for k, v in logs.items()})
+    scores["fine_cvr"] = fine_cvr
+  return offline_table.score_table(world, logs, scores)

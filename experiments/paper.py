@@ -31,18 +31,23 @@ every core of this machine or on a cluster, with the same receipts and numbers. 
 runs for each pair (world seed, training seed): --world_seeds worlds x --seeds seeds; every
 figure is mean ± 95% CI (Student t) over those pairs, and every delta is paired on them.
 Stage flags (--hidden_units, --batch_size, --epochs, --learning_rate ...) apply to every trial.
+
+Watching it (experiments.progress): each finished run logs runs done/total, elapsed time and
+the time left; WORK/status.json holds the same, printed by `python -m experiments.paper
+--status --work_dir=WORK` (or --report_dir); `tensorboard --logdir=WORK` shows every run's
+hyperparameters and final metrics in the HParams dashboard.
 """
 
-import dataclasses
 import os
 import sys
-import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from absl import flags
 from absl import logging
 import numpy as np
 import pandas as pd
 
+import data
 from data import command
 from data import engine as engine_lib
 from data import files
@@ -50,6 +55,7 @@ from experiments import jobs
 from experiments import paper_learning
 from experiments import paper_report
 from experiments import paper_worlds
+from experiments import progress
 from experiments import reference
 from experiments import runner
 from experiments import studies as studies_lib
@@ -131,20 +137,16 @@ def run_trials(trials: Sequence[Trial], base: config_lib.TrainConfig, work_dir: 
   row of metrics per trial, in the declared order whatever order the runs finish in."""
   runs, run_of = distinct_runs(trials)
   stage_jobs = [stage_job(run, base, work_dir) for run in runs]
-  started = time.time()
-  finished = []
-
-  def log_done(i: int, metrics: Dict[str, Any]) -> None:
-    finished.append(i)
-    run = runs[i]
-    logging.info("[%d/%d, %.0fs] %s %s %s %s seeds %d/%d days %s: auc=%s eauc=%s", len(finished),
-                 len(runs), time.time() - started, run.study, run.stage, run.variant,
-                 run.world, run.world_seed, run.seed, _days(run.train_days),
-                 _fmt(metrics.get("auc")), _fmt(metrics.get("eauc")))
-
-  results = runner.run_stages(stage_jobs, run_dependencies(runs), workers=workers,
-                              max_worker_gb=max_worker_gb, done=log_done, engine=engine,
-                              log_dir=os.path.join(work_dir, "logs"))
+  watch = progress.StudyProgress(progress.study_runs(runs, stage_jobs), work_dir,
+                                 " ".join(["python -m experiments.paper"] + sys.argv[1:]))
+  try:
+    results = runner.run_stages(stage_jobs, run_dependencies(runs), workers=workers,
+                                max_worker_gb=max_worker_gb, done=watch.done, engine=engine,
+                                log_dir=os.path.join(work_dir, "logs"))
+  except BaseException:
+    watch.finish("failed")
+    raise
+  watch.finish()
   rows = []
   for trial, i in zip(trials, run_of):
     linear_metrics = reference_metrics(stage_jobs[i].config)
@@ -178,8 +180,6 @@ def _days(days: Iterable[int]) -> str:
   return f"{days[0]}-{days[-1]}" if len(days) > 1 else str(days[0])
 
 
-def _fmt(value: Optional[float]) -> str:
-  return "-" if value is None else f"{value:.4f}"
 
 
 # ----------------------------------------------------------------------------- the command
@@ -225,7 +225,7 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig,
   main_knobs = paper_worlds.read_flagfile(paper.world_flagfile)
   first = paper_worlds.ensure_world(paper.preset, work_dir, paper_worlds.MAIN,
                                     paper.first_world_seed, main_knobs)
-  world = driver.open_world(dataclasses.replace(training, world_dir=first))
+  world = data.open_world(first)
   base = driver.resolve(training, world)
   trials = declared_trials(paper, world.days)
   ensure_worlds(paper, work_dir, trials, main_knobs)
@@ -244,6 +244,10 @@ def study(paper: PaperConfig, training: config_lib.TrainConfig,
 
 
 def main() -> None:
+  if flags.FLAGS.status:  # a running (or finished) study's progress, from its status file
+    work_dir = flags.FLAGS.work_dir or os.path.join(flags.FLAGS.report_dir or "", "work")
+    print(progress.format_status(progress.read_status(work_dir)))
+    return
   paper = command.config_from_flags(PaperConfig)
   work_dir = paper_work_dir(paper)
   training = config_lib.from_flags(config_lib.TrainConfig,
@@ -254,6 +258,8 @@ def main() -> None:
 
 
 def run() -> None:
+  flags.DEFINE_bool("status", False, "Print the progress of the study in --work_dir (or "
+                    "--report_dir/work) from its status.json, and exit.")
   command.define_config_flags(PaperConfig)
   command.define_config_flags(engine_lib.EngineConfig)
   config_lib.define_flags(config_lib.TrainConfig, skip=NOT_FLAGS)

@@ -46,21 +46,15 @@ from data import best_page as best_page_lib
 from data import command
 from data import engine as engine_lib
 from data import files
+from data import progress
 from data.command import UserError
 from data.command import field as _field
 from experiments import funnel as funnel_lib
+from experiments import offline_table
 from experiments import replay_defaults
 from experiments import request_table
 from experiments import run_dir as run_dir_lib
-from experiments.funnel import OBJECTIVES  # noqa: F401
-from experiments.funnel import STAGES  # noqa: F401
-from experiments.funnel import Funnel  # noqa: F401
-from experiments.funnel import parse_funnel  # noqa: F401
-from experiments.request_table import OUTCOMES  # noqa: F401
-from experiments.run_dir import PARTIAL  # noqa: F401
-from experiments.run_dir import PER_REQUEST  # noqa: F401
-from experiments.run_dir import SUMMARY  # noqa: F401
-from experiments.run_dir import RunDir  # noqa: F401
+from models import ann
 from stages import catalogue
 from stages import serving
 
@@ -80,7 +74,8 @@ class ReplayConfig:
       "help": "Root of trained models (the stage commands' --model_dir)."})
   run_dir: str = dataclasses.field(metadata={
       "help": "Where summary.json and per_request.parquet are written."})
-  day: Optional[int] = _field(None, "The held-out day to replay. Default: the world's last day.")
+  day: Optional[int] = _field(None, "The held-out day to replay (--eval_day is the same flag, "
+                              "the stages' name for it). Default: the world's eval day.")
   coarse_variant: str = _field("pfd_md", "Coarse model: MODEL_DIR/coarse/<variant>.",
                                 choices=catalogue.COARSE.variants())
   cvr_variant: str = _field("pfd", "Fine CVR model: MODEL_DIR/fine/cvr/<variant>; none: no "
@@ -89,7 +84,8 @@ class ReplayConfig:
   ctr_variant: str = _field("baseline", "Fine CTR model: MODEL_DIR/fine/ctr/<variant>.",
                              choices=catalogue.FINE_CTR.variants())
   rank_by: str = _field("ctcvr_gmv", "What the fine stage sorts the page by: ctr = pCTR, "
-                         "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.", choices=OBJECTIVES)
+                         "ctcvr = pCTR*pCVR, ctcvr_gmv = pCTR*pCVR*price.",
+                         choices=funnel_lib.OBJECTIVES)
   label: Optional[str] = _field(None, "Run label for compare. Default: "
                                  "coarse=<v>,cvr=<v>[,...].")
   seed: int = _field(0, "Seed of the request subset and the cascade sample.")
@@ -99,6 +95,10 @@ class ReplayConfig:
   cascade_sample: int = _field(0, "Score the N1 candidates with the fine models for a seeded "
                                 "random subset of this many requests (0: all) for coarse->fine "
                                 "recall and Kendall tau.")
+  index: str = _field(ann.DEFAULT_INDEX, "How retrieval searches the corpus (models.ann): "
+                      "faiss_ivf (FAISS IVF over the export's item vectors, approximate; the "
+                      "index saved with the export, else built here), faiss_hnsw, or "
+                      "brute_force (the export's exact TFRS index).", choices=ann.INDEXES)
   store_retrieved: bool = _field(False, "Also store retrieval's N1 ids per request.")
   overwrite: bool = _field(False, "Replace a finished or unfinished replay in --run_dir "
                             "instead of refusing.")
@@ -109,6 +109,16 @@ class ReplayConfig:
       None, "Keep the oracle's best pages here and reuse them in later replays of the same "
       "world, day, page size and objective (they depend on nothing else). Default: no cache.")
 
+  def __post_init__(self):
+    """Refuses values no replay can use, naming the flag."""
+    for name in ("max_requests", "cascade_sample", "seed"):
+      if getattr(self, name) < 0:
+        raise UserError(f"--{name} must be >= 0 (0: {'all' if name != 'seed' else 'seed 0'}), "
+                        f"got {getattr(self, name)}")
+    for name in ("batch_requests", "log_every_batches", "oracle_block_pairs"):
+      if getattr(self, name) <= 0:
+        raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+
   def run_label(self) -> str:
     """--label, or the variants that make this run differ from the default funnel."""
     if self.label:
@@ -118,6 +128,8 @@ class ReplayConfig:
       label += f",ctr={self.ctr_variant}"
     if self.rank_by != "ctcvr_gmv":
       label += f",rank_by={self.rank_by}"
+    if self.index != ann.DEFAULT_INDEX:
+      label += f",index={self.index}"
     return label
 
   def variants(self) -> Dict[str, str]:
@@ -173,7 +185,7 @@ def page_outcomes(oracle, request_ids: np.ndarray, page_ids: np.ndarray) -> Dict
 class Replayer:
   """Serves batches of requests through the funnel and scores them with the oracle."""
 
-  def __init__(self, world, models: funnel_lib.FunnelModels, funnel: Funnel,
+  def __init__(self, world, models: funnel_lib.FunnelModels, funnel: funnel_lib.Funnel,
                config: ReplayConfig, day: int):
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
     self.best_page = None
@@ -205,8 +217,8 @@ class Replayer:
       oracle_page = clock.time("oracle", self.best_page.top, request_ids)
       outcomes = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, page)
       best = clock.time("oracle", page_outcomes, self.world.oracle, request_ids, oracle_page)
-      columns.update({f"exp_{name}": outcomes[name] for name in OUTCOMES})
-      columns.update({f"oracle_{name}": best[name] for name in OUTCOMES})
+      columns.update({f"exp_{name}": outcomes[name] for name in request_table.OUTCOMES})
+      columns.update({f"oracle_{name}": best[name] for name in request_table.OUTCOMES})
       columns.update(request_table.stage_survival(oracle_page, retrieved, kept, page))
       lists["oracle_item_ids"] = oracle_page
     columns.update(cascade)
@@ -215,7 +227,8 @@ class Replayer:
     return request_table.build_table(columns, lists), clock.seconds
 
   def _cascade(self, request_ids, coarse_scores, retrieved, kept, in_sample):
-    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others).
+    """Coarse->fine recall and Kendall tau for the sampled requests (nan for the others),
+    against the fine ranking score and against the fine CTR score.
 
     Fine scores the N1 candidates of a few requests at a time: every candidate row repeats
     the request's behaviour sequence, so this bounds memory to ~CASCADE_ROWS rows."""
@@ -224,8 +237,8 @@ class Replayer:
     step = max(1, CASCADE_ROWS // retrieved.shape[1])
     for start in range(0, len(sampled), step):
       rows = sampled[start:start + step]
-      fine_scores = funnel_lib.fine_objective(self.world, self.models, request_ids[rows],
-                                              retrieved[rows], self.config.rank_by)
+      fine_scores = funnel_lib.fine_scores(self.world, self.models, request_ids[rows],
+                                           retrieved[rows], self.config.rank_by)
       agreement = request_table.cascade_agreement(coarse_scores[rows], fine_scores,
                                                   retrieved[rows], kept[rows], self.funnel.page)
       for name, values in agreement.items():
@@ -252,45 +265,47 @@ class _Clock:
 
 
 def resolve_day(world, day: Optional[int]) -> int:
-  day = world.default_eval_day if day is None else int(day)
-  if day not in world.days:
-    raise UserError(f"--day={day} is not a day of the world at {world.world_dir}: "
-                            f"it has days {world.days[0]}..{world.days[-1]}")
-  return day
+  return world.eval_day(day, "--day")
 
 
-def replay_key(config: ReplayConfig, funnel: Funnel, day: int, world,
+def replay_key(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, world,
                models: funnel_lib.FunnelModels) -> Dict[str, Any]:
   """Everything a replay's per-request results depend on (a resumed run must match it)."""
   key = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_RESULTS}
+  if key["index"] == ann.BRUTE_FORCE:  # the keys of exact replays predate --index
+    del key["index"]
   key.update(day=day, funnel=funnel.spec(), world_hash=world.world_hash,
              models=models.fingerprint)
   return key
 
 
-def build_summary(config: ReplayConfig, funnel: Funnel, day: int, world,
-                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds, offline,
-                  key) -> dict:
-  """summary.json, the contract experiments.compare reads."""
+def build_summary(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, world,
+                  models: funnel_lib.FunnelModels, frame: pd.DataFrame, seconds,
+                  offline: pd.DataFrame, key) -> dict:
+  """summary.json, the contract experiments.compare reads: every figure, and under
+  `unavailable` the reason of each one that is null."""
   metrics = request_table.summary_metrics(frame)
-  metrics.update(offline)
+  metrics.update(offline_table.summary_metrics(offline))
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))
   unavailable = {} if world.has_oracle else request_table.unavailable_without_oracle(metrics)
   if models.fine_cvr is None:
-    for name in ("offline/fine_cvr_auc", "offline/fine_cvr_gauc"):
-      metrics[name] = None
+    for name in ("offline/fine_cvr_auc", "offline/fine_cvr_gauc", "offline/fine_cvr_eauc"):
       unavailable[name] = f"no fine CVR model in this funnel (--cvr_variant={funnel_lib.NO_CVR})"
+  unavailable.update(request_table.cascade_null_reasons(frame, config.rank_by))
+  unavailable.update(offline_table.null_reasons(offline, bool(world.has_oracle)))
+  for name in unavailable:
+    metrics[name] = None  # null with its reason, never a number that means nothing
   flag_values = dataclasses.asdict(config)
   flag_values.update(day=day, funnel=funnel.spec(), label=config.run_label())
   return {"format": run_dir_lib.SUMMARY_FORMAT, "label": config.run_label(),
           "seed": int(config.seed), "day": int(day), "world_hash": world.world_hash,
           "config": flag_values, "models": models.facts, "metrics": metrics,
-          "per_request_file": PER_REQUEST, "replay_key": run_dir_lib.key_digest(key),
+          "per_request_file": run_dir_lib.PER_REQUEST, "replay_key": run_dir_lib.key_digest(key),
           "has_oracle": bool(world.has_oracle), "unavailable": unavailable}
 
 
-def replay(world, funnel: Funnel, config: ReplayConfig,
+def replay(world, funnel: funnel_lib.Funnel, config: ReplayConfig,
            engine: Optional[engine_lib.Engine] = None) -> dict:
   """Replays a day through the funnel; writes the run dir and returns summary.json's content.
 
@@ -303,37 +318,39 @@ def replay(world, funnel: Funnel, config: ReplayConfig,
   """
   replay_defaults.check(config, world)
   day = resolve_day(world, config.day)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   funnel_lib.check_funnel(funnel, world, models)
   key = replay_key(config, funnel, day, world, models)
-  run_dir = RunDir(config.run_dir)
+  requests = select_requests(world, day, config)
+  run_dir = run_dir_lib.RunDir(config.run_dir)
   finished = run_dir.start(key, config.overwrite)
   if finished is not None:
     logging.info("%s already holds this finished replay; nothing to do", config.run_dir)
     return finished
-  replayer = Replayer(world, models, funnel, config, day)
-  requests = select_requests(world, day, config)
-  if engine is None or engine.is_local:
-    n_chunks = run_chunks(replayer, requests, run_dir, config)
-  else:
-    n_chunks = fan_out_chunks(engine, replayer, run_dir,
-                              chunk_count(len(requests.request_ids), config), funnel, config,
-                              day)
+  with run_dir.abandoned_on_error():  # failed before its first chunk: nothing left behind
+    replayer = Replayer(world, models, funnel, config, day)
+    if engine is None or engine.is_local:
+      n_chunks = run_chunks(replayer, requests, run_dir, config)
+    else:
+      n_chunks = fan_out_chunks(engine, replayer, run_dir,
+                                chunk_count(len(requests.request_ids), config), funnel, config,
+                                day)
   if replayer.best_page is not None:
     replayer.best_page.save()
   table, seconds = run_dir.read_chunks(n_chunks)
   frame = table.to_pandas()
-  offline = funnel_lib.offline_metrics(world, models, day)
+  offline = funnel_lib.offline_scores(world, models, day)
   summary = build_summary(config, funnel, day, world, models, frame, seconds, offline, key)
-  run_dir.finish(table, summary)
-  return files.read_json(os.path.join(config.run_dir, SUMMARY))
+  run_dir.finish(table, summary, offline)
+  return files.read_json(os.path.join(config.run_dir, run_dir_lib.SUMMARY))
 
 
 def chunk_count(n_requests: int, config: ReplayConfig) -> int:
   return -(-n_requests // max(1, config.batch_requests))
 
 
-def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
+def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: run_dir_lib.RunDir,
                config: ReplayConfig, indices: Optional[Sequence[int]] = None) -> int:
   """Serves every batch not yet on disk (of `indices`, default all), writing each as a chunk;
   returns the chunk count."""
@@ -341,6 +358,7 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
   size = max(1, config.batch_requests)
   n_chunks = chunk_count(n, config)
   started, done = time.perf_counter(), 0
+  line = progress.Line("replay", log_every=max(1, config.log_every_batches))
   for index in (range(n_chunks) if indices is None else indices):
     if run_dir.chunk_done(index):
       continue
@@ -350,14 +368,16 @@ def run_chunks(replayer: Replayer, requests: DayRequests, run_dir: RunDir,
     seconds["n"] = table.num_rows
     run_dir.write_chunk(index, table, seconds)
     done += table.num_rows
-    if (index + 1) % max(1, config.log_every_batches) == 0 or index + 1 == n_chunks:
-      logging.info("replay: batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
-                   min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+    line.update("batch %d/%d, %d/%d requests, %.1f requests/s", index + 1, n_chunks,
+                min((index + 1) * size, n), n, done / (time.perf_counter() - started))
+  if done:
+    line.done("%d requests served, %.1f requests/s", done,
+              done / (time.perf_counter() - started))
   return n_chunks
 
 
-def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: RunDir,
-                   n_chunks: int, funnel: Funnel, config: ReplayConfig, day: int) -> int:
+def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: run_dir_lib.RunDir,
+                   n_chunks: int, funnel: funnel_lib.Funnel, config: ReplayConfig, day: int) -> int:
   """Serves the chunks not yet on disk as `engine` tasks, one contiguous range per worker
   (each loads the world and the models once); returns the chunk count. New oracle pages the
   workers computed go to the driver's cache (`replayer.best_page`), saved once."""
@@ -372,15 +392,16 @@ def fan_out_chunks(engine: engine_lib.Engine, replayer: Replayer, run_dir: RunDi
   return n_chunks
 
 
-def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
+def serve_chunks(world_dir: str, funnel: funnel_lib.Funnel, config: ReplayConfig, day: int,
                  indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
   """One worker's part of a replay: loads the world and the models, serves the chunks
   `indices` into the run dir; returns the oracle pages it computed that were not cached."""
-  world = open_world(world_dir)
-  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day)
+  world = data.open_world(world_dir)
+  models = funnel_lib.load_models(config.model_dir, config.variants(), world, day,
+                                  config.index)
   replayer = Replayer(world, models, funnel, config, day)
-  run_chunks(replayer, select_requests(world, day, config), RunDir(config.run_dir), config,
-             [int(i) for i in indices])
+  run_chunks(replayer, select_requests(world, day, config), run_dir_lib.RunDir(config.run_dir),
+             config, [int(i) for i in indices])
   if isinstance(replayer.best_page, best_page_lib.CachedBestPage):
     return replayer.best_page.new_pages()
   return np.zeros(0, np.int64), np.zeros((0, funnel.page), np.int64)
@@ -390,11 +411,13 @@ def serve_chunks(world_dir: str, funnel: Funnel, config: ReplayConfig, day: int,
 # Command line
 # ---------------------------------------------------------------------------------------------
 
-TABLE_ROWS = ("online/exp_clicks_per_1k", "online/exp_conversions_per_1k", "online/exp_gmv_per_1k",
-              "online/share_of_oracle_clicks", "online/share_of_oracle_conversions",
-              "online/share_of_oracle_gmv", "survival/retrieval", "survival/coarse",
-              "survival/fine", "cascade/coarse_fine_recall", "cascade/kendall_tau",
-              "offline/coarse_auc", "offline/fine_ctr_auc", "offline/fine_cvr_auc",
+TABLE_ROWS = ("online/exp_gmv_per_1k", "online/exp_clicks_per_1k", "online/exp_conversions_per_1k",
+              "offline/coarse_auc", "offline/coarse_eauc", "offline/fine_ctr_auc",
+              "offline/fine_ctr_eauc", "offline/fine_cvr_auc", "offline/fine_cvr_eauc",
+              "survival/retrieval", "survival/coarse", "survival/fine",
+              "online/share_of_oracle_gmv", "online/share_of_oracle_clicks",
+              "online/share_of_oracle_conversions", "cascade/coarse_fine_ctr_recall",
+              "cascade/kendall_tau_ctr", "cascade/coarse_fine_recall", "cascade/kendall_tau",
               "latency/retrieval_ms", "latency/coarse_ms", "latency/fine_ms",
               "throughput/requests_per_second", "throughput/funnel_requests_per_second",
               "n_requests", "cascade/n_requests")
@@ -407,14 +430,20 @@ def format_table(summary: dict) -> str:
   if not summary.get("has_oracle", True):
     lines.append("  real logs, no oracle: offline metrics only; online/ and survival/ figures "
                  "are unavailable (null in summary.json)")
+  unavailable = summary.get("unavailable", {})
   for name in TABLE_ROWS:
     value = metrics.get(name)
-    if name in summary.get("unavailable", {}):
+    if name in unavailable:
       shown = "n/a"
     else:
       shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float)
-                                         else str(value))
+                                         else f"{value:,}")
     lines.append(f"  {name:<42} {shown:>12}")
+  by_reason: Dict[str, list] = {}
+  for name in TABLE_ROWS:
+    if name in unavailable:
+      by_reason.setdefault(unavailable[name], []).append(name)
+  lines += [f"  n/a ({', '.join(names)}): {reason}" for reason, names in by_reason.items()]
   return "\n".join(lines)
 
 
@@ -423,6 +452,8 @@ def define_flags() -> None:
   benchmark reuses them)."""
   command.define_config_flags(ReplayConfig)
   command.define_config_flags(engine_lib.EngineConfig)
+  if "eval_day" not in flags.FLAGS:  # the stages' name for the same day
+    flags.DEFINE_alias("eval_day", "day")
   if "funnel" not in flags.FLAGS:
     flags.DEFINE_string("funnel", DEFAULT_FUNNEL, "Items kept by each stage: "
                         "retrieval:N1,coarse:N2,fine:K (K = page size).")
@@ -438,19 +469,10 @@ def config_from_flags(need_run_dir: bool = True) -> ReplayConfig:
                                    seed=int(flags.FLAGS.seed or 0))
 
 
-def open_world(world_dir: str):
-  if os.path.exists(world_dir) and not os.path.isdir(world_dir):
-    raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
-  if not os.path.exists(os.path.join(world_dir, data.io.MANIFEST)):
-    raise UserError(f"no world at {world_dir} (no manifest.json); make one with "
-                    f"`python -m data.generate --world_dir={world_dir}`")
-  return data.load(world_dir, verify="size")
-
-
 def main() -> None:
   config = config_from_flags()
-  funnel = parse_funnel(flags.FLAGS.funnel)
-  world = open_world(config.world_dir)
+  funnel = funnel_lib.parse_funnel(flags.FLAGS.funnel)
+  world = data.open_world(config.world_dir)
   given = [name for name in ("coarse_variant", "cvr_variant", "ctr_variant", "rank_by",
                              "funnel") if flags.FLAGS[name].present]
   config, funnel, notes = replay_defaults.resolve(world, config, funnel, given)

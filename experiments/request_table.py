@@ -26,7 +26,11 @@ from experiments import funnel as funnel_lib
 
 OUTCOMES = ("clicks", "conversions", "gmv")
 ID_COLUMNS = ("request_id", "user_id")
-CASCADE_COLUMNS = ("coarse_fine_recall", "kendall_tau")
+# Coarse vs fine on the N1 candidates (docs/metrics.md): against the fine ranking score
+# (--rank_by, pCTR*pCVR*price by default) and against the fine CTR score alone, the coarse
+# student's own objective.
+CASCADE_COLUMNS = ("coarse_fine_recall", "kendall_tau", "coarse_fine_ctr_recall",
+                   "kendall_tau_ctr")
 LIST_COLUMNS = ("page_item_ids", "coarse_item_ids", "oracle_item_ids", "retrieved_item_ids")
 
 
@@ -97,6 +101,25 @@ def unavailable_without_oracle(metrics: Dict[str, float]) -> Dict[str, str]:
 METRICS_BY_NAME = {metric.name: metric for metric in REQUEST_METRICS}
 
 
+def cascade_null_reasons(frame: pd.DataFrame, rank_by: str) -> Dict[str, str]:
+  """{name: why it is null} for each cascade figure no sampled request could give."""
+  sampled = int(frame["coarse_fine_recall"].notna().sum()) if "coarse_fine_recall" in frame else 0
+  reasons = {}
+  for name in CASCADE_COLUMNS:
+    if name in frame and frame[name].notna().any():
+      continue
+    if not sampled:
+      reasons[f"cascade/{name}"] = "no request was in the cascade sample (--cascade_sample)"
+    else:
+      fine = ("fine CTR score" if name.endswith("_ctr")
+              else f"fine ranking score (--rank_by={rank_by})")
+      reasons[f"cascade/{name}"] = (
+          f"the coarse score or the {fine} is constant over every sampled request's N1 "
+          "candidates (e.g. ranking by price on a world without prices): Kendall tau is "
+          "undefined for a constant ranking")
+  return reasons
+
+
 def summary_metrics(frame: pd.DataFrame) -> Dict[str, float]:
   """Every declared metric over the replay's requests, plus how many were in the cascade."""
   out = {metric.name: metric.value(frame) for metric in REQUEST_METRICS}
@@ -112,13 +135,18 @@ def stage_survival(oracle_ids: np.ndarray, retrieved: np.ndarray, kept: np.ndarr
           "survival_fine": metrics_lib.topk_overlap(page, oracle_ids)}
 
 
-def cascade_agreement(coarse_scores: np.ndarray, fine_scores: np.ndarray, retrieved: np.ndarray,
-                      kept: np.ndarray, k: int) -> Dict[str, np.ndarray]:
-  """Coarse vs fine on the N1: coarse->fine recall (share of fine's top k over the N1 that
-  coarse keeps) and Kendall tau between the two scores, per request."""
-  fine_top, _ = funnel_lib.top_k_by(fine_scores, retrieved, k)
-  return {"coarse_fine_recall": metrics_lib.topk_overlap(kept, fine_top),
-          "kendall_tau": metrics_lib.kendall_tau(coarse_scores, fine_scores)}
+def cascade_agreement(coarse_scores: np.ndarray, fine_scores: Dict[str, np.ndarray],
+                      retrieved: np.ndarray, kept: np.ndarray, k: int) -> Dict[str, np.ndarray]:
+  """Coarse vs fine on the N1, per request: coarse->fine recall (the share of fine's top k over
+  the N1 that coarse keeps in its N2) and Kendall tau between the coarse score and the fine
+  one; once against the fine ranking score (`fine_scores["objective"]`) and once against the
+  fine CTR score (`fine_scores["ctr"]`), the objective the coarse student is trained on."""
+  out = {}
+  for suffix, fine in (("", fine_scores["objective"]), ("_ctr", fine_scores["ctr"])):
+    fine_top, _ = funnel_lib.top_k_by(fine, retrieved, k)
+    out[f"coarse_fine{suffix}_recall"] = metrics_lib.topk_overlap(kept, fine_top)
+    out[f"kendall_tau{suffix}"] = metrics_lib.kendall_tau(coarse_scores, fine)
+  return out
 
 
 def build_table(columns: Dict[str, np.ndarray], lists: Dict[str, np.ndarray]) -> pa.Table:

@@ -149,6 +149,7 @@ def _schedule(queued: Sequence[jobs.Job], after: Sequence[Sequence[int]], limit:
               max_worker_gb: float, done: Optional[Callable[[int, Dict[str, Any]], None]],
               run: Callable[[jobs.Job], Dict[str, Any]]) -> List[Dict[str, Any]]:
   """Runs `run(job)` on `limit` threads, each job after the jobs it reads."""
+  engine_lib.dependency_order(after)  # the one check that the dependencies have no cycle
   results: List[Optional[Dict[str, Any]]] = [None] * len(queued)
   pending = list(range(len(queued)))
   running: Dict[futures.Future, int] = {}
@@ -164,8 +165,6 @@ def _schedule(queued: Sequence[jobs.Job], after: Sequence[Sequence[int]], limit:
           break
         pending.remove(i)
         running[threads.submit(run, queued[i])] = i
-      if not running:
-        raise ValueError(f"runs {pending} wait on each other: the dependencies have a cycle")
       finished, _ = futures.wait(running, timeout=10 if memory_short else None,
                                  return_when=futures.FIRST_COMPLETED)
       for future in finished:

@@ -24,8 +24,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import threading
-from typing import Dict, Iterator, List, Optional
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
 from tensorflow.python.distribute import distribute_lib as tf_distribute_lib
@@ -84,7 +86,76 @@ def cluster_task(environ: Optional[Dict[str, str]] = None) -> ClusterTask:
   if task_type is not None and not 0 <= index < len(cluster.get(task_type, [])):
     raise ClusterError(f"TF_CONFIG task {task_type}:{index} is not in its cluster "
                        f"{ {job: len(a) for job, a in cluster.items()} }")
+  for job, addresses in cluster.items():
+    for i, address in enumerate(addresses):
+      host_port(address, f"TF_CONFIG cluster {job}:{i}")
   return ClusterTask(cluster, task_type, index)
+
+
+def host_port(address: str, where: str) -> Tuple[str, int]:
+  """('host', port) of 'host:port' ('[::1]:port' too); ClusterError naming `where` if not."""
+  host, _, port = address.rpartition(":")
+  host = host.strip("[]")
+  if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    raise ClusterError(f"{where}: address {address!r} is not host:port with a port in "
+                       "0..65535")
+  return host, int(port)
+
+
+# ------------------------------------------------------------------------ bounded waits
+
+DEFAULT_CLUSTER_TIMEOUT = 300.0  # seconds a task waits for the rest of its cluster
+POLL_SECONDS = 0.5
+
+
+def peers(task: ClusterTask) -> List[str]:
+  """The addresses this task must reach before its strategy connects: every other task of a
+  multi-worker cluster; every worker and ps of a parameter-server chief."""
+  own = task.cluster[task.type][task.index] if task.type else None
+  return [a for job in sorted(task.cluster) for a in task.cluster[job] if a != own]
+
+
+def _reachable(address: str, seconds: float = 1.0) -> bool:
+  try:
+    with socket.create_connection(host_port(address, "TF_CONFIG"), timeout=seconds):
+      return True
+  except OSError:
+    return False
+
+
+def _hold(address: str) -> Optional[socket.socket]:
+  """Listens on this task's own port while it waits, so its peers (waiting the same way) see it
+  up; None when the port cannot be held (TensorFlow will say why when it binds it)."""
+  sock = socket.socket(socket.AF_INET6 if ":" in host_port(address, "")[0] else socket.AF_INET)
+  try:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", host_port(address, "")[1]))
+    sock.listen(16)
+    return sock
+  except OSError:
+    sock.close()
+    return None
+
+
+def wait_for_peers(task: ClusterTask, timeout: float) -> None:
+  """Waits (in Python: SIGTERM ends it as usual) until every peer of `task` accepts a
+  connection; ClusterError naming the unreachable ones after `timeout` seconds (0: forever).
+  TensorFlow's own wait for its peers blocks in C++, silent, and swallows SIGTERM."""
+  pending = peers(task)
+  own = _hold(task.cluster[task.type][task.index]) if task.type else None
+  deadline = time.monotonic() + timeout
+  try:
+    while pending:
+      pending = [address for address in pending if not _reachable(address)]
+      if pending and timeout and time.monotonic() > deadline:
+        raise ClusterError(f"TF_CONFIG task {task.name}: {', '.join(pending)} not reachable "
+                           f"after {timeout:g}s (--cluster_timeout); start every task of the "
+                           "cluster, or check the addresses")
+      if pending:
+        time.sleep(POLL_SECONDS)
+  finally:
+    if own is not None:
+      own.close()
 
 
 def check_cluster(name: str, task: ClusterTask) -> None:

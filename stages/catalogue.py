@@ -24,6 +24,9 @@ IMPRESSION_BATCH_SIZE = 1024
 # 1024 an epoch of the small world's 7 days is 56 steps and the model stops far from converged,
 # while a second epoch overfits (BUILD_NOTES.md, "Training regime"); 128 gives 8x the steps.
 CLICK_BATCH_SIZE = 128
+# An upper bound on the epochs of coarse and fine CTR runs: validation stopping ends them early
+# in their second epoch, when one-epoch overfitting sets in (measured: BUILD_NOTES.md).
+STOPPED_EPOCHS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Stage:
     reads: the stages whose exports its runs may read (a coarse pfd_md student's fine CTR
       teacher, a CVR run's CTCVR figure), so they train first.
     distils: whether the stage has distillation variants at all (retrieval does not).
+    epochs: its default bound on epochs (`--epochs=0`): where validation stopping ends the
+      run, enough epochs that it, not the end of the data, does (coarse and fine CTR stop
+      early in their second epoch, when one-epoch overfitting sets in); one where nothing
+      stops it (retrieval; fine CVR, whose held-out rows rarely hold enough conversions).
   """
   name: str
   title: str
@@ -54,6 +61,7 @@ class Stage:
   batch_size: int
   reads: Tuple[str, ...] = ()
   distils: bool = True
+  epochs: int = 1
 
   @property
   def module(self) -> str:
@@ -107,9 +115,10 @@ RETRIEVAL = Stage("retrieval", "retrieval", "stages.config:RetrievalConfig", {},
                   IMPRESSION_BATCH_SIZE, distils=False)
 COARSE = Stage("coarse", "coarse two-tower", "stages.config:CoarseConfig", {},
                "stages.coarse:CoarseTask", "coarse", schema_lib.CLICK, IMPRESSION_BATCH_SIZE,
-               reads=("retrieval", "fine_ctr"))
+               reads=("retrieval", "fine_ctr"), epochs=STOPPED_EPOCHS)
 FINE_CTR = Stage("fine_ctr", "fine CTR", "stages.config:FineConfig", {"task": "ctr"},
-                 "stages.fine:FineTask", "fine/ctr", schema_lib.CLICK, IMPRESSION_BATCH_SIZE)
+                 "stages.fine:FineTask", "fine/ctr", schema_lib.CLICK, IMPRESSION_BATCH_SIZE,
+                 epochs=STOPPED_EPOCHS)
 FINE_CVR = Stage("fine_cvr", "fine CVR", "stages.config:FineConfig", {"task": "cvr"},
                  "stages.fine:FineTask", "fine/cvr", schema_lib.CONVERSION, CLICK_BATCH_SIZE,
                  reads=("fine_ctr",))

@@ -19,6 +19,7 @@ from absl import flags
 
 from data import command
 from data.command import field as _field
+from models import ann
 from models import distillation
 from models import distribute
 from models import optimizers
@@ -75,8 +76,11 @@ class TrainConfig:
   batch_size: int = _field(0, "Training batch size; 0: the stage's default "
                            "(stages.catalogue: 1024 on impressions, 128 for fine CVR, which "
                            "trains on clicks).")
-  epochs: int = _field(1, "Training epochs: an upper bound when validation stopping is on "
-                       "(--validation_fraction > 0); the paper trains one.")
+  epochs: int = _field(0, "Training epochs: an upper bound when validation stopping is on "
+                       "(--validation_fraction > 0), the length when it is off; 0: the stage's "
+                       "default (stages.catalogue: 4 for coarse and fine CTR, which validation "
+                       "stops, 1 for retrieval and fine CVR, which it does not). The paper "
+                       "trains one.")
   learning_rate: float = _field(0.003, "Learning rate.")
   optimizer: str = _field("adam", "Optimizer: adam (row-wise updates of the embedding tables, "
                           "Keras Adam for dense weights), adagrad (the paper's), or dense_adam "
@@ -120,6 +124,10 @@ class TrainConfig:
       distribute.DEFAULT_SHARD_BYTES, "With --strategy=parameter_server: an embedding table is "
       "split across the ps tasks into shards of at least this many bytes (one per ps task at "
       "most); smaller tables stay whole.", key=False)
+  cluster_timeout: float = _field(
+      distribute.DEFAULT_CLUSTER_TIMEOUT, "With --strategy=multi_worker or parameter_server: "
+      "seconds to wait for the TF_CONFIG cluster's other tasks to be reachable and connect "
+      "before giving up with one line (0: wait forever).", key=False)
   variant: str = _field("baseline", "Distillation variant: a teacher kind of "
                         f"models.teacher_kinds, {variant_help()}.")
   mode: Optional[str] = _field(
@@ -188,12 +196,12 @@ class TrainConfig:
       if not getattr(self, name):
         raise StageError(f"--{name} is required")
     self._check_variant()
-    positive = ("epochs", "learning_rate", "checkpoint_every", "embedding_dim", "ps_shard_bytes")
+    positive = ("learning_rate", "checkpoint_every", "embedding_dim", "ps_shard_bytes")
     for name in positive:
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
-    for name in ("seed", "batch_size", "max_steps", "validate_every", "min_validation_positives",
-                 "validation_days"):
+    for name in ("seed", "batch_size", "epochs", "max_steps", "validate_every",
+                 "min_validation_positives", "validation_days", "cluster_timeout"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     for name in ("inter_op_threads", "intra_op_threads"):
@@ -334,6 +342,13 @@ class RetrievalConfig(TrainConfig):
   temperature: float = _field(0.1, "Softmax temperature of the in-batch retrieval loss (the "
                               "towers' vectors are unit length).")
   export_k: int = _field(1000, "How many items the exported index returns per query.")
+  # In the reuse key unless brute_force, so exact runs keep the keys they had before --index.
+  index: str = _field(ann.DEFAULT_INDEX, "The top-k index the metrics are measured through "
+                      "and that is saved with the export: faiss_ivf (FAISS IVF, approximate: "
+                      "recall@1000 0.98 of the exact top 1000 on the small world, "
+                      "benchmarks/ann.py), faiss_hnsw, or brute_force (TFRS BruteForce, "
+                      "exact). The export also serves exactly.", choices=ann.INDEXES,
+                      key_unless=ann.BRUTE_FORCE)
   validation_fraction: float = _field(0.0, "Ignored: retrieval trains with in-batch negatives "
                                       "and has no validation stopping.")
 
@@ -350,6 +365,8 @@ class RetrievalConfig(TrainConfig):
     for name in ("temperature", "export_k"):
       if not getattr(self, name) > 0:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
+    if self.index not in ann.INDEXES:
+      raise StageError(f"--index={self.index}: expected one of {', '.join(ann.INDEXES)}")
 
   def _check_variant(self) -> None:
     if self.variant not in self.variants():
@@ -394,11 +411,14 @@ def field_values(config: TrainConfig) -> Dict[str, Any]:
 
 
 def key_values(config: TrainConfig) -> Dict[str, Any]:
-  """The fields that change the trained model (not where it goes or how it is checkpointed)."""
+  """The fields that change the trained model (not where it goes or how it is checkpointed);
+  a field with `key_unless=V` in its metadata is left out while its value is V."""
   values = {}
   for field in dataclasses.fields(config):
     if field.metadata.get("key", True):
       value = getattr(config, field.name)
+      if "key_unless" in field.metadata and value == field.metadata["key_unless"]:
+        continue
       if field.metadata.get("keyed_off_default") and value == field.default:
         continue  # a field added later: at its default, the keys of earlier runs still hold
       values[field.name] = list(value) if isinstance(value, tuple) else value

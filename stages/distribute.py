@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from data import files
 from data import io
+from data import waits
 from models import distribute
 from models import inputs as inputs_lib
 from stages import config as config_lib
@@ -84,8 +85,24 @@ def start(config: config_lib.TrainConfig) -> Distribution:
     distribute.serve(task)
   key = (config.strategy, os.environ.get("TF_CONFIG", ""))
   if key not in _STRATEGIES:
-    _STRATEGIES[key] = distribute.make_strategy(config.strategy, task, config.ps_shard_bytes)
+    _STRATEGIES[key] = _connect(config, task)
   return Distribution(config.strategy, _STRATEGIES[key], task)
+
+
+def _connect(config: config_lib.TrainConfig, task: distribute.ClusterTask):
+  """The strategy; under a cluster strategy, first a wait for every peer bounded by
+  --cluster_timeout (SIGTERM ends it), then TensorFlow's own connection, bounded the same."""
+  if config.strategy not in distribute.CLUSTER_STRATEGIES:
+    return distribute.make_strategy(config.strategy, task, config.ps_shard_bytes)
+  logging.info("%s: waiting for the cluster's other tasks (at most %gs, --cluster_timeout)",
+               task.name, config.cluster_timeout)
+  try:
+    distribute.wait_for_peers(task, config.cluster_timeout)
+  except distribute.ClusterError as error:
+    raise config_lib.StageError(str(error)) from None
+  with waits.bounded(f"TF_CONFIG task {task.name}: connecting to the cluster",
+                     config.cluster_timeout, "--cluster_timeout"):
+    return distribute.make_strategy(config.strategy, task, config.ps_shard_bytes)
 
 
 def writes(strategy: tf.distribute.Strategy) -> bool:

@@ -60,6 +60,7 @@ class StageTask(Generic[ConfigT]):
   CONFIG: Type[config_lib.TrainConfig] = config_lib.TrainConfig
   label = "click"
   warnings: List[str] = []  # degenerate.check's, for metrics.json
+  teacher_facts: Optional[Dict[str, Any]] = None  # the teacher's identity (`teachers`)
 
   def __init__(self, world: Any, config: ConfigT, out_dir: str):
     self.world, self.config, self.out_dir = world, config, out_dir
@@ -87,25 +88,11 @@ class StageTask(Generic[ConfigT]):
     raise NotImplementedError
 
 
-def open_world(config: config_lib.TrainConfig):
-  """Loads the world, with an error that says what to run when there is none."""
-  manifest = os.path.join(config.world_dir, "manifest.json")
-  if os.path.exists(config.world_dir) and not os.path.isdir(config.world_dir):
-    raise StageError(f"--world_dir={config.world_dir} is a file, not a world directory")
-  if not os.path.exists(manifest):
-    raise StageError(f"no world at {config.world_dir} (no manifest.json); make one with "
-                     f"`python -m data.generate --world_dir={config.world_dir} --preset=small`")
-  return data.load(config.world_dir, verify="size")
-
-
 def resolve(config: config_lib.TrainConfig, world):
   """A new config with the world's default split, the teacher's default mode and the stage's
   default batch size filled in."""
   days = list(world.days)
-  eval_day = world.default_eval_day if config.eval_day is None else config.eval_day
-  if eval_day not in days:
-    raise StageError(f"--eval_day={eval_day} is outside the world: it has days "
-                     f"{days[0]}..{days[-1]}")
+  eval_day = world.eval_day(config.eval_day)
   train_days: List[int] = (list(config.train_days) if config.train_days is not None
                            else [d for d in days if d < eval_day])
   outside = [d for d in train_days if d not in days]
@@ -116,10 +103,12 @@ def resolve(config: config_lib.TrainConfig, world):
     raise StageError(f"no training day before --eval_day={eval_day}")
   mode = config.mode or teachers.default_mode(config.stage, config.variant)
   # A driver's base config (stage "training") keeps 0: each stage run fills in its own.
-  batch_size = config.batch_size or (0 if config.stage == config_lib.TrainConfig.BASE_STAGE
-                                     else catalogue.stage(config.stage).batch_size)
+  stage = None if config.stage == config_lib.TrainConfig.BASE_STAGE else catalogue.of(config)
+  # The stage's epoch bound assumes validation stopping ends the run; without it, one pass.
+  epochs = config.epochs or (0 if stage is None else stage.epochs if config.validates else 1)
   return dataclasses.replace(config, eval_day=eval_day, train_days=tuple(train_days), mode=mode,
-                             batch_size=batch_size)
+                             batch_size=config.batch_size or (stage.batch_size if stage else 0),
+                             epochs=epochs)
 
 
 def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[str, Any]:
@@ -132,7 +121,8 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   """
   training.configure_threads(config)  # before TensorFlow's runtime starts
   distribution = distribute_lib.start(config)  # before any other TensorFlow work
-  world = open_world(config)
+  world = data.open_world(config.world_dir)
+  epochs_given = config.epochs
   config = resolve(config, world)
   layout.check_model_dir(config.model_dir, world)
   out_dir = task_class.output_dir(config)
@@ -142,11 +132,17 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
     done = layout.finished_metrics(out_dir, key)
     if done is not None:
       return done
+  teacher = teachers.check_teacher(world, config)  # refused here, before anything is written
   training.seed_everything(config.seed)
   task = task_class(world, config, out_dir)
-  inputs = task.build_inputs()
+  task.teacher_facts = teacher
+  inputs = hold_out_validation(task.build_inputs(), config, task.label)
+  if inputs.validation_skipped and not epochs_given and config.epochs != 1:
+    # The stage's bound assumes stopping ends the run; without it, one pass (more overfits).
+    logging.warning("training 1 epoch, not the stage's bound of %d: nothing stops it",
+                    config.epochs)
+    task.config = config = dataclasses.replace(config, epochs=1)
   task.warnings = degenerate.check(world, config, inputs.train, task.label)
-  inputs = hold_out_validation(inputs, config, task.label)
   if not distribution.writes:  # another worker of a multi-worker run: trains, writes nothing
     return _train_locked(task, inputs, upstream, distribution)
   layout.claim_model_dir(config.model_dir, world)
@@ -195,7 +191,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   metrics.update(distribution.facts())
   if shards:
     metrics["table_shards"] = shards
-  facts = layout.run_facts(world, config, upstream)
+  facts = layout.run_facts(world, config, upstream, teacher=task.teacher_facts)
   metrics.update(facts)
   task.export(model, facts)
   files.write_json(os.path.join(out_dir, "metrics.json"), metrics)
@@ -224,8 +220,8 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
     # An AUC on a handful of positives is noise (its standard error is about 0.1 at 10):
     # stopping on it would pick a random check. Train the fixed --epochs on every row instead.
     logging.warning("validation stopping off: the held-out rows hold %d %s positives, fewer "
-                    "than --min_validation_positives=%d; training %d epoch(s) on every row",
-                    positives, label, config.min_validation_positives, config.epochs)
+                    "than --min_validation_positives=%d; training on every row",
+                    positives, label, config.min_validation_positives)
     return dataclasses.replace(inputs, validation_skipped=(
         f"{positives} positives < --min_validation_positives={config.min_validation_positives}"))
   validation = io.take_rows(train, labelled)

@@ -19,7 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from absl import logging
 
@@ -79,6 +79,49 @@ def require_stage(model_dir: str, stage: str, variant: str, command: str) -> str
   return path
 
 
+def read_export_meta(path: str) -> Dict[str, Any]:
+  """An export's meta file (pfd_serving.json), or an error saying it is not an export."""
+  meta_path = os.path.join(path, export.META_FILE)
+  if not os.path.isfile(meta_path):
+    raise StageError(f"{path} is not a serving export of this project (no {export.META_FILE}, "
+                     "so what trained it cannot be checked); retrain it with its stage command")
+  meta = files.read_json(meta_path)
+  if not isinstance(meta, dict):
+    raise StageError(f"{meta_path} is not a JSON object; retrain the model")
+  return meta
+
+
+def identity_problems(meta: Dict[str, Any], stage: str, variant: Optional[str] = None,
+                      world_hash: Optional[str] = None) -> List[str]:
+  """How an export's recorded identity (its meta: stage, variant, world) differs from what it
+  is asked to be; empty when it is that export. A renamed or copied export dir shows here."""
+  extra = meta.get("extra") or {}
+  problems = []
+  if meta.get("stage") != stage:
+    problems.append(f"it records stage {meta.get('stage')!r}, not {stage!r}")
+  if variant is not None and extra.get("variant") != variant:
+    problems.append(f"it records variant {extra.get('variant')!r}, not {variant!r} (a renamed "
+                    "or copied export dir?)")
+  if world_hash is not None and extra.get("world_hash") != world_hash:
+    held = str(extra.get("world_hash"))[:12]
+    problems.append(f"it was trained on another world (world_hash {held}..., this world "
+                    f"{world_hash[:12]}...)")
+  for name in ("world_hash", "train_days", "variant"):
+    if name not in extra:
+      problems.append(f"it records no {name}")
+  return problems
+
+
+def check_export_identity(path: str, meta: Dict[str, Any], stage: str, variant: str,
+                          world_hash: Optional[str], asked: str) -> None:
+  """Refuses an export that is not the `stage`/`variant` export of this world; `asked` says
+  which flag asked for it (e.g. '--cvr_variant=baseline')."""
+  problems = identity_problems(meta, stage, variant, world_hash)
+  if problems:
+    raise StageError(f"{asked}: the export at {path} is not the {stage} '{variant}' model of "
+                     f"this world: {'; '.join(problems)}; retrain it with its stage command")
+
+
 def export_identity(model_dir: str, stage: str, variant: str) -> Optional[str]:
   """The config_key recorded in an export's meta (None when there is no export)."""
   meta = os.path.join(export_path(model_dir, stage, variant), export.META_FILE)
@@ -109,14 +152,18 @@ def finished_metrics(out_dir: str, key: str) -> Optional[Dict[str, Any]]:
   return metrics
 
 
-def run_facts(world, config: config_lib.TrainConfig, upstream: Upstream) -> Dict[str, Any]:
-  """What produced a model (world, stage, settings, exports read), for metrics.json and meta."""
+def run_facts(world, config: config_lib.TrainConfig, upstream: Upstream,
+              teacher: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """What produced a model (world, stage, settings, exports read, its teacher), for
+  metrics.json and the export's meta: its identity, which replay, audit and a student read."""
   facts: Dict[str, Any] = {"world_hash": world.world_hash, "stage": config.stage,
                            "config_key": config_key(config, upstream)}
   facts.update(config_lib.key_values(config))
   if config.variant == "baseline":
     facts["mode"] = None
   facts["upstream"] = dict(upstream)
+  if teacher is not None:
+    facts["teacher"] = dict(teacher)
   return facts
 
 

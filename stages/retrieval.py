@@ -6,20 +6,26 @@ Candidate generation narrows the whole corpus (~10^5 items) to ~10^3 for the coa
 The model is trained with the TFRS Retrieval task (clicked (user, item) pairs are positives,
 the other items of the batch negatives); the export is a TFRS BruteForce index over every
 item of the corpus behind a serving signature that reads only the user side: user profile,
-behaviour sequence and request context. Metrics are recall@K and hit@K of the eval day's
-clicked items.
+behaviour sequence and request context. It also holds the user tower (signature
+`user_vectors`) and every item's vector (item_vectors.npy, item_ids.npy), from which an
+approximate index is built: `--index=faiss_ivf|faiss_hnsw` (models.ann) measures the metrics
+through that index and saves it beside the vectors, where the replay's `--index` finds it.
+Metrics are recall@K and hit@K of the eval day's clicked items.
 """
 
 import os
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from data import files
 from data import io
 from data import metrics as metrics_lib
+from models import ann
 from models import distillation
 from models import export
 from models import pipeline
@@ -61,26 +67,43 @@ class _UserTower(tf.keras.layers.Layer):
     return self.scorer.user_vectors(batch, training=False)
 
 
-def build_index(world, model: RetrievalModel, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
-  """A BruteForce top-k index over every item of the corpus."""
+def item_vectors(world, model: RetrievalModel) -> np.ndarray:
+  """Every item's vector from the item tower, [n_items, d] in world.items order."""
   items = {name: world.items[name].to_numpy() for name in model.scorer.item_input_names}
-  vectors = pipeline.predict(lambda b: model.scorer.item_vectors(b, training=False), items)
-  index = tfrs.layers.factorized_top_k.BruteForce(_UserTower(model.scorer), k=k)
-  index.index(tf.constant(vectors), tf.constant(world.items["item_id"].to_numpy(np.int64)))
+  return pipeline.predict(lambda b: model.scorer.item_vectors(b, training=False), items)
+
+
+def build_index(world, model: RetrievalModel, k: int,
+                spec: ann.IndexSpec = ann.IndexSpec(),
+                vectors: Optional[np.ndarray] = None):
+  """A top-k index over every item of the corpus: TFRS BruteForce, or `spec`'s ANN index
+  behind the same TopK call (models.ann)."""
+  vectors = item_vectors(world, model) if vectors is None else vectors
+  index = ann.make_index(spec, _UserTower(model.scorer), k)
+  ids = world.items["item_id"].to_numpy(np.int64)
+  if spec.exact:
+    index.index(tf.constant(vectors), tf.constant(ids))
+  else:
+    index.index(vectors, ids)
   return index
 
 
 class RetrievalServing(tf.Module):
-  """The exported index: user-side features in, top-k item ids and scores out."""
+  """The exported index: user-side features in, top-k item ids and scores out (exact); and
+  the user tower alone (`user_vectors`), for an ANN index over the exported item vectors."""
 
   def __init__(self, index, specs: Dict[str, tf.TensorSpec]):
     super().__init__()
     self.index = index
     self.serve = tf.function(self._serve, input_signature=[specs])
+    self.user_vectors = tf.function(self._user_vectors, input_signature=[specs])
 
   def _serve(self, batch):
     scores, ids = self.index(batch)
     return {"scores": scores, "item_ids": ids}
+
+  def _user_vectors(self, batch):
+    return {"user_vectors": self.index.query_model(batch)}
 
 
 class RetrievalTask(driver.StageTask[RetrievalConfig]):
@@ -108,20 +131,44 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
     return RetrievalModel(scorer, self.config.temperature)
 
   def evaluate(self, model: RetrievalModel, inputs: driver.Inputs) -> Dict[str, Any]:
-    """recall@K and hit@K of each eval-day request's clicked items, from the index."""
-    self.index = build_index(self.world, model, min(self.config.export_k, len(self.world.items)))
-    return evaluate_index(self.world, self.config.evaluation_day, self.index)
+    """recall@K and hit@K of each eval-day request's clicked items, from the index
+    (--index); an ANN index's build seconds too."""
+    self.vectors = item_vectors(self.world, model)
+    spec = ann.IndexSpec(self.config.index)
+    started = time.perf_counter()
+    self.index = build_index(self.world, model, self._k(), spec, self.vectors)
+    result = {"index": spec.kind}
+    if not spec.exact:
+      result["index_build_seconds"] = time.perf_counter() - started
+    result.update(evaluate_index(self.world, self.config.evaluation_day, self.index))
+    return result
+
+  def _k(self) -> int:
+    return min(self.config.export_k, len(self.world.items))
 
   def export(self, model: RetrievalModel, facts: Dict[str, Any]) -> None:
-    """Audits the query inputs against the schema, then writes the SavedModel atomically."""
+    """Audits the query inputs against the schema, then writes the SavedModel atomically
+    (an exact index: it serves alone), then the item vectors and ids and any ANN index."""
     names = model.scorer.user_input_names
     self.world.schema.check_serving(self.config.stage, names)
-    module = RetrievalServing(self.index,
-                              export.signature_specs([self.world.schema[n] for n in names]))
+    vectors = getattr(self, "vectors", None)
+    if vectors is None:  # an index built outside `evaluate` (benchmarks.cost_model)
+      vectors = self.vectors = item_vectors(self.world, model)
+    exact = self.index if self.index.is_exact() else build_index(
+        self.world, model, self._k(), vectors=vectors)
+    module = RetrievalServing(exact, export.signature_specs([self.world.schema[n] for n in names]))
+    spec = self.index.spec if isinstance(self.index, ann.FaissTopK) else ann.IndexSpec()
     meta = {"stage": self.config.stage, "architecture": "retrieval_index",
-            "query_inputs": names, "k": int(self.index._k), "extra": facts}
-    export.save_module(module, os.path.join(self.out_dir, "saved_model"),
-                       {"serving_default": module.serve}, meta)
+            "query_inputs": names, "k": self._k(), "index": spec.describe(),
+            "item_vectors": serving.ITEM_VECTORS, "item_ids": serving.ITEM_IDS, "extra": facts}
+    path = export.save_module(module, os.path.join(self.out_dir, "saved_model"),
+                              {"serving_default": module.serve,
+                               "user_vectors": module.user_vectors}, meta)
+    files.write_npy(os.path.join(path, serving.ITEM_VECTORS), self.vectors.astype(np.float32))
+    files.write_npy(os.path.join(path, serving.ITEM_IDS),
+                    self.world.items["item_id"].to_numpy(np.int64))
+    if isinstance(self.index, ann.FaissTopK):
+      self.index.save(path)
 
 
 def evaluate_index(world, day: int, index) -> Dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from data import files
 from models import distillation
 from models import export
 from models import pipeline
@@ -78,6 +79,60 @@ def upstream(config: config_lib.TrainConfig) -> Dict[str, Optional[str]]:
                                                               variant)}
 
 
+def teacher_flag(config: config_lib.TrainConfig) -> str:
+  """The flag that names where an EXPORT teacher is read from, for messages."""
+  source = teacher_dir(config)
+  if getattr(config, "teacher_model_dir", ""):
+    return f"--teacher_model_dir={source}"
+  return f"--model_dir={source}"
+
+
+def check_teacher(world, config: config_lib.TrainConfig, load: bool = True) -> Dict[str, Any]:
+  """The identity of `config`'s teacher, for the run's facts; an EXPORT teacher checked first.
+
+  The export (the coarse pfd_md student's: the fine CTR '<teacher_variant>' model) must be that
+  model of this world by its own recorded identity (a copied or renamed export is refused even
+  without its model dir's world.json), and its training days must end before the student's
+  eval day (else the student learns the eval day's labels through it). With `load`, the
+  SavedModel is read too, so a damaged one is refused before the run writes anything. `config`
+  is resolved (its eval day is set).
+  """
+  teacher = plan(config)
+  facts: Dict[str, Any] = {"kind": teacher.kind, "mode": teacher.mode, "source": teacher.source}
+  if teacher.export is None:
+    return facts
+  stage, variant = teacher.export
+  source, flag = teacher_dir(config), teacher_flag(config)
+  if os.path.exists(source) and not os.path.isdir(source):
+    raise config_lib.StageError(f"{flag} is a file, not a model directory")
+  pinned = os.path.join(source, "world.json")
+  if os.path.exists(pinned):
+    held = files.read_json(pinned).get("world_hash")
+    if held != world.world_hash:
+      raise config_lib.StageError(
+          f"{flag} holds models of another world (world_hash {str(held)[:12]}... in {pinned}, "
+          f"this world is {world.world_hash[:12]}...); the teacher must be trained on this "
+          "world")
+  path = layout.require_stage(
+      source, stage.output, variant,
+      f"{stage.command} --variant={variant} --world_dir={config.world_dir} --model_dir={source}")
+  meta = layout.read_export_meta(path)
+  layout.check_export_identity(path, meta, stage.name, variant, world.world_hash, flag)
+  extra = meta["extra"]
+  train_days = sorted(int(d) for d in extra["train_days"])
+  if train_days and train_days[-1] >= config.evaluation_day:
+    raise config_lib.StageError(
+        f"{flag}: the teacher at {path} trained on days {train_days}, which do not end before "
+        f"this run's --eval_day={config.eval_day}: it would teach the eval day's labels; use a "
+        f"teacher trained before day {config.eval_day} or a later --eval_day")
+  if load:
+    export.load_serving(path)
+  facts.update(export=f"{stage.output}/{variant}", path=os.path.abspath(path),
+               config_key=extra.get("config_key"), world_hash=extra["world_hash"],
+               train_days=train_days)
+  return facts
+
+
 def teacher_dir(config: config_lib.TrainConfig) -> str:
   """The model dir an EXPORT teacher is read from (--teacher_model_dir, else --model_dir)."""
   return getattr(config, "teacher_dir", config.model_dir)
@@ -107,8 +162,7 @@ def build_model(world, config: config_lib.TrainConfig, architecture: str, label:
       distill_unlabelled=distill_unlabelled)
   pretrained = None
   if teacher.export is not None:
-    # A teacher from another model dir must have been trained on this world.
-    layout.check_model_dir(teacher_dir(config), world)
+    check_teacher(world, config, load=False)  # the driver checked it before writing; again
     pretrained = load_exported_teacher(config, *teacher.export)
   elif teacher.source == PRETRAIN:
     pretrained = pretrain_teacher(world.schema, config, teacher, architecture, train_arrays,

@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -22,6 +21,7 @@ from data import files
 from data import headroom
 from data import metrics as metrics_lib
 from data import numeric
+from data import progress
 from models import distribute
 from models import optimizers
 from models import pipeline
@@ -135,18 +135,20 @@ class _StopAfterSteps(_StepCounter):
 
 
 class _ProgressLog(_StepCounter):
-  """One absl log line every `every` steps and at each epoch's end."""
+  """One absl log line every `every` steps and at each epoch's end; in a terminal, one line
+  rewritten every 10 steps instead (data.progress)."""
 
   def __init__(self, every: int, total_steps: Optional[int]):
     super().__init__()
     self.every, self.total = every, total_steps
+    self.line = progress.Line("train")
 
   def after_step(self, logs):
-    if self.step % self.every == 0:
-      logging.info("step %d/%s %s", self.step, self.total or "?", _format_logs(logs))
+    if self.step % (10 if self.line.live else self.every) == 0:
+      self.line.update("step %d/%s %s", self.step, self.total or "?", _format_logs(logs))
 
   def on_epoch_end(self, epoch, logs=None):
-    logging.info("epoch %d done: %s", epoch + 1, _format_logs(logs or {}))
+    self.line.done("epoch %d done: %s", epoch + 1, _format_logs(logs or {}))
 
 
 def _format_logs(logs) -> str:

@@ -22,8 +22,10 @@ def _export_fine_cvr(world, path, leak: bool):
     features = features + world.schema.privileged_features("fine_cvr")
   student = rankers.DNNRanker(features, inputs_lib.EmbeddingBank(4), widths=(8,), name="s")
   module = export._ServingModule(student)
+  variant = os.path.basename(os.path.dirname(path))  # MODEL_DIR/fine/cvr/<variant>/saved_model
+  identity = {"variant": variant, "world_hash": world.world_hash, "train_days": [1, 2, 3]}
   meta = {"stage": "fine_cvr", "architecture": "dnn",
-          "inputs": {f.name: f.dtype for f in features}, "extra": {}}
+          "inputs": {f.name: f.dtype for f in features}, "extra": identity}
   export.save_module(module, path, module.signatures(), meta)
 
 

@@ -25,8 +25,8 @@ import data
 from data import files
 from data.ingest import contract
 from data.ingest import day_rows
-from tests.test_bad_input import run_in_process
-from tests.test_bad_input import snapshot
+from tests.bad_input import run_in_process
+from tests.bad_input import snapshot
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

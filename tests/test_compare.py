@@ -33,9 +33,10 @@ def _requests(seed_noise: int) -> pd.DataFrame:
     frame[f"oracle_{outcome}"] = frame[f"exp_{outcome}"] * 1.5
   for stage, level in (("retrieval", 0.8), ("coarse", 0.6), ("fine", 0.4)):
     frame[f"survival_{stage}"] = np.clip(level + rng.normal(0, 0.1, n), 0, 1)
-  frame["coarse_fine_recall"] = rng.uniform(0.5, 0.9, n)
-  frame["kendall_tau"] = rng.uniform(0.2, 0.6, n)
-  frame.loc[0, "kendall_tau"] = np.nan  # a request with too few candidates
+  for suffix in ("", "_ctr"):
+    frame[f"coarse_fine{suffix}_recall"] = rng.uniform(0.5, 0.9, n)
+    frame[f"kendall_tau{suffix}"] = rng.uniform(0.2, 0.6, n)
+    frame.loc[0, f"kendall_tau{suffix}"] = np.nan  # a request with too few candidates
   frame["exp_clicks"] += np.random.default_rng(seed_noise).normal(0, 0.003, n)
   return frame
 
@@ -48,8 +49,8 @@ def _summary_metrics(frame: pd.DataFrame, seed: int) -> dict:
                   / frame[f"oracle_{o}"].sum() for o in ("clicks", "conversions", "gmv")})
   summary.update({f"survival/{s}": frame[f"survival_{s}"].mean()
                   for s in ("retrieval", "coarse", "fine")})
-  summary["cascade/coarse_fine_recall"] = frame.coarse_fine_recall.mean()
-  summary["cascade/kendall_tau"] = frame.kendall_tau.mean()
+  for name in ("coarse_fine_recall", "kendall_tau", "coarse_fine_ctr_recall", "kendall_tau_ctr"):
+    summary[f"cascade/{name}"] = frame[name].mean()
   summary["offline/coarse_auc"] = 0.7 + 0.001 * seed
   return summary
 

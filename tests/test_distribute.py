@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import data
 from experiments import cluster
+from experiments import funnel as funnel_lib
 from experiments import replay as replay_lib
 from experiments import runner
 from models import distribute
@@ -172,7 +173,7 @@ def test_mirrored_over_two_cpu_devices_gives_the_default_strategys_metrics(tiny_
 
 # ----------------------------------------------------------------------------- multi_worker
 
-FUNNEL = replay_lib.Funnel(retrieval=200, coarse=50, page=10)
+FUNNEL = funnel_lib.Funnel(retrieval=200, coarse=50, page=10)
 REPLAY = dict(day=4, max_requests=120, batch_requests=60, cascade_sample=30)
 
 

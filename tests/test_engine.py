@@ -122,6 +122,7 @@ def model_dir(tiny_world_dir, tmp_path_factory):
 def test_a_replay_on_ray_equals_the_local_one_but_for_timings(ray_engine, tiny_world_dir,
                                                               model_dir, tmp_path):
   from experiments import replay as replay_lib
+  from experiments import run_dir as run_dir_lib
   world = data.load(tiny_world_dir, verify="size")
   funnel = replay_lib.Funnel(retrieval=200, coarse=50, page=10)
   summaries, cache = {}, str(tmp_path / "cache")
@@ -138,7 +139,7 @@ def test_a_replay_on_ray_equals_the_local_one_but_for_timings(ray_engine, tiny_w
       summary["config"].pop(path)
   assert on_ray == local
   assert local["metrics"]["n_requests"] == 300
-  frames = [pd.read_parquet(tmp_path / name / replay_lib.PER_REQUEST) for name in ("local", "ray")]
+  frames = [pd.read_parquet(tmp_path / name / run_dir_lib.PER_REQUEST) for name in ("local", "ray")]
   pd.testing.assert_frame_equal(frames[1], frames[0])
   # The workers' oracle pages reached the driver's cache: one file, every request.
   import numpy as np
@@ -161,7 +162,7 @@ def _paper_runs(work_dir: str, engine):
   from stages import driver
   world_dir = paper_worlds.ensure_world("tiny", work_dir, paper_worlds.MAIN, 0, {})
   training = config_lib.TrainConfig(world_dir=world_dir, model_dir=work_dir, **PAPER_TRAINING)
-  base = driver.resolve(training, driver.open_world(training))
+  base = driver.resolve(training, data.open_world(training.world_dir))
   from experiments import studies
   trials = [studies.Trial("cvr", "fine_ctr", "baseline", 0, (1, 2, 3)),
             studies.Trial("cvr", "fine_cvr", "baseline", 0, (1, 2, 3))]

@@ -8,6 +8,7 @@ interrupted. They are slow (several processes that import TensorFlow), as are th
 resume tests that train several times; CI runs them.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -23,17 +24,18 @@ from data import files
 from data import generate
 from data import io
 from data.config import WorldConfig
+from experiments import cluster as cluster_lib
 from models import testing
 from stages import coarse
 from stages import config as config_lib
 from stages import fine
 from stages import layout
 from stages import retrieval
+from tests import bad_input
+from tests import mounts
 
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512)
 FINE_CTR = ("fine/ctr", "baseline")
-
-
 
 
 def _fine(world_dir, model_dir, **overrides) -> config_lib.FineConfig:
@@ -197,3 +199,225 @@ def test_sigkilled_replay_resumes_to_the_same_rows(tiny_world_dir, tmp_path):
   pd.testing.assert_frame_equal(pd.read_parquet(os.path.join(killed, "per_request.parquet")),
                                 pd.read_parquet(os.path.join(whole, "per_request.parquet")))
   assert not os.path.exists(os.path.join(killed, ".partial"))
+
+
+# ------------------------------------------------------------------- full and read-only disks
+# (issue 22, items 16 and 17: one line naming the path, exit status 2, no temporary file left)
+
+
+def _one_line(code: int, output: str, what: str) -> None:
+  assert code == 2, output
+  assert "Traceback" not in output, output
+  assert what in output, output
+
+
+def test_generation_onto_a_full_disk_fails_in_one_line_leaving_no_temporary_file(tmp_path,
+                                                                                 monkeypatch):
+  """22.16: ENOSPC while writing the world's parts names the file being written."""
+  with mounts.full_disk(str(tmp_path / "disk"), monkeypatch) as disk:
+    world_dir = os.path.join(disk, "world")
+    code, out, err = bad_input.run_in_process("data.generate", [
+        f"--world_dir={world_dir}", "--preset=tiny"])
+    _one_line(code, out + err, "no space left on device")
+    assert f"writing {world_dir}/" in err, err
+    assert not mounts.leftovers(disk)
+
+
+def test_generation_onto_a_read_only_filesystem_fails_in_one_line(tmp_path, monkeypatch):
+  """22.17: EROFS, even for root, is one line naming the path, not a traceback."""
+  with mounts.read_only_dir(str(tmp_path / "ro"), monkeypatch) as ro:
+    code, out, err = bad_input.run_in_process("data.generate", [
+        f"--world_dir={ro}/world", "--preset=tiny"])
+    _one_line(code, out + err, "read-only file system")
+    assert f"{ro}/world" in err, err
+
+
+def test_a_stage_with_a_read_only_model_dir_fails_in_one_line(tiny_world_dir, tmp_path,
+                                                              monkeypatch):
+  """22.17: the stage's first write (MODEL_DIR/world.json) on a read-only filesystem."""
+  with mounts.read_only_dir(str(tmp_path / "ro"), monkeypatch) as ro:
+    code, out, err = bad_input.run_in_process("stages.fine", [
+        f"--world_dir={tiny_world_dir}", f"--model_dir={ro}/models"])
+    _one_line(code, out + err, "read-only file system")
+
+
+@pytest.mark.slow
+def test_a_stage_whose_disk_fills_while_it_trains_fails_in_one_line(tiny_world_dir, tmp_path,
+                                                                    monkeypatch):
+  """22.16: the disk fills during checkpoints or the export (TensorFlow's writes, whose
+  ResourceExhausted / Internal errors carry the OS's text): one line, no temporary dir left."""
+  with mounts.full_disk(str(tmp_path / "disk"), monkeypatch, size="600k", fill=False,
+                        real=True) as disk:
+    code, out, err = bad_input.run_in_process("stages.fine", [
+        f"--world_dir={tiny_world_dir}", f"--model_dir={disk}/models", "--hidden_units=8",
+        "--embedding_dim=4", "--max_steps=2", "--validation_fraction=0"])
+    _one_line(code, out + err, "no space left on device")
+    assert not mounts.leftovers(disk)
+
+
+@pytest.mark.slow
+def test_a_replay_onto_a_full_disk_fails_in_one_line_and_leaves_no_run_dir(
+    tiny_world_dir, tiny_models_root, tmp_path, monkeypatch):
+  """22.16 and 22.29: the replay's first write fails; nothing of the run is left behind."""
+  with mounts.full_disk(str(tmp_path / "disk"), monkeypatch) as disk:
+    os.makedirs(os.path.join(disk, "runs"))  # a directory needs no data page on tmpfs
+    run_dir = os.path.join(disk, "runs", "r")
+    code, out, err = bad_input.run_in_process("experiments.replay", [
+        f"--world_dir={tiny_world_dir}", f"--model_dir={tiny_models_root}/funnel",
+        f"--run_dir={run_dir}", "--max_requests=20", "--funnel=retrieval:50,coarse:20,fine:5"])
+    _one_line(code, out + err, "no space left on device")
+    assert not os.path.exists(run_dir)
+    assert not mounts.leftovers(disk)
+
+
+# ----------------------------------------------------------------------------- bounded waits
+# (issue 22, items 10, 11, 15: every network wait has a timeout flag and honours SIGTERM)
+
+
+def _closed_port() -> int:
+  return cluster_lib.free_ports(1)[0]
+
+
+def _tf_config(workers, index=0, **jobs) -> dict:
+  return {**os.environ, "TF_CONFIG": json.dumps({
+      "cluster": {"worker": workers, **jobs},
+      "task": {"type": "chief" if "chief" in jobs else "worker", "index": index}})}
+
+
+def _stage_argv(world_dir, model_dir, *flags) -> List[str]:
+  return _python("stages.fine", f"--world_dir={world_dir}", f"--model_dir={model_dir}",
+                 "--hidden_units=8", "--embedding_dim=4", *flags)
+
+
+def _run_bounded(argv, env, limit: float = 120) -> subprocess.CompletedProcess:
+  done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=limit)
+  return done
+
+
+@pytest.mark.slow
+def test_multi_worker_with_an_unreachable_peer_gives_up_after_cluster_timeout(tiny_world_dir,
+                                                                              tmp_path):
+  """22.10: one line naming the peer and --cluster_timeout; nothing written."""
+  own, peer = cluster_lib.free_ports(2)
+  env = _tf_config([f"127.0.0.1:{own}", f"127.0.0.1:{peer}"])
+  started = time.monotonic()
+  done = _run_bounded(_stage_argv(tiny_world_dir, tmp_path / "models",
+                                  "--strategy=multi_worker", "--cluster_timeout=3"), env)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert f"127.0.0.1:{peer} not reachable after 3s (--cluster_timeout)" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert time.monotonic() - started < 90
+  assert not os.path.exists(tmp_path / "models")
+
+
+@pytest.mark.slow
+def test_a_parameter_server_chief_with_unreachable_servers_gives_up(tiny_world_dir, tmp_path):
+  """22.10: the chief of a parameter-server cluster whose workers and ps never came up."""
+  chief, worker, ps = cluster_lib.free_ports(3)
+  env = _tf_config([f"127.0.0.1:{worker}"], chief=[f"127.0.0.1:{chief}"],
+                   ps=[f"127.0.0.1:{ps}"])
+  done = _run_bounded(_stage_argv(tiny_world_dir, tmp_path / "models",
+                                  "--strategy=parameter_server", "--validation_fraction=0",
+                                  "--cluster_timeout=3"), env)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "not reachable after 3s (--cluster_timeout)" in done.stderr
+  assert "Traceback" not in done.stderr
+
+
+def _terminate_while_waiting(argv, env, ready: str, tmp_path) -> int:
+  """Starts `argv`, sends SIGTERM once its stderr shows `ready`; its exit status (it must end
+  within 30 s of the signal)."""
+  log = open(tmp_path / "stderr.log", "w+")
+  process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+  try:
+    deadline = time.monotonic() + 120
+    while ready not in open(tmp_path / "stderr.log").read():
+      assert process.poll() is None, open(tmp_path / "stderr.log").read()[-2000:]
+      assert time.monotonic() < deadline, "never reached the wait"
+      time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+    log.close()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_task_waiting_for_its_cluster(tiny_world_dir, tmp_path):
+  """22.10: it used to ignore SIGTERM (TensorFlow swallows it while it connects)."""
+  own, peer = cluster_lib.free_ports(2)
+  env = _tf_config([f"127.0.0.1:{own}", f"127.0.0.1:{peer}"])
+  code = _terminate_while_waiting(
+      _stage_argv(tiny_world_dir, tmp_path / "models", "--strategy=multi_worker"), env,
+      "waiting for the cluster's other tasks", tmp_path)
+  assert code == -signal.SIGTERM
+
+
+def _ray_env(tmp_path) -> dict:
+  # Ray finds a cluster for --ray_address=auto under its temp dir: keep it empty.
+  return {**os.environ, "TMPDIR": str(tmp_path), "RAY_ADDRESS": ""}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
+def test_an_unreachable_ray_address_gives_up_after_ray_timeout(tmp_path, address):
+  """22.11 and 22.15: Ray retried for ever; now one line naming --ray_timeout."""
+  address = address.format(port=_closed_port())
+  done = _run_bounded(_python("data.generate", f"--world_dir={tmp_path}/w", "--preset=tiny",
+                              "--runner=ray", f"--ray_address={address}", "--ray_timeout=3"),
+                      _ray_env(tmp_path))
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert f"--ray_address={address}" in done.stderr and "--ray_timeout" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_ray_address_auto_without_a_cluster_is_one_line(tmp_path):
+  """22.15: a ConnectionError traceback before."""
+  done = _run_bounded(_python("data.generate", f"--world_dir={tmp_path}/w", "--preset=tiny",
+                              "--runner=ray", "--ray_address=auto"), _ray_env(tmp_path))
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "--ray_address=auto: cannot join a Ray cluster there" in done.stderr
+  assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_command_waiting_for_a_ray_cluster(tmp_path):
+  """22.11: it used to ignore SIGTERM while Ray retried the address."""
+  code = _terminate_while_waiting(
+      _python("data.generate", f"--world_dir={tmp_path}/w", "--preset=tiny", "--runner=ray",
+              f"--ray_address=127.0.0.1:{_closed_port()}", "--ray_timeout=600"),
+      _ray_env(tmp_path), "Connecting to existing Ray cluster", tmp_path)
+  assert code == -signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_sigterm_to_experiments_cluster_stops_every_task_it_started(tmp_path):
+  """A killed launcher took its tasks with it only by chance; now SIGTERM stops them."""
+  pids = tmp_path / "pids"
+  task = (f"import os, time; open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); "
+          "time.sleep(120)")
+  argv = _python("experiments.cluster", "--workers=2", f"--task_logs={tmp_path}/logs", "--",
+                 sys.executable, "-c", task)
+  process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 120
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+      assert process.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+    process.stderr.close()
+  for pid in map(int, pids.read_text().split()):
+    with pytest.raises(ProcessLookupError):
+      for _ in range(100):  # reaped by the launcher's wait; give the kernel a moment
+        os.kill(pid, 0)
+        time.sleep(0.1)

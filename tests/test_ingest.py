@@ -304,6 +304,7 @@ def test_impressions_of_a_request_share_its_first_timestamp(tmp_path):
 def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only(source,
                                                                                  tmp_path):
   from experiments import audit
+  from experiments import funnel as funnel_lib
   from experiments import replay as replay_lib
   from experiments import replay_defaults
   from stages import coarse
@@ -327,7 +328,7 @@ def test_every_stage_trains_on_an_ingested_world_and_replay_reports_offline_only
                                    run_dir=str(tmp_path / "run"), coarse_variant="pfd_md",
                                    cvr_variant=cvr_variant)
   config, funnel, _ = replay_defaults.resolve(  # rank by what the world has (no prices: ctcvr)
-      world, config, replay_lib.Funnel(retrieval=20, coarse=10, page=4),
+      world, config, funnel_lib.Funnel(retrieval=20, coarse=10, page=4),
       given=["coarse_variant", "cvr_variant", "funnel"])
   summary = replay_lib.replay(world, funnel, config)
   assert summary["has_oracle"] is False

@@ -255,3 +255,26 @@ def test_eauc_with_binary_probabilities_is_the_auc():
   labels = np.array([1, 0, 1, 0, 0, 1])
   scores = np.array([0.9, 0.2, 0.4, 0.4, 0.1, 0.3])
   assert metrics.eauc(labels.astype(float), scores) == pytest.approx(metrics.auc(labels, scores))
+
+
+def test_auc_replicates_match_the_auc_of_each_explicit_user_resample():
+  from data import intervals
+  rng = np.random.default_rng(4)
+  n = 800
+  users = rng.integers(0, 90, n)
+  labels = (rng.random(n) < 0.2).astype(float)
+  scores = np.round(rng.normal(size=n) + labels, 1)  # ties included
+  p = rng.random(n)
+  point, replicates = intervals.auc_replicates([scores, -scores], labels, groups=users,
+                                               n_boot=3, seed=11)
+  assert point[0] == pytest.approx(metrics.auc(labels, scores))
+  assert point[1] == pytest.approx(metrics.auc(labels, -scores))
+  eauc_point, _ = intervals.auc_replicates([scores], p, n_boot=1)
+  assert eauc_point[0] == pytest.approx(metrics.eauc(p, scores))
+  # Replay the same draws: each replicate is the AUC of the resampled users' rows.
+  draws = np.random.default_rng(11)
+  _, cluster = np.unique(users, return_inverse=True)
+  for replicate in range(3):
+    picks = draws.integers(0, cluster.max() + 1, size=(1, cluster.max() + 1))[0]
+    rows = np.concatenate([np.flatnonzero(cluster == c) for c in picks])
+    assert replicates[replicate, 0] == pytest.approx(metrics.auc(labels[rows], scores[rows]))

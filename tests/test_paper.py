@@ -14,6 +14,7 @@ from experiments import jobs
 from experiments import paper
 from experiments import paper_config
 from experiments import paper_worlds
+from experiments import progress
 from experiments import studies
 from stages import config as config_lib
 
@@ -161,6 +162,18 @@ def test_paper_study_writes_tables_plots_and_the_command(tmp_path):
   trials = pd.read_csv(report_dir / "tables.csv")
   assert set(trials["seed"]) == {0, 1}
   assert set(trials[trials["study"] == "noise"]["world"]) == {"noise=0.5", "noise=2"}
+  # The study can be watched: its status file, and one HParams session per distinct run.
+  status = subprocess.run([sys.executable, "-m", "experiments.paper", "--status",
+                           f"--report_dir={report_dir}"], capture_output=True, text=True,
+                          timeout=300, check=True).stdout
+  assert status.startswith("study: finished")
+  runs_total = progress.read_status(str(report_dir / "work"))["runs_total"]
+  assert f"{runs_total}/{runs_total} runs done" in status
+  sessions = list((report_dir / "work" / "models").rglob(
+      f"tensorboard/events.out.tfevents.*{progress.HPARAMS_SUFFIX}"))
+  assert len(sessions) == runs_total
+  assert list((report_dir / "work").glob(f"events.out.tfevents.*{progress.HPARAMS_SUFFIX}"))
+  assert (report_dir / "report.html").exists()
   # Rerunning reuses every finished stage run instead of training again.
   finished = {str(p): p.stat().st_mtime_ns for p in (report_dir / "work").rglob("metrics.json")}
   _run(flags + ["--studies=noise"])

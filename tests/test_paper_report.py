@@ -154,3 +154,17 @@ def test_power_is_the_t_tests_and_gap_closure_a_ratio_of_means_over_worlds():
   assert pfd["worlds"] == 4 and math.isclose(pfd["Δ eAUC, worlds as units"], 0.003)
   shown = paper_stats.format_table(table)
   assert shown.loc[pfd.name, "gap closure"].startswith("0.33 [")
+
+
+def test_the_study_report_opens_with_a_headline_of_paired_deltas_and_verdicts(tmp_path):
+  path = paper_report.write(_frame(world_seeds=2), {}, str(tmp_path),
+                            command="python -m experiments.paper", studies=["coarse"])
+  report = open(path).read()
+  assert report.index("## Headline: does PFD help here?") < report.index("## Table A")
+  headline = report.split("## Headline: does PFD help here?")[1].split("## Table A")[0]
+  pfd = next(line for line in headline.splitlines() if line.startswith("| coarse PFD, 1 day"))
+  assert "+0.0200" in pfd and pfd.rstrip(" |").endswith(tables.PAPER_CTR_1DAY["pfd"])
+  assert "| significant gain |" in pfd  # eAUC +0.02 on every pair
+  lupi = next(line for line in headline.splitlines() if line.startswith("| coarse LUPI, 1 day"))
+  assert "| significant loss |" in lupi  # eAUC -0.008 on every pair
+  assert (tmp_path / "report.html").exists()

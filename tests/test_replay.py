@@ -19,8 +19,10 @@ import data
 from data import best_page as best_page_lib
 from data import command
 from experiments import compare
+from experiments import funnel as funnel_lib
 from experiments import replay as replay_lib
 from experiments import request_table
+from experiments import run_dir as run_dir_lib
 from stages import coarse
 from stages import config as config_lib
 from stages import fine
@@ -29,7 +31,7 @@ from stages import retrieval
 FLAGS = flags.FLAGS
 TINY = dict(hidden_units=(32, 16), embedding_dim=8, batch_size=512, epochs=1,
             checkpoint_every=1000)
-FUNNEL = replay_lib.Funnel(retrieval=200, coarse=50, page=10)
+FUNNEL = funnel_lib.Funnel(retrieval=200, coarse=50, page=10)
 REPLAY = dict(day=4, max_requests=240, batch_requests=100, cascade_sample=60)
 SPEED_PREFIXES = ("latency/", "throughput/")
 
@@ -101,14 +103,15 @@ def test_replay_writes_the_contract_compare_reads(runs):
                "max_requests", "batch_requests", "cascade_sample"):
     assert flag in summary["config"]
   expected = [f"online/{kind}_{o}_per_1k" for kind in ("exp", "oracle")
-              for o in replay_lib.OUTCOMES]
-  expected += [f"online/share_of_oracle_{o}" for o in replay_lib.OUTCOMES]
-  expected += [f"survival/{s}" for s in replay_lib.STAGES]
-  expected += ["cascade/coarse_fine_recall", "cascade/kendall_tau", "n_requests",
+              for o in request_table.OUTCOMES]
+  expected += [f"online/share_of_oracle_{o}" for o in request_table.OUTCOMES]
+  expected += [f"survival/{s}" for s in funnel_lib.STAGES]
+  expected += ["cascade/coarse_fine_recall", "cascade/kendall_tau",
+               "cascade/coarse_fine_ctr_recall", "cascade/kendall_tau_ctr", "n_requests",
                "throughput/requests_per_second"]
   expected += [f"offline/{m}_{k}" for m in ("coarse", "fine_ctr", "fine_cvr")
-               for k in ("auc", "gauc")]
-  expected += [f"latency/{s}_ms" for s in replay_lib.STAGES]
+               for k in ("auc", "gauc", "eauc")]
+  expected += [f"latency/{s}_ms" for s in funnel_lib.STAGES]
   metrics = summary["metrics"]
   assert set(expected) <= set(metrics)
   assert metrics["n_requests"] == len(frame) == REPLAY["max_requests"]
@@ -117,11 +120,38 @@ def test_replay_writes_the_contract_compare_reads(runs):
   assert all(len(ids) == FUNNEL.page for ids in frame["page_item_ids"])
   assert all(len(ids) == FUNNEL.coarse for ids in frame["coarse_item_ids"])
   assert "retrieved_item_ids" not in frame  # only with --store_retrieved
-  for stage in replay_lib.STAGES:
+  for stage in funnel_lib.STAGES:
     assert frame[f"survival_{stage}"].between(0, 1).all()
   assert (frame["survival_retrieval"] >= frame["survival_coarse"]).all()
   assert (frame["survival_coarse"] >= frame["survival_fine"]).all()
-  assert not os.path.exists(os.path.join(runs["pfd_md"], replay_lib.PARTIAL))
+  assert not os.path.exists(os.path.join(runs["pfd_md"], run_dir_lib.PARTIAL))
+  # Every null figure comes with its reason; the offline scores are kept for compare.
+  assert {name for name, value in metrics.items() if value is None} <= set(
+      summary["unavailable"])
+  offline = pd.read_parquet(os.path.join(runs["pfd_md"], "offline_scores.parquet"))
+  assert len(offline) == len(world_logs_of(runs["pfd_md"]))
+  assert summary["models"]["retrieval"]["index"]["kind"] == "faiss_ivf"
+
+
+def world_logs_of(run_dir):
+  """The logged impressions of the replayed day (offline_scores.parquet holds one per row)."""
+  with open(os.path.join(run_dir, "summary.json")) as f:
+    summary = json.load(f)
+  world = data.load(summary["config"]["world_dir"], verify="size")
+  return world.logs([summary["day"]])
+
+
+@pytest.mark.slow
+def test_the_replay_serves_through_the_ann_index_or_brute_force(world, model_dir, tmp_path):
+  survival = {}
+  for index in ("brute_force", "faiss_ivf"):
+    summary = replay_lib.replay(world, FUNNEL, _config(world, model_dir, tmp_path / index,
+                                                       index=index, cascade_sample=0))
+    assert summary["models"]["retrieval"]["index"]["kind"] == index
+    assert summary["config"]["index"] == index
+    survival[index] = summary["metrics"]["survival/retrieval"]
+  # The tiny world's 51 IVF cells are all searched (nprobe 64): the same items as exact.
+  assert survival["faiss_ivf"] == pytest.approx(survival["brute_force"], abs=1e-9)
 
 
 @pytest.mark.slow
@@ -144,7 +174,7 @@ def test_oracle_page_earns_at_least_the_funnel_page_for_every_request(runs):
     assert (gap >= -1e-9 * frame[f"oracle_{outcome}"]).all(), gap.min()
 
 
-@pytest.mark.parametrize("rank_by", replay_lib.OBJECTIVES)
+@pytest.mark.parametrize("rank_by", funnel_lib.OBJECTIVES)
 def test_oracle_best_page_is_the_brute_force_best_over_the_corpus(world, rank_by):
   request_ids = np.sort(world.request_arrays([4], ["request_id"])["request_id"])[::25]
   finder = best_page_lib.OracleBestPage(world, 4, FUNNEL.page, rank_by, block_pairs=20_000)
@@ -217,19 +247,19 @@ def test_killed_replay_resumes_to_the_same_summary(world, model_dir, runs, tmp_p
                                                    monkeypatch):
   run_dir = tmp_path / "run"
   config = _config(world, model_dir, run_dir, coarse_variant="pfd_md")
-  write_chunk = replay_lib.RunDir.write_chunk
+  write_chunk = run_dir_lib.RunDir.write_chunk
 
   def write_then_die(self, index, table, seconds):
     write_chunk(self, index, table, seconds)
     raise KeyboardInterrupt("killed after the first chunk")
 
-  monkeypatch.setattr(replay_lib.RunDir, "write_chunk", write_then_die)
+  monkeypatch.setattr(run_dir_lib.RunDir, "write_chunk", write_then_die)
   with pytest.raises(KeyboardInterrupt):
     replay_lib.replay(world, FUNNEL, config)
   assert not os.path.exists(run_dir / "summary.json")
-  assert sorted(os.listdir(run_dir / replay_lib.PARTIAL)) == [
+  assert sorted(os.listdir(run_dir / run_dir_lib.PARTIAL)) == [
       "chunk-00000.json", "chunk-00000.parquet", "config.json"]
-  monkeypatch.setattr(replay_lib.RunDir, "write_chunk", write_chunk)
+  monkeypatch.setattr(run_dir_lib.RunDir, "write_chunk", write_chunk)
 
   with pytest.raises(command.UserError, match="unfinished replay .*differs in max_requests"):
     replay_lib.replay(world, FUNNEL, _config(world, model_dir, run_dir, coarse_variant="pfd_md",
@@ -255,7 +285,7 @@ def test_compare_reads_two_replay_runs(runs, tmp_path):
                                   "retrieval:a,coarse:10,fine:5"])
 def test_funnel_spec_must_name_shrinking_stages(spec):
   with pytest.raises(command.UserError, match="--funnel"):
-    replay_lib.parse_funnel(spec)
+    funnel_lib.parse_funnel(spec)
 
 
 @pytest.mark.slow

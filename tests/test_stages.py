@@ -118,7 +118,7 @@ def _privileged_perturbed(arrays, schema, stage):
 def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, task, variant,
                                                       stage):
   model_dir, _ = trained
-  world = driver.open_world(_config(tiny_world_dir, model_dir))
+  world = data.open_world(tiny_world_dir)
   served = serving.load_fine(model_dir, task, variant)
   assert not set(served.input_names) - {f.name for f in world.schema.serving_features(stage)}
   arrays = world.log_arrays([world.days[-1]])
@@ -130,7 +130,7 @@ def test_served_fine_scores_ignore_privileged_columns(trained, tiny_world_dir, t
 @pytest.mark.slow
 def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
   model_dir, _ = trained
-  world = driver.open_world(_config(tiny_world_dir, model_dir))
+  world = data.open_world(tiny_world_dir)
   scorer = serving.load_coarse(model_dir, "pfd_md")
   assert scorer.item_vectors.shape[0] == len(world.items)
   signature = tf.saved_model.load(scorer.path).signatures["user_vectors"]
@@ -146,7 +146,7 @@ def test_served_coarse_scores_ignore_cross_features(trained, tiny_world_dir):
 @pytest.mark.slow
 def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
   model_dir, _ = trained
-  world = driver.open_world(_config(tiny_world_dir, model_dir))
+  world = data.open_world(tiny_world_dir)
   index = serving.load_retrieval(model_dir)
   assert set(index.query_inputs) <= {f.name for f in world.schema.serving_features("retrieval")}
   assert all(world.schema[n].entity in (schema_lib.USER, schema_lib.CONTEXT)
@@ -160,7 +160,7 @@ def test_retrieval_index_serves_from_user_side_only(trained, tiny_world_dir):
 
 @pytest.mark.parametrize("stage", ["coarse", "fine_cvr"])
 def test_export_refuses_a_model_that_reads_privileged_features(tiny_world_dir, tmp_path, stage):
-  world = driver.open_world(_config(tiny_world_dir, tmp_path))
+  world = data.open_world(tiny_world_dir)
   teacher = distillation.build_teacher("pfd", world.schema, stage, student_widths=(8,),
                                        embedding_dim=4)
   privileged = world.schema.privileged_features(stage)[0].name
@@ -248,7 +248,7 @@ def test_killed_training_with_validation_stopping_resumes_the_same_search(tiny_w
 
 @pytest.mark.parametrize("change,message", [
     (dict(variant="pfd", task="ctr"), "not valid for --task=ctr"),
-    (dict(eval_day=99, task="ctr"), "outside the world"),
+    (dict(eval_day=99, task="ctr"), "--eval_day=99 is not a day of the world"),
     (dict(train_days=[1, 2, 3], eval_day=3, task="ctr"), "overlap"),
     (dict(train_days=[1, 2, 3, 4], task="ctr"), "overlap"),
     (dict(train_days="1-x", task="ctr"), "--train_days: cannot parse"),
@@ -297,7 +297,7 @@ def test_unlabelled_candidates_are_retrieved_unshown_and_labelled_minus_one(trai
   model_dir, _ = trained
   config = _coarse(tiny_world_dir, model_dir, variant="pfd", train_days=[1, 2],
                    distill_unlabelled=True, unlabelled_per_request=3)
-  world = driver.open_world(config)
+  world = data.open_world(config.world_dir)
   train = world.log_arrays(config.train_days)
   rows = coarse.unlabelled_candidates(world, config, train)
   n_requests = len(np.unique(train["request_id"]))

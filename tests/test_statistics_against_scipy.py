@@ -41,3 +41,4 @@ def test_kendall_tau_drops_padding_like_scipy_on_the_finite_entries():
   expected = stats.kendalltau(a[:20], b[:20], variant="b").statistic
   assert metrics.kendall_tau(padded_a[None], padded_b[None])[0] == pytest.approx(expected,
                                                                                  rel=1e-12)
+

@@ -8,7 +8,6 @@ records and the command prints.
 
 import collections
 import json
-import logging
 import os
 import time
 from typing import Dict, Iterator, Optional
@@ -16,6 +15,7 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 import pandas as pd
 
+from data import progress
 from data.command import UserError
 
 CHUNK_ROWS = 1 << 20
@@ -47,10 +47,12 @@ class RowReport:
     self.dropped: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     self.adjusted: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     self._start = time.time()
+    self._line = progress.Line("ingest")
 
   def add_read(self, name: str, n: int) -> None:
     self.read[name] += int(n)
-    logging.info("%s: %d rows read (%.0fs)", name, self.read[name], time.time() - self._start)
+    self._line.update("%s: %d rows read (%.0fs)", name, self.read[name],
+                      time.time() - self._start)
 
   def drop(self, name: str, reason: str, n: int) -> None:
     if n:

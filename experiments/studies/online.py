@@ -15,6 +15,7 @@ import pandas as pd
 
 import data
 from experiments import compare
+from experiments import funnel as funnel_lib
 from experiments import paper_worlds
 from experiments import replay
 from experiments.paper_stats import Section
@@ -67,8 +68,8 @@ class OnlineStudy(Study):
             run_dir=run_dir, day=day, coarse_variant=coarse_variant, cvr_variant=cvr_variant,
             label=name, seed=seed, max_requests=paper.online_max_requests, cascade_sample=500,
             oracle_cache_dir=os.path.join(work_dir, "oracle_cache"))
-        if not os.path.exists(os.path.join(run_dir, replay.SUMMARY)):
-          replay.replay(world, replay.parse_funnel(paper.paper_funnel), config, engine)
+        if not os.path.exists(os.path.join(run_dir, run_dir.SUMMARY)):
+          replay.replay(world, funnel_lib.parse_funnel(paper.paper_funnel), config, engine)
         runs[name].append(run_dir)
     reports = {}
     for name in ("coarse_pfd_md", "cvr_pfd"):
