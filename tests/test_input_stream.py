@@ -105,3 +105,19 @@ def test_aligned_columns_become_tensors_without_a_copy():
   copied = pipeline.resident_tensor(unaligned)
   unaligned[7] = 42
   assert int(copied[7]) == 1
+
+
+def test_appended_rows_keep_narrow_and_ragged_columns_exact(world):
+  arrays = world.log_arrays([world.days[0]], ["click", "item_category", "hist_shop_ids"],
+                            narrow=True)
+  width = arrays["hist_shop_ids"].shape[1]
+  big = np.iinfo(np.int16).max + 5  # wider than the narrowed tables hold
+  extra = {"click": np.array([-1.0, -1.0], np.float32),
+           "item_category": np.array([big, 0], np.int64),
+           "hist_shop_ids": np.full((2, width), S.PAD_ID, np.int64)}
+  extra["hist_shop_ids"][0, :3] = [big, 1, 2]
+  out = io.append_rows(arrays, extra)
+  for name in extra:
+    np.testing.assert_array_equal(np.asarray(out[name]),
+                                  np.concatenate([np.asarray(arrays[name]), extra[name]]))
+  assert isinstance(out["hist_shop_ids"].table, columns_lib.RaggedTable)

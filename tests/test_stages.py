@@ -19,6 +19,7 @@ from data import splits
 from models import distillation
 from models import export
 from models import pipeline
+from models import rankers
 from models import testing
 from stages import catalogue
 from stages import coarse
@@ -438,3 +439,18 @@ def test_distilled_run_reports_the_teacher_eauc_and_waits_for_the_teacher(tiny_w
   steps = -(-n_rows // config.batch_size)
   assert config.resolved_swap_step(n_rows) == int(config_lib.AUTO_SWAP_FRACTION * steps)
   assert dataclasses.replace(config, swap_step=7).resolved_swap_step(n_rows) == 7
+
+
+def test_retrieval_evaluation_in_chunks_equals_the_whole_day_at_once(tiny_world_dir):
+  """evaluate_index keeps per-request figures chunk by chunk (for memory); its means must be
+  those of scoring every request of the day in one go. Any index will do: an untrained one."""
+  world = data.load(tiny_world_dir, verify=False)
+  scorer = distillation.build_student(world.schema, "retrieval", architecture=rankers.TWO_TOWER,
+                                      widths=(8,), embedding_dim=4, name="retrieval")
+  index = retrieval.build_index(world, retrieval.RetrievalModel(scorer, 1.0), k=300)
+  day = world.days[-1]
+  whole = retrieval.evaluate_index(world, day, index, chunk=10 ** 9)
+  chunked = retrieval.evaluate_index(world, day, index, chunk=7)
+  assert whole["n_eval"] > 7 and set(chunked) == set(whole)
+  for name, value in whole.items():
+    assert chunked[name] == pytest.approx(value, rel=1e-12, abs=0), name
