@@ -65,7 +65,9 @@ def render() -> str:
     for case in cases:
       number += 1
       env = " ".join(f"{k}=..." for k in case.env)
-      flags = " ".join(case.args) + (f" ({env})" if env else "")
+      # The interpreter's path differs per machine; the table names it `python`.
+      args = ["python" if arg == sys.executable else arg for arg in case.args]
+      flags = " ".join(args) + (f" ({env})" if env else "")
       lines.append(f"| {number} | {case.finding} | `{case.command}` | {_cell(case.name)} | "
                    f"{_code(flags)} | {case.code} | {_code(case.message)} | {tier} |")
   lines += ["", "### Faults (tests/test_faults.py)", "",
