@@ -3,6 +3,7 @@ resident columns, and only the model's own columns."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import data
 from data import columns as columns_lib
@@ -11,6 +12,7 @@ from data import schema as S
 from models import distillation
 from models import pipeline
 from models import rankers
+from stages import config as config_lib
 from stages import training
 
 
@@ -121,3 +123,16 @@ def test_appended_rows_keep_narrow_and_ragged_columns_exact(world):
     np.testing.assert_array_equal(np.asarray(out[name]),
                                   np.concatenate([np.asarray(arrays[name]), extra[name]]))
   assert isinstance(out["hist_shop_ids"].table, columns_lib.RaggedTable)
+
+
+def test_thread_counts_a_running_tensorflow_cannot_take_are_kept_with_a_warning(
+    tiny_world_dir, tmp_path, caplog):
+  """A long-lived worker's later trial asks for other thread counts than its runtime has: the
+  run goes on with the old ones and says so (op determinism keeps its results the same)."""
+  tf.constant(1.0) + 1.0  # the runtime is up: its thread pools are fixed
+  running = tf.config.threading.get_inter_op_parallelism_threads()
+  config = config_lib.FineConfig(world_dir=tiny_world_dir, model_dir=str(tmp_path),
+                                 inter_op_threads=running + 3)
+  training.configure_threads(config)
+  assert tf.config.threading.get_inter_op_parallelism_threads() == running
+  assert "--inter_op_threads" in caplog.text and "not applied" in caplog.text
