@@ -14,9 +14,13 @@ Both index like the array they stand for: `column[rows]` (an index array, a mask
 gives those rows in the logical `dtype`; `take_rows` keeps the result lazy; `np.asarray`,
 operators and numpy functions expand every row. `stored()` gives what is kept (the table and
 row index, or the narrow values) for code that gathers batches itself (models.pipeline).
+
+Dicts of such columns are cut and grown here too: `take_rows` (optionally consuming its input
+so the rows are never held twice), `append_rows` (widening a narrow column where the new rows
+need it), and `Filler`, which reads days one at a time into columns allocated once.
 """
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -282,3 +286,99 @@ def narrow_column(values: np.ndarray) -> Any:
   out = aligned_empty(values.shape, narrow)
   out[...] = values
   return NarrowColumn(out, values.dtype)
+
+
+def take_rows(arrays: Dict[str, Any], rows, consume: bool = False) -> Dict[str, Any]:
+  """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
+  request-level columns stay request-level, those of one row index sharing its taken copy.
+
+  consume=True empties `arrays` column by column as they are taken, so a column's memory can
+  go as soon as its copy exists: the rows are never held twice (the caller must hold no other
+  reference to them).
+  """
+  out: Dict[str, Any] = {}
+  taken_index: Dict[int, np.ndarray] = {}
+  for name in list(arrays):
+    column = arrays.pop(name) if consume else arrays[name]
+    if isinstance(column, RequestColumn):
+      key = id(column.rows)
+      if key not in taken_index:
+        taken_index[key] = take(column.rows, rows)
+      out[name] = RequestColumn(column.table, taken_index[key], column.dtype)
+    elif isinstance(column, LazyColumn):
+      out[name] = column.take_rows(rows)
+    else:
+      out[name] = take(column, rows)
+    del column
+  return out
+
+
+def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
+  """The columns of `arrays` that `extra` also has, with `extra`'s rows appended; a
+  request-level column gets `extra`'s rows as new request rows."""
+  out: Dict[str, Any] = {}
+  for name, values in arrays.items():
+    if name not in extra:
+      continue
+    if isinstance(values, RequestColumn):
+      added = np.asarray(extra[name])
+      # The narrowest type that holds both exactly (a table may be narrower than its schema).
+      dtype = np.promote_types(values.table.dtype, narrowest_dtype(added))
+      added = added.astype(dtype)
+      rows = np.arange(len(added)) + len(values.table)
+      table = values.table
+      if isinstance(table, RaggedTable):
+        widened = RaggedTable(table.values.astype(dtype), table.starts,
+                                          table.lengths, table.width, table.pad)
+        table = RaggedTable.concatenate(
+            [widened, RaggedTable.from_dense(added, table.pad)])
+      else:
+        table = np.concatenate([table.astype(dtype, copy=False), added])
+      out[name] = RequestColumn(table,
+                                np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
+                                values.dtype)
+    elif isinstance(values, NarrowColumn):
+      out[name] = narrow_column(
+          np.concatenate([np.asarray(values), np.asarray(extra[name], values.dtype)]))
+    else:
+      out[name] = np.concatenate([values, extra[name]])
+  return out
+
+
+class Filler:
+  """Columns of `n` rows filled day by day, each allocated once (aligned, `data.columns`) in
+  the first day's dtype and widened if a later day needs a wider one: reading many days costs
+  the result and one day, never a second copy of the result."""
+
+  def __init__(self, n: int):
+    self.n, self.filled = n, 0
+    self.columns: Dict[str, np.ndarray] = {}
+
+  def put(self, name: str, values: np.ndarray) -> None:
+    """`values` as the next rows of column `name`."""
+    column = self.columns.get(name)
+    if column is None or np.result_type(column.dtype, values.dtype) != column.dtype:
+      dtype = values.dtype if column is None else np.result_type(column.dtype, values.dtype)
+      wider = aligned_empty((self.n,) + values.shape[1:], dtype)
+      if column is not None:
+        wider[:self.filled] = column[:self.filled]
+      self.columns[name] = column = wider
+    column[self.filled:self.filled + len(values)] = values
+
+  def extend(self, day: Dict[str, np.ndarray], n: int) -> None:
+    """One day's `n` rows of every column (the dict is emptied, freeing each as it is
+    copied)."""
+    for name in list(day):
+      self.put(name, day.pop(name))
+    self.filled += n
+
+  def column(self, name: str, dtype, keep: bool = False) -> Any:
+    """The filled column `name` in logical `dtype` (None: as stored): a NarrowColumn where it
+    is narrower. The filler lets go of it unless `keep`."""
+    values = self.columns.get(name) if keep else self.columns.pop(name, None)
+    if values is None:  # no rows were read
+      return aligned_empty((0,), dtype or np.int64)
+    dtype = np.dtype(dtype or values.dtype)
+    if values.dtype == dtype or values.dtype.itemsize >= dtype.itemsize:
+      return values.astype(dtype, copy=False)
+    return NarrowColumn(values, dtype)

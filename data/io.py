@@ -179,31 +179,9 @@ def _fits_int32(schema: S.Schema, name: str) -> bool:
 
 RequestColumn = columns_lib.RequestColumn
 NarrowColumn = columns_lib.NarrowColumn
-
-
-def take_rows(arrays: Dict[str, Any], rows, consume: bool = False) -> Dict[str, Any]:
-  """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
-  request-level columns stay request-level, those of one row index sharing its taken copy.
-
-  consume=True empties `arrays` column by column as they are taken, so a column's memory can
-  go as soon as its copy exists: the rows are never held twice (the caller must hold no other
-  reference to them).
-  """
-  out: Dict[str, Any] = {}
-  taken_index: Dict[int, np.ndarray] = {}
-  for name in list(arrays):
-    column = arrays.pop(name) if consume else arrays[name]
-    if isinstance(column, RequestColumn):
-      key = id(column.rows)
-      if key not in taken_index:
-        taken_index[key] = columns_lib.take(column.rows, rows)
-      out[name] = RequestColumn(column.table, taken_index[key], column.dtype)
-    elif isinstance(column, columns_lib.LazyColumn):
-      out[name] = column.take_rows(rows)
-    else:
-      out[name] = columns_lib.take(column, rows)
-    del column
-  return out
+# Row operations on column dicts live with the column types (data.columns).
+take_rows = columns_lib.take_rows
+append_rows = columns_lib.append_rows
 
 
 def stage_columns(schema: S.Schema, stage: str) -> List[str]:
@@ -215,78 +193,7 @@ def stage_columns(schema: S.Schema, stage: str) -> List[str]:
   return ids + [n for n in features if n not in ids] + list(S.LABELS)
 
 
-def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
-  """The columns of `arrays` that `extra` also has, with `extra`'s rows appended; a
-  request-level column gets `extra`'s rows as new request rows."""
-  out: Dict[str, Any] = {}
-  for name, values in arrays.items():
-    if name not in extra:
-      continue
-    if isinstance(values, RequestColumn):
-      added = np.asarray(extra[name])
-      # The narrowest type that holds both exactly (a table may be narrower than its schema).
-      dtype = np.promote_types(values.table.dtype, columns_lib.narrowest_dtype(added))
-      added = added.astype(dtype)
-      rows = np.arange(len(added)) + len(values.table)
-      table = values.table
-      if isinstance(table, columns_lib.RaggedTable):
-        widened = columns_lib.RaggedTable(table.values.astype(dtype), table.starts,
-                                          table.lengths, table.width, table.pad)
-        table = columns_lib.RaggedTable.concatenate(
-            [widened, columns_lib.RaggedTable.from_dense(added, table.pad)])
-      else:
-        table = np.concatenate([table.astype(dtype, copy=False), added])
-      out[name] = RequestColumn(table,
-                                np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
-                                values.dtype)
-    elif isinstance(values, NarrowColumn):
-      out[name] = columns_lib.narrow_column(
-          np.concatenate([np.asarray(values), np.asarray(extra[name], values.dtype)]))
-    else:
-      out[name] = np.concatenate([values, extra[name]])
-  return out
-
-
 ROWS = "rows"  # a request-level column's row index, while it is read
-
-
-class _Filler:
-  """Columns of `n` rows filled day by day, each allocated once (aligned, `data.columns`) in
-  the first day's dtype and widened if a later day needs a wider one: reading many days costs
-  the result and one day, never a second copy of the result."""
-
-  def __init__(self, n: int):
-    self.n, self.filled = n, 0
-    self.columns: Dict[str, np.ndarray] = {}
-
-  def put(self, name: str, values: np.ndarray) -> None:
-    """`values` as the next rows of column `name`."""
-    column = self.columns.get(name)
-    if column is None or np.result_type(column.dtype, values.dtype) != column.dtype:
-      dtype = values.dtype if column is None else np.result_type(column.dtype, values.dtype)
-      wider = columns_lib.aligned_empty((self.n,) + values.shape[1:], dtype)
-      if column is not None:
-        wider[:self.filled] = column[:self.filled]
-      self.columns[name] = column = wider
-    column[self.filled:self.filled + len(values)] = values
-
-  def extend(self, day: Dict[str, np.ndarray], n: int) -> None:
-    """One day's `n` rows of every column (the dict is emptied, freeing each as it is
-    copied)."""
-    for name in list(day):
-      self.put(name, day.pop(name))
-    self.filled += n
-
-  def column(self, name: str, dtype, keep: bool = False) -> Any:
-    """The filled column `name` in logical `dtype` (None: as stored): a NarrowColumn where it
-    is narrower. The filler lets go of it unless `keep`."""
-    values = self.columns.get(name) if keep else self.columns.pop(name, None)
-    if values is None:  # no rows were read
-      return columns_lib.aligned_empty((0,), dtype or np.int64)
-    dtype = np.dtype(dtype or values.dtype)
-    if values.dtype == dtype or values.dtype.itemsize >= dtype.itemsize:
-      return values.astype(dtype, copy=False)
-    return columns_lib.NarrowColumn(values, dtype)
 
 
 def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -413,9 +320,10 @@ class World:
     joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
     day_list = _as_days(days, self.days)
-    impressions = _Filler(sum(self._count("logs", day) for day in day_list))
-    requests = _Filler(sum(self._count("requests", day) for day in day_list) if joined else 0)
-    rows = _Filler(impressions.n if joined else 0)
+    impressions = columns_lib.Filler(sum(self._count("logs", day) for day in day_list))
+    requests = columns_lib.Filler(
+        sum(self._count("requests", day) for day in day_list) if joined else 0)
+    rows = columns_lib.Filler(impressions.n if joined else 0)
     ragged: Dict[str, List[columns_lib.RaggedTable]] = {}
     for day in day_list:  # one day in memory at a time, besides the result
       day_rows = self._typed_columns(self._read("logs", [day], read), narrow=narrow)
