@@ -168,7 +168,7 @@ def report_full_replay(world, funnel, config) -> None:
 def main(argv):
   del argv
   config = replay_lib.config_from_flags(need_run_dir=False)
-  funnel = replay_lib.parse_funnel(FLAGS.funnel)
+  funnel = funnel_lib.parse_funnel(FLAGS.funnel)
   world = _timed("load world", lambda: data.load(config.world_dir, verify="size"))
   day = replay_lib.resolve_day(world, config.day)
   config.day, config.max_requests = day, FLAGS.requests

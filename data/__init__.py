@@ -9,3 +9,6 @@ Plain numpy / pandas / pyarrow; nothing here imports TensorFlow.
 from data.config import PRESETS, WorldConfig, preset
 from data.io import World, load, open_world
 from data.schema import Feature, Schema, build_schema
+
+__all__ = ["PRESETS", "WorldConfig", "preset", "World", "load", "open_world", "Feature",
+           "Schema", "build_schema"]

@@ -39,7 +39,7 @@ import numpy as np
 from data import ids as id_lookup
 from data import truth as ground_truth
 from data.config import DENSE_KNOBS
-from data.numeric import sigmoid
+from data.numeric import sigmoid as sigmoid  # part of the oracle's interface
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).

@@ -33,7 +33,7 @@ in `experiments.funnel`, the oracle's best page in `data.best_page`.
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from absl import flags
 from absl import logging
@@ -188,7 +188,8 @@ class Replayer:
   def __init__(self, world, models: funnel_lib.FunnelModels, funnel: funnel_lib.Funnel,
                config: ReplayConfig, day: int):
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
-    self.best_page = None
+    self.best_page: Optional[Union[best_page_lib.OracleBestPage,
+                                   best_page_lib.CachedBestPage]] = None
     if not world.has_oracle:  # real logs: the funnel and the cascade only
       return
     self.best_page = best_page_lib.OracleBestPage(world, day, funnel.page, config.rank_by,
@@ -284,7 +285,7 @@ def build_summary(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, wor
                   offline: pd.DataFrame, key) -> dict:
   """summary.json, the contract experiments.compare reads: every figure, and under
   `unavailable` the reason of each one that is null."""
-  metrics = request_table.summary_metrics(frame)
+  metrics: Dict[str, Optional[float]] = dict(request_table.summary_metrics(frame))
   metrics.update(offline_table.summary_metrics(offline))
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))

@@ -136,7 +136,7 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
     spec = ann.IndexSpec(self.config.index)
     started = time.perf_counter()
     self.index = build_index(self.world, model, self._k(), spec, self.vectors)
-    result = {"index": spec.kind}
+    result: Dict[str, Any] = {"index": spec.kind}
     if not spec.exact:
       result["index_build_seconds"] = time.perf_counter() - started
     result.update(evaluate_index(self.world, self.config.evaluation_day, self.index))
