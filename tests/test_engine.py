@@ -126,10 +126,11 @@ def model_dir(tiny_world_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_a_replay_on_ray_equals_the_local_one_but_for_timings(ray_engine, tiny_world_dir,
                                                               model_dir, tmp_path):
+  from experiments import funnel as funnel_lib
   from experiments import replay as replay_lib
   from experiments import run_dir as run_dir_lib
   world = data.load(tiny_world_dir, verify="size")
-  funnel = replay_lib.Funnel(retrieval=200, coarse=50, page=10)
+  funnel = funnel_lib.Funnel(retrieval=200, coarse=50, page=10)
   summaries, cache = {}, str(tmp_path / "cache")
   for name, engine in (("local", None), ("ray", ray_engine)):
     config = replay_lib.ReplayConfig(world_dir=tiny_world_dir, model_dir=model_dir,
