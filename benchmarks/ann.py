@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf  # after models, which picks TensorFlow's Keras
 
 import data
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
 from models import ann
 from models import export
 from stages import serving

@@ -18,8 +18,8 @@ from typing import Dict, List
 from absl import app
 from absl import flags
 
-from data import engine as engine_lib
 from data import generate
+from data.plumbing import engine as engine_lib
 
 FLAGS = flags.FLAGS
 

@@ -28,8 +28,8 @@ from absl import flags
 import numpy as np
 
 import data
-from data import best_page as best_page_lib
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
+from data.world import best_page as best_page_lib
 from experiments import funnel as funnel_lib
 from experiments import replay as replay_lib
 

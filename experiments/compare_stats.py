@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from data import intervals
+from data.stats import intervals
 from experiments import compare_offline
 from experiments import offline_table
 from experiments.compare_runs import ReplayRun

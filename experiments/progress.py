@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 
-from data import files
-from data.command import UserError
+from data.plumbing import files
+from data.plumbing.command import UserError
 
 STATUS_FILE = "status.json"
 HPARAMS_SUFFIX = ".pfd-hparams"  # our event files, replaced when a study runs again

@@ -23,11 +23,11 @@ N1 candidates, the replay's most expensive step (~50 ms of CPU per request at N1
 Outputs, read by `experiments.compare`: R/summary.json and R/per_request.parquet, whose
 columns and summary metrics `experiments.request_table` declares. The run is resumable
 (`experiments.run_dir`): a rerun with the same configuration skips the finished batches.
-With --runner=ray (data.engine) the unfinished chunks are served by Ray workers, a contiguous
-range each, and gathered here as before: the same summary but for the timings.
+With --runner=ray (data.plumbing.engine) the unfinished chunks are served by Ray workers, a
+contiguous range each, and gathered here as before: the same summary but for the timings.
 
 This module keeps the configuration, the replay loop and the command; the funnel's stages are
-in `experiments.funnel`, the oracle's best page in `data.best_page`.
+in `experiments.funnel`, the oracle's best page in `data.world.best_page`.
 """
 
 import dataclasses
@@ -42,13 +42,13 @@ import pandas as pd
 import pyarrow as pa
 
 import data
-from data import best_page as best_page_lib
-from data import command
-from data import engine as engine_lib
-from data import files
-from data import progress
-from data.command import UserError
-from data.command import field as _field
+from data.plumbing import command
+from data.plumbing import engine as engine_lib
+from data.plumbing import files
+from data.plumbing import progress
+from data.plumbing.command import UserError
+from data.plumbing.command import field as _field
+from data.world import best_page as best_page_lib
 from experiments import funnel as funnel_lib
 from experiments import offline_table
 from experiments import replay_defaults
@@ -66,7 +66,7 @@ DEFAULT_FUNNEL = "retrieval:1000,coarse:100,fine:10"
 
 @dataclasses.dataclass
 class ReplayConfig:
-  """One replay; the command's flags are generated from these fields (data.command), and
+  """One replay; the command's flags are generated from these fields (data.plumbing.command), and
   tests and experiments.paper build it directly. The funnel's sizes are passed beside it."""
   world_dir: str = dataclasses.field(metadata={
       "help": "The world's directory: written by `python -m data.generate`."})

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
 from experiments import funnel as funnel_lib
 
 OUTCOMES = ("clicks", "conversions", "gmv")

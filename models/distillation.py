@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import distribute
 from models import inputs as inputs_lib
 from models import rankers

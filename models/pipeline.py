@@ -3,7 +3,7 @@
 The logs stay in numpy: each batch is gathered from the arrays by a small generator (shuffled
 per epoch with a seeded permutation), so a large world is never copied into a graph constant.
 Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
-[B, L], float32 numerics and labels [B]. A column may be a `data.io.RequestColumn` (a
+[B, L], float32 numerics and labels [B]. A column may be a `data.world.io.RequestColumn` (a
 request-level behaviour sequence): each batch expands only its own rows, so the per-impression
 copy of a sequence never exists in memory.
 """
@@ -14,8 +14,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from data import io
-from data import schema as schema_lib
+from data.world import io
+from data.world import schema as schema_lib
 
 Arrays = Dict[str, np.ndarray]
 
@@ -45,7 +45,7 @@ def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Array
 
 def take_rows(arrays: Arrays, rows) -> Arrays:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
-  request-level columns (`data.io.RequestColumn`) stay request-level."""
+  request-level columns (`data.world.io.RequestColumn`) stay request-level."""
   return io.take_rows(arrays, rows)
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from data import files
-from data import io
-from data import metrics as metrics_lib
+from data.plumbing import files
+from data.stats import metrics as metrics_lib
+from data.world import io
 from models import ann
 from models import distillation
 from models import export

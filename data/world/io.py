@@ -34,11 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import files
-from data import integrity
-from data import schema as S
-from data.config import WorldConfig
-from data.declared import SCHEMA_DECLARED
+from data.plumbing import files
+from data.world import integrity
+from data.world import schema as S
+from data.world.config import WorldConfig
+from data.world.declared import SCHEMA_DECLARED
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,7 +120,7 @@ def sha256_file(path: str) -> str:
 
 def world_hash(config: dict, files: Dict[str, dict], schema: Optional[list] = None) -> str:
   """Hash of the config, the format version and every file's sha256, and of the schema when
-  the world declares its own (`data.declared`; the code's schema follows from the config)."""
+  the world declares its own (`data.world.declared`; the code's schema follows from the config)."""
   payload = {"format_version": FORMAT_VERSION, "config": config,
              "files": {path: entry["sha256"] for path, entry in sorted(files.items())}}
   if schema is not None:
@@ -315,7 +315,7 @@ class World:
     replay's --day."""
     chosen = self.default_eval_day if day is None else int(day)
     if chosen not in self.days:
-      from data.command import UserError
+      from data.plumbing.command import UserError
       raise UserError(f"{flag}={chosen} is not a day of the world at {self.world_dir}: it has "
                       f"days {self.days[0]}..{self.days[-1]}")
     return chosen
@@ -434,7 +434,7 @@ class World:
   def entities(self):
     """Every user and item attribute, observable and hidden (world.Entities)."""
     self._require_oracle("entities")
-    from data.world import Entities
+    from data.world.simulation import Entities
     users = table_arrays(self._checked("truth/users.parquet", USER_TRUTH_COLUMNS))
     items = table_arrays(self._checked("truth/items.parquet", ITEM_TRUTH_COLUMNS))
     categories = table_arrays(self._checked("truth/categories.parquet", CATEGORY_TRUTH_COLUMNS))
@@ -448,7 +448,7 @@ class World:
   @functools.cached_property
   def features(self):
     """FeatureService over the whole world's logs (built on first use)."""
-    from data.features import FeatureService
+    from data.world.features import FeatureService
     requests = _sorted_by_id(
         self.request_arrays(self.days, [S.REQUEST_ID, "user_id", S.TIMESTAMP]))
     imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK])
@@ -462,7 +462,7 @@ class World:
   def oracle(self):
     """The ground-truth Oracle (P(click), P(conversion | click)) for any pairs."""
     self._require_oracle("the oracle")
-    from data.oracle import Oracle
+    from data.world.oracle import Oracle
     return Oracle(self.config, self.entities, self.request_truth(), self.features)
 
 
@@ -470,7 +470,7 @@ def open_world(world_dir: str) -> "World":
   """The world a command reads: checked by size (`load(verify="size")`), its oracle's inputs
   range-checked, with one line saying what to run when there is none. The one way commands
   open a world."""
-  from data.command import UserError  # the command layer's error; data.command is plain
+  from data.plumbing.command import UserError  # the command layer's error; plain Python
   if os.path.exists(world_dir) and not os.path.isdir(world_dir):
     raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
   if not os.path.exists(os.path.join(world_dir, MANIFEST)):
@@ -513,8 +513,8 @@ def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   if problems:
     raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
                                                    if len(problems) > 1 else "")
-                     + ("; a declared schema must follow data/declared.py's rules: ingest the "
-                        "world again" if manifest.get(SCHEMA_DECLARED) else
+                     + ("; a declared schema must follow data/world/declared.py's rules: ingest "
+                        "the world again" if manifest.get(SCHEMA_DECLARED) else
                         "; the schema must be the code's: regenerate the world"))
   _check_days(path, manifest)
   if verify:
