@@ -205,7 +205,7 @@ def plot(rows: Sequence[Row], path: str) -> None:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
-  from data import files
+  from data.plumbing import files
   figure, axes = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.4))
   for y, r in enumerate(rows):
     mean, half = r.interval()
