@@ -171,7 +171,9 @@ def reference_metrics(config: config_lib.TrainConfig) -> Dict[str, float]:
 
 
 def _numeric(metrics: Dict[str, Any]) -> Dict[str, float]:
-  return {k: float(v) for k, v in metrics.items()
+  """A run's numeric figures, by name: the same columns in the same order whichever runner
+  (this process, a trial worker, Ray) returned them."""
+  return {k: float(v) for k, v in sorted(metrics.items())
           if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
 
 
