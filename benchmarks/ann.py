@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from absl import app
 from absl import flags
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf  # after models, which picks TensorFlow's Keras
 
 import data
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
 from models import ann
 from models import export
 from stages import serving
@@ -95,7 +95,7 @@ def day_queries(world, day: int, n: int, index: serving.RetrievalIndex):
 
 
 def scann_rows(scann_path: str, items: np.ndarray, queries: np.ndarray, k: int,
-               batch: int) -> List[Dict[str, float]]:
+               batch: int) -> List[Dict[str, Any]]:
   """ScaNN's figures from a TensorFlow-free child process (see the module docstring); its ids
   are rows of `items`."""
   with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +135,7 @@ def main(argv) -> None:
 
   print(f"world {FLAGS.world_dir}, day {day}: {n} requests, {len(items)} items, "
         f"{items.shape[1]}-d vectors, top {k}, {batch} requests per call")
-  rows: List[Dict] = []
+  rows: List[Dict[str, Any]] = []
 
   def batch_queries(start, stop):
     return {name: v[start:stop] for name, v in queries.items()}

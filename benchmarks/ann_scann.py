@@ -25,9 +25,9 @@ def import_scann_numpy_api():
   if spec is None:
     raise SystemExit("scann is not on the path (pip install --no-deps --target DIR scann)")
   package = types.ModuleType("scann")
-  package.__path__ = list(spec.submodule_search_locations)
+  package.__path__ = list(spec.submodule_search_locations or [])
   sys.modules["scann"] = package
-  from scann.scann_ops.py import scann_ops_pybind
+  from scann.scann_ops.py import scann_ops_pybind  # type: ignore[import-not-found]
   return scann_ops_pybind
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Sequence
 
 import tensorflow as tf
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 import models  # noqa: F401 (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from models import rankers
 

@@ -53,9 +53,9 @@ from benchmarks.cost_counting import scaled_rows
 from benchmarks.cost_counting import table_bytes
 from benchmarks.cost_counting import world_counts
 import data
-from data import command
-from data import files
 from data import generate
+from data.plumbing import command
+from data.plumbing import files
 from stages import catalogue
 from stages import config as config_lib
 from stages import distribute as distribute_lib

@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 from absl import app
 from absl import flags
 
-from data import files
+from data.plumbing import files
 from experiments import cluster
 
 FLAGS = flags.FLAGS

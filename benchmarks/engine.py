@@ -13,12 +13,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from typing import Dict, List
 
 from absl import app
 from absl import flags
 
-from data import engine as engine_lib
 from data import generate
+from data.plumbing import engine as engine_lib
 
 FLAGS = flags.FLAGS
 
@@ -44,7 +45,7 @@ def main(argv):
   with engine_lib.Engine(engine_lib.EngineConfig(runner=engine_lib.RAY,
                                                  ray_num_cpus=FLAGS.ray_num_cpus)) as ray:
     ray_start = time.perf_counter() - start
-    seconds = {"local": [], "ray": []}
+    seconds: Dict[str, List[float]] = {"local": [], "ray": []}
     hashes = set()
     for _ in range(FLAGS.repeats):
       for name, engine in (("local", local), ("ray", ray)):

@@ -43,6 +43,7 @@ def main(argv):
   try:
     start = time.time()
     manifest = generate.generate(world_dir, config, overwrite=FLAGS.overwrite)
+    assert manifest is not None  # every shard, so the merged manifest
     seconds = time.time() - start
     impressions = sum(c["impressions"] for c in manifest["row_counts"].values())
     clicks = sum(c["clicks"] for c in manifest["row_counts"].values())

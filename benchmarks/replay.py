@@ -28,8 +28,8 @@ from absl import flags
 import numpy as np
 
 import data
-from data import best_page as best_page_lib
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
+from data.world import best_page as best_page_lib
 from experiments import funnel as funnel_lib
 from experiments import replay as replay_lib
 
@@ -168,7 +168,7 @@ def report_full_replay(world, funnel, config) -> None:
 def main(argv):
   del argv
   config = replay_lib.config_from_flags(need_run_dir=False)
-  funnel = replay_lib.parse_funnel(FLAGS.funnel)
+  funnel = funnel_lib.parse_funnel(FLAGS.funnel)
   world = _timed("load world", lambda: data.load(config.world_dir, verify="size"))
   day = replay_lib.resolve_day(world, config.day)
   config.day, config.max_requests = day, FLAGS.requests

@@ -23,7 +23,7 @@ from absl import flags
 import tensorflow as tf
 
 import data
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import testing
 
 FLAGS = flags.FLAGS

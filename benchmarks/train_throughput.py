@@ -36,8 +36,8 @@ import models  # Sets TF_USE_LEGACY_KERAS before TensorFlow loads.
 import tensorflow as tf
 
 import data
-from data import command
-from data import schema as schema_lib
+from data.plumbing import command
+from data.world import schema as schema_lib
 from models import optimizers
 from models import pipeline
 

@@ -6,6 +6,9 @@ Plain numpy / pandas / pyarrow; nothing here imports TensorFlow.
                                       # log_arrays, requests, oracle, features
 """
 
-from data.config import PRESETS, WorldConfig, preset
-from data.io import World, load, open_world
-from data.schema import Feature, Schema, build_schema
+from data.world.config import PRESETS, WorldConfig, preset
+from data.world.io import World, load, open_world
+from data.world.schema import Feature, Schema, build_schema
+
+__all__ = ["PRESETS", "WorldConfig", "preset", "World", "load", "open_world", "Feature",
+           "Schema", "build_schema"]

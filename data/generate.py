@@ -1,7 +1,7 @@
 r"""Generates a simulated world: python -m data.generate --world_dir=DIR --preset=small --seed=0
 
 Every WorldConfig field has a flag that overrides the preset (e.g. --n_days=10
---post_click_noise=2); --flagfile works. The world is written as described in data/io.py;
+--post_click_noise=2); --flagfile works. The world is written as described in data/world/io.py;
 the manifest is written last, so a killed run never leaves something that loads as a world.
 
 If DIR already holds a world with the same config, the command does nothing. A DIR holding a
@@ -23,11 +23,11 @@ shard.json last. The final `--shard=-1` run (the default) generates any shard th
 missing in-process, then links the parts into DIR/{logs,requests,truth/requests}/day=NN/
 (each day directory assembled under a temporary name and renamed when complete), hashes every
 file and writes manifest.json. Request ids encode the shard in their high bits
-(world.request_ids), so they are globally unique and do not depend on how shards were run.
+(simulation.request_ids), so they are globally unique and do not depend on how shards were run.
 Use the same flags for every shard run and the final run; do not pass --overwrite to
 parallel shard runs.
 
-With --runner=ray (data.engine) the final run makes each missing shard a Ray task instead,
+With --runner=ray (data.plumbing.engine) the final run makes each missing shard a Ray task instead,
 on this machine's cores or a cluster's (DIR on storage every node mounts), then merges them
 here: the world is byte-identical to one generated in a single process.
 """
@@ -43,16 +43,16 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from data import command
-from data import engine as engine_lib
-from data import files
-from data import io
-from data import progress
-from data import schema as S
-from data import world
-from data.config import PRESETS
-from data.config import WorldConfig
-from data.config import preset
+from data.plumbing import command
+from data.plumbing import engine as engine_lib
+from data.plumbing import files
+from data.plumbing import progress
+from data.world import io
+from data.world import schema as S
+from data.world import simulation
+from data.world.config import PRESETS
+from data.world.config import WorldConfig
+from data.world.config import preset
 
 SHARDS_DIR = "_shards"
 SHARD_MANIFEST = "shard.json"
@@ -97,7 +97,7 @@ def generate(world_dir: str, config: WorldConfig, shard: int = -1, overwrite: bo
     logging.info("%s already holds this world (world_hash %s); nothing to do", world_dir,
                  existing["world_hash"])
     return existing
-  entities = world.make_entities(config)
+  entities = simulation.make_entities(config)
   missing = []
   for s in ([shard] if shard >= 0 else range(config.n_user_shards)):
     if _shard_done(world_dir, config, s):
@@ -169,13 +169,13 @@ def _same_config(recorded: Optional[dict], config: WorldConfig) -> bool:
     return False
 
 
-def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities,
+def generate_shard(world_dir: str, config: WorldConfig, entities: simulation.Entities,
                    shard: int) -> dict:
   """Simulates one user shard day by day into its staging directory; shard.json last."""
   staging = _shard_dir(world_dir, shard)
   files.remove_tree(staging)
   schema = S.build_schema(config)
-  simulator = world.ShardSimulator(config, entities, world.ItemSampler(entities), shard)
+  simulator = simulation.ShardSimulator(config, entities, simulation.ItemSampler(entities), shard)
   row_counts, parts = {}, []
   line = progress.Line("generate")
   try:
@@ -198,7 +198,7 @@ def generate_shard(world_dir: str, config: WorldConfig, entities: world.Entities
   return done
 
 
-def day_counts(log: world.DayLog) -> Dict[str, int]:
+def day_counts(log: simulation.DayLog) -> Dict[str, int]:
   imp = log.impressions
   return {"requests": int(len(log.requests[S.REQUEST_ID])),
           "impressions": int(len(imp[S.REQUEST_ID])),
@@ -206,7 +206,7 @@ def day_counts(log: world.DayLog) -> Dict[str, int]:
 
 
 def _write_day(staging: str, schema: S.Schema, shard: int, day: int,
-               log: world.DayLog) -> List[str]:
+               log: simulation.DayLog) -> List[str]:
   """Writes one day of one shard (logs, requests, truth/requests); returns relative paths."""
   tables = {"logs": io.to_table(log.impressions, io.log_columns(schema)),
             "requests": io.to_table(log.requests, io.REQUEST_COLUMNS),
@@ -219,7 +219,7 @@ def _write_day(staging: str, schema: S.Schema, shard: int, day: int,
   return written
 
 
-def write_entities(world_dir: str, entities: world.Entities) -> None:
+def write_entities(world_dir: str, entities: simulation.Entities) -> None:
   """Observable entity tables and the hidden truth tables."""
   users, items = entities.users_table(), entities.items_table()
   io.write_table(io.to_table(users, io.USER_COLUMNS), os.path.join(world_dir, "users.parquet"))
@@ -237,7 +237,7 @@ def write_entities(world_dir: str, entities: world.Entities) -> None:
                  os.path.join(world_dir, "truth", "categories.parquet"))
 
 
-def finalize(world_dir: str, config: WorldConfig, entities: world.Entities) -> dict:
+def finalize(world_dir: str, config: WorldConfig, entities: simulation.Entities) -> dict:
   """Merges the shards into day directories, hashes every file, writes the manifest last."""
   start = time.time()
   write_entities(world_dir, entities)

@@ -5,10 +5,10 @@
 Commands open a world with a cheap check (sizes, footers, columns); this one reads every byte:
 each file's sha256 against the manifest, the manifest's own world_hash, and the feature schema
 against the one the code declares for the world's config (or, for a world from real logs that
-declares its own schema, against the rules of `data.declared`, the schema being hashed with the
-world). The schema decides which columns a serving model may read, so a manifest whose schema
-was edited (a post-click signal relabelled `serving`, say) must be refused, not trusted. Exit
-status 0 when the world is intact, 1 with one line per problem otherwise.
+declares its own schema, against the rules of `data.world.declared`, the schema being hashed
+with the world). The schema decides which columns a serving model may read, so a manifest whose
+schema was edited (a post-click signal relabelled `serving`, say) must be refused, not trusted.
+Exit status 0 when the world is intact, 1 with one line per problem otherwise.
 """
 
 import dataclasses
@@ -19,11 +19,11 @@ from absl import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import command
-from data import files
-from data import integrity
-from data import io
-from data import schema as schema_lib
+from data.plumbing import command
+from data.plumbing import files
+from data.world import integrity
+from data.world import io
+from data.world import schema as schema_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 import data
-from data import command
-from data import files
+from data.plumbing import command
+from data.plumbing import files
 from models import export
 from stages import catalogue
 from stages import layout

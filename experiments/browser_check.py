@@ -23,8 +23,8 @@ from typing import List, Optional
 
 from absl import flags
 
-from data import command
-from data.command import UserError
+from data.plumbing import command
+from data.plumbing.command import UserError
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 FLAGS_HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

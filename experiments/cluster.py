@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
-from data import command
+from data.plumbing import command
 
 FLAGS = flags.FLAGS
 POLL_SECONDS = 0.5

@@ -29,8 +29,8 @@ import dataclasses
 import os
 from typing import List, Optional, Sequence
 
-from data import command
-from data import files
+from data.plumbing import command
+from data.plumbing import files
 from experiments import compare_plots
 from experiments import compare_report
 from experiments import compare_runs
@@ -71,7 +71,7 @@ def compare(run_dirs: Sequence[str], report_dir: str, baseline: Optional[str] = 
             options: BootstrapOptions = BootstrapOptions()) -> str:
   """Compares replay runs and writes the report; returns the path of report.md.
 
-  Raises CompareInputError (a data.command.UserError) for input it cannot use (missing or
+  Raises CompareInputError (a data.plumbing.command.UserError) for input it cannot use (missing or
   unfinished runs, mixed worlds, an unknown baseline, an empty glob).
   """
   if os.path.exists(report_dir) and not os.path.isdir(report_dir):

@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from data import intervals
+from data.stats import intervals
 from experiments import offline_table
 from experiments.offline_table import OfflineMetric
 

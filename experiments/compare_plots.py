@@ -11,7 +11,7 @@ from typing import List, Sequence
 import numpy as np
 import pandas as pd
 
-from data import files
+from data.plumbing import files
 from experiments import funnel as funnel_lib
 
 

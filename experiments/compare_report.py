@@ -12,7 +12,7 @@ computed. `headline_frame`, `metrics_frame`, `deltas_frame`, `methods_frame` and
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
@@ -156,7 +156,7 @@ def headline_frame(table: pd.DataFrame, baseline: str, variant: str,
       continue
     base = _stats(by_key, baseline, figure.name)
     other = _stats(by_key, variant, figure.name)
-    row = {"metric": figure.name, "figure": figure.title,
+    row: Dict[str, Any] = {"metric": figure.name, "figure": figure.title,
            "base": base.get("mean"), "base_lo": base.get("ci_lo"), "base_hi": base.get("ci_hi"),
            "variant": other.get("mean"), "variant_lo": other.get("ci_lo"),
            "variant_hi": other.get("ci_hi")}
@@ -403,7 +403,7 @@ def report_markdown(table: pd.DataFrame, variants: Dict[str, List[ReplayRun]], b
   parts += [
       "## Plots\n" + "\n".join(f"![{name}](plots/{name})" for name in plot_names),
       "## Every figure (mean [95% CI])",
-      metrics_markdown(metrics_frame(table, variants), variants),
+      metrics_markdown(metrics_frame(table, list(variants)), variants),
       f"## Every delta against {baseline} (variant - baseline [95% CI], relative [95% CI])",
       deltas_markdown(deltas_frame(table, labels, baseline), baseline),
       "## How the intervals were computed",

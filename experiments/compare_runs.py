@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from data.command import UserError
+from data.plumbing.command import UserError
 from experiments import run_dir as run_dir_lib
 from experiments.run_dir import OFFLINE_SCORES
 

@@ -12,12 +12,12 @@ numbers; rendering is compare_report's job.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from data import intervals
+from data.stats import intervals
 from experiments import compare_offline
 from experiments import offline_table
 from experiments.compare_runs import ReplayRun
@@ -84,7 +84,7 @@ def summarize_metric(runs: Sequence[ReplayRun], values: Sequence[Dict[str, float
     if offline is not None and offline_cache is not None:
       _, low, high = offline_cache.interval(offline, run.offline)
       row.update(ci_lo=low, ci_hi=high, ci_method="bootstrap over users (1 seed)")
-    elif _usable(definition, run.per_request):
+    elif definition is not None and _usable(definition, run.per_request):
       numerator, denominator = definition.arrays(run.per_request)
       _, low, high = intervals.bootstrap_ci(
           numerator, n_boot=options.n_boot, seed=options.seed, denominators=denominator,
@@ -200,7 +200,7 @@ def metric_delta(base_runs, base_values, variant_runs, variant_values, name,
                     "none (one seed and no per-request outcome)")
 
 
-def _ordered_metric_names(values: Sequence[Dict[str, float]]) -> List[str]:
+def _ordered_metric_names(values: Sequence[Mapping[str, object]]) -> List[str]:
   """Metric names in first-seen order: summary metrics as replay wrote them, derived after."""
   names: Dict[str, None] = {}
   for run_values_ in values:

@@ -22,9 +22,9 @@ from absl import flags
 from absl import logging
 
 import data
-from data import command
-from data import config as world_config
 from data import generate
+from data.plumbing import command
+from data.world import config as world_config
 from experiments import browser_check
 from experiments import compare
 from experiments import funnel as funnel_lib

@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from data import numeric
-from data.command import UserError
+from data.plumbing.command import UserError
+from data.world import numeric
 from experiments import offline_table
 from models import ann
 from models import export

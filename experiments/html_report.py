@@ -15,7 +15,7 @@ import re
 
 import markdown
 
-from data import files
+from data.plumbing import files
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

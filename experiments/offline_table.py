@@ -18,9 +18,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from data import headroom
-from data import intervals
-from data import metrics as metrics_lib
+from data.stats import headroom
+from data.stats import intervals
+from data.stats import metrics as metrics_lib
 
 # (score column, label): what each model is judged on; fine CVR on clicked impressions only.
 MODELS = (("coarse", "click"), ("fine_ctr", "click"), ("fine_cvr", "conversion"))
@@ -129,7 +129,7 @@ def replicates(metric: OfflineMetric, frames, n_boot: int,
   `aligned` runs' frames: every replicate resamples the same users for every run, so the
   columns are paired."""
   if metric.kind == "gauc":
-    raise ValueError("GAUC is a ratio over users: use gauc_parts with data.intervals")
+    raise ValueError("GAUC is a ratio over users: use gauc_parts with data.stats.intervals")
   rows = [metric.rows(frame) for frame in frames]
   positive, negative = _auc_weights(metric, rows[0])
   return intervals.auc_replicates([r[metric.model].to_numpy(np.float64) for r in rows],
@@ -139,7 +139,7 @@ def replicates(metric: OfflineMetric, frames, n_boot: int,
 
 def gauc_parts(metric: OfflineMetric, frame: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
   """GAUC as a ratio of sums over users with both classes: (impressions * AUC, impressions)
-  per user, sorted by user id (`data.intervals` bootstraps it like any per-request ratio)."""
+  per user, sorted by user id (`data.stats.intervals` bootstraps it like any per-request ratio)."""
   rows = metric.rows(frame)
   _, aucs, impressions = metrics_lib.per_group_auc(
       rows[metric.label].to_numpy(), rows[metric.model].to_numpy(np.float64),

@@ -26,7 +26,7 @@ Every trial is a stage job (experiments.jobs) in its own model dir under --work_
 long-lived trial worker (experiments.runner) and reused when its configuration is unchanged,
 so an interrupted study resumes where it stopped; --workers runs independent trials at once
 (bounded by memory, --max_worker_gb), each after the runs it reads; --runner=ray makes each
-run a Ray task instead (one CPU and --max_worker_gb of Ray's memory each; data.engine), on
+run a Ray task instead (one CPU and --max_worker_gb of Ray's memory each; data.plumbing.engine), on
 every core of this machine or on a cluster, with the same receipts and numbers. Every trial
 runs for each pair (world seed, training seed): --world_seeds worlds x --seeds seeds; every
 figure is mean ± 95% CI (Student t) over those pairs, and every delta is paired on them.
@@ -48,9 +48,9 @@ import numpy as np
 import pandas as pd
 
 import data
-from data import command
-from data import engine as engine_lib
-from data import files
+from data.plumbing import command
+from data.plumbing import engine as engine_lib
+from data.plumbing import files
 from experiments import jobs
 from experiments import paper_learning
 from experiments import paper_report
@@ -171,7 +171,9 @@ def reference_metrics(config: config_lib.TrainConfig) -> Dict[str, float]:
 
 
 def _numeric(metrics: Dict[str, Any]) -> Dict[str, float]:
-  return {k: float(v) for k, v in metrics.items()
+  """A run's numeric figures, by name: the same columns in the same order whichever runner
+  (this process, a trial worker, Ray) returned them."""
+  return {k: float(v) for k, v in sorted(metrics.items())
           if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
 
 

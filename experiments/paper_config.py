@@ -3,9 +3,9 @@
 import dataclasses
 from typing import Optional, Tuple
 
-from data import command
-from data import config as world_config
-from data.command import field as _field
+from data.plumbing import command
+from data.plumbing.command import field as _field
+from data.world import config as world_config
 from experiments import paper_worlds
 from experiments import studies as studies_lib
 from models import teacher_kinds

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from data import files
+from data.plumbing import files
 from experiments import html_report
 from experiments import paper_learning
 from experiments import studies as studies_lib

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from data import intervals
+from data.stats import intervals
 
 PAIR = ("world_seed", "seed")  # the unit of every interval: one world seed, one training seed
 

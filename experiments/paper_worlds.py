@@ -12,9 +12,9 @@ import dataclasses
 import os
 from typing import Any, Dict, Iterable, Optional, Tuple
 
-from data import command
-from data import config as world_config
 from data import generate
+from data.plumbing import command
+from data.world import config as world_config
 
 MAIN = "main"
 ALIASES = {"noise": "post_click_noise"}

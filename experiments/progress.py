@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 
-from data import files
-from data.command import UserError
+from data.plumbing import files
+from data.plumbing.command import UserError
 
 STATUS_FILE = "status.json"
 HPARAMS_SUFFIX = ".pfd-hparams"  # our event files, replaced when a study runs again
@@ -152,7 +152,7 @@ class StudyProgress:
 
   def _write_experiment(self) -> None:
     """The study's HParams experiment: every hyperparameter its runs have and the metrics."""
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import api as hp  # type: ignore[import-untyped]
     import tensorflow as tf
     names = sorted({name for run in self.runs for name in run.hparams})
     _remove_ours(self.work_dir)

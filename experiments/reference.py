@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Type
 
 from absl import flags
 
-from data import command
-from data import files
+from data.plumbing import command
+from data.plumbing import files
 from models import distillation
 from models import linear
 from stages import catalogue

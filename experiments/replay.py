@@ -23,17 +23,17 @@ N1 candidates, the replay's most expensive step (~50 ms of CPU per request at N1
 Outputs, read by `experiments.compare`: R/summary.json and R/per_request.parquet, whose
 columns and summary metrics `experiments.request_table` declares. The run is resumable
 (`experiments.run_dir`): a rerun with the same configuration skips the finished batches.
-With --runner=ray (data.engine) the unfinished chunks are served by Ray workers, a contiguous
-range each, and gathered here as before: the same summary but for the timings.
+With --runner=ray (data.plumbing.engine) the unfinished chunks are served by Ray workers, a
+contiguous range each, and gathered here as before: the same summary but for the timings.
 
 This module keeps the configuration, the replay loop and the command; the funnel's stages are
-in `experiments.funnel`, the oracle's best page in `data.best_page`.
+in `experiments.funnel`, the oracle's best page in `data.world.best_page`.
 """
 
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from absl import flags
 from absl import logging
@@ -42,13 +42,13 @@ import pandas as pd
 import pyarrow as pa
 
 import data
-from data import best_page as best_page_lib
-from data import command
-from data import engine as engine_lib
-from data import files
-from data import progress
-from data.command import UserError
-from data.command import field as _field
+from data.plumbing import command
+from data.plumbing import engine as engine_lib
+from data.plumbing import files
+from data.plumbing import progress
+from data.plumbing.command import UserError
+from data.plumbing.command import field as _field
+from data.world import best_page as best_page_lib
 from experiments import funnel as funnel_lib
 from experiments import offline_table
 from experiments import replay_defaults
@@ -66,7 +66,7 @@ DEFAULT_FUNNEL = "retrieval:1000,coarse:100,fine:10"
 
 @dataclasses.dataclass
 class ReplayConfig:
-  """One replay; the command's flags are generated from these fields (data.command), and
+  """One replay; the command's flags are generated from these fields (data.plumbing.command), and
   tests and experiments.paper build it directly. The funnel's sizes are passed beside it."""
   world_dir: str = dataclasses.field(metadata={
       "help": "The world's directory: written by `python -m data.generate`."})
@@ -188,7 +188,8 @@ class Replayer:
   def __init__(self, world, models: funnel_lib.FunnelModels, funnel: funnel_lib.Funnel,
                config: ReplayConfig, day: int):
     self.world, self.models, self.funnel, self.config = world, models, funnel, config
-    self.best_page = None
+    self.best_page: Optional[Union[best_page_lib.OracleBestPage,
+                                   best_page_lib.CachedBestPage]] = None
     if not world.has_oracle:  # real logs: the funnel and the cascade only
       return
     self.best_page = best_page_lib.OracleBestPage(world, day, funnel.page, config.rank_by,
@@ -284,7 +285,7 @@ def build_summary(config: ReplayConfig, funnel: funnel_lib.Funnel, day: int, wor
                   offline: pd.DataFrame, key) -> dict:
   """summary.json, the contract experiments.compare reads: every figure, and under
   `unavailable` the reason of each one that is null."""
-  metrics = request_table.summary_metrics(frame)
+  metrics: Dict[str, Optional[float]] = dict(request_table.summary_metrics(frame))
   metrics.update(offline_table.summary_metrics(offline))
   metrics.update(run_dir_lib.speed_metrics(seconds, len(frame)))
   metrics["n_requests"] = int(len(frame))

@@ -24,8 +24,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 from absl import logging
 import numpy as np
 
-from data import files
-from data.command import UserError
+from data.plumbing import files
+from data.plumbing.command import UserError
 from experiments import funnel as funnel_lib
 from models import export
 from stages import layout

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data import metrics as metrics_lib
+from data.stats import metrics as metrics_lib
 from experiments import funnel as funnel_lib
 
 OUTCOMES = ("clicks", "conversions", "gmv")
@@ -90,7 +90,7 @@ ORACLE_ONLY_COLUMNS = tuple(c for m in REQUEST_METRICS
 NO_ORACLE_REASON = "needs the oracle; this world comes from real logs (has_oracle: false)"
 
 
-def unavailable_without_oracle(metrics: Dict[str, float]) -> Dict[str, str]:
+def unavailable_without_oracle(metrics: Dict[str, Optional[float]]) -> Dict[str, str]:
   """Nulls the oracle-only figures of `metrics` in place; returns {name: reason}."""
   out = {}
   for name in list(metrics):

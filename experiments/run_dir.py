@@ -10,7 +10,7 @@
                                      flat metrics; written last, so it marks a finished replay
 
 A rerun with the same key skips the finished chunks; another key is refused unless the caller
-overwrites. Every file is written atomically (data.files).
+overwrites. Every file is written atomically (data.plumbing.files).
 """
 
 import contextlib
@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import files
-from data.command import UserError
+from data.plumbing import files
+from data.plumbing.command import UserError
 
 PARTIAL = ".partial"
 SUMMARY = "summary.json"

@@ -19,9 +19,9 @@ study resumes across the two.
 `run_stages` runs many jobs, several at a time (`workers`), each once the jobs it reads are
 done, and starts another only while the machine has `max_worker_gb` of memory available.
 Stage training is deterministic (`stages.training`), so results depend neither on the number
-of workers nor on which jobs a worker ran before (tested). With a Ray engine (`data.engine`,
---runner=ray) each job is a Ray task run inside a Ray worker process, which Ray also keeps for
-several tasks (`max_calls`).
+of workers nor on which jobs a worker ran before (tested). With a Ray engine
+(`data.plumbing.engine`, --runner=ray) each job is a Ray task run inside a Ray worker process,
+which Ray also keeps for several tasks (`max_calls`).
 """
 
 from concurrent import futures
@@ -31,8 +31,8 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from data import engine as engine_lib
-from data import files
+from data.plumbing import engine as engine_lib
+from data.plumbing import files
 from experiments import jobs
 from experiments import trial_pool
 from models import distribute

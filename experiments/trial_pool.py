@@ -32,7 +32,7 @@ from typing import IO, Any, Deque, Dict, List, Optional
 
 import tensorflow as tf
 
-from data import command
+from data.plumbing import command
 from experiments import jobs as jobs_lib
 from stages import driver
 

@@ -42,3 +42,13 @@ from models.distillation import (BASELINE, LUPI, MD, PFD, PFD_MD, PRETRAINED, SE
                                  teacher_features)
 from models.export import ServingModel, export_serving, load_serving  # noqa: E402
 from models.pipeline import make_dataset, model_columns, predict, take_rows  # noqa: E402
+
+__all__ = [
+    "VOCABULARY_GROUPS", "EmbeddingBank", "FeatureEmbedding", "MissingFeatureError",
+    "vocabulary_group", "MLP", "Tower", "DNNRanker", "TwoTowerScorer", "split_by_side",
+    "teacher_kinds", "BASELINE", "LUPI", "MD", "PFD", "PFD_MD", "PRETRAINED", "SELF",
+    "SIMULTANEOUS", "DistillationModel", "DistillationSpec", "FrozenTeacher",
+    "PrivilegedDistillation", "build_distillation", "build_head", "build_student",
+    "build_teacher", "student_features", "teacher_features", "ServingModel", "export_serving",
+    "load_serving", "make_dataset", "model_columns", "predict", "take_rows",
+]

@@ -20,12 +20,12 @@ over a feature its stage may not serve.
 """
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import distribute
 from models import inputs as inputs_lib
 from models import rankers
@@ -167,8 +167,8 @@ class FrozenTeacher(tf.keras.layers.Layer):
     super().__init__(trainable=False, **kwargs)
     if isinstance(teacher, tf.keras.layers.Layer):
       teacher.trainable = False
-      self.layer = teacher
-      self._fn = None
+      self.layer: Optional[tf.keras.layers.Layer] = teacher
+      self._fn: Optional[Callable[[Any], Any]] = None
     elif callable(teacher):
       self.layer = None
       self._fn = lambda batch: teacher(batch)  # A lambda keeps Keras from tracking it.
@@ -183,7 +183,11 @@ class FrozenTeacher(tf.keras.layers.Layer):
   def call(self, batch, training=None) -> tf.Tensor:
     if self.input_names:
       inputs_lib.check_batch(batch, self.input_names, "pretrained teacher")
-    logits = self.layer(batch, training=False) if self.layer is not None else self._fn(batch)
+    if self.layer is not None:
+      logits = self.layer(batch, training=False)
+    else:
+      assert self._fn is not None
+      logits = self._fn(batch)
     return tf.stop_gradient(tf.reshape(tf.cast(logits, tf.float32), [-1]))
 
 
@@ -241,7 +245,7 @@ class DistillationModel(tfrs.models.Model):
       return self.student(batch, training=training), None
     if isinstance(self.teacher, FrozenTeacher):
       return self.student(batch, training=training), self.teacher(batch, training=training)
-    cache = {}  # Shared tables are looked up once for both heads.
+    cache: Dict[str, tf.Tensor] = {}  # Shared tables are looked up once for both heads.
     student = self.student(batch, training=training, cache=cache)
     return student, self.teacher(batch, training=training, cache=cache)
 

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from data import files
-from data import schema as schema_lib
+from data.plumbing import files
+from data.world import schema as schema_lib
 from models import inputs as inputs_lib
 from models import rankers
 

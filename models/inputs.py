@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import distribute
 
 # Sequence feature -> the candidate-side categorical feature whose vocabulary (and table) it

@@ -13,7 +13,7 @@ from typing import List, Sequence
 
 import tensorflow as tf
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import inputs as inputs_lib
 from models import rankers
 

@@ -5,12 +5,12 @@ batch's row numbers (a seeded permutation per epoch, each batch's rows sorted; `
 and `gather_rows` gathers the batch in TensorFlow from the columns kept resident as tensors
 (`resident_columns`), in a parallel tf.data map (`gathered_batches`, `make_dataset`) or in
 the training step (`stages.training`). The tensors share the numpy columns' memory where it
-is aligned (`data.columns.ALIGNMENT`, DLPack), so the rows are not held twice, and the
+is aligned (`data.world.columns.ALIGNMENT`, DLPack), so the rows are not held twice, and the
 datasets keep tf.data's static graph rewrites off: they would serialise (copy) every
 captured column.
 Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
 [B, L], float32 numerics and labels [B]. A column may be kept narrower than that
-(`data.columns`): a request-level behaviour sequence (`RequestColumn`: its request table and
+(`data.world.columns`): a request-level behaviour sequence (`RequestColumn`: its request table and
 each impression's row) or an exactly narrowed column (`NarrowColumn`); the gather expands
 and casts only the batch's rows, so the per-impression copy of a sequence never exists.
 """
@@ -21,9 +21,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from data import columns as columns_lib
-from data import io
-from data import schema as schema_lib
+from data.world import columns as columns_lib
+from data.world import io
+from data.world import schema as schema_lib
 
 Arrays = Dict[str, np.ndarray]
 
@@ -53,7 +53,7 @@ def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Array
 
 def take_rows(arrays: Arrays, rows) -> Arrays:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
-  request-level columns (`data.io.RequestColumn`) stay request-level."""
+  request-level columns (`data.world.io.RequestColumn`) stay request-level."""
   return io.take_rows(arrays, rows)
 
 
@@ -91,7 +91,7 @@ STREAM_OPTIONS.deterministic = True
 class ResidentColumn(NamedTuple):
   """A column kept as tensors for the whole run: its values (narrow, or a request-level
   table), the impressions' rows into them (or None) and the dtype batches carry; a ragged
-  request table (`data.columns.RaggedTable`) also has its rows' starts and lengths."""
+  request table (`data.world.columns.RaggedTable`) also has its rows' starts and lengths."""
   values: tf.Tensor
   rows: Optional[tf.Tensor]
   dtype: tf.DType
@@ -192,7 +192,7 @@ def make_dataset(arrays: Arrays, batch_size: int = 1024,
   columns kept resident (`gathered_batches`).
 
   Args:
-    arrays: column name -> numpy array (or `data.columns` column), one row per impression.
+    arrays: column name -> numpy array (or `data.world.columns` column), one row per impression.
     batch_size: rows per batch.
     columns: the columns to keep (default: all); with `schema`, they are cast to its dtypes.
     schema: used to cast feature columns (int64 / float32); labels become float32.

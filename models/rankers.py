@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import inputs as inputs_lib
 from models import towers
 

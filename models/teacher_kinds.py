@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 
 SAME_AS_STUDENT = "student"  # a kind whose teacher has the student's architecture
 DNN = "dnn"

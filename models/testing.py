@@ -13,9 +13,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from data import config as config_lib
-from data import schema as schema_lib
-from data.numeric import sigmoid
+from data.world import config as config_lib
+from data.world import schema as schema_lib
+from data.world.numeric import sigmoid
 
 
 def tiny_schema(history_len: int = 8, **overrides) -> schema_lib.Schema:

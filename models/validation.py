@@ -23,8 +23,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import metrics
-from data import numeric
+from data.stats import metrics
+from data.world import numeric
 from models import distribute
 from models import pipeline
 

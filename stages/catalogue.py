@@ -16,7 +16,7 @@ import dataclasses
 import importlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from models import teacher_kinds
 
 IMPRESSION_BATCH_SIZE = 1024

@@ -25,10 +25,10 @@ from typing import Any, Dict, Optional
 from absl import logging
 import numpy as np
 
-from data import files
-from data import headroom
-from data import ids as id_lookup
-from data import io
+from data.plumbing import files
+from data.stats import headroom
+from data.world import ids as id_lookup
+from data.world import io
 from models import export
 from models import pipeline
 from models import rankers

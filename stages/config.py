@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from absl import flags
 
-from data import command
-from data.command import field as _field
+from data.plumbing import command
+from data.plumbing.command import field as _field
 from models import ann
 from models import distillation
 from models import distribute

@@ -25,7 +25,7 @@ from typing import Any, Dict, List
 from absl import logging
 import numpy as np
 
-from data import schema as S
+from data.world import schema as S
 from models import teacher_kinds
 from stages import catalogue
 from stages import config as config_lib

@@ -27,9 +27,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import files
-from data import io
-from data import waits
+from data.plumbing import files
+from data.plumbing import waits
+from data.world import io
 from models import distribute
 from models import inputs as inputs_lib
 from stages import config as config_lib
@@ -142,7 +142,7 @@ def synchronous_input(make: Callable[[Tuple[int, int, int]], tf.data.Dataset]):
 
 def write_input_files(arrays: Dict[str, Any], directory: str) -> Dict[str, Any]:
   """The training rows as raw little-endian files a worker's TensorFlow ops can read; a
-  request-level column (`data.io.RequestColumn`) as its table and its row index."""
+  request-level column (`data.world.io.RequestColumn`) as its table and its row index."""
   files.remove_tree(directory)
   os.makedirs(directory)
   spec: Dict[str, Any] = {}

@@ -4,7 +4,7 @@
           -> lock the stage dir -> keep or drop the resumable state (by config key) -> model
           -> fit (validation stopping) -> evaluate (with headroom) -> export -> metrics.json
 
-Validation rows are a seeded share of the last training day's requests (`data.splits`,
+Validation rows are a seeded share of the last training day's requests (`data.world.splits`,
 --validation_fraction), removed from the training rows before the model is built; `fit` checks
 them within the epoch and keeps the best weights, and metrics.json gains the learning curve.
 
@@ -25,10 +25,10 @@ from absl import logging
 import numpy as np
 
 import data
-from data import command
-from data import files
-from data import io
-from data import splits
+from data.plumbing import command
+from data.plumbing import files
+from data.world import io
+from data.world import splits
 from stages import catalogue
 from stages import config as config_lib
 from stages import degenerate

@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 
-from data import headroom
-from data import io
-from data import metrics as metrics_lib
-from data import numeric
+from data.stats import headroom
+from data.stats import metrics as metrics_lib
+from data.world import io
+from data.world import numeric
 from models import export
 from models import pipeline
 from models import rankers

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from absl import logging
 
-from data import files
+from data.plumbing import files
 from models import export
 from stages import config as config_lib
 

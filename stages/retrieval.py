@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from data import files
-from data import io
-from data import metrics as metrics_lib
+from data.plumbing import files
+from data.stats import metrics as metrics_lib
+from data.world import io
 from models import ann
 from models import distillation
 from models import export
@@ -139,7 +139,7 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
     spec = ann.IndexSpec(self.config.index)
     started = time.perf_counter()
     self.index = build_index(self.world, model, self._k(), spec, self.vectors)
-    result = {"index": spec.kind}
+    result: Dict[str, Any] = {"index": spec.kind}
     if not spec.exact:
       result["index_build_seconds"] = time.perf_counter() - started
     result.update(evaluate_index(self.world, self.config.evaluation_day, self.index))

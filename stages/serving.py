@@ -15,11 +15,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import files
-from data.command import UserError
-from data.schema import ITEM
-from data.schema import PAIR
-from data.schema import UNLABELLED
+from data.plumbing import files
+from data.plumbing.command import UserError
+from data.world.schema import ITEM
+from data.world.schema import PAIR
+from data.world.schema import UNLABELLED
 from models import ann
 from models import export
 from stages import layout

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from data import files
+from data.plumbing import files
 from models import distillation
 from models import export
 from models import pipeline

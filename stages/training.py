@@ -6,7 +6,7 @@ uninterrupted run would have. With validation rows, `fit` also stops when the st
 validation figure stops improving, checked within the epoch (`models.validation`), and keeps
 the best check's weights; `learning_summary` gives the curve for metrics.json.
 `evaluate_heads` gives the student's (and the teacher's) ranking metrics on held-out rows, and
-with the oracle's true probabilities their headroom (`data.headroom`).
+with the oracle's true probabilities their headroom (`data.stats.headroom`).
 """
 
 import contextlib
@@ -18,11 +18,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from data import files
-from data import headroom
-from data import metrics as metrics_lib
-from data import numeric
-from data import progress
+from data.plumbing import files
+from data.plumbing import progress
+from data.stats import headroom
+from data.stats import metrics as metrics_lib
+from data.world import numeric
 from models import distribute
 from models import optimizers
 from models import pipeline
@@ -137,7 +137,7 @@ class _StopAfterSteps(_StepCounter):
 
 class _ProgressLog(_StepCounter):
   """One absl log line every `every` steps and at each epoch's end; in a terminal, one line
-  rewritten every 10 steps instead (data.progress)."""
+  rewritten every 10 steps instead (data.plumbing.progress)."""
 
   def __init__(self, every: int, total_steps: Optional[int]):
     super().__init__()
@@ -402,7 +402,7 @@ def evaluate_heads(model, arrays: Dict[str, np.ndarray], label: str,
                    true_p: Optional[np.ndarray] = None) -> Dict[str, Any]:
   """The student's ranking metrics on `arrays` (and the teacher's, prefixed `teacher_`).
 
-  With `true_p`, the oracle's probability of each row's label (`data.headroom`), also
+  With `true_p`, the oracle's probability of each row's label (`data.stats.headroom`), also
   ceiling_auc, eauc and ceiling_eauc of the student, and the teacher's teacher_eauc.
   """
   labels = arrays[label]

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import command
-from data import files
-from data import io
+from data.plumbing import command
+from data.plumbing import files
+from data.world import io
 from models import export
 from stages import layout
 

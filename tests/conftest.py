@@ -2,8 +2,8 @@
 
 import pytest
 
-from data import config as config_lib
 from data import generate
+from data.world import config as config_lib
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 
 

@@ -3,7 +3,7 @@
 A full disk is a small tmpfs filled to its last page; a read-only one is a read-only bind
 mount. Both need root (mount(2)); CI and the developers' machines run as root. Where mounting
 is refused, `full_disk` and `read_only_dir` fall back to a fault-injecting file layer: every
-project write goes through `data.files.write_with` and `atomic_directory` (and directories
+project write goes through `data.plumbing.files.write_with` and `atomic_directory` (and directories
 through `os.makedirs`), which are patched to fail with ENOSPC / EROFS under the path, as the
 kernel would. A test that needs TensorFlow's own writes to fail (its checkpoints and
 SavedModels bypass that layer) asks for `real=True` and is skipped, saying why, without mounts.
@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from data import files
+from data.plumbing import files
 
 MESSAGES = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system"}
 
@@ -107,6 +107,6 @@ def read_only_dir(path: str, monkeypatch, real: bool = False) -> Iterator[str]:
 
 
 def leftovers(root: str):
-  """Temporary files a failed write left under `root` (data.files names them .X.tmp-PID)."""
+  """Temporary files a failed write left under `root` (data.plumbing.files: .X.tmp-PID)."""
   return [os.path.join(d, n) for d, dirs, names in os.walk(root) for n in names + dirs
           if ".tmp-" in n]

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import data
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 from experiments import audit
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from models import distillation

@@ -22,9 +22,9 @@ from typing import Callable, Optional, Sequence
 import pytest
 
 import data
-from data import files
 from data.ingest import contract
 from data.ingest import day_rows
+from data.plumbing import files
 from tests.bad_input import run_in_process
 from tests.bad_input import snapshot
 

@@ -17,7 +17,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from data import files
+from data.plumbing import files
 from experiments import run_dir as run_dir_lib
 from stages import layout
 from tests import bad_input as bad

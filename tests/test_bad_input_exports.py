@@ -13,9 +13,9 @@ from typing import List
 
 import pytest
 
-from data import config as world_config
-from data import files
 from data import generate
+from data.plumbing import files
+from data.world import config as world_config
 from models import export
 from stages import layout
 from tests import bad_input as bad
@@ -77,8 +77,8 @@ def forged_cvr_export(keep_meta: bool) -> bad.Mutation:
   def mutate(case_dir: str) -> None:
     import tensorflow as tf
 
-    from data import io
-    from data import schema as schema_lib
+    from data.world import io
+    from data.world import schema as schema_lib
     path = layout.export_path(os.path.join(case_dir, "models"), "fine/cvr", "pfd")
     meta = files.read_json(os.path.join(path, export.META_FILE))
     manifest = files.read_json(os.path.join(case_dir, "world", io.MANIFEST))

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data import files
-from data import schema as schema_lib
+from data.plumbing import files
+from data.world import schema as schema_lib
 from experiments import jobs
 from experiments import paper_config
 from experiments import paper_learning

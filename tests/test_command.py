@@ -11,7 +11,7 @@ def test_flags_follow_the_dataclass_and_errors_are_one_line(tmp_path):
   script.write_text(textwrap.dedent('''
       import dataclasses
       from typing import Optional, Sequence
-      from data import command
+      from data.plumbing import command
 
       @dataclasses.dataclass(frozen=True)
       class Config:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data import command
+from data.plumbing import command
 from experiments import compare
 from experiments import compare_report
 from experiments import compare_stats

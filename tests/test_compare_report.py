@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data import files
+from data.plumbing import files
 from experiments import compare
 from experiments import compare_plots
 from experiments import compare_report

@@ -1,4 +1,4 @@
-"""data.engine: tasks in this process or on Ray give the same worlds, replays and study tables.
+"""data.plumbing.engine: tasks here or on Ray give the same worlds, replays and study tables.
 
 One local Ray instance (2 CPUs) serves the whole module. Generation runs in the fast tier;
 the replay and the paper study need trained models and run in the slow tier.
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import data
-from data import command
-from data import engine as engine_lib
 from data import generate
+from data.plumbing import command
+from data.plumbing import engine as engine_lib
 from tests.test_world_helpers import world_files
 
 RAY = engine_lib.EngineConfig(runner="ray", ray_num_cpus=2)
@@ -64,6 +64,11 @@ def test_ray_map_keeps_the_order_and_names_the_failed_task(ray_engine):
                         after=[[], [0], [], [1, 2]]) == [17, 1, 5, 2]
   with pytest.raises(command.UserError, match=r"^item 3: three is not allowed$"):
     ray_engine.map(square_or_fail, [1, 3], label=lambda i: f"item {i}", common=(0,))
+
+
+def test_project_root_is_the_checkout_holding_every_package():
+  for package in ("data", "models", "stages", "experiments"):
+    assert os.path.isfile(os.path.join(engine_lib.PROJECT_ROOT, package, "__init__.py"))
 
 
 def test_ray_workers_get_the_project_and_the_keras_switch(ray_engine):
@@ -121,10 +126,11 @@ def model_dir(tiny_world_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_a_replay_on_ray_equals_the_local_one_but_for_timings(ray_engine, tiny_world_dir,
                                                               model_dir, tmp_path):
+  from experiments import funnel as funnel_lib
   from experiments import replay as replay_lib
   from experiments import run_dir as run_dir_lib
   world = data.load(tiny_world_dir, verify="size")
-  funnel = replay_lib.Funnel(retrieval=200, coarse=50, page=10)
+  funnel = funnel_lib.Funnel(retrieval=200, coarse=50, page=10)
   summaries, cache = {}, str(tmp_path / "cache")
   for name, engine in (("local", None), ("ray", ray_engine)):
     config = replay_lib.ReplayConfig(world_dir=tiny_world_dir, model_dir=model_dir,

@@ -20,10 +20,10 @@ from typing import Callable, List
 import pandas as pd
 import pytest
 
-from data import files
 from data import generate
-from data import io
-from data.config import WorldConfig
+from data.plumbing import files
+from data.world import io
+from data.world.config import WorldConfig
 from experiments import cluster as cluster_lib
 from models import testing
 from stages import coarse

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from data import files
-from data import ids
+from data.plumbing import files
+from data.world import ids
 
 
 def test_write_json_is_strict_and_leaves_no_temporary_file(tmp_path):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import data
-from data import headroom
-from data import metrics
+from data.stats import headroom
+from data.stats import metrics
 
 
 @pytest.fixture(scope="module")

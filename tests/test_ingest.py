@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 import data
-from data import schema as S
 from data import verify
 from data.ingest import aliccp
 from data.ingest import contract
@@ -26,6 +25,7 @@ from data.ingest import taobao_ad
 from data.ingest import world_builder as W
 from data.ingest.__main__ import IngestConfig
 from data.ingest.__main__ import ingest
+from data.world import schema as S
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

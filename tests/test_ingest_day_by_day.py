@@ -1,7 +1,7 @@
 """data.ingest builds a world one day at a time, from rows spilled to disk, in bounded memory.
 
 These tests hold the day-by-day build to what a build over the whole log gives: the derived
-point-in-time features equal data/features.py run over every day at once (sequences longer
+point-in-time features equal data/world/features.py run over every day at once (sequences longer
 than their 50 slots, 24h and 7-day windows across day boundaries, ties in time and position),
 the world does not depend on the chunk size, and the spools keep requests whole and number
 them as a global sort would.
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import data
-from data import features as F
-from data import schema as S
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
 from data.ingest.__main__ import IngestConfig
 from data.ingest.__main__ import ingest
+from data.world import features as F
+from data.world import schema as S
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 DAY0 = 1_700_006_400  # a UTC midnight

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 import data
-from data import columns as columns_lib
-from data import io
-from data import schema as S
+from data.world import columns as columns_lib
+from data.world import io
+from data.world import schema as S
 from models import distillation
 from models import pipeline
 from models import rankers

@@ -2,7 +2,8 @@
 
 Imports are parsed with `ast`, nothing is imported, so an import inside a function counts as
 much as one at the top of a module. `data/` is plain numpy/pandas/pyarrow and never imports
-TensorFlow; `benchmarks/` and `tests/` may import anything.
+TensorFlow; `benchmarks/` and `tests/` may import anything. Inside `data/` the same holds
+between its sub-packages: world and stats build on plumbing, ingest on all three (DATA_ALLOWED).
 """
 
 import ast
@@ -20,6 +21,15 @@ FORBIDDEN = {
     "data": TENSORFLOW + ("models", "stages", "experiments"),
     "models": ("stages", "experiments"),
     "stages": ("experiments",),
+}
+# Inside data/, what each sub-package may import from data (module prefixes): the plumbing
+# (commands, engine, waits, files) and the statistics know nothing of the world, and the world
+# nothing of its commands (data.generate, data.verify, data.ingest) or of the statistics.
+DATA_ALLOWED = {
+    "plumbing": ("data.plumbing",),
+    "stats": ("data.stats", "data.plumbing"),
+    "world": ("data.world", "data.plumbing"),
+    "ingest": ("data.ingest", "data.world", "data.stats", "data.plumbing"),
 }
 
 
@@ -52,6 +62,18 @@ def layer_violations(layer: str, root: pathlib.Path = ROOT) -> List[str]:
   return found
 
 
+def data_violations(package: str, root: pathlib.Path = ROOT) -> List[str]:
+  """`file:line imports module` for every import of data/ that data/<package> may not make."""
+  allowed = DATA_ALLOWED[package]
+  found = []
+  for path in sorted((root / "data" / package).rglob("*.py")):
+    for line, module in imports_of(path, root):
+      inside_data = module == "data" or module.startswith("data.")
+      if inside_data and not any(module == a or module.startswith(a + ".") for a in allowed):
+        found.append(f"{path.relative_to(root).as_posix()}:{line} imports {module}")
+  return found
+
+
 def test_scan_sees_absolute_relative_and_function_level_imports(tmp_path):
   (tmp_path / "data").mkdir()
   probe = tmp_path / "data" / "probe.py"
@@ -76,3 +98,24 @@ def test_importing_data_generate_does_not_load_tensorflow():
   result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=True)
   assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_data_sub_package_scan_refuses_the_plumbing_reaching_into_the_world(tmp_path):
+  (tmp_path / "data" / "plumbing").mkdir(parents=True)
+  (tmp_path / "data" / "plumbing" / "probe.py").write_text(
+      "from data.plumbing import files\nimport dataclasses\n"
+      "def f():\n  from data.world import io\n  from .. import stats\n")
+  assert data_violations("plumbing", tmp_path) == [
+      "data/plumbing/probe.py:4 imports data.world",
+      "data/plumbing/probe.py:5 imports data.stats"]
+
+
+@pytest.mark.parametrize("package", sorted(DATA_ALLOWED))
+def test_data_sub_package_imports_only_what_it_may(package):
+  assert list((ROOT / "data" / package).glob("*.py")), f"no modules under data/{package}"
+  assert data_violations(package) == []
+
+
+def test_every_data_sub_package_has_a_rule():
+  packages = {p.parent.name for p in (ROOT / "data").glob("*/__init__.py")}
+  assert packages == set(DATA_ALLOWED)

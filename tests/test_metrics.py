@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from data import intervals
-from data import metrics
+from data.stats import intervals
+from data.stats import metrics
 
 
 def brute_force_auc(labels, scores):
@@ -216,7 +216,7 @@ def test_metrics_refuse_unlabelled_rows():
 def test_importing_metrics_does_not_load_tensorflow():
   import subprocess
   import sys
-  code = "import sys, data.metrics, data.intervals; print('tensorflow' in sys.modules)"
+  code = "import sys, data.stats.metrics, data.stats.intervals; print('tensorflow' in sys.modules)"
   output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
   assert output == "False"
@@ -258,7 +258,7 @@ def test_eauc_with_binary_probabilities_is_the_auc():
 
 
 def test_auc_replicates_match_the_auc_of_each_explicit_user_resample():
-  from data import intervals
+  from data.stats import intervals
   rng = np.random.default_rng(4)
   n = 800
   users = rng.integers(0, 90, n)

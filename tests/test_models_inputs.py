@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import schema as schema_lib
+from data.world import schema as schema_lib
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from models import inputs
 from models import rankers

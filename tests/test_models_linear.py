@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from data import metrics
+from data.stats import metrics
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from models import distillation
 from models import linear

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from data import command
+from data.plumbing import command
 from experiments import jobs
 from experiments import paper
 from experiments import paper_config

@@ -9,7 +9,7 @@ import sys
 
 from absl import logging
 
-from data import progress
+from data.plumbing import progress
 from models import startup
 
 NOTICES = ("cuInit", "cuda drivers", "absl::InitializeLog", "oneDNN")

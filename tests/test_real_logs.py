@@ -19,10 +19,6 @@ import numpy as np
 import pytest
 
 import data
-from data import declared
-from data import files
-from data import io
-from data import schema as S
 from data import verify
 from data.ingest import aliccp
 from data.ingest import clock as clock_lib
@@ -32,6 +28,10 @@ from data.ingest import kuairand
 from data.ingest import report as R
 from data.ingest.__main__ import IngestConfig
 from data.ingest.__main__ import ingest
+from data.plumbing import files
+from data.world import declared
+from data.world import io
+from data.world import schema as S
 from tests.test_bad_input import run_in_process
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")

@@ -3,7 +3,7 @@
 import os
 
 import data
-from data import files
+from data.plumbing import files
 from experiments import reference
 from models import distillation
 from models import linear

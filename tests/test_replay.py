@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import data
-from data import best_page as best_page_lib
-from data import command
+from data.plumbing import command
+from data.world import best_page as best_page_lib
 from experiments import compare
 from experiments import funnel as funnel_lib
 from experiments import replay as replay_lib

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import data
-from data import io
-from data import schema as S
-from data import splits
+from data.world import io
+from data.world import schema as S
+from data.world import splits
 from models import pipeline
 from stages import training
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from data import files
+from data.plumbing import files
 from experiments import jobs
 from experiments import runner
 from experiments import trial_pool

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data import splits
+from data.world import splits
 
 
 def _arrays():

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 import data
-from data import files
-from data import metrics as metrics_lib
-from data import numeric
-from data import schema as schema_lib
-from data import splits
+from data.plumbing import files
+from data.stats import metrics as metrics_lib
+from data.world import numeric
+from data.world import schema as schema_lib
+from data.world import splits
 from models import distillation
 from models import export
 from models import pipeline

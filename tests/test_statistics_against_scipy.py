@@ -1,4 +1,4 @@
-"""data.intervals and data.metrics checked against scipy, the well-kept reference.
+"""data.stats.intervals and data.stats.metrics checked against scipy, the well-kept reference.
 
 The project computes the t quantile and Kendall's tau-b itself (no scipy at run time); these
 tests pin both to scipy.stats where scipy is installed (the `test` extra).
@@ -7,8 +7,8 @@ tests pin both to scipy.stats where scipy is installed (the `test` extra).
 import numpy as np
 import pytest
 
-from data import intervals
-from data import metrics
+from data.stats import intervals
+from data.stats import metrics
 
 stats = pytest.importorskip("scipy.stats")
 

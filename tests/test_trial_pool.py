@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from data import command
+from data.plumbing import command
 from experiments import jobs
 from experiments import runner
 from experiments import trial_pool

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import data
-from data import files
-from data import io
-from data import oracle as O
-from data.config import DENSE_KNOBS
-from data.config import WorldConfig
+from data.plumbing import files
+from data.world import io
+from data.world import oracle as O
+from data.world.config import DENSE_KNOBS
+from data.world.config import WorldConfig
 from tests.test_world_helpers import cached_tiny_world
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import data
-from data import io
-from data import schema as S
-from data.config import SECONDS_PER_DAY
+from data.world import io
+from data.world import schema as S
+from data.world.config import SECONDS_PER_DAY
 from tests.test_world_helpers import cached_tiny_world
 
 
@@ -142,7 +142,7 @@ def test_loader_arrays_and_frames(world):
 
 
 def test_event_counter_compressed_keys_match_direct_keys():
-  from data.features import EventCounter
+  from data.world.features import EventCounter
   rng = np.random.default_rng(0)
   keys, times = rng.integers(0, 50, 2000), rng.integers(0, 1000, 2000)
   direct = EventCounter(keys, times, n_keys=50, span=1001)

@@ -12,7 +12,7 @@ import pytest
 
 import data
 from data import generate
-from data import io
+from data.world import io
 from tests.test_world_helpers import cached_tiny_world
 from tests.test_world_helpers import world_files
 

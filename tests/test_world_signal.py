@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import data
-from data.config import DENSE_KNOBS
+from data.world.config import DENSE_KNOBS
 from tests.test_world_calibration import TEST_USERS
 from tests.test_world_helpers import cached_tiny_world
 from tests.test_world_helpers import fitted_auc

@@ -27,10 +27,10 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from absl import logging
 
-from data import command
-from data import files
 from data.ingest import report as R
 from data.ingest import world_builder as W
+from data.plumbing import command
+from data.plumbing import files
 
 Reader = Callable[..., Tuple[W.LogTables, R.RowReport]]
 SPOOL_PREFIX = ".ingest-spool-"

@@ -27,12 +27,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
-from data import schema as S
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
 from data.ingest.feature_lists import FeatureLists
+from data.world import schema as S
 
 SPLITS = (("train", 1), ("test", 2))
 SKELETON_COLUMNS = ["sample_id", "click", "buy", "md5", "feature_num", "feature_list"]

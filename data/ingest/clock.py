@@ -20,7 +20,7 @@ import re
 from typing import Optional
 import zoneinfo
 
-from data.config import SECONDS_PER_DAY
+from data.world.config import SECONDS_PER_DAY
 
 UTC = "UTC"
 _OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})?$")

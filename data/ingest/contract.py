@@ -5,9 +5,9 @@ The schema file (`schema.json` in the input directory, docs/real_logs.md) names 
 days are cut in, and declares every column: its role (an id, the timestamp, a label, or a
 feature), and for a feature its name in the world, kind, availability and how its raw values
 map to ids or numbers (data/ingest/declaration.py). A feature named after a slot of the
-project schema (data/schema.py) keeps that slot's kind and availability, so a post-click
+project schema (data/world/schema.py) keeps that slot's kind and availability, so a post-click
 signal cannot be declared `serving` under a project name; any other name declares a feature
-of the world's own schema (data/declared.py).
+of the world's own schema (data/world/declared.py).
 """
 
 import os
@@ -16,12 +16,12 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 import pandas as pd
 
-from data import schema as S
 from data.ingest import clock as clock_lib
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
+from data.world import schema as S
 
 SCHEMA_FILE = "schema.json"
 TABLES = ("impressions", "users", "items", "behaviour")

@@ -23,12 +23,12 @@ from typing import Dict, Iterator, List, Sequence
 import numpy as np
 import pandas as pd
 
-from data import files as files_lib
-from data import integrity
-from data import schema as S
-from data.config import SECONDS_PER_DAY
 from data.ingest import report as R
 from data.ingest import spool as SP
+from data.plumbing import files as files_lib
+from data.world import integrity
+from data.world import schema as S
+from data.world.config import SECONDS_PER_DAY
 
 DUPLICATE = "duplicate (request, item): first kept"
 EXACT_DUPLICATE = "duplicate row (same request, item and timestamp): first kept"

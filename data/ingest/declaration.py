@@ -1,6 +1,6 @@
 """A source's feature declarations, and how each turns raw values into the world's values.
 
-Every feature of an ingested world beyond the core (`data.declared`) is declared: by the user
+Every feature of an ingested world beyond the core (`data.world.declared`) is declared: by the user
 (a contract's `schema.json`, a RecBole mapping's `features`) or by an adapter for its dataset.
 A declaration names the feature, its kind, its availability (from the file it is on: user and
 item features serve, impression features are privileged) and how raw values map to the world:
@@ -19,7 +19,7 @@ item features serve, impression features are privileged) and how raw values map 
         data holds (the largest id + 1).
   numeric
     "buckets": the boundaries the models bucket the value at (default: the project slot's,
-        else data.declared.DEFAULT_NUMERIC_BUCKETS); "cap": values above it become it.
+        else data.world.declared.DEFAULT_NUMERIC_BUCKETS); "cap": values above it become it.
     Values must be finite numbers >= 0 (as a world's are); a negative one, or one too large
     for float32, stops the ingest at its line.
 
@@ -33,10 +33,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from data import declared as D
-from data import schema as S
-from data.config import WorldConfig
 from data.ingest import report as R
+from data.world import declared as D
+from data.world import schema as S
+from data.world.config import WorldConfig
 
 ENTITY_OF_TABLE = {"users": S.USER, "items": S.ITEM, "impressions": S.PAIR}
 KEYS = ("name", "slot", "kind", "availability", "vocabulary", "buckets", "cap", "size",

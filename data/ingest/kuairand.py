@@ -32,12 +32,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
-from data import schema as S
 from data.ingest import clock as clock_lib
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
+from data.world import schema as S
 
 LOG_COLUMNS = ["user_id", "video_id", "date", "time_ms", "is_click", "is_like", "is_follow",
                "long_view", "play_time_ms", "profile_stay_time", "comment_stay_time",

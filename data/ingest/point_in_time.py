@@ -1,6 +1,6 @@
 """The derived point-in-time features of an ingested world, one day at a time.
 
-The simulator computes them over its whole log at once with data/features.py. An ingested
+The simulator computes them over its whole log at once with data/world/features.py. An ingested
 world is built day by day (data/ingest/world_builder.py) so that memory does not grow with
 the log; each day gets the same features, from the same code, out of what it needs of the
 days before, carried from day to day:
@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from data import features as F
-from data import schema as S
+from data.world import features as F
+from data.world import schema as S
 
 COUNTER_SLOTS = ("cross_clicks_cate_24h", "cross_clicks_shop_24h", "cross_clicks_brand_24h")
 VIEWS_SLOT = "cross_views_item_7d"

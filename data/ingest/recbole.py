@@ -26,12 +26,12 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 import pandas as pd
 
-from data import schema as S
 from data.ingest import clock as clock_lib
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
+from data.world import schema as S
 
 CONFIG_FILE = "recbole.json"
 TYPES = ("token", "token_seq", "float", "float_seq")

@@ -15,8 +15,8 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 import pandas as pd
 
-from data import progress
-from data.command import UserError
+from data.plumbing import progress
+from data.plumbing.command import UserError
 
 CHUNK_ROWS = 1 << 20
 # A chunk of long lines (Ali-CCP's common features: ~500 entries a line) is cut to about this

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import schema as S
 from data.ingest.clock import Clock
+from data.world import schema as S
 
 # Day keys of the impression partitions (ImpressionSpool `days`):
 UNIX_DAYS = "unix"  # the local day of the request's first timestamp; the first one is day 1

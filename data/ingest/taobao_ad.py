@@ -12,7 +12,7 @@ final_gender_code and pvalue_level the user's age bucket, gender and power level
 The logs are Beijing time (2017-05-06 .. 2017-05-13): days are cut in Asia/Shanghai, and the
 published test day, 2017-05-13, is the world's default eval day when the log has it.
 
-From behavior_log, point in time (data/features.EventCounter):
+From behavior_log, point in time (data/world/features.EventCounter):
   privileged_cross: the user's pv + cart + fav events in the ad's category
     (cross_clicks_cate_24h) and brand (cross_clicks_brand_24h) in the 24h before the
     impression; the shop and 7-day view counters come from the logged impressions.
@@ -28,13 +28,13 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from data import features as F
-from data import schema as S
 from data.ingest import clock as clock_lib
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest import world_builder as W
+from data.world import features as F
+from data.world import schema as S
 
 SAMPLE_COLUMNS = ["user", "time_stamp", "adgroup_id", "clk"]
 AD_COLUMNS = ["adgroup_id", "cate_id", "customer", "brand", "price"]

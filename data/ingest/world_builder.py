@@ -9,12 +9,12 @@ entity); optionally a behaviour log, spilled by day too. This module then:
   0. plans the world: the day span (at most --max_days, else the line that makes it longer),
      each categorical feature's vocabulary (declared, or the data's; an id beyond a declared
      vocabulary becomes the out-of-vocabulary id, counted), the config and the world's own
-     schema (data/declared.py: the core, the declared features, the derived cross features);
+     schema (data/world/declared.py: the core, the declared features, the derived cross features);
   1. one day at a time in order, holding one day's rows, checks and puts the day on the
      world's clock (data/ingest/day_rows.py: repeated rows, timestamps going backwards in a
      request, values no world may hold, conversions without a click);
   2. derives what the source does not give with the simulator's point-in-time code
-     (data/ingest/point_in_time.py over data/features.py): the behaviour sequence, the 24h
+     (data/ingest/point_in_time.py over data/world/features.py): the behaviour sequence, the 24h
      click counters by category, shop and brand, the 7-day views of the item; nothing counted
      happened at or after the request's time;
   3. writes logs/day=NN/ and requests/day=NN/; users.parquet, items.parquet and the manifest
@@ -31,18 +31,18 @@ from typing import Dict, List, Optional
 import numpy as np
 import pyarrow as pa
 
-from data import declared as D
-from data import features as F
-from data import files
-from data import io
-from data import schema as S
-from data.config import WorldConfig
 from data.ingest import clock
 from data.ingest import day_rows
 from data.ingest import declaration
 from data.ingest import report as R
 from data.ingest import spool as SP
 from data.ingest.point_in_time import DayByDayFeatures
+from data.plumbing import files
+from data.world import declared as D
+from data.world import features as F
+from data.world import io
+from data.world import schema as S
+from data.world.config import WorldConfig
 
 # Slots of the project schema adapters and contracts may fill, by table.
 USER_SLOTS = S.USER_PROFILE

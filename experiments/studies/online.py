@@ -18,6 +18,7 @@ from experiments import compare
 from experiments import funnel as funnel_lib
 from experiments import paper_worlds
 from experiments import replay
+from experiments import run_dir as run_dir_lib
 from experiments.paper_stats import Section
 from experiments.studies.base import Plan
 from experiments.studies.base import Report
@@ -68,7 +69,7 @@ class OnlineStudy(Study):
             run_dir=run_dir, day=day, coarse_variant=coarse_variant, cvr_variant=cvr_variant,
             label=name, seed=seed, max_requests=paper.online_max_requests, cascade_sample=500,
             oracle_cache_dir=os.path.join(work_dir, "oracle_cache"))
-        if not os.path.exists(os.path.join(run_dir, run_dir.SUMMARY)):
+        if not os.path.exists(os.path.join(run_dir, run_dir_lib.SUMMARY)):
           replay.replay(world, funnel_lib.parse_funnel(paper.paper_funnel), config, engine)
         runs[name].append(run_dir)
     reports = {}

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from data import files
+from data.plumbing import files
 from experiments import paper_worlds
 from experiments.paper_stats import Section
 from experiments.paper_stats import metric_values

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from data import files
-from data import intervals
+from data.plumbing import files
+from data.stats import intervals
 from experiments.paper_stats import Section
 from experiments.paper_stats import metric_values
 from experiments.paper_stats import paired_with_baseline

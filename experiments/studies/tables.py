@@ -14,8 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from data import files
-from data import intervals
+from data.plumbing import files
+from data.stats import intervals
 from experiments import paper_learning
 from experiments import paper_worlds
 from experiments.paper_stats import Section

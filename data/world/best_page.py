@@ -13,11 +13,11 @@ from typing import List, Tuple
 
 import numpy as np
 
-from data import files
-from data import ids as id_lookup
-from data import oracle as oracle_lib
-from data import truth
-from data.config import SECONDS_PER_DAY
+from data.plumbing import files
+from data.world import ids as id_lookup
+from data.world import oracle as oracle_lib
+from data.world import truth
+from data.world.config import SECONDS_PER_DAY
 
 
 def oracle_item_values(oracle, request_ids: np.ndarray, item_ids: np.ndarray, rank_by: str,
@@ -75,7 +75,7 @@ class OracleBestPage:
   The best page holds the K items of highest true value on the objective (e.g. P(click at
   position 0) * P(conversion) * price), in decreasing order. Valuing all ~10^5 items exactly
   per request would cost ~0.2 s, so the corpus is screened in float32 chunks with bounds on
-  the value that use the oracle's own formulas (data.oracle): the click logit with no repeat
+  the value that use the oracle's own formulas (data.world.oracle): the click logit with no repeat
   views (exact for items the user was not shown in the last 7 days, a lower bound otherwise)
   and `ConversionBounds`. An item whose upper bound falls below the K-th largest lower bound
   cannot be in the best K. Items the user was shown in the last 7 days (the only ones with

@@ -16,9 +16,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from data import ids as id_lookup
-from data import schema as S
-from data.config import SECONDS_PER_DAY
+from data.world import ids as id_lookup
+from data.world import schema as S
+from data.world.config import SECONDS_PER_DAY
 
 WINDOW_24H = SECONDS_PER_DAY
 WINDOW_7D = 7 * SECONDS_PER_DAY
@@ -137,7 +137,7 @@ class FeatureService:
   Built by `data.load(...)` (World.features) from the world's logs, so it answers as of each
   request's time using only events strictly before it. Also used by the oracle for the 7-day
   views of arbitrary (request, item) pairs. For a world that declares its own schema
-  (`data.declared`), the profile features are the world's, the derived cross features those
+  (`data.world.declared`), the profile features are the world's, the derived cross features those
   it has, and a cross feature its source supplied on each impression (no candidate that was
   not logged has one) is 0: `unknown_for_candidates` names them.
   """

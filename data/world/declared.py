@@ -1,11 +1,11 @@
 """A world's own schema: the features a world from real logs declares, and the rules they obey.
 
-The simulator's world has the code's schema (`data.schema.build_schema`): `data.load` compares
+The simulator's world has the code's schema (`data.world.schema.build_schema`): `data.load` compares
 the manifest with it, so an edited manifest is refused. A world ingested from real logs
 (`data.ingest`) declares its own features instead: the user's and the item's profile columns
 and the impression signals its source has, each with a kind, a vocabulary size (or buckets)
 and an availability. The manifest says so (`schema_declared: true`), and the schema is then
-part of the world's hash (`data.io.world_hash`), so an edited schema is refused the same way
+part of the world's hash (`data.world.io.world_hash`), so an edited schema is refused the same way
 (a changed hash) without the code having to know the source's features.
 
 Whatever a world declares, it has the core the funnel is built on, exactly as the code
@@ -27,8 +27,8 @@ import math
 import re
 from typing import Dict, List, Sequence
 
-from data import schema as S
-from data.config import WorldConfig
+from data.world import schema as S
+from data.world.config import WorldConfig
 
 # Manifest key: true when the world declares its own schema (hashed with the world).
 SCHEMA_DECLARED = "schema_declared"

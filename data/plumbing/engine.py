@@ -24,13 +24,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from absl import logging
 
-from data import waits
-from data.command import UserError
+from data.plumbing import waits
+from data.plumbing.command import UserError
 
 LOCAL, RAY = "local", "ray"
 RUNNERS = (LOCAL, RAY)
 DEFAULT_RAY_TIMEOUT = 60.0  # seconds to wait for a cluster at --ray_address to answer
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout holding the packages: this file is <root>/data/plumbing/engine.py.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Variables a worker takes from the driver (the TensorFlow switches models/__init__ sets).
 INHERITED_ENV = ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL")
 # Not shipped to a cluster with the code.

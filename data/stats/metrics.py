@@ -4,7 +4,7 @@ Stages call these to fill `metrics.json`; `experiments.replay` and `experiments.
 them to score and compare funnels. Keeping a single definition means a number called "GAUC"
 or "coarse->fine recall" means the same thing in every table. Pure numpy on purpose (no
 TensorFlow; scipy for Kendall's tau), so reading and comparing runs stays light. Confidence
-intervals live in `data.intervals`.
+intervals live in `data.stats.intervals`.
 
 Conventions:
   * labels are binary, 1 positive and 0 negative; an unlabelled row (-1, a candidate only a

@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from data import io
+from data.world import io
 
 Arrays = Dict[str, np.ndarray]
 

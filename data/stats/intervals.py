@@ -259,7 +259,7 @@ def _sorted_scores(scores: np.ndarray, cluster: np.ndarray, positive: np.ndarray
 def _weighted_aucs(counts: np.ndarray, column: _SortedScores) -> np.ndarray:
   """AUC of one score column with every row weighted by its cluster's count, one replicate
   per row of `counts` [b, n_clusters]: sum_i a_i (B below s_i + B tied with s_i / 2) / (A B),
-  a = weight * positive, b = weight * negative (`data.metrics.auc` and `eauc` when every
+  a = weight * positive, b = weight * negative (`data.stats.metrics.auc` and `eauc` when every
   weight is 1)."""
   weights = np.take(counts, column.cluster, axis=1).astype(np.float64)
   a, b = weights * column.positive, weights * column.negative
@@ -281,7 +281,7 @@ def auc_replicates(score_columns, positive, negative=None, groups=None, n_boot: 
 
   Each row counts as a positive with weight `positive` and as a negative with weight
   `negative` (default 1 - positive): 0/1 labels give the AUC, the oracle's probabilities the
-  eAUC (`data.metrics`). A replicate resamples clusters (`groups`, e.g. users; default rows)
+  eAUC (`data.stats.metrics`). A replicate resamples clusters (`groups`, e.g. users; default rows)
   with replacement, weighting every row by its cluster's count, and scores every column on
   that same resample: differences between columns are paired. One sort per column, then
   O(rows) per replicate and column.

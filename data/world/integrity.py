@@ -3,7 +3,7 @@
 The schema decides which columns a serving model may read, so it must come from the code, not
 from an editable manifest: `schema_problems` compares the manifest's schema with the one the
 code declares for the world's config, and `data.load` refuses a world where they differ. A
-world from real logs declares its own schema (`data.declared`): it must follow the rules of a
+world from real logs declares its own schema (`data.world.declared`): it must follow the rules of a
 declared schema, and it is hashed with the world, so an edit is refused as a changed hash.
 
 A hash only says a file is the one the manifest lists; a file rewritten together with its
@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from data import config as config_lib
-from data import declared
-from data import schema as schema_lib
+from data.world import config as config_lib
+from data.world import declared
+from data.world import schema as schema_lib
 
 # Schema fields that manifests written before they existed lack; Schema.from_json fills them.
 FIELDS_ADDED_LATER = frozenset({"source"})

@@ -3,7 +3,7 @@
 Only a simulator can say this. For a set of logged evaluation rows and a model's scores:
   ceiling_auc   AUC of the logged labels when the true probability is the score: no model of
                 any inputs ranks these rows better, in expectation;
-  eauc          the model's expected AUC (`data.metrics.eauc`): AUC against the label
+  eauc          the model's expected AUC (`data.stats.metrics.eauc`): AUC against the label
                 distribution, free of label-sampling noise, so small differences show;
   ceiling_eauc  the eAUC of the true probability itself, the eAUC ceiling.
 The true probability of a click row is the oracle's P(click) at the logged position; of a
@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from data import metrics
+from data.stats import metrics
 
 CLICK = "click"
 CONVERSION = "conversion"

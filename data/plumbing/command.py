@@ -64,8 +64,8 @@ def _item_type(field_type: Any) -> Any:
 def _default(field: dataclasses.Field) -> Any:
   if field.default is not dataclasses.MISSING:
     value = field.default
-  elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-    value = field.default_factory()  # type: ignore[misc]
+  elif field.default_factory is not dataclasses.MISSING:
+    value = field.default_factory()
   else:
     return None
   if isinstance(value, (list, tuple)):

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from typing import Dict, FrozenSet, List, Sequence, Tuple
 
-from data.config import WorldConfig
+from data.world.config import WorldConfig
 
 # Availability.
 SERVING = "serving"

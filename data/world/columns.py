@@ -346,7 +346,7 @@ def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[st
 
 
 class Filler:
-  """Columns of `n` rows filled day by day, each allocated once (aligned, `data.columns`) in
+  """Columns of `n` rows filled day by day, each allocated once (aligned, `data.world.columns`) in
   the first day's dtype and widened if a later day needs a wider one: reading many days costs
   the result and one day, never a second copy of the result."""
 

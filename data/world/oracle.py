@@ -36,10 +36,10 @@ from typing import Optional
 
 import numpy as np
 
-from data import ids as id_lookup
-from data import truth as ground_truth
-from data.config import DENSE_KNOBS
-from data.numeric import sigmoid
+from data.world import ids as id_lookup
+from data.world import truth as ground_truth
+from data.world.config import DENSE_KNOBS
+from data.world.numeric import sigmoid as sigmoid  # part of the oracle's interface
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).
@@ -172,7 +172,7 @@ class Oracle:
     return rows, item_ids, squeeze
 
   def _terms(self, rows, item_ids):
-    """The per-pair inputs shared by the click and conversion models (data.truth)."""
+    """The per-pair inputs shared by the click and conversion models (data.world.truth)."""
     r = self._requests
     return ground_truth.pair_terms(self._entities, r["user_id"][rows], item_ids,
                             r["intent_category"][rows], r["intent_shop"][rows])

@@ -34,12 +34,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data import columns as columns_lib
-from data import files
-from data import integrity
-from data import schema as S
-from data.config import WorldConfig
-from data.declared import SCHEMA_DECLARED
+from data.plumbing import files
+from data.world import columns as columns_lib
+from data.world import integrity
+from data.world import schema as S
+from data.world.config import WorldConfig
+from data.world.declared import SCHEMA_DECLARED
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -121,7 +121,7 @@ def sha256_file(path: str) -> str:
 
 def world_hash(config: dict, files: Dict[str, dict], schema: Optional[list] = None) -> str:
   """Hash of the config, the format version and every file's sha256, and of the schema when
-  the world declares its own (`data.declared`; the code's schema follows from the config)."""
+  the world declares its own (`data.world.declared`; the code's schema follows from the config)."""
   payload = {"format_version": FORMAT_VERSION, "config": config,
              "files": {path: entry["sha256"] for path, entry in sorted(files.items())}}
   if schema is not None:
@@ -179,7 +179,7 @@ def _fits_int32(schema: S.Schema, name: str) -> bool:
 
 RequestColumn = columns_lib.RequestColumn
 NarrowColumn = columns_lib.NarrowColumn
-# Row operations on column dicts live with the column types (data.columns).
+# Row operations on column dicts live with the column types (data.world.columns).
 take_rows = columns_lib.take_rows
 append_rows = columns_lib.append_rows
 
@@ -251,7 +251,7 @@ class World:
     replay's --day."""
     chosen = self.default_eval_day if day is None else int(day)
     if chosen not in self.days:
-      from data.command import UserError
+      from data.plumbing.command import UserError
       raise UserError(f"{flag}={chosen} is not a day of the world at {self.world_dir}: it has "
                       f"days {self.days[0]}..{self.days[-1]}")
     return chosen
@@ -307,7 +307,7 @@ class World:
     restricts the output (read only those from disk).
     Days are read one at a time, each converted before the next is read, so reading costs
     one day's Arrow table besides the result. narrow=True keeps every column in the
-    narrowest dtype that holds its values exactly (`data.columns.NarrowColumn`, request tables
+    narrowest dtype that holds its values exactly (`data.world.columns.NarrowColumn`, request tables
     too): the same values at a fraction of the bytes, for the rows a training run keeps.
     """
     wanted = list(columns) if columns is not None else (log_columns(self.schema)
@@ -373,7 +373,7 @@ class World:
 
     compact=True keeps id columns whose vocabulary fits in int32 as int32 (request-level
     sequences, expanded to their schema dtype by `RequestColumn`); narrow=True keeps each
-    column in the narrowest dtype that holds its values exactly (`data.columns`).
+    column in the narrowest dtype that holds its values exactly (`data.world.columns`).
     """
     out = {}
     for name in table.column_names:
@@ -416,7 +416,7 @@ class World:
   def entities(self):
     """Every user and item attribute, observable and hidden (world.Entities)."""
     self._require_oracle("entities")
-    from data.world import Entities
+    from data.world.simulation import Entities
     users = table_arrays(self._checked("truth/users.parquet", USER_TRUTH_COLUMNS))
     items = table_arrays(self._checked("truth/items.parquet", ITEM_TRUTH_COLUMNS))
     categories = table_arrays(self._checked("truth/categories.parquet", CATEGORY_TRUTH_COLUMNS))
@@ -430,7 +430,7 @@ class World:
   @functools.cached_property
   def features(self):
     """FeatureService over the whole world's logs (built on first use)."""
-    from data.features import FeatureService
+    from data.world.features import FeatureService
     requests = _sorted_by_id(
         self.request_arrays(self.days, [S.REQUEST_ID, "user_id", S.TIMESTAMP]))
     imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK],
@@ -445,7 +445,7 @@ class World:
   def oracle(self):
     """The ground-truth Oracle (P(click), P(conversion | click)) for any pairs."""
     self._require_oracle("the oracle")
-    from data.oracle import Oracle
+    from data.world.oracle import Oracle
     return Oracle(self.config, self.entities, self.request_truth(), self.features)
 
 
@@ -453,7 +453,7 @@ def open_world(world_dir: str) -> "World":
   """The world a command reads: checked by size (`load(verify="size")`), its oracle's inputs
   range-checked, with one line saying what to run when there is none. The one way commands
   open a world."""
-  from data.command import UserError  # the command layer's error; data.command is plain
+  from data.plumbing.command import UserError  # the command layer's error; plain Python
   if os.path.exists(world_dir) and not os.path.isdir(world_dir):
     raise UserError(f"--world_dir={world_dir} is a file, not a world directory")
   if not os.path.exists(os.path.join(world_dir, MANIFEST)):
@@ -496,8 +496,8 @@ def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   if problems:
     raise ValueError(f"{path}: {problems[0]}" + (f" (and {len(problems) - 1} more)"
                                                    if len(problems) > 1 else "")
-                     + ("; a declared schema must follow data/declared.py's rules: ingest the "
-                        "world again" if manifest.get(SCHEMA_DECLARED) else
+                     + ("; a declared schema must follow data/world/declared.py's rules: ingest "
+                        "the world again" if manifest.get(SCHEMA_DECLARED) else
                         "; the schema must be the code's: regenerate the world"))
   _check_days(path, manifest)
   if verify:

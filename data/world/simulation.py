@@ -31,12 +31,12 @@ from typing import Dict
 
 import numpy as np
 
-from data import features as F
-from data import oracle as O
-from data import schema as S
-from data import truth as ground_truth
-from data.config import SECONDS_PER_DAY
-from data.config import WorldConfig
+from data.world import features as F
+from data.world import oracle as O
+from data.world import schema as S
+from data.world import truth as ground_truth
+from data.world.config import SECONDS_PER_DAY
+from data.world.config import WorldConfig
 
 # Entity generation.
 AGE_PROBS = (0.06, 0.20, 0.26, 0.20, 0.14, 0.09, 0.05)
