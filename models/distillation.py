@@ -174,7 +174,11 @@ class FrozenTeacher(tf.keras.layers.Layer):
       self._fn = lambda batch: teacher(batch)  # A lambda keeps Keras from tracking it.
     else:
       raise TypeError(f"a pretrained teacher must be a Keras layer or a callable, got {teacher!r}")
-    self.input_names = list(getattr(teacher, "input_names", []) or [])
+    # A callable's inputs: its own, or (a bound method, e.g. a serving model's `logits`) its
+    # object's.
+    self.input_names = list(getattr(teacher, "input_names", None)
+                            or getattr(getattr(teacher, "__self__", None), "input_names", None)
+                            or [])
 
   def call(self, batch, training=None) -> tf.Tensor:
     if self.input_names:

@@ -1,19 +1,27 @@
 """tf.data input pipelines over numpy column dicts (the format of `world.log_arrays`).
 
-The logs stay in numpy: each batch is gathered from the arrays by a small generator (shuffled
-per epoch with a seeded permutation), so a large world is never copied into a graph constant.
+A training stream is an index stream and a gather: a small Python generator yields each
+batch's row numbers (a seeded permutation per epoch, each batch's rows sorted; `row_stream`),
+and `gather_rows` gathers the batch in TensorFlow from the columns kept resident as tensors
+(`resident_columns`), in a parallel tf.data map (`gathered_batches`, `make_dataset`) or in
+the training step (`stages.training`). The tensors share the numpy columns' memory where it
+is aligned (`data.world.columns.ALIGNMENT`, DLPack), so the rows are not held twice, and the
+datasets keep tf.data's static graph rewrites off: they would serialise (copy) every
+captured column.
 Batches are dicts keyed by column name with the schema's dtypes: int64 ids [B] and sequences
-[B, L], float32 numerics and labels [B]. A column may be a `data.world.io.RequestColumn` (a
-request-level behaviour sequence): each batch expands only its own rows, so the per-impression
-copy of a sequence never exists in memory.
+[B, L], float32 numerics and labels [B]. A column may be kept narrower than that
+(`data.world.columns`): a request-level behaviour sequence (`RequestColumn`: its request table and
+each impression's row) or an exactly narrowed column (`NarrowColumn`); the gather expands
+and casts only the batch's rows, so the per-impression copy of a sequence never exists.
 """
 
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
+from data.world import columns as columns_lib
 from data.world import io
 from data.world import schema as schema_lib
 
@@ -36,8 +44,8 @@ def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Array
   for name in names:
     dtype = schema[name].dtype if name in schema.names else np.float32
     values = arrays[name]
-    if isinstance(values, io.RequestColumn) and values.dtype == np.dtype(dtype):
-      out[name] = values  # Stays request-level; batches expand it.
+    if isinstance(values, columns_lib.LazyColumn) and values.dtype == np.dtype(dtype):
+      out[name] = values  # Stays narrow / request-level; batches expand it.
     else:
       out[name] = np.asarray(values, dtype=dtype)
   return out
@@ -49,20 +57,130 @@ def take_rows(arrays: Arrays, rows) -> Arrays:
   return io.take_rows(arrays, rows)
 
 
-def _batches(arrays: Arrays, batch_size: int, shuffle: bool, seed: int, epochs: Optional[int],
-             drop_remainder: bool) -> Iterator[Arrays]:
-  n = num_rows(arrays)
+def _row_batches(n: int, batch_size: int, shuffle: bool, seed: int, epochs: Optional[int],
+                 drop_remainder: bool) -> Iterator[np.ndarray]:
+  """Each batch's row numbers: in order, or a permutation seeded by (seed, epoch) per epoch
+  with each batch's rows sorted."""
   epoch = 0
   while epochs is None or epoch < epochs:
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_remainder else n
     for start in range(0, stop, batch_size):
       if order is None:
-        yield {k: v[start:start + batch_size] for k, v in arrays.items()}
+        yield np.arange(start, min(start + batch_size, n), dtype=np.int64)
       else:
-        rows = np.sort(order[start:start + batch_size])
-        yield {k: v[rows] for k, v in arrays.items()}
+        yield np.sort(order[start:start + batch_size])
     epoch += 1
+
+
+def _in_order(arrays: Arrays, batch_size: int) -> Iterator[Arrays]:
+  """Consecutive slices of every column, `batch_size` rows each (the last may be shorter)."""
+  n = num_rows(arrays)
+  for start in range(0, n, batch_size):
+    yield {k: v[start:start + batch_size] for k, v in arrays.items()}
+
+
+# tf.data's static rewrites serialise the dataset's graph, with every captured tensor in it:
+# one more copy of the resident columns. The stream is an index generator, a map and a
+# prefetch; it gains nothing from them.
+STREAM_OPTIONS = tf.data.Options()
+STREAM_OPTIONS.experimental_optimization.apply_default_optimizations = False
+STREAM_OPTIONS.deterministic = True
+
+
+class ResidentColumn(NamedTuple):
+  """A column kept as tensors for the whole run: its values (narrow, or a request-level
+  table), the impressions' rows into them (or None) and the dtype batches carry; a ragged
+  request table (`data.world.columns.RaggedTable`) also has its rows' starts and lengths."""
+  values: tf.Tensor
+  rows: Optional[tf.Tensor]
+  dtype: tf.DType
+  starts: Optional[tf.Tensor] = None
+  lengths: Optional[tf.Tensor] = None
+  width: int = 0
+  pad: int = 0
+
+  def gather(self, index: tf.Tensor) -> tf.Tensor:
+    """The rows `index` of the values (request rows, for a request-level column)."""
+    if self.starts is None:
+      return tf.cast(tf.gather(self.values, index), self.dtype)
+    positions = tf.range(self.width, dtype=tf.int64)
+    starts = tf.cast(tf.gather(self.starts, index), tf.int64)[:, None]
+    valid = positions < tf.cast(tf.gather(self.lengths, index), tf.int64)[:, None]
+    last = tf.maximum(tf.size(self.values, out_type=tf.int64) - 1, 0)
+    entries = tf.gather(self.values, tf.minimum(starts + positions, last))
+    return tf.where(valid, tf.cast(entries, self.dtype), tf.constant(self.pad, self.dtype))
+
+
+def resident_tensor(values: np.ndarray) -> tf.Tensor:
+  """`values` as a tensor: the same memory where it is aligned (DLPack), else a copy."""
+  if values.size and values.nbytes >= 1 << 20 and columns_lib.is_aligned(values):
+    return tf.experimental.dlpack.from_dlpack(values.__dlpack__())
+  return tf.convert_to_tensor(values)
+
+
+def resident_columns(arrays: Arrays, names: Optional[Sequence[str]] = None
+                     ) -> Dict[str, ResidentColumn]:
+  """The named columns (default: all) as ResidentColumns; request-level columns of one row
+  index share its tensor."""
+  shared: Dict[int, tf.Tensor] = {}
+  out = {}
+  for name in (list(arrays) if names is None else names):
+    values, rows, dtype = columns_lib.stored(arrays[name])
+    row_tensor = None
+    if rows is not None:
+      if id(rows) not in shared:
+        shared[id(rows)] = resident_tensor(rows)
+      row_tensor = shared[id(rows)]
+    if isinstance(values, columns_lib.RaggedTable):
+      out[name] = ResidentColumn(
+          resident_tensor(values.values), row_tensor, tf.as_dtype(dtype),
+          resident_tensor(values.starts), resident_tensor(values.lengths), values.width,
+          values.pad)
+    else:
+      out[name] = ResidentColumn(resident_tensor(values), row_tensor, tf.as_dtype(dtype))
+  return out
+
+
+def gather_rows(columns: Dict[str, ResidentColumn], rows: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """The batch of `rows` (int64 [B]) of every column, in its batch dtype."""
+  out = {}
+  request_rows: Dict[int, tf.Tensor] = {}  # one gather per shared row index
+  for name, column in columns.items():
+    index = rows
+    if column.rows is not None:
+      if id(column.rows) not in request_rows:
+        request_rows[id(column.rows)] = tf.gather(column.rows, rows)
+      index = request_rows[id(column.rows)]
+    out[name] = column.gather(index)
+  return out
+
+
+def row_stream(row_batches: Callable[[], Iterator[np.ndarray]],
+               prefetch: int = 2) -> tf.data.Dataset:
+  """The row numbers of each batch (int64 [B]) that `row_batches()` yields, as a dataset."""
+  rows = tf.data.Dataset.from_generator(row_batches,
+                                        output_signature=tf.TensorSpec([None], tf.int64))
+  return rows.prefetch(prefetch).with_options(STREAM_OPTIONS)
+
+
+def gathered_batches(arrays: Arrays, row_batches: Callable[[], Iterator[np.ndarray]],
+                     names: Optional[Sequence[str]] = None, parallel_calls: int = 2,
+                     prefetch: int = 2) -> tf.data.Dataset:
+  """The batches whose row numbers `row_batches()` yields, gathered from the named columns of
+  `arrays` (default: all), kept resident, in a parallel tf.data map.
+
+  Under op determinism (`tf.config.experimental.enable_op_determinism`) tf.data rewrites
+  every dataset when its iterator is made (make_deterministic), and the rewrite deep-copies
+  every tensor the dataset captures: the resident columns are then held twice. A training
+  run's rows are gathered in its step instead (`stages.training`), from the same row stream.
+  """
+  columns = resident_columns(arrays, names)
+  rows = tf.data.Dataset.from_generator(row_batches,
+                                        output_signature=tf.TensorSpec([None], tf.int64))
+  batches = rows.map(lambda index: gather_rows(columns, index), num_parallel_calls=parallel_calls,
+                     deterministic=True)
+  return batches.prefetch(prefetch).with_options(STREAM_OPTIONS)
 
 
 def make_dataset(arrays: Arrays, batch_size: int = 1024,
@@ -70,10 +188,11 @@ def make_dataset(arrays: Arrays, batch_size: int = 1024,
                  schema: Optional[schema_lib.Schema] = None, shuffle: bool = True,
                  seed: int = 0, epochs: Optional[int] = 1, drop_remainder: bool = False,
                  prefetch: int = 2) -> tf.data.Dataset:
-  """A dataset of batch dicts over the rows of `arrays`.
+  """A dataset of batch dicts over the rows of `arrays`, gathered in TensorFlow from the
+  columns kept resident (`gathered_batches`).
 
   Args:
-    arrays: column name -> numpy array, one row per impression.
+    arrays: column name -> numpy array (or `data.world.columns` column), one row per impression.
     batch_size: rows per batch.
     columns: the columns to keep (default: all); with `schema`, they are cast to its dtypes.
     schema: used to cast feature columns (int64 / float32); labels become float32.
@@ -88,11 +207,10 @@ def make_dataset(arrays: Arrays, batch_size: int = 1024,
         schema, columns, arrays)
   elif schema is not None:
     arrays = model_columns(schema, list(arrays), arrays)
-  spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype)) for k, v in arrays.items()}
-  dataset = tf.data.Dataset.from_generator(
-      lambda: _batches(arrays, batch_size, shuffle, seed, epochs, drop_remainder),
-      output_signature=spec)
-  return dataset.prefetch(prefetch)
+  n = num_rows(arrays)
+  return gathered_batches(
+      arrays, lambda: _row_batches(n, batch_size, shuffle, seed, epochs, drop_remainder),
+      prefetch=prefetch)
 
 
 def column_spec(arrays: Arrays) -> Dict[str, tf.TensorSpec]:
@@ -127,7 +245,7 @@ class Predictor:
       arrays = {k: arrays[k] for k in self.columns}
     compiled = self.compiled(column_spec(arrays))
     outputs = [compiled({k: tf.convert_to_tensor(v) for k, v in batch.items()}).numpy()
-               for batch in _batches(arrays, self.batch_size, False, 0, 1, False)]
+               for batch in _in_order(arrays, self.batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros([0], np.float32)
 
   def compiled(self, spec: Dict[str, tf.TensorSpec]) -> Callable:

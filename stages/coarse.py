@@ -62,8 +62,8 @@ class CoarseTask(driver.StageTask[CoarseConfig]):
     """Impressions; with --distill_unlabelled, unlabelled candidates appended."""
     config = self.config
     columns = io.stage_columns(self.world.schema, config.stage)
-    train = self.world.log_arrays(config.days, columns)
-    evaluation = self.world.log_arrays([config.evaluation_day], columns)
+    train = self.world.log_arrays(config.days, columns, narrow=True)
+    evaluation = self.world.log_arrays([config.evaluation_day], columns, narrow=True)
     if config.distill_unlabelled:
       train = io.append_rows(train, unlabelled_candidates(self.world, config, train))
     logging.info("coarse: %d training rows (days %s), %d evaluation rows (day %d)",

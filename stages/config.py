@@ -106,6 +106,12 @@ class TrainConfig:
                         "calibrates, after its ranking has peaked; BUILD_NOTES.md).",
                         choices=validation.MONITORS)
   checkpoint_every: int = _field(200, "Save resumable training state every N steps.", key=False)
+  # Thread settings: chosen by a paired measurement on 2 cores (BUILD_NOTES.md, "Input stream
+  # inside TensorFlow"); not in the reuse key (op determinism makes the results the same).
+  inter_op_threads: int = _field(0, "TensorFlow's inter-op threads (0: TensorFlow's default, "
+                                 "one per core); set once per process.", key=False)
+  intra_op_threads: int = _field(0, "TensorFlow's intra-op threads (0: TensorFlow's default, "
+                                 "one per core); set once per process.", key=False)
   # Not in the reuse key: a synchronous strategy trains the model one process would, to float
   # rounding; parameter_server's asynchronous updates do enter it (`key_values`).
   strategy: str = _field(
@@ -196,6 +202,9 @@ class TrainConfig:
         raise StageError(f"--{name} must be positive, got {getattr(self, name)}")
     for name in ("seed", "batch_size", "epochs", "max_steps", "validate_every",
                  "min_validation_positives", "validation_days", "cluster_timeout"):
+      if getattr(self, name) < 0:
+        raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("inter_op_threads", "intra_op_threads"):
       if getattr(self, name) < 0:
         raise StageError(f"--{name} must be >= 0, got {getattr(self, name)}")
     if self.swap_step < AUTO:

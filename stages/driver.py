@@ -119,6 +119,7 @@ def train(task_class: Type[StageTask], config: config_lib.TrainConfig) -> Dict[s
   Under --strategy=multi_worker every worker trains, but only the chief claims, locks and
   writes (`stages.distribute`); a parameter-server cluster's workers and ps tasks serve here.
   """
+  training.configure_threads(config)  # before TensorFlow's runtime starts
   distribution = distribute_lib.start(config)  # before any other TensorFlow work
   world = data.open_world(config.world_dir)
   epochs_given = config.epochs
@@ -160,6 +161,11 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
   history = training.fit(model, inputs.train, config, out_dir, validation=inputs.validation,
                          min_steps=training.warmup_steps(model))
   train_seconds = time.perf_counter() - started
+  n_train = int(len(inputs.train[task.label]))
+  if not distribution.distributed:
+    # Evaluation reads no training row: free them (in place: the caller holds `inputs` too),
+    # so the evaluation's memory (the oracle's) comes instead of the rows', not on top.
+    inputs.train.update(io.take_rows(inputs.train, slice(0, 2)))
   shards: Dict[str, Any] = {}
   if distribution.distributed:
     if not distribution.writes:
@@ -173,7 +179,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
                                       training.final_checkpoint(out_dir))
 
   metrics = task.evaluate(model, inputs)
-  metrics["n_train"] = int(len(inputs.train[task.label]))
+  metrics["n_train"] = n_train
   metrics["n_validation"] = (0 if inputs.validation is None
                              else int(len(inputs.validation[task.label])))
   metrics["train_seconds"] = train_seconds
@@ -198,6 +204,7 @@ def _train_locked(task: StageTask, inputs: Inputs, upstream: Dict[str, Optional[
 
 def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: str) -> Inputs:
   """Moves --validation_fraction of the last training day's requests out of the training rows.
+  Consumes `inputs.train` (its dict is emptied as its columns are split).
 
   Every row of a held-out request leaves training (unlabelled candidates included); only its
   labelled rows validate.
@@ -217,8 +224,10 @@ def hold_out_validation(inputs: Inputs, config: config_lib.TrainConfig, label: s
                     positives, label, config.min_validation_positives)
     return dataclasses.replace(inputs, validation_skipped=(
         f"{positives} positives < --min_validation_positives={config.min_validation_positives}"))
-  return dataclasses.replace(inputs, train=io.take_rows(train, ~held),
-                             validation=io.take_rows(train, labelled))
+  validation = io.take_rows(train, labelled)
+  # The training rows leave `inputs.train` column by column: never held twice.
+  return dataclasses.replace(inputs, train=io.take_rows(train, ~held, consume=True),
+                             validation=validation)
 
 
 def run(task_class: Type[StageTask], name: str) -> None:

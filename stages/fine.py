@@ -53,8 +53,8 @@ class FineTask(driver.StageTask[FineConfig]):
     """Impressions for CTR, clicked impressions for CVR."""
     config, task = self.config, self.config.task
     columns = io.stage_columns(self.world.schema, config.stage)
-    train = self.world.log_arrays(config.days, columns)
-    evaluation = self.world.log_arrays([config.evaluation_day], columns)
+    train = self.world.log_arrays(config.days, columns, narrow=True)
+    evaluation = self.world.log_arrays([config.evaluation_day], columns, narrow=True)
     if task == "cvr":
       train = pipeline.take_rows(train, train["click"] > 0)
       evaluation = pipeline.take_rows(evaluation, evaluation["click"] > 0)

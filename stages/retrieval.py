@@ -36,6 +36,8 @@ from stages import serving
 
 RetrievalConfig = config_lib.RetrievalConfig
 KS = (50, 100, 500, 1000)
+EVAL_CHUNK = 2048  # requests whose top items are held at once in evaluation
+SCORE_BATCH = 256  # queries scored against the whole corpus at once (a [256, items] matrix)
 
 
 class RetrievalModel(tfrs.models.Model):
@@ -114,7 +116,8 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
   def build_inputs(self) -> driver.Inputs:
     """Clicked impressions of the training days: the positive (user, item) pairs."""
     days = self.config.days
-    logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage))
+    logs = self.world.log_arrays(days, io.stage_columns(self.world.schema, self.config.stage),
+                                  narrow=True)
     clicked = pipeline.take_rows(logs, logs["click"] > 0)
     if len(clicked["click"]) == 0:
       raise config_lib.StageError(f"no clicks in --train_days {days}")
@@ -170,21 +173,34 @@ class RetrievalTask(driver.StageTask[RetrievalConfig]):
       self.index.save(path)
 
 
-def evaluate_index(world, day: int, index) -> Dict[str, Any]:
-  """recall@K and hit@K of each of `day`'s requests' clicked items."""
-  logs = world.logs([day])
+def evaluate_index(world, day: int, index, chunk: int = EVAL_CHUNK) -> Dict[str, Any]:
+  """recall@K and hit@K of each of `day`'s requests' clicked items.
+
+  Requests are scored `chunk` at a time (in batches of SCORE_BATCH: each scores the whole
+  corpus) and their per-request recall and hit kept, so memory follows the chunk, not the
+  day; the figures are the means over every request, the same as scoring them all at once.
+  """
+  logs = world.logs([day], ["request_id", "item_id", "click"])
   clicks = logs[logs["click"] > 0]
   relevant: List[np.ndarray] = [g["item_id"].to_numpy() for _, g in clicks.groupby("request_id")]
   request_ids = np.array(sorted(clicks["request_id"].unique()))
   queries = serving.request_rows(world, [day], request_ids)
   queries = {n: queries[n] for n in index.query_model.scorer.user_input_names}
-  top = serving.top_items(lambda batch: index(batch)[1], queries, k=int(index._k))
-  ks = [k for k in KS if k <= top.shape[1]]
+  k_max = int(index._k)
+  ks = [k for k in KS if k <= k_max]
+  per_request: Dict[str, List[np.ndarray]] = {f"{m}@{k}": [] for m in ("recall", "hit")
+                                               for k in ks}
+  for start in range(0, len(request_ids), chunk):
+    part = {n: v[start:start + chunk] for n, v in queries.items()}
+    top = serving.top_items(lambda batch: index(batch)[1], part, k=k_max,
+                            batch_size=SCORE_BATCH)
+    wanted = relevant[start:start + chunk]
+    for k in ks:
+      per_request[f"recall@{k}"].append(metrics_lib.per_request_recall_at_k(top, wanted, k))
+      per_request[f"hit@{k}"].append(metrics_lib.per_request_hit_at_k(top, wanted, k))
   result: Dict[str, Any] = {"n_eval": int(len(request_ids)), "n_items": int(len(world.items))}
-  for k, value in metrics_lib.recall_at_k(top, relevant, ks).items():
-    result[f"recall@{k}"] = value
-  for k, value in metrics_lib.hit_at_k(top, relevant, ks).items():
-    result[f"hit@{k}"] = value
+  for name, values in per_request.items():
+    result[name] = float(np.nanmean(np.concatenate(values))) if values else float("nan")
   return result
 
 

@@ -9,10 +9,12 @@ the best check's weights; `learning_summary` gives the curve for metrics.json.
 with the oracle's true probabilities their headroom (`data.stats.headroom`).
 """
 
+import contextlib
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -33,6 +35,28 @@ def seed_everything(seed: int) -> None:
   """Seeds Python, numpy and TF, and makes TF ops deterministic."""
   tf.keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
+
+
+def configure_threads(config: config_lib.TrainConfig) -> None:
+  """TensorFlow's inter- and intra-op thread counts from the config (0: TensorFlow's own).
+
+  They can be set only before TensorFlow's runtime starts; a process that already runs with
+  other counts (a long-lived worker's earlier trial) keeps them, with a warning: op
+  determinism makes the results the same either way.
+  """
+  threading = tf.config.threading
+  for name, value, get, set_ in (
+      ("inter_op_threads", config.inter_op_threads, threading.get_inter_op_parallelism_threads,
+       threading.set_inter_op_parallelism_threads),
+      ("intra_op_threads", config.intra_op_threads, threading.get_intra_op_parallelism_threads,
+       threading.set_intra_op_parallelism_threads)):
+    if value == get():
+      continue
+    try:
+      set_(value)
+    except RuntimeError:
+      logging.warning("--%s=%d not applied: TensorFlow already runs with %d in this process",
+                      name, value, get())
 
 
 def make_optimizer(config: config_lib.TrainConfig):
@@ -165,24 +189,22 @@ class _BackupAtStepsAndEpochEnd(tf.keras.callbacks.BackupAndRestore):
     return getattr(self.model, "_cluster_coordinator", None)
 
 
-def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
-                      start_step: Callable[[], int],
-                      replicas: Tuple[int, int, int] = (0, 1, 1)) -> Tuple[tf.data.Dataset, int]:
-  """An endless stream of shuffled batches that can pick up at any global step.
+def resumable_rows(n: int, batch_size: int, seed: int, start_step: Callable[[], int],
+                   replicas: Tuple[int, int, int] = (0, 1, 1)) -> Tuple[tf.data.Dataset, int]:
+  """An endless stream of the row numbers of shuffled batches, from any global step.
 
-  Epoch e visits the rows in a permutation seeded by (seed, e). The stream starts at
-  `start_step()`, read when iteration begins (after Keras has restored a backup), so a resumed
-  run sees exactly the batches an uninterrupted run would have. Returns (dataset, steps/epoch).
-  `replicas` = (first, local, total): under a synchronous strategy, this input pipeline feeds
-  replicas first .. first + local - 1 of `total`, and yields in turn their shares of each
-  global batch (its sorted rows in `total` near-equal runs), so together the replicas train on
-  the batches one process would.
+  Epoch e visits the n rows in a permutation seeded by (seed, e), each batch's rows sorted.
+  The stream starts at `start_step()`, read when iteration begins (after Keras has restored a
+  backup), so a resumed run sees exactly the batches an uninterrupted run would have. Returns
+  (dataset of int64 [B], steps per epoch). `replicas` = (first, local, total): under a
+  synchronous strategy, this input pipeline feeds replicas first .. first + local - 1 of
+  `total`, and yields in turn their shares of each global batch (its sorted rows in `total`
+  near-equal runs), so together the replicas train on the batches one process would.
   """
-  n = len(next(iter(arrays.values())))
   steps_per_epoch = max(1, -(-n // batch_size))
   first_replica, local, total = replicas
 
-  def batches():
+  def row_batches():
     step = int(start_step())
     while True:
       epoch, first = divmod(step, steps_per_epoch)
@@ -190,16 +212,60 @@ def resumable_dataset(arrays: Dict[str, np.ndarray], batch_size: int, seed: int,
       for b in range(first, steps_per_epoch):
         rows = np.sort(order[b * batch_size:(b + 1) * batch_size])
         if total == 1:
-          yield {k: v[rows] for k, v in arrays.items()}
+          yield rows
           continue
-        for share in np.array_split(rows, total)[first_replica:first_replica + local]:
-          yield {k: v[share] for k, v in arrays.items()}
+        yield from np.array_split(rows, total)[first_replica:first_replica + local]
       step = (epoch + 1) * steps_per_epoch
 
-  spec = {k: tf.TensorSpec((None,) + v.shape[1:], tf.as_dtype(v.dtype))
-          for k, v in arrays.items()}
-  dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
-  return dataset.prefetch(2), steps_per_epoch
+  return pipeline.row_stream(row_batches), steps_per_epoch
+
+
+def resumable_dataset(arrays: Dict[str, Any], batch_size: int, seed: int,
+                      start_step: Callable[[], int],
+                      replicas: Tuple[int, int, int] = (0, 1, 1),
+                      columns: Optional[Sequence[str]] = None) -> Tuple[tf.data.Dataset, int]:
+  """The batches of `resumable_rows` over `arrays` (only `columns`, default all), gathered
+  in a tf.data map: (dataset, steps per epoch). `fit` gathers the same rows in its step."""
+  rows, steps_per_epoch = resumable_rows(pipeline.num_rows(arrays), batch_size, seed,
+                                         start_step, replicas)
+  resident = pipeline.resident_columns(arrays, columns)
+  return rows.map(lambda index: pipeline.gather_rows(resident, index)), steps_per_epoch
+
+
+@contextlib.contextmanager
+def gathering_steps(model, arrays: Dict[str, Any], columns: Sequence[str]):
+  """Within: `model`'s training step takes a batch's row numbers and gathers the batch from
+  `columns` of `arrays`, kept resident (their memory shared, `pipeline.resident_columns`).
+
+  The gather runs in the step rather than in a tf.data map because under op determinism
+  tf.data deep-copies every tensor a dataset captures (`pipeline.gathered_batches`): the
+  training rows would be held twice.
+  """
+  resident = pipeline.resident_columns(arrays, columns)
+  train_step = model.train_step
+  model.train_step = lambda rows: train_step(pipeline.gather_rows(resident, rows))
+  try:
+    yield
+  finally:
+    del model.train_step  # the class's own again
+    model.train_function = None  # its trace holds the resident columns: let them go
+
+
+def model_columns(model, arrays: Dict[str, Any]) -> List[str]:
+  """The columns of `arrays` that `model` reads: its heads' inputs and its label, in the
+  arrays' order; every column when a head does not say what it reads."""
+  heads = [getattr(model, name, None) for name in ("student", "teacher", "scorer")]
+  names = {getattr(model, "label", None)}
+  for head in heads:
+    if head is None:
+      continue
+    inputs = list(getattr(head, "input_names", None) or [])
+    if not inputs:
+      return list(arrays)
+    names.update(inputs)
+  if not any(head is not None for head in heads):
+    return list(arrays)
+  return [name for name in arrays if name in names]
 
 
 def fit(model: tf.keras.Model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
@@ -243,8 +309,8 @@ def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, m
   model.reset_metrics()
   backup_dir = os.path.join(out_dir, "checkpoints", "backup")
   start = _StartStep()
-  dataset, steps_per_epoch = training_input(model, arrays, config, out_dir, backup_dir,
-                                            lambda: start.step)
+  dataset, steps_per_epoch, gathered = training_input(model, arrays, config, out_dir,
+                                                      backup_dir, lambda: start.step)
   # Validation stopping comes before the backup, so a backup taken at a step holds its check.
   stopping = _validation_stopping(model, validation, config, steps_per_epoch, min_steps)
   callbacks: List[tf.keras.callbacks.Callback] = [] if stopping is None else [stopping]
@@ -262,8 +328,10 @@ def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, m
   callbacks.extend(extra_callbacks)
   callbacks.extend(config.callbacks)
   try:
-    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=callbacks, verbose=0)
+    with (gathering_steps(model, arrays, gathered) if gathered is not None
+          else contextlib.nullcontext()):
+      history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                          callbacks=callbacks, verbose=0)
   finally:
     if distribute.is_parameter_server(strategy):
       files.remove_tree(os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR))
@@ -275,26 +343,29 @@ def _fit_in_scope(model, arrays, config, out_dir, extra_callbacks, validation, m
 
 def training_input(model, arrays: Dict[str, np.ndarray], config: config_lib.TrainConfig,
                    out_dir: str, backup_dir: str, start_step: Callable[[], int]):
-  """(what `fit` reads, steps per epoch) under the model's strategy: the resumable stream of
-  global batches from `start_step()`; under a synchronous strategy each input pipeline yields
-  its replicas' shares of them; under a parameter-server one the workers read the rows from
-  files in `out_dir` (and the start step from the backup: their datasets are made before
-  Keras restores it)."""
+  """(what `fit` reads, steps per epoch, the columns its step gathers or None) under the
+  model's strategy: the resumable stream of global batches' row numbers from `start_step()`
+  (the step gathers the model's columns); under a synchronous strategy each input pipeline
+  yields its replicas' shares of them; under a parameter-server one the workers read the rows
+  from files in `out_dir` (and the start step from the backup: their datasets are made before
+  Keras restores it) and gather them themselves."""
   strategy = model.distribute_strategy
+  columns = model_columns(model, arrays)
+  n = pipeline.num_rows(arrays)
   if distribute.is_default(strategy):
-    return resumable_dataset(arrays, config.batch_size, config.seed, start_step)
-  n = len(next(iter(arrays.values())))
+    rows, steps_per_epoch = resumable_rows(n, config.batch_size, config.seed, start_step)
+    return rows, steps_per_epoch, columns
   steps_per_epoch = max(1, -(-n // config.batch_size))
   if distribute.is_parameter_server(strategy):
     directory = os.path.join(out_dir, "checkpoints", distribute_lib.INPUT_DIR)
-    spec = distribute_lib.write_input_files(arrays, directory)
+    spec = distribute_lib.write_input_files({k: arrays[k] for k in columns}, directory)
     workers = distribute.cluster_task().count("worker")
     return distribute_lib.parameter_server_input(
         directory, spec, config.batch_size, config.seed,
-        distribute_lib.backed_up_step(backup_dir, steps_per_epoch), workers)
-  creator = distribute_lib.synchronous_input(lambda replicas: resumable_dataset(
-      arrays, config.batch_size, config.seed, start_step, replicas)[0])
-  return creator, steps_per_epoch
+        distribute_lib.backed_up_step(backup_dir, steps_per_epoch), workers) + (None,)
+  creator = distribute_lib.synchronous_input(lambda replicas: resumable_rows(
+      n, config.batch_size, config.seed, start_step, replicas)[0])
+  return creator, steps_per_epoch, columns
 
 
 def _validation_stopping(model, validation: Optional[Dict[str, np.ndarray]],

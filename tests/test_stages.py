@@ -19,6 +19,7 @@ from data.world import splits
 from models import distillation
 from models import export
 from models import pipeline
+from models import rankers
 from models import testing
 from stages import catalogue
 from stages import coarse
@@ -390,13 +391,13 @@ def test_validation_rows_are_whole_last_day_requests_left_out_of_training(tiny_w
   world = data.load(tiny_world_dir)
   rows = world.log_arrays([1, 2, 3])
   config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
-  inputs = driver.hold_out_validation(driver.Inputs(rows), config, "click")
+  inputs = driver.hold_out_validation(driver.Inputs(dict(rows)), config, "click")
   train, held_out = inputs.train, inputs.validation
   assert len(train["click"]) + len(held_out["click"]) == len(rows["click"])
   assert set(np.unique(held_out["day"])) == {3}
   assert not np.isin(held_out["request_id"], train["request_id"]).any()
   off = dataclasses.replace(config, validation_fraction=0.0)
-  assert driver.hold_out_validation(driver.Inputs(rows), off, "click").validation is None
+  assert driver.hold_out_validation(driver.Inputs(dict(rows)), off, "click").validation is None
 
 
 def test_batch_size_zero_is_the_stages_default_and_an_explicit_one_wins(tiny_world_dir,
@@ -417,13 +418,14 @@ def test_validation_with_too_few_positives_is_off_and_every_row_trains(tiny_worl
   world = data.load(tiny_world_dir)
   rows = world.log_arrays([1, 2, 3])
   config = _config(tiny_world_dir, tmp_path, task="ctr", validation_fraction=0.2)
-  held = driver.hold_out_validation(driver.Inputs(rows), config, "click").validation
+  held = driver.hold_out_validation(driver.Inputs(dict(rows)), config, "click").validation
   positives = int(held["click"].sum())
   assert positives > 0
   enough = dataclasses.replace(config, min_validation_positives=positives)
-  assert driver.hold_out_validation(driver.Inputs(rows), enough, "click").validation is not None
+  assert (driver.hold_out_validation(driver.Inputs(dict(rows)), enough, "click").validation
+          is not None)
   sparse = dataclasses.replace(config, min_validation_positives=positives + 1)
-  inputs = driver.hold_out_validation(driver.Inputs(rows), sparse, "click")
+  inputs = driver.hold_out_validation(driver.Inputs(dict(rows)), sparse, "click")
   assert inputs.validation is None and f"{positives} positives" in inputs.validation_skipped
   assert len(inputs.train["click"]) == len(rows["click"])
 
@@ -437,3 +439,18 @@ def test_distilled_run_reports_the_teacher_eauc_and_waits_for_the_teacher(tiny_w
   steps = -(-n_rows // config.batch_size)
   assert config.resolved_swap_step(n_rows) == int(config_lib.AUTO_SWAP_FRACTION * steps)
   assert dataclasses.replace(config, swap_step=7).resolved_swap_step(n_rows) == 7
+
+
+def test_retrieval_evaluation_in_chunks_equals_the_whole_day_at_once(tiny_world_dir):
+  """evaluate_index keeps per-request figures chunk by chunk (for memory); its means must be
+  those of scoring every request of the day in one go. Any index will do: an untrained one."""
+  world = data.load(tiny_world_dir, verify=False)
+  scorer = distillation.build_student(world.schema, "retrieval", architecture=rankers.TWO_TOWER,
+                                      widths=(8,), embedding_dim=4, name="retrieval")
+  index = retrieval.build_index(world, retrieval.RetrievalModel(scorer, 1.0), k=300)
+  day = world.days[-1]
+  whole = retrieval.evaluate_index(world, day, index, chunk=10 ** 9)
+  chunked = retrieval.evaluate_index(world, day, index, chunk=7)
+  assert whole["n_eval"] > 7 and set(chunked) == set(whole)
+  for name, value in whole.items():
+    assert chunked[name] == pytest.approx(value, rel=1e-12, abs=0), name

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.plumbing import files
+from data.world import columns as columns_lib
 from data.world import integrity
 from data.world import schema as S
 from data.world.config import WorldConfig
@@ -176,61 +177,11 @@ def _fits_int32(schema: S.Schema, name: str) -> bool:
   return name in schema.names and 0 < schema[name].vocab_size <= np.iinfo(np.int32).max
 
 
-class RequestColumn(np.lib.mixins.NDArrayOperatorsMixin):
-  """A request-level column seen as one row per impression, without copying it per impression.
-
-  `table` holds one row per request (e.g. a behaviour sequence [R, L], ids as int32 where the
-  vocabulary allows); `rows[i]` is impression i's request row. Indexing with impression rows
-  (an index array, a boolean mask or a slice) expands only those rows, in `dtype`;
-  `take_rows` keeps the result request-level. `np.asarray(column)` expands every row, and so do
-  operators and numpy functions (`column != PAD_ID`), so it behaves as the array it stands for.
-  """
-
-  def __init__(self, table: np.ndarray, rows: np.ndarray, dtype):
-    self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)
-
-  @property
-  def shape(self):
-    return (len(self.rows),) + self.table.shape[1:]
-
-  @property
-  def ndim(self) -> int:
-    return self.table.ndim
-
-  def __len__(self) -> int:
-    return len(self.rows)
-
-  def __getitem__(self, rows) -> np.ndarray:
-    return self.table[self.rows[rows]].astype(self.dtype, copy=False)
-
-  def take_rows(self, rows) -> "RequestColumn":
-    """The impressions `rows` of this column, still one row per request."""
-    return RequestColumn(self.table, self.rows[rows], self.dtype)
-
-  def __array__(self, dtype=None, copy=None) -> np.ndarray:
-    values = self[slice(None)]
-    return values if dtype is None else values.astype(dtype, copy=False)
-
-  def __getattr__(self, name: str):
-    """Any other ndarray attribute (`reshape`, `astype`, `sum`...) on the expanded array."""
-    if name.startswith("__") or name in ("table", "rows") or not hasattr(np.ndarray, name):
-      raise AttributeError(name)
-    return getattr(np.asarray(self), name)
-
-  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-    inputs = tuple(np.asarray(x) if isinstance(x, RequestColumn) else x for x in inputs)
-    return getattr(ufunc, method)(*inputs, **kwargs)
-
-  @property
-  def nbytes(self) -> int:
-    return int(self.table.nbytes + self.rows.nbytes)
-
-
-def take_rows(arrays: Dict[str, Any], rows) -> Dict[str, Any]:
-  """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
-  request-level columns stay request-level."""
-  return {k: v.take_rows(rows) if isinstance(v, RequestColumn) else v[rows]
-          for k, v in arrays.items()}
+RequestColumn = columns_lib.RequestColumn
+NarrowColumn = columns_lib.NarrowColumn
+# Row operations on column dicts live with the column types (data.world.columns).
+take_rows = columns_lib.take_rows
+append_rows = columns_lib.append_rows
 
 
 def stage_columns(schema: S.Schema, stage: str) -> List[str]:
@@ -242,22 +193,7 @@ def stage_columns(schema: S.Schema, stage: str) -> List[str]:
   return ids + [n for n in features if n not in ids] + list(S.LABELS)
 
 
-def append_rows(arrays: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
-  """The columns of `arrays` that `extra` also has, with `extra`'s rows appended; a
-  request-level column gets `extra`'s rows as new request rows."""
-  out: Dict[str, Any] = {}
-  for name, values in arrays.items():
-    if name not in extra:
-      continue
-    if isinstance(values, RequestColumn):
-      added = np.asarray(extra[name]).astype(values.table.dtype)
-      rows = np.arange(len(added)) + len(values.table)
-      out[name] = RequestColumn(np.concatenate([values.table, added]),
-                                np.concatenate([values.rows, rows.astype(values.rows.dtype)]),
-                                values.dtype)
-    else:
-      out[name] = np.concatenate([values, extra[name]])
-  return out
+ROWS = "rows"  # a request-level column's row index, while it is read
 
 
 def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -360,7 +296,8 @@ class World:
     table = self._read("requests", days, list(columns) if columns else REQUEST_COLUMNS)
     return {k: self._typed(k, v) for k, v in table_arrays(table).items()}
 
-  def log_arrays(self, days, columns: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  def log_arrays(self, days, columns: Optional[Sequence[str]] = None,
+                 narrow: bool = False) -> Dict[str, Any]:
     """Impressions of `days` as numpy, every column incl. the joined behaviour sequence.
 
     Categorical features int64, numeric features float32, labels float32, ids / day /
@@ -368,6 +305,10 @@ class World:
     row per request: each is a `RequestColumn` that expands only the rows it is indexed with
     (`column[rows]` -> int64 [k, L]; `np.asarray(column)` expands all of them). `columns`
     restricts the output (read only those from disk).
+    Days are read one at a time, each converted before the next is read, so reading costs
+    one day's Arrow table besides the result. narrow=True keeps every column in the
+    narrowest dtype that holds its values exactly (`data.world.columns.NarrowColumn`, request tables
+    too): the same values at a fraction of the bytes, for the rows a training run keeps.
     """
     wanted = list(columns) if columns is not None else (log_columns(self.schema)
                                                         + list(S.BEHAVIOUR_FEATURES))
@@ -378,22 +319,61 @@ class World:
     scalar = [c for c in wanted if c not in S.BEHAVIOUR_FEATURES]
     joined = [c for c in wanted if c in S.BEHAVIOUR_FEATURES]
     read = scalar + ([S.REQUEST_ID] if joined and S.REQUEST_ID not in scalar else [])
-    arrays: Dict[str, Any] = dict(self._typed_columns(self._read("logs", days, read)))
-    if joined:
-      requests = self._typed_columns(self._read("requests", days, [S.REQUEST_ID] + joined),
-                                     compact=True)
-      order = np.argsort(requests[S.REQUEST_ID], kind="stable")
-      rows = order[np.searchsorted(requests[S.REQUEST_ID], arrays[S.REQUEST_ID], sorter=order)]
-      rows = rows.astype(np.int32 if len(order) < 2 ** 31 else np.int64)
-      for name in joined:
-        arrays[name] = RequestColumn(requests[name], rows, self._dtype(name))
+    day_list = _as_days(days, self.days)
+    impressions = columns_lib.Filler(sum(self._count("logs", day) for day in day_list))
+    requests = columns_lib.Filler(
+        sum(self._count("requests", day) for day in day_list) if joined else 0)
+    rows = columns_lib.Filler(impressions.n if joined else 0)
+    ragged: Dict[str, List[columns_lib.RaggedTable]] = {}
+    for day in day_list:  # one day in memory at a time, besides the result
+      day_rows = self._typed_columns(self._read("logs", [day], read), narrow=narrow)
+      if joined:
+        day_requests = self._typed_columns(
+            self._read("requests", [day], [S.REQUEST_ID] + joined), compact=True, narrow=narrow)
+        request_ids = day_requests.pop(S.REQUEST_ID)
+        day_index = self._request_rows(day, request_ids, day_rows[S.REQUEST_ID])
+        rows.extend({ROWS: (day_index + requests.filled).astype(
+            np.int32 if requests.n < 2 ** 31 else np.int64)}, len(day_index))
+        for name in list(day_requests):
+          if narrow and day_requests[name].ndim == 2:  # a sequence: its padding left out
+            ragged.setdefault(name, []).append(columns_lib.RaggedTable.from_dense(
+                day_requests.pop(name), S.PAD_ID))
+        requests.extend(day_requests, len(request_ids))
+      impressions.extend(day_rows, len(next(iter(day_rows.values()))) if day_rows else 0)
+    arrays: Dict[str, Any] = {}
+    for name in read:
+      arrays[name] = impressions.column(name, self._dtype(name))
+    index = rows.column(ROWS, None, keep=True)
+    for name in joined:
+      table = (columns_lib.RaggedTable.concatenate(ragged.pop(name)) if name in ragged
+               else requests.column(name, None))
+      arrays[name] = RequestColumn(table, index, self._dtype(name))
     return {name: arrays[name] for name in wanted}
 
-  def _typed_columns(self, table: pa.Table, compact: bool = False) -> Dict[str, np.ndarray]:
+  def _count(self, kind: str, day: int) -> int:
+    """Rows of `kind`'s files of `day`, from their Parquet footers."""
+    return sum(pq.read_metadata(path).num_rows for path in self._parts(kind, day))
+
+  def _request_rows(self, day: int, request_ids: np.ndarray,
+                    impression_requests: np.ndarray) -> np.ndarray:
+    """Each impression's row in its day's request table (by request id)."""
+    order = np.argsort(request_ids, kind="stable")
+    found = np.searchsorted(request_ids, impression_requests, sorter=order)
+    rows = order[np.minimum(found, max(len(order) - 1, 0))]
+    if len(impression_requests) and not np.array_equal(request_ids[rows],
+                                                       impression_requests):
+      raise ValueError(f"{self._path(day_dir('logs', day))}: impressions of requests missing "
+                       f"from {day_dir('requests', day)} (damaged or edited; regenerate the "
+                       "world)")
+    return rows
+
+  def _typed_columns(self, table: pa.Table, compact: bool = False,
+                     narrow: bool = False) -> Dict[str, np.ndarray]:
     """Every column of `table` as typed numpy, releasing each Arrow column once converted.
 
     compact=True keeps id columns whose vocabulary fits in int32 as int32 (request-level
-    sequences, expanded to their schema dtype by `RequestColumn`).
+    sequences, expanded to their schema dtype by `RequestColumn`); narrow=True keeps each
+    column in the narrowest dtype that holds its values exactly (`data.world.columns`).
     """
     out = {}
     for name in table.column_names:
@@ -404,6 +384,8 @@ class World:
         dtype = np.dtype(np.int32)
       out[name] = values.astype(dtype, copy=False)
       del values
+      if narrow and name != S.REQUEST_ID:
+        out[name] = columns_lib.narrowed(out[name])
     return out
 
   def _dtype(self, name: str) -> np.dtype:
@@ -451,7 +433,8 @@ class World:
     from data.world.features import FeatureService
     requests = _sorted_by_id(
         self.request_arrays(self.days, [S.REQUEST_ID, "user_id", S.TIMESTAMP]))
-    imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK])
+    imp = self.log_arrays(self.days, ["user_id", "item_id", S.TIMESTAMP, S.POSITION, S.CLICK],
+                          narrow=True)  # every day's impressions: at a third of the bytes
     click = imp.pop(S.CLICK) > 0
     clicks = {k: v[click] for k, v in imp.items()}
     users = {c: self.users[c].to_numpy() for c in user_columns(self.schema)}
