@@ -18,7 +18,7 @@ import math
 import os
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,8 @@ PICTURE = "summary.png"
 BEGIN = "<!-- BEGIN generated: python -m experiments.paper_summary -->"
 END = "<!-- END generated -->"
 STAGES = {"coarse": "coarse", "fine_cvr": "fine CVR"}  # the students of Tables A and B
+CONTROL = "self"  # the self-distillation control (models.teacher_kinds)
+PRIVILEGED_KINDS = ("pfd", "pfd_md", "lupi")  # kinds whose teacher reads privileged features
 MIN_WORLDS_FOR_VERDICT = 3  # fewer worlds: the verdict reads the pair-level interval
 
 
@@ -59,6 +61,7 @@ class Row:
   closure_low: float
   closure_high: float
   paper: float
+  against: str = "baseline"  # the student the Δ is taken against
 
   @property
   def by_worlds(self) -> bool:
@@ -118,26 +121,41 @@ def report_rows(report_dir: str) -> List[Row]:
   name, command = os.path.basename(report_dir), _command(report_dir)
   rows = []
   for (stage, days, world), group in frame.groupby(["stage", "days", "world"], sort=False):
-    where = dict(stage=stage, days=days, world=world)
-    base = stats.rows_where(group, variant="baseline")
-    for variant in [v for v in group["variant"].unique() if v not in ("baseline", "reference")]:
-      deltas = stats.paired_deltas(group, variant, "eauc", **where)
-      if not len(deltas):
-        continue
-      per_world = stats.world_deltas(group, variant, "eauc", **where)
-      delta, delta_half, pairs = stats.stat(deltas)
-      world_delta, world_half, worlds = stats.stat(per_world)
-      closure = stats.gap_closure(group, variant, "eauc", **where)
-      teacher = stats.rows_where(group, variant=variant)
-      rows.append(Row(
-          report=name, command=command, stage=stage, variant=variant, days=str(days),
-          world=str(world), pairs=pairs, worlds=worlds,
-          baseline_eauc=_mean(stats.metric_values(base, "eauc")),
-          teacher_eauc=_mean(stats.metric_values(teacher, "teacher_eauc")),
-          ceiling_eauc=_mean(stats.metric_values(base, "ceiling_eauc")),
-          delta=delta, delta_half=delta_half, world_delta=world_delta, world_half=world_half,
-          world_p=stats.p_value(per_world), closure=closure[0], closure_low=closure[1],
-          closure_high=closure[2], paper=paper_delta(stage, variant, str(days))))
+    rows += _comparisons(name, command, stage, str(days), str(world), group, "baseline")
+    if CONTROL in set(group["variant"]):
+      # The control as the reference: what the privileged features add beyond distillation.
+      control = group[group["variant"] != "baseline"].replace({"variant": {CONTROL: "baseline"}})
+      rows += [r for r in _comparisons(name, command, stage, str(days), str(world), control,
+                                       CONTROL) if r.variant in PRIVILEGED_KINDS]
+  return rows
+
+
+def _comparisons(name: str, command: str, stage: str, days: str, world: str,
+                 group: pd.DataFrame, against: str) -> List[Row]:
+  """Each kind of `group` against the rows labelled baseline (which are `against`'s)."""
+  where: Dict[str, Any] = dict(stage=stage, days=days, world=world)
+  base = stats.rows_where(group, variant="baseline")
+  rows = []
+  for variant in [v for v in group["variant"].unique() if v not in ("baseline", "reference")]:
+    deltas = stats.paired_deltas(group, variant, "eauc", **where)
+    if not len(deltas):
+      continue
+    per_world = stats.world_deltas(group, variant, "eauc", **where)
+    delta, delta_half, pairs = stats.stat(deltas)
+    world_delta, world_half, worlds = stats.stat(per_world)
+    closure = (stats.gap_closure(group, variant, "eauc", **where) if against == "baseline"
+               else (math.nan, math.nan, math.nan))
+    teacher = stats.rows_where(group, variant=variant)
+    rows.append(Row(
+        report=name, command=command, stage=stage, variant=variant, days=str(days),
+        world=str(world), pairs=pairs, worlds=worlds,
+        baseline_eauc=_mean(stats.metric_values(base, "eauc")),
+        teacher_eauc=_mean(stats.metric_values(teacher, "teacher_eauc")),
+        ceiling_eauc=_mean(stats.metric_values(base, "ceiling_eauc")),
+        delta=delta, delta_half=delta_half, world_delta=world_delta, world_half=world_half,
+        world_p=stats.p_value(per_world), closure=closure[0], closure_low=closure[1],
+        closure_high=closure[2], against=against,
+        paper=paper_delta(stage, variant, days) if against == "baseline" else math.nan))
   return rows
 
 
@@ -147,7 +165,7 @@ def all_rows(reports_dir: str = REPORTS) -> List[Row]:
   for path in sorted(glob.glob(os.path.join(reports_dir, "*", "tables.csv"))):
     rows += report_rows(os.path.dirname(path))
   return sorted(rows, key=lambda r: (-r.worlds, r.stage != "coarse", r.report, r.days,
-                                     r.variant))
+                                     r.against != "baseline", r.variant))
 
 
 def _signed(value: float, half: Optional[float] = None) -> str:
@@ -172,6 +190,12 @@ def _display(variant: str) -> str:
   return kind.display if kind is not None else variant
 
 
+def _label(row: Row) -> str:
+  """'coarse PFD', or 'coarse PFD over self-distillation' when the Δ is against the control."""
+  text = f"{STAGES[row.stage]} {_display(row.variant)}"
+  return text if row.against == "baseline" else f"{text} over {_display(row.against)}"
+
+
 def render(rows: Sequence[Row]) -> str:
   """The generated block: the table and the picture's link."""
   lines = [BEGIN, "", f"![Δ eAUC of each comparison, with its 95% interval]({PICTURE})", "",
@@ -187,7 +211,7 @@ def render(rows: Sequence[Row]) -> str:
     by_worlds = (f"{_signed(r.world_delta, r.world_half)} ({r.world_p:.3f})"
                  if r.worlds >= 2 else "n/a")
     lines.append(
-        f"| {STAGES[r.stage]} {_display(r.variant)} | {world} | {r.days} | "
+        f"| {_label(r)} | {world} | {r.days} | "
         f"{r.worlds} × {seeds} | {_plain(r.baseline_eauc)} | {_plain(r.teacher_eauc)} | "
         f"{_plain(r.ceiling_eauc)} | {_signed(r.delta, r.delta_half)} | {by_worlds} | "
         f"{closure} | {_signed(r.paper)} | **{r.verdict()}** | "
@@ -217,7 +241,7 @@ def plot(rows: Sequence[Row], path: str) -> None:
       axes.plot(r.paper, y, "D", mfc="none", color="black", markersize=5)
   axes.axvline(0.0, color="black", linewidth=0.8)
   axes.set_yticks(range(len(rows)))
-  axes.set_yticklabels([f"{STAGES[r.stage]} {_display(r.variant)}, {r.days} d, "
+  axes.set_yticklabels([f"{_label(r)}, {r.days} d, "
                         f"{r.worlds}×{r.pairs // max(r.worlds, 1)} ({r.report})" for r in rows],
                        fontsize=8)
   axes.invert_yaxis()

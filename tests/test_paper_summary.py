@@ -44,3 +44,16 @@ def test_with_two_worlds_the_verdict_reads_the_pairs(tmp_path):
 def test_reports_readme_is_written_from_the_committed_reports():
   """reports/README.md's table equals what `python -m experiments.paper_summary` writes."""
   assert paper_summary.main(["--check"]) == 0
+
+
+def test_the_privileged_kind_is_also_compared_with_the_self_distillation_control(tmp_path):
+  report = _tables(tmp_path, 0.01, worlds=4)
+  frame = pd.read_csv(f"{report}/tables.csv")
+  control = frame[frame["variant"] == "baseline"].assign(variant="self")
+  control["eauc"] += 0.006  # distillation alone gains 0.006 of PFD's 0.01
+  pd.concat([frame, control]).to_csv(f"{report}/tables.csv", index=False)
+  rows = {(r.variant, r.against): r for r in paper_summary.report_rows(report)}
+  assert set(rows) == {("pfd", "baseline"), ("self", "baseline"), ("pfd", "self")}
+  over_control = rows[("pfd", "self")]
+  assert abs(over_control.delta - 0.004) < 0.002 and over_control.pairs == 24
+  assert "over self-distillation" in paper_summary.render(list(rows.values()))
