@@ -133,8 +133,12 @@ def resident_columns(arrays: Arrays, names: Optional[Sequence[str]] = None
         shared[id(rows)] = resident_tensor(rows)
       row_tensor = shared[id(rows)]
     if isinstance(values, columns_lib.RaggedTable):
+      # Every row empty (a log without behaviour history): one pad entry, so the gather of
+      # the masked-out positions has a value to read.
+      entries = values.values if values.values.size else np.full(1, values.pad,
+                                                                  values.values.dtype)
       out[name] = ResidentColumn(
-          resident_tensor(values.values), row_tensor, tf.as_dtype(dtype),
+          resident_tensor(entries), row_tensor, tf.as_dtype(dtype),
           resident_tensor(values.starts), resident_tensor(values.lengths), values.width,
           values.pad)
     else:

@@ -136,3 +136,17 @@ def test_thread_counts_a_running_tensorflow_cannot_take_are_kept_with_a_warning(
   training.configure_threads(config)
   assert tf.config.threading.get_inter_op_parallelism_threads() == running
   assert "--inter_op_threads" in caplog.text and "not applied" in caplog.text
+
+
+def test_a_behaviour_column_with_every_row_empty_gathers_to_padding():
+  """A log without any behaviour history (an ingested source: the aliccp fixture) keeps an
+  empty ragged table; its batches are all padding, not an out-of-range gather."""
+  width = 4
+  table = columns_lib.RaggedTable.from_dense(np.full((3, width), S.PAD_ID, np.int64), S.PAD_ID)
+  assert table.values.size == 0
+  rows = np.array([0, 0, 1, 2, 2], np.int64)
+  column = columns_lib.RequestColumn(table, rows, np.int64)
+  resident = pipeline.resident_columns({"hist_shop_ids": column})
+  batch = pipeline.gather_rows(resident, tf.constant([4, 0, 2], tf.int64))
+  np.testing.assert_array_equal(batch["hist_shop_ids"].numpy(),
+                                np.full((3, width), S.PAD_ID, np.int64))
