@@ -70,7 +70,7 @@ _USER_PURCHASE_TRAIT, _REQUEST_PURCHASE_INTENT = 1, 2
 
 
 def click_logit(config: WorldConfig, taste_dot: np.ndarray, same_category: np.ndarray,
-                same_shop: np.ndarray, views_7d: np.ndarray, quality: np.ndarray,
+                same_shop: np.ndarray, views_7d: npt.ArrayLike, quality: np.ndarray,
                 log_price: np.ndarray, price_sensitivity: np.ndarray) -> np.ndarray:
   """The true click logit at position 0 (all inputs broadcast together)."""
   return cast(np.ndarray, config.click_bias + TASTE_WEIGHT * taste_dot
