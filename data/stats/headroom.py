@@ -11,17 +11,22 @@ conversion row (a click) it is P(conversion | click), which averages the per-cli
 everything about the conversion except that noise, as the CVR ceiling should be.
 """
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from data.stats import metrics
+
+if TYPE_CHECKING:
+  from data.world.io import World
 
 CLICK = "click"
 CONVERSION = "conversion"
 
 
-def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> Optional[np.ndarray]:
+def true_probabilities(world: "World", arrays: Dict[str, np.ndarray],
+                       label: str) -> Optional[np.ndarray]:
   """The oracle's probability of `label` for each logged row of `arrays` (float64[n]).
 
   `arrays` holds at least request_id, item_id and, for clicks, position (as `log_arrays`
@@ -39,7 +44,8 @@ def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> Opti
   raise ValueError(f"no oracle probability for label {label!r}; expected click or conversion")
 
 
-def headroom_metrics(labels, scores, true_p) -> Dict[str, float]:
+def headroom_metrics(labels: npt.ArrayLike, scores: npt.ArrayLike,
+                     true_p: npt.ArrayLike) -> Dict[str, float]:
   """ceiling_auc, eauc and ceiling_eauc of one model's scores on logged rows."""
   return {"ceiling_auc": metrics.auc(labels, true_p),
           "eauc": metrics.eauc(true_p, scores),
