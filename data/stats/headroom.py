@@ -11,21 +11,34 @@ conversion row (a click) it is P(conversion | click), which averages the per-cli
 everything about the conversion except that noise, as the CVR ceiling should be.
 """
 
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import Dict, Optional, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from data.stats import metrics
 
-if TYPE_CHECKING:
-  from data.world.io import World
+
+class _Oracle(Protocol):
+  """What is read of a world's oracle (data.world.oracle.Oracle; stats may not import world)."""
+
+  def p_click(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike,
+              positions: Optional[np.ndarray] = None) -> np.ndarray: ...
+
+  def p_convert(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike) -> np.ndarray: ...
+
+
+class _World(Protocol):
+  """What is read of a world (data.world.io.World)."""
+
+  @property
+  def oracle(self) -> _Oracle: ...
 
 CLICK = "click"
 CONVERSION = "conversion"
 
 
-def true_probabilities(world: "World", arrays: Dict[str, np.ndarray],
+def true_probabilities(world: _World, arrays: Dict[str, np.ndarray],
                        label: str) -> Optional[np.ndarray]:
   """The oracle's probability of `label` for each logged row of `arrays` (float64[n]).
 
