@@ -37,7 +37,7 @@ import json
 import os
 import shutil
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from absl import flags
 from absl import logging
@@ -85,7 +85,7 @@ def config_from_flags() -> WorldConfig:
 
 
 def generate(world_dir: str, config: WorldConfig, shard: int = -1, overwrite: bool = False,
-             engine: Optional[engine_lib.Engine] = None) -> Optional[dict]:
+             engine: Optional[engine_lib.Engine] = None) -> Optional[Dict[str, Any]]:
   """Generates `config` into `world_dir`; returns the manifest (None for a single shard).
   `engine` runs the missing shards (default: one after another in this process); the merge
   and the manifest are always this process's."""
@@ -111,7 +111,7 @@ def generate(world_dir: str, config: WorldConfig, shard: int = -1, overwrite: bo
   return finalize(world_dir, config, entities)
 
 
-def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Optional[dict]:
+def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Optional[Dict[str, Any]]:
   """Refuses a directory that is not ours; returns the manifest if the world is already there."""
   manifest_path = os.path.join(world_dir, io.MANIFEST)
   if os.path.isfile(manifest_path) and not overwrite:
@@ -120,7 +120,7 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
       _check_existing(world_dir, manifest)
       # A run killed between the manifest and the cleanup leaves the shards' parts behind.
       files.remove_tree(os.path.join(world_dir, SHARDS_DIR))
-      return manifest
+      return cast(Dict[str, Any], manifest)
     raise FileExistsError(f"{world_dir} holds a world with a different config; pass "
                           "--overwrite to replace it")
   if os.path.isdir(world_dir):
@@ -137,7 +137,7 @@ def _prepare_dir(world_dir: str, config: WorldConfig, overwrite: bool) -> Option
   return None
 
 
-def _check_existing(world_dir: str, manifest: dict) -> None:
+def _check_existing(world_dir: str, manifest: Dict[str, Any]) -> None:
   """The cheap load check of a world already there (sizes, entity hashes, world_hash)."""
   try:
     io.verify_files(world_dir, manifest, hashes=False)
@@ -161,7 +161,7 @@ def _shard_done(world_dir: str, config: WorldConfig, shard: int) -> bool:
   return _same_config(done["config"], config) and all(os.path.isfile(p) for p in parts)
 
 
-def _same_config(recorded: Optional[dict], config: WorldConfig) -> bool:
+def _same_config(recorded: Optional[Dict[str, Any]], config: WorldConfig) -> bool:
   """True if a manifest's config dict (of any format, knobs left out included) is `config`."""
   try:
     return recorded is not None and WorldConfig.from_dict(recorded) == config
@@ -170,7 +170,7 @@ def _same_config(recorded: Optional[dict], config: WorldConfig) -> bool:
 
 
 def generate_shard(world_dir: str, config: WorldConfig, entities: simulation.Entities,
-                   shard: int) -> dict:
+                   shard: int) -> Dict[str, Any]:
   """Simulates one user shard day by day into its staging directory; shard.json last."""
   staging = _shard_dir(world_dir, shard)
   files.remove_tree(staging)
@@ -237,7 +237,7 @@ def write_entities(world_dir: str, entities: simulation.Entities) -> None:
                  os.path.join(world_dir, "truth", "categories.parquet"))
 
 
-def finalize(world_dir: str, config: WorldConfig, entities: simulation.Entities) -> dict:
+def finalize(world_dir: str, config: WorldConfig, entities: simulation.Entities) -> Dict[str, Any]:
   """Merges the shards into day directories, hashes every file, writes the manifest last."""
   start = time.time()
   write_entities(world_dir, entities)

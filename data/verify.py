@@ -13,7 +13,7 @@ Exit status 0 when the world is intact, 1 with one line per problem otherwise.
 
 import dataclasses
 import os
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import pyarrow as pa
@@ -35,7 +35,7 @@ class VerifyConfig:
 schema_problems = integrity.schema_problems  # The check data.load also makes, on every load.
 
 
-def file_problems(world_dir: str, manifest: dict) -> List[str]:
+def file_problems(world_dir: str, manifest: Dict[str, Any]) -> List[str]:
   """Every file of the manifest that is missing, of another size or hash, unreadable, or with
   values outside their declared range."""
   problems: List[str] = []

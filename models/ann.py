@@ -25,6 +25,7 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -50,7 +51,7 @@ class IndexSpec:
   ef_search: int = 0      # faiss_hnsw search beam; 0: 2 * k
   seed: int = 0           # k-means seed (faiss_ivf)
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if self.kind not in INDEXES:
       raise ValueError(f"unknown index {self.kind!r}; expected one of {', '.join(INDEXES)}")
 
@@ -64,7 +65,7 @@ class IndexSpec:
     return {"kind": self.kind, **{name: getattr(self, name) for name in knobs.get(self.kind, ())}}
 
 
-def import_faiss():
+def import_faiss() -> Any:  # the faiss module (untyped)
   """The faiss module; an ImportError that says how to install it otherwise."""
   try:
     import faiss
@@ -81,7 +82,7 @@ def ivf_cells(n_items: int, nlist: int = 0) -> int:
   return max(1, min(cells, n_items // 39))
 
 
-def build_faiss(spec: IndexSpec, vectors: np.ndarray, k: int):
+def build_faiss(spec: IndexSpec, vectors: np.ndarray, k: int) -> Any:  # a faiss.Index
   """A FAISS inner-product index over `vectors` [n, d] (rows are ids 0..n-1)."""
   faiss = import_faiss()
   vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -111,7 +112,7 @@ class FaissTopK(tfrs.layers.factorized_top_k.TopK):
   """
 
   def __init__(self, spec: IndexSpec, query_model: Optional[Any] = None, k: int = 10,
-               **kwargs):
+               **kwargs: Any) -> None:
     super().__init__(k=k, **kwargs)
     if spec.exact:
       raise ValueError("FaissTopK is an approximate index; use TFRS's BruteForce for "
@@ -121,14 +122,15 @@ class FaissTopK(tfrs.layers.factorized_top_k.TopK):
     self._faiss: Any = None
     self._identifiers: np.ndarray = np.zeros(0, np.int64)
 
-  def index(self, candidates, identifiers=None) -> "FaissTopK":
+  def index(self, candidates: npt.ArrayLike,
+            identifiers: Optional[npt.ArrayLike] = None) -> "FaissTopK":
     vectors = np.asarray(candidates, dtype=np.float32)
     self._faiss = build_faiss(self.spec, vectors, self._k)
     self._identifiers = (np.arange(len(vectors), dtype=np.int64) if identifiers is None
                          else np.asarray(identifiers))
     return self
 
-  def call(self, queries, k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+  def call(self, queries: tf.Tensor, k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
     if self._faiss is None:
       raise ValueError("The index is empty: call index() first")
     k = k if k is not None else self._k
@@ -187,7 +189,8 @@ def _fill_short_rows(rows: np.ndarray, scores: np.ndarray, short: np.ndarray,
   return rows, scores
 
 
-def make_index(spec: IndexSpec, query_model, k: int):
+def make_index(spec: IndexSpec, query_model: Optional[Any],
+               k: int) -> tfrs.layers.factorized_top_k.TopK:
   """The TopK layer for `spec`: TFRS BruteForce (exact) or a FaissTopK."""
   if spec.exact:
     return tfrs.layers.factorized_top_k.BruteForce(query_model, k=k)

@@ -20,7 +20,7 @@ over a feature its stage may not serve.
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -75,7 +75,7 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
 
   def __init__(self, distill_weight: float = 0.5, swap_step: int = 0, with_teacher: bool = True,
                train_teacher: bool = True, distill_unlabelled: bool = True,
-               auc_thresholds: int = 500, **kwargs):
+               auc_thresholds: int = 500, **kwargs: Any) -> None:
     kwargs.setdefault("name", "distillation")
     super().__init__(**kwargs)
     if not 0.0 <= float(distill_weight) <= 1.0:
@@ -97,7 +97,7 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
       self.loss_teacher = tf.keras.metrics.Mean(name="loss_teacher")
       self.distill_lambda = tf.keras.metrics.Mean(name="distill_lambda")
 
-  def schedule(self, step) -> tf.Tensor:
+  def schedule(self, step: tf.Tensor) -> tf.Tensor:
     """λ at `step`: 0 before the swapping step, `distill_weight` from it on."""
     step = tf.cast(step, tf.int64)
     return tf.where(step >= self.swap_step, tf.constant(self.distill_weight, tf.float32), 0.0)
@@ -123,7 +123,7 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
     return terms
 
   def call(self, labels: tf.Tensor, student_logits: tf.Tensor,
-           teacher_logits: Optional[tf.Tensor] = None, step=0,
+           teacher_logits: Optional[tf.Tensor] = None, step: tf.Tensor = 0,
            compute_metrics: bool = True) -> tf.Tensor:
     """The total loss at `step`; also updates the metrics on the labelled rows."""
     if self.with_teacher and teacher_logits is None:
@@ -140,7 +140,9 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
       self._update_metrics(labels, student_logits, teacher_logits, terms, step)
     return total
 
-  def _update_metrics(self, labels, student_logits, teacher_logits, terms, step):
+  def _update_metrics(self, labels: tf.Tensor, student_logits: tf.Tensor,
+                      teacher_logits: Optional[tf.Tensor], terms: Dict[str, tf.Tensor],
+                      step: tf.Tensor) -> None:
     labels = tf.cast(labels, tf.float32)
     labelled = tf.cast(labels >= 0.0, tf.float32)
     targets = tf.maximum(labels, 0.0)
@@ -156,13 +158,19 @@ class PrivilegedDistillation(tf.keras.layers.Layer):
     self.distill_lambda.update_state(self.schedule(step))
 
 
+# A head `build_head` makes.
+Head = Union[rankers.DNNRanker, rankers.TwoTowerScorer]
+# A teacher: a Keras head, or (pretrained) a callable batch dict -> logits.
+Teacher = Union[tf.keras.layers.Layer, Callable[[Dict[str, tf.Tensor]], tf.Tensor]]
+
+
 class FrozenTeacher(tf.keras.layers.Layer):
   """A pre-trained teacher that never trains: a Keras head (frozen, run in inference mode) or a
   callable batch dict -> logits (e.g. `export.load_serving(path).logits`). Its output is
   wrapped in stop_gradient, and a callable's variables are not tracked by the student's model.
   """
 
-  def __init__(self, teacher, **kwargs):
+  def __init__(self, teacher: Teacher, **kwargs: Any) -> None:
     kwargs.setdefault("name", "frozen_teacher")
     super().__init__(trainable=False, **kwargs)
     if isinstance(teacher, tf.keras.layers.Layer):
@@ -180,7 +188,7 @@ class FrozenTeacher(tf.keras.layers.Layer):
                             or getattr(getattr(teacher, "__self__", None), "input_names", None)
                             or [])
 
-  def call(self, batch, training=None) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None) -> tf.Tensor:
     if self.input_names:
       inputs_lib.check_batch(batch, self.input_names, "pretrained teacher")
     if self.layer is not None:
@@ -209,9 +217,11 @@ class DistillationModel(tfrs.models.Model):
     teacher_kind: recorded for reports ('baseline', 'pfd', 'md', 'pfd_md', 'lupi').
   """
 
-  def __init__(self, student: tf.keras.layers.Layer, teacher=None, *, label: str = "click",
+  def __init__(self, student: tf.keras.layers.Layer, teacher: Optional[Teacher] = None, *,
+               label: str = "click",
                mode: str = SIMULTANEOUS, distill_weight: float = 0.5, swap_step: int = 0,
-               distill_unlabelled: bool = True, teacher_kind: Optional[str] = None, **kwargs):
+               distill_unlabelled: bool = True, teacher_kind: Optional[str] = None,
+               **kwargs: Any) -> None:
     super().__init__(**kwargs)
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -221,7 +231,7 @@ class DistillationModel(tfrs.models.Model):
     self.teacher_kind = teacher_kind or (BASELINE if teacher is None else "custom")
     if teacher is not None and mode == PRETRAINED:
       teacher = FrozenTeacher(teacher)
-    self.teacher = teacher
+    self.teacher: Optional[tf.keras.layers.Layer] = teacher  # a head, or a FrozenTeacher
     self.task = PrivilegedDistillation(
         distill_weight, swap_step, with_teacher=teacher is not None,
         train_teacher=mode == SIMULTANEOUS, distill_unlabelled=distill_unlabelled)
@@ -229,15 +239,16 @@ class DistillationModel(tfrs.models.Model):
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
-  def call(self, batch, training=False) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     return self.student(batch, training=training)
 
-  def teacher_logits(self, batch, training=False) -> tf.Tensor:
+  def teacher_logits(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     if self.teacher is None:
       raise ValueError("this model has no teacher (baseline)")
     return self.teacher(batch, training=training)
 
-  def heads_logits(self, batch, training=False):
+  def heads_logits(self, batch: Dict[str, tf.Tensor],
+                   training: bool = False) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
     """(student logits, teacher logits or None) for one batch."""
     if self.label not in batch:
       raise inputs_lib.MissingFeatureError(f"batch is missing the label column {self.label!r}")
@@ -245,11 +256,11 @@ class DistillationModel(tfrs.models.Model):
       return self.student(batch, training=training), None
     if isinstance(self.teacher, FrozenTeacher):
       return self.student(batch, training=training), self.teacher(batch, training=training)
-    cache: Dict[str, tf.Tensor] = {}  # Shared tables are looked up once for both heads.
+    cache: inputs_lib.Cache = {}  # Shared tables are looked up once for both heads.
     student = self.student(batch, training=training, cache=cache)
     return student, self.teacher(batch, training=training, cache=cache)
 
-  def build_variables(self, batch) -> None:
+  def build_variables(self, batch: Dict[str, tf.Tensor]) -> None:
     """Creates every variable (student and teacher) from one batch, leaving the metrics alone
     (under a distribution strategy they may be updated only inside a training step). A frozen
     teacher has none to create: it is not called (a loaded SavedModel under a strategy runs
@@ -259,12 +270,12 @@ class DistillationModel(tfrs.models.Model):
     else:
       self.heads_logits(batch, training=False)
 
-  def compute_loss(self, batch, training=False) -> tf.Tensor:
+  def compute_loss(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     student, teacher = self.heads_logits(batch, training=training)
     return self.task(batch[self.label], student, teacher, step=self.step)
 
-  def train_step(self, batch):
-    logs = super().train_step(batch)
+  def train_step(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    logs: Dict[str, tf.Tensor] = super().train_step(batch)
     self.step.assign_add(1)
     return logs
 
@@ -273,7 +284,7 @@ class DistillationModel(tfrs.models.Model):
 
 
 def student_features(schema: schema_lib.Schema, stage: str,
-                     names: Optional[Sequence[str]] = None):
+                     names: Optional[Sequence[str]] = None) -> List[schema_lib.Feature]:
   """The features a student at `stage` reads: `names` (checked) or all its serving features.
 
   Raises ValueError naming any requested feature the stage may not serve.
@@ -285,7 +296,7 @@ def student_features(schema: schema_lib.Schema, stage: str,
 
 
 def teacher_features(kind: str, schema: schema_lib.Schema, stage: str,
-                     student_names: Optional[Sequence[str]] = None):
+                     student_names: Optional[Sequence[str]] = None) -> List[schema_lib.Feature]:
   """The features a teacher of `kind` reads at `stage` (`TeacherKind.teacher_features`)."""
   teacher = teacher_kinds.get(kind)
   if not teacher.has_teacher:
@@ -293,11 +304,12 @@ def teacher_features(kind: str, schema: schema_lib.Schema, stage: str,
   return teacher.teacher_features(schema, stage, student_features(schema, stage, student_names))
 
 
-def build_head(architecture: str, features, bank: inputs_lib.EmbeddingBank,
+def build_head(architecture: str, features: Sequence[schema_lib.Feature],
+               bank: inputs_lib.EmbeddingBank,
                widths: Sequence[int] = towers.DEFAULT_WIDTHS,
                private_bank: Optional[inputs_lib.EmbeddingBank] = None,
                sequence_pooling: str = "mean", scale: float = 5.0, name: Optional[str] = None,
-               **head_kwargs):
+               **head_kwargs: Any) -> Head:
   """A 'dnn' or 'two_tower' head over `features` (see `rankers`)."""
   if architecture == rankers.DNN:
     return rankers.DNNRanker(features, bank, widths, private_bank, sequence_pooling,
@@ -316,7 +328,7 @@ def build_student(schema: schema_lib.Schema, stage: str, architecture: str = ran
                   bank: Optional[inputs_lib.EmbeddingBank] = None,
                   features: Optional[Sequence[str]] = None,
                   widths: Sequence[int] = towers.DEFAULT_WIDTHS, embedding_dim: int = 16,
-                  name: str = "student", **head_kwargs):
+                  name: str = "student", **head_kwargs: Any) -> Head:
   """The serving model of `stage`, over its serving features (or the named subset).
 
   Raises ValueError naming a requested feature that is privileged at `stage`.
@@ -339,7 +351,8 @@ def build_teacher(kind: str, schema: schema_lib.Schema, stage: str,
                   student_architecture: str = rankers.DNN,
                   widths: Optional[Sequence[int]] = None,
                   student_widths: Sequence[int] = towers.DEFAULT_WIDTHS,
-                  embedding_dim: int = 16, name: str = "teacher", **head_kwargs):
+                  embedding_dim: int = 16, name: str = "teacher",
+                  **head_kwargs: Any) -> Head:
   """A teacher head of `kind` for `stage`, beside a student of `student_architecture` and
   `student_widths`: its features, architecture and widths follow the kind's rules
   (`models.teacher_kinds`; e.g. at coarse rank a pfd teacher beside the two-tower student is
@@ -389,14 +402,14 @@ class DistillationSpec:
   student_names: Optional[Tuple[str, ...]] = None
   head_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     teacher_kinds.get(self.teacher_kind)  # a ValueError naming the registered kinds
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
 
 def build_distillation(schema: schema_lib.Schema, stage: str, spec: DistillationSpec,
-                       pretrained_teacher=None) -> DistillationModel:
+                       pretrained_teacher: Optional[Teacher] = None) -> DistillationModel:
   """One call from a stage's settings to a ready-to-compile `DistillationModel`.
 
   `pretrained_teacher` (a Keras head or callable batch -> logits) is required when
@@ -434,7 +447,9 @@ def _for_arch(architecture: str, head_kwargs: Mapping[str, Any]) -> Dict[str, An
   return {k: v for k, v in head_kwargs.items() if k != "scale"}
 
 
-def _teacher_banks(schema, shared_bank, share_embeddings, unshared, embedding_dim):
+def _teacher_banks(schema: schema_lib.Schema, shared_bank: inputs_lib.EmbeddingBank,
+                   share_embeddings: bool, unshared: Sequence[str], embedding_dim: int
+                   ) -> Tuple[inputs_lib.EmbeddingBank, Optional[inputs_lib.EmbeddingBank]]:
   """(bank, private bank) for a simultaneous teacher."""
   if not share_embeddings:
     return inputs_lib.EmbeddingBank(embedding_dim, name="teacher_embeddings"), None

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
 
 import tensorflow as tf
 from tensorflow.python.distribute import distribute_lib as tf_distribute_lib
@@ -207,10 +207,10 @@ class TablePartitioner:
     self._split = tf.distribute.experimental.partitioners.MinSizePartitioner(
         min_shard_bytes=min_shard_bytes, max_shards=max_shards)
 
-  def __call__(self, shape, dtype, axis=0):
+  def __call__(self, shape: tf.TensorShape, dtype: tf.DType, axis: int = 0) -> List[int]:
     if getattr(_TABLES, "depth", 0) == 0:
       return [1] * len(shape)
-    return self._split(shape, dtype, axis)
+    return cast(List[int], self._split(shape, dtype, axis))
 
 
 # ------------------------------------------------------------------------ strategies
@@ -282,7 +282,7 @@ def is_default(strategy: tf.distribute.Strategy) -> bool:
   return strategy is tf_distribute_lib._get_default_strategy()
 
 
-def local_variable(initial_value, **kwargs) -> tf.Variable:
+def local_variable(initial_value: Any, **kwargs: Any) -> tf.Variable:
   """A variable of this process alone, whatever strategy is in scope: bookkeeping that Python
   reads and writes (not trained, not mirrored; a multi-worker strategy would broadcast its
   initial value from worker 0, which crashes for an empty one)."""

@@ -10,7 +10,7 @@ user pass and a matrix product. `load_serving` gives back a callable batch -> sc
 
 import collections
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +19,9 @@ from data.plumbing import files
 from data.world import schema as schema_lib
 from models import inputs as inputs_lib
 from models import rankers
+
+# A serving head: a DNNRanker or LinearRanker (EmbeddedHead) or a TwoTowerScorer.
+Head = Union[rankers.EmbeddedHead, rankers.TwoTowerScorer]
 
 META_FILE = "pfd_serving.json"
 
@@ -29,18 +32,18 @@ def _spec(feature: schema_lib.Feature) -> tf.TensorSpec:
   return tf.TensorSpec([None], tf.as_dtype(feature.dtype), name=feature.name)
 
 
-def signature_specs(features) -> Dict[str, tf.TensorSpec]:
+def signature_specs(features: Sequence[schema_lib.Feature]) -> Dict[str, tf.TensorSpec]:
   """Named TensorSpecs for `features`: the inputs of a serving signature."""
   return {f.name: _spec(f) for f in features}
 
 
-def candidate_input_names(student) -> List[str]:
+def candidate_input_names(student: Head) -> List[str]:
   """A DNN student's item and pair inputs: [n, m] in the `candidates` signature."""
   return [f.name for f in student.input_features
           if f.entity not in (schema_lib.USER, schema_lib.CONTEXT)]
 
 
-def candidate_specs(student) -> Dict[str, tf.TensorSpec]:
+def candidate_specs(student: Head) -> Dict[str, tf.TensorSpec]:
   """Inputs of the `candidates` signature: per-request features [n] (sequences [n, L]) and
   every candidate feature [n, m]."""
   specs = signature_specs(student.input_features)
@@ -52,7 +55,7 @@ def candidate_specs(student) -> Dict[str, tf.TensorSpec]:
 class _ServingModule(tf.Module):
   """The exported object: the student plus one tf.function per signature."""
 
-  def __init__(self, student):
+  def __init__(self, student: Head) -> None:
     super().__init__(name="serving")
     self.student = student
     self.serve = tf.function(self._serve,
@@ -65,21 +68,21 @@ class _ServingModule(tf.Module):
     elif candidate_input_names(student):
       self.candidates = tf.function(self._candidates, input_signature=[candidate_specs(student)])
 
-  def _serve(self, inputs):
+  def _serve(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     logits = self.student(inputs, training=False)
     return {"logits": logits, "probabilities": tf.sigmoid(logits)}
 
-  def _candidates(self, inputs):
+  def _candidates(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     logits = self.student.candidate_logits(inputs, training=False)
     return {"logits": logits, "probabilities": tf.sigmoid(logits)}
 
-  def _user_vectors(self, inputs):
+  def _user_vectors(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {"vectors": self.student.user_vectors(inputs, training=False)}
 
-  def _item_vectors(self, inputs):
+  def _item_vectors(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {"vectors": self.student.item_vectors(inputs, training=False)}
 
-  def signatures(self) -> dict:
+  def signatures(self) -> Dict[str, Any]:  # name -> concrete function
     sigs = {"serving_default": self.serve.get_concrete_function()}
     if hasattr(self, "user_vectors"):
       sigs["user_vectors"] = self.user_vectors.get_concrete_function()
@@ -89,8 +92,8 @@ class _ServingModule(tf.Module):
     return sigs
 
 
-def export_serving(student, stage: str, schema: schema_lib.Schema, path: str,
-                   extra_meta: Optional[dict] = None) -> str:
+def export_serving(student: Any, stage: str, schema: schema_lib.Schema, path: str,
+                   extra_meta: Optional[Dict[str, Any]] = None) -> str:
   """Writes the student's serving SavedModel to `path` (atomically) and returns `path`.
 
   Args:
@@ -109,7 +112,8 @@ def export_serving(student, stage: str, schema: schema_lib.Schema, path: str,
   return save_module(module, path, module.signatures(), _meta(student, stage, extra_meta))
 
 
-def save_module(module: tf.Module, path: str, signatures: dict, meta: dict) -> str:
+def save_module(module: tf.Module, path: str, signatures: Dict[str, Any],
+                meta: Dict[str, Any]) -> str:
   """Writes a SavedModel and its meta file to a temp dir, then swaps it into `path`.
 
   A reader never sees a half-written export; an existing export at `path` is replaced.
@@ -120,7 +124,8 @@ def save_module(module: tf.Module, path: str, signatures: dict, meta: dict) -> s
   return os.path.abspath(path)
 
 
-def _meta(student, stage, extra_meta) -> dict:
+def _meta(student: Head, stage: str,
+          extra_meta: Optional[Dict[str, Any]]) -> Dict[str, Any]:
   meta = {"stage": stage, "architecture": student.architecture,
           "inputs": {f.name: f.dtype for f in student.input_features},
           "extra": extra_meta or {}}
@@ -142,7 +147,7 @@ class ServingModel:
   Usable as a frozen teacher: `DistillationModel(student, served.logits, mode='pretrained')`.
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str) -> None:
     self.path = path
     self.meta = files.read_json(os.path.join(path, META_FILE))
     self._loaded = load_saved_model(path)
@@ -151,28 +156,29 @@ class ServingModel:
     self._dtypes = dict(self.meta["inputs"])
     self.input_names: List[str] = list(self._dtypes)
 
-  def _select(self, batch, names) -> Dict[str, tf.Tensor]:
+  def _select(self, batch: Dict[str, Any], names: Sequence[str]) -> Dict[str, tf.Tensor]:
     inputs_lib.check_batch(batch, names, f"serving model {self.path}")
     return {n: tf.cast(batch[n], self._dtypes[n]) for n in names}
 
-  def outputs(self, batch) -> Dict[str, tf.Tensor]:
-    return self._loaded.serve(self._select(batch, self.input_names))
+  def outputs(self, batch: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+    outputs: Dict[str, tf.Tensor] = self._loaded.serve(self._select(batch, self.input_names))
+    return outputs
 
-  def logits(self, batch) -> tf.Tensor:
+  def logits(self, batch: Dict[str, Any]) -> tf.Tensor:
     return self.outputs(batch)["logits"]
 
-  def __call__(self, batch) -> tf.Tensor:
+  def __call__(self, batch: Dict[str, Any]) -> tf.Tensor:
     return self.outputs(batch)["probabilities"]
 
-  def user_vectors(self, batch) -> tf.Tensor:
+  def user_vectors(self, batch: Dict[str, Any]) -> tf.Tensor:
     self._need_two_tower()
     return self._loaded.user_vectors(self._select(batch, self.meta["user_inputs"]))["vectors"]
 
-  def item_vectors(self, batch) -> tf.Tensor:
+  def item_vectors(self, batch: Dict[str, Any]) -> tf.Tensor:
     self._need_two_tower()
     return self._loaded.item_vectors(self._select(batch, self.meta["item_inputs"]))["vectors"]
 
-  def _need_two_tower(self):
+  def _need_two_tower(self) -> None:
     if self.architecture != rankers.TWO_TOWER:
       raise ValueError(f"{self.path} is a {self.architecture!r} export; no vector signatures")
 
@@ -221,7 +227,7 @@ def _export_stamp(path: str) -> Tuple[int, ...]:
   return tuple(stamp)
 
 
-def load_saved_model(path: str):
+def load_saved_model(path: str) -> Any:  # the loaded SavedModel object
   """tf.saved_model.load with errors that name the export: unreadable, or permission denied.
 
   A SavedModel already loaded by this process is reused while its files are unchanged (at

@@ -14,7 +14,7 @@ vocabulary (`hist_item_ids` with `item_id`, and so on), so a history entry and a
 are embedded in one space. That is also what target attention compares.
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -32,6 +32,8 @@ VOCABULARY_GROUPS: Dict[str, str] = {
 POOLINGS = ("mean", "attention")
 
 FeatureLike = Union[schema_lib.Feature, str]
+# Lookups (or pooled sequences) shared by the heads of one step, by (table id, feature, ...).
+Cache = Dict[Tuple[Any, ...], tf.Tensor]
 
 
 class MissingFeatureError(ValueError):
@@ -70,7 +72,7 @@ class EmbeddingBank(tf.keras.layers.Layer):
     initializer_stddev: stddev of the truncated-normal initialiser.
   """
 
-  def __init__(self, dim: int = 16, initializer_stddev: float = 0.05, **kwargs):
+  def __init__(self, dim: int = 16, initializer_stddev: float = 0.05, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.dim = dim
     self._stddev = initializer_stddev
@@ -110,7 +112,7 @@ class EmbeddingBank(tf.keras.layers.Layer):
   def groups(self) -> List[str]:
     return list(self._tables)
 
-  def call(self, inputs):  # The bank is looked up through `table`, never called.
+  def call(self, inputs: Any) -> tf.Tensor:  # The bank is looked up through `table`, never called.
     raise NotImplementedError("use EmbeddingBank.table(feature)")
 
 
@@ -172,7 +174,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   def __init__(self, features: Sequence[schema_lib.Feature], bank: EmbeddingBank,
                private_bank: Optional[EmbeddingBank] = None, sequence_pooling: str = "mean",
-               numeric_log1p: bool = False, **kwargs):
+               numeric_log1p: bool = False, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     if sequence_pooling not in POOLINGS:
       raise ValueError(f"sequence_pooling must be one of {POOLINGS}, got {sequence_pooling!r}")
@@ -191,7 +193,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   def input_names(self) -> List[str]:
     return [f.name for f in self.features]
 
-  def _check_attention_targets(self):
+  def _check_attention_targets(self) -> None:
     if self.sequence_pooling != "attention":
       return
     names = set(self.input_names)
@@ -210,7 +212,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     # A gather; on a table split across parameter servers it fetches each shard's rows only.
     return tf.nn.embedding_lookup(self.table(feature), lookup_ids(feature, values))
 
-  def _cached(self, cache: Optional[dict], key: tuple, compute):
+  def _cached(self, cache: Optional[Cache], key: Tuple[Any, ...],
+              compute: Callable[..., tf.Tensor]) -> tf.Tensor:
     """`compute()`, or the tensor another head already computed from the same table."""
     if cache is None:
       return compute()
@@ -218,8 +221,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       cache[key] = compute()
     return cache[key]
 
-  def call(self, batch: Dict[str, tf.Tensor], training=None,
-           cache: Optional[dict] = None) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+           cache: Optional[Cache] = None) -> tf.Tensor:
     """[B, N] embeddings of `batch`.
 
     `cache`: a dict shared by the heads of one step. A lookup (or pooled sequence) from a
@@ -230,7 +233,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     return tf.concat(self.parts(batch, self.features, cache), axis=-1)
 
   def parts(self, batch: Dict[str, tf.Tensor], features: Sequence[schema_lib.Feature],
-            cache: Optional[dict] = None) -> List[tf.Tensor]:
+            cache: Optional[Cache] = None) -> List[tf.Tensor]:
     """The embedding parts of `features` (some of this head's, in its order), one per input.
 
     Lets a ranker embed the request's own features once per request and the candidates'
@@ -239,7 +242,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     single = {}
     for f in features:
       if f.kind != schema_lib.SEQUENCE:
-        key: tuple = (id(self.table(f)), f.name)
+        key: Tuple[Any, ...] = (id(self.table(f)), f.name)
         single[f.name] = self._cached(cache, key, lambda f=f: self.embed(f, batch[f.name]))
     parts = []
     for f in features:
@@ -262,7 +265,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
       widths[f.name] = int(self.table(f).shape[1]) + extra
     return widths
 
-  def _pool(self, feature, ids, single):
+  def _pool(self, feature: schema_lib.Feature, ids: tf.Tensor,
+            single: Dict[str, tf.Tensor]) -> tf.Tensor:
     ids = tf.cast(ids, tf.int64)
     rows, valid = valid_entries(ids)
     entries = self.embed(feature, valid)

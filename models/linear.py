@@ -9,7 +9,7 @@ of CTR prediction. It has the ranker contract of `models.rankers` (`input_featur
 exports like any student.
 """
 
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -30,14 +30,15 @@ class LinearRanker(rankers.EmbeddedHead):
 
   architecture = LINEAR
 
-  def __init__(self, features: Sequence[schema_lib.Feature], **kwargs):
+  def __init__(self, features: Sequence[schema_lib.Feature], **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.bank = inputs_lib.EmbeddingBank(1, initializer_stddev=0.0, name="weights")
     self.embedding = inputs_lib.FeatureEmbedding(features, self.bank, sequence_pooling="mean",
                                                  name="embedding")
     self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
 
-  def call(self, batch, training=None, cache=None) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+           cache: Optional[inputs_lib.Cache] = None) -> tf.Tensor:
     """Logits [B]."""
     return tf.reduce_sum(self.embedding(batch, training=training), axis=-1) + self.bias
 
@@ -45,7 +46,8 @@ class LinearRanker(rankers.EmbeddedHead):
   def per_request_features(self) -> List[schema_lib.Feature]:
     return [f for f in self.input_features if f.entity in (schema_lib.USER, schema_lib.CONTEXT)]
 
-  def candidate_logits(self, batch, training=None) -> tf.Tensor:
+  def candidate_logits(self, batch: Dict[str, tf.Tensor],
+                       training: Optional[bool] = None) -> tf.Tensor:
     """Logits [n, m] of m candidates per request (request features [n], others [n, m])."""
     inputs_lib.check_batch(batch, self.input_names, self.name)
     request = self.per_request_features

@@ -15,6 +15,8 @@ Keras's Adagrad already updates a table row-wise (scatter on the accumulator and
 `make_optimizer(name, learning_rate)` is the one constructor the training loop calls.
 """
 
+from typing import Any
+
 import tensorflow as tf
 
 ADAM, ADAGRAD = "adam", "adagrad"
@@ -28,13 +30,13 @@ class RowwiseAdam(tf.keras.optimizers.Adam):
   Takes the arguments of `tf.keras.optimizers.Adam` except `amsgrad`.
   """
 
-  def __init__(self, learning_rate=0.001, **kwargs):
+  def __init__(self, learning_rate: float = 0.001, **kwargs: Any) -> None:
     if kwargs.get("amsgrad"):
       raise ValueError("RowwiseAdam does not implement amsgrad")
     kwargs.setdefault("name", "RowwiseAdam")
     super().__init__(learning_rate=learning_rate, **kwargs)
 
-  def update_step(self, gradient, variable):
+  def update_step(self, gradient: Any, variable: tf.Variable) -> Any:  # as Keras's: None
     if not isinstance(gradient, tf.IndexedSlices):
       return super().update_step(gradient, variable)
     dtype = variable.dtype

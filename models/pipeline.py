@@ -26,6 +26,8 @@ from data.world import io
 from data.world import schema as schema_lib
 
 Arrays = Dict[str, np.ndarray]
+# A head run on a batch: batch dict -> logits [B].
+HeadFn = Callable[[Dict[str, tf.Tensor]], tf.Tensor]
 
 
 def num_rows(arrays: Arrays) -> int:
@@ -51,7 +53,7 @@ def model_columns(schema: schema_lib.Schema, names: Sequence[str], arrays: Array
   return out
 
 
-def take_rows(arrays: Arrays, rows) -> Arrays:
+def take_rows(arrays: Arrays, rows: columns_lib.Rows) -> Arrays:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
   request-level columns (`data.world.io.RequestColumn`) stay request-level."""
   return io.take_rows(arrays, rows)
@@ -237,12 +239,12 @@ class Predictor:
     batch_size: rows per call of the compiled function.
   """
 
-  def __init__(self, fn: Callable, columns: Optional[Sequence[str]] = None,
+  def __init__(self, fn: HeadFn, columns: Optional[Sequence[str]] = None,
                batch_size: int = 8192):
     self._fn = fn
     self.columns = None if columns is None else tuple(columns)
     self.batch_size = batch_size
-    self._compiled: Dict[Tuple[Tuple[str, str, Tuple[Optional[int], ...]], ...], Callable] = {}
+    self._compiled: Dict[Tuple[Tuple[str, str, Tuple[Optional[int], ...]], ...], HeadFn] = {}
 
   def __call__(self, arrays: Arrays) -> np.ndarray:
     if self.columns is not None:
@@ -252,7 +254,7 @@ class Predictor:
                for batch in _in_order(arrays, self.batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros([0], np.float32)
 
-  def compiled(self, spec: Dict[str, tf.TensorSpec]) -> Callable:
+  def compiled(self, spec: Dict[str, tf.TensorSpec]) -> HeadFn:
     """The function compiled for `spec` (traced on its first call)."""
     key = tuple(sorted((k, s.dtype.name, tuple(s.shape.as_list())) for k, s in spec.items()))
     if key not in self._compiled:
@@ -261,7 +263,7 @@ class Predictor:
     return self._compiled[key]
 
 
-def predict(fn: Callable, arrays: Arrays, batch_size: int = 8192,
+def predict(fn: HeadFn, arrays: Arrays, batch_size: int = 8192,
             columns: Optional[Sequence[str]] = None) -> np.ndarray:
   """Runs `fn(batch) -> [B]` (e.g. a head, or `lambda b: model(b, training=False)`) over all
   rows in order, in a compiled function, and returns the concatenated numpy outputs. Scoring
@@ -280,7 +282,7 @@ def head_predictor(model: Any, head: str) -> Predictor:
   if head not in predictors:
     if head == "student":
       layer = model.student
-      fn: Callable = lambda batch: layer(batch, training=False)
+      fn: HeadFn = lambda batch: layer(batch, training=False)
     elif head == "teacher":
       layer = model.teacher
       fn = lambda batch: model.teacher_logits(batch, training=False)

@@ -66,7 +66,7 @@ class DNNRanker(EmbeddedHead):
                widths: Sequence[int] = towers.DEFAULT_WIDTHS,
                private_bank: Optional[inputs_lib.EmbeddingBank] = None,
                sequence_pooling: str = "mean", batch_norm: bool = True, dropout: float = 0.0,
-               numeric_log1p: bool = False, **kwargs):
+               numeric_log1p: bool = False, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     self.embedding = inputs_lib.FeatureEmbedding(
         features, bank, private_bank, sequence_pooling, numeric_log1p, name="embedding")
@@ -74,7 +74,8 @@ class DNNRanker(EmbeddedHead):
     self.logit = tf.keras.layers.Dense(1, name="logit")
     self.widths = tuple(widths)
 
-  def call(self, batch, training=None, cache=None) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+           cache: Optional[inputs_lib.Cache] = None) -> tf.Tensor:
     """Logits [B]; `cache` shares embedding lookups between heads (see FeatureEmbedding)."""
     hidden = self.mlp(self.embedding(batch, training=training, cache=cache), training=training)
     return tf.squeeze(self.logit(hidden), axis=-1)
@@ -87,7 +88,8 @@ class DNNRanker(EmbeddedHead):
             and not (f.kind == schema_lib.SEQUENCE
                      and self.embedding.sequence_pooling == "attention")]
 
-  def candidate_logits(self, batch, training=None) -> tf.Tensor:
+  def candidate_logits(self, batch: Dict[str, tf.Tensor],
+                       training: Optional[bool] = None) -> tf.Tensor:
     """Logits [n, m] of m candidates per request, equal to `call` on the flattened rows.
 
     `batch` holds the per-request features with n rows and every other (item, pair) feature as
@@ -116,7 +118,7 @@ class DNNRanker(EmbeddedHead):
     hidden = self.mlp.after_first_dense(tf.reshape(first, [n * m, -1]), training=training)
     return tf.reshape(self.logit(hidden), [n, m])
 
-  def _kernel_rows(self):
+  def _kernel_rows(self) -> Dict[str, List[int]]:
     """Feature name -> the rows of the first Dense kernel its embedding slice multiplies."""
     rows, start = {}, 0
     for name, width in self.embedding.part_widths().items():
@@ -124,7 +126,8 @@ class DNNRanker(EmbeddedHead):
       start += width
     return rows
 
-  def _project(self, batch, features, rows, dense) -> tf.Tensor:
+  def _project(self, batch: Dict[str, tf.Tensor], features: Sequence[schema_lib.Feature],
+               rows: Dict[str, List[int]], dense: tf.keras.layers.Dense) -> tf.Tensor:
     """The first Dense layer's share (no bias) from `features` alone."""
     embedded = tf.concat(self.embedding.parts(batch, features), axis=-1)
     kernel = tf.gather(dense.kernel, [r for f in features for r in rows[f.name]])
@@ -151,7 +154,7 @@ class TwoTowerScorer(tf.keras.layers.Layer):
                widths: Sequence[int] = towers.DEFAULT_WIDTHS, scale: float = 5.0,
                private_bank: Optional[inputs_lib.EmbeddingBank] = None,
                batch_norm: bool = True, dropout: float = 0.0, numeric_log1p: bool = False,
-               **kwargs):
+               **kwargs: Any) -> None:
     super().__init__(**kwargs)
     wrong = [f.name for f in item_features if f.entity != schema_lib.ITEM]
     wrong += [f.name for f in user_features if f.entity not in USER_SIDE]
@@ -184,17 +187,20 @@ class TwoTowerScorer(tf.keras.layers.Layer):
   def item_input_names(self) -> List[str]:
     return self.item_embedding.input_names
 
-  def user_vectors(self, batch, training=None, cache=None) -> tf.Tensor:
+  def user_vectors(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+                   cache: Optional[inputs_lib.Cache] = None) -> tf.Tensor:
     """[B, d] unit vectors from the user-side features of `batch`."""
     embedded = self.user_embedding(batch, training=training, cache=cache)
     return self.user_tower(embedded, training=training)
 
-  def item_vectors(self, batch, training=None, cache=None) -> tf.Tensor:
+  def item_vectors(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+                   cache: Optional[inputs_lib.Cache] = None) -> tf.Tensor:
     """[B, d] unit vectors from the item-side features of `batch` (e.g. the whole corpus)."""
     embedded = self.item_embedding(batch, training=training, cache=cache)
     return self.item_tower(embedded, training=training)
 
-  def call(self, batch, training=None, cache=None) -> tf.Tensor:
+  def call(self, batch: Dict[str, tf.Tensor], training: Optional[bool] = None,
+           cache: Optional[inputs_lib.Cache] = None) -> tf.Tensor:
     """Logits [B]; `cache` shares embedding lookups between heads (see FeatureEmbedding)."""
     users = self.user_vectors(batch, training=training, cache=cache)
     items = self.item_vectors(batch, training=training, cache=cache)

@@ -8,9 +8,10 @@ on a hidden purchase propensity that the post-click features reveal. So a teache
 privileged features is clearly better than any student, as in the paper's world.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from data.world import config as config_lib
@@ -18,7 +19,7 @@ from data.world import schema as schema_lib
 from data.world.numeric import sigmoid
 
 
-def tiny_schema(history_len: int = 8, **overrides) -> schema_lib.Schema:
+def tiny_schema(history_len: int = 8, **overrides: Any) -> schema_lib.Schema:
   """The schema of the 'tiny' preset, with a short history for fast tests."""
   return schema_lib.build_schema(config_lib.preset("tiny", history_len=history_len, **overrides))
 
@@ -30,7 +31,8 @@ def _sizes(schema: schema_lib.Schema) -> Dict[str, int]:
           "history": schema["hist_item_ids"].length}
 
 
-def _history(rng, users, taste, n, s, length):
+def _history(rng: np.random.Generator, users: np.ndarray, taste: np.ndarray, n: int,
+             s: Dict[str, int], length: int) -> Dict[str, np.ndarray]:
   """Behaviour sequences: mostly items of the user's favourite category, most recent first."""
   hist_len = rng.integers(0, length + 1, size=n)
   favourite = rng.random((n, length)) < 0.7
@@ -89,7 +91,8 @@ def synthetic_log_arrays(schema: schema_lib.Schema, n_rows: int, seed: int = 0,
   return {k: np.asarray(v, dtype=_dtype(schema, k)) for k, v in arrays.items()}
 
 
-def _cross_features(rng, intent, match, n):
+def _cross_features(rng: np.random.Generator, intent: np.ndarray, match: np.ndarray,
+                    n: int) -> Dict[str, np.ndarray]:
   rate = np.exp(1.2 * intent + 0.5 * match)
   return {"cross_clicks_cate_24h": rng.poisson(rate).astype(np.float32),
           "cross_clicks_shop_24h": rng.poisson(0.5 * rate).astype(np.float32),
@@ -97,7 +100,8 @@ def _cross_features(rng, intent, match, n):
           "cross_views_item_7d": rng.poisson(0.5, n).astype(np.float32)}
 
 
-def _post_click(rng, click, price, strength, arrays):
+def _post_click(rng: np.random.Generator, click: np.ndarray, price: np.ndarray, strength: float,
+                arrays: Dict[str, Any]) -> Dict[str, np.ndarray]:
   n = len(click)
   propensity = rng.normal(0.0, 1.0, n)
   clicked = click > 0
@@ -113,16 +117,16 @@ def _post_click(rng, click, price, strength, arrays):
           "favorited": (clicked & (rng.random(n) < sigmoid(propensity - 1.0))).astype(np.int64)}
 
 
-def _dtype(schema: schema_lib.Schema, name: str):
+def _dtype(schema: schema_lib.Schema, name: str) -> npt.DTypeLike:
   return schema[name].dtype if name in schema.names else np.float32
 
 
-def as_batch(arrays: Dict[str, np.ndarray], rows: Optional[int] = None) -> dict:
+def as_batch(arrays: Dict[str, np.ndarray], rows: Optional[int] = None) -> Dict[str, tf.Tensor]:
   """The first `rows` rows of `arrays` as a dict of tensors (one batch)."""
   return {k: tf.convert_to_tensor(v[:rows] if rows else v) for k, v in arrays.items()}
 
 
-def privileged_columns(schema: schema_lib.Schema, stage: str):
+def privileged_columns(schema: schema_lib.Schema, stage: str) -> List[str]:
   """Names of the columns only a teacher at `stage` may read."""
   return [f.name for f in schema.privileged_features(stage)]
 
@@ -134,11 +138,11 @@ class Killed(Exception):
 class KillAtStep(tf.keras.callbacks.Callback):
   """Raises `Killed` after the optimizer's `step`-th update, as a kill would interrupt the run."""
 
-  def __init__(self, step: int):
+  def __init__(self, step: int) -> None:
     super().__init__()
     self.step = step
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     if int(self.model.optimizer.iterations.numpy()) == self.step:
       raise Killed()
 
@@ -146,9 +150,9 @@ class KillAtStep(tf.keras.callbacks.Callback):
 class CountSteps(tf.keras.callbacks.Callback):
   """Counts the training steps a run makes (a resumed run makes only the remaining ones)."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     super().__init__()
     self.steps = 0
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     self.steps += 1

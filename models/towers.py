@@ -5,7 +5,7 @@ two-tower model ends each tower in a linear projection normalised to unit length
 is a scaled cosine and item vectors can be precomputed for the whole corpus.
 """
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
@@ -25,7 +25,7 @@ class MLP(tf.keras.layers.Layer):
   """
 
   def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, batch_norm: bool = True,
-               dropout: float = 0.0, leaky_alpha: float = 0.2, **kwargs):
+               dropout: float = 0.0, leaky_alpha: float = 0.2, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     if not widths or any(int(w) <= 0 for w in widths):
       raise ValueError(f"widths must be positive integers, got {tuple(widths)}")
@@ -42,14 +42,14 @@ class MLP(tf.keras.layers.Layer):
         block.append(tf.keras.layers.Dropout(dropout, name=f"dropout_{i}"))
       self.blocks.append(block)
 
-  def call(self, x: tf.Tensor, training=None) -> tf.Tensor:
+  def call(self, x: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     return self.after_first_dense(self.first_dense(x), training=training)
 
   @property
   def first_dense(self) -> tf.keras.layers.Dense:
     return self.blocks[0][0]
 
-  def after_first_dense(self, x: tf.Tensor, training=None) -> tf.Tensor:
+  def after_first_dense(self, x: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     """The MLP's output given its first Dense layer's output `x` (however that was computed)."""
     for i, block in enumerate(self.blocks):
       for layer in block[1:] if i == 0 else block:
@@ -67,7 +67,7 @@ class Tower(tf.keras.layers.Layer):
   """
 
   def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, batch_norm: bool = True,
-               dropout: float = 0.0, **kwargs):
+               dropout: float = 0.0, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     widths = tuple(int(w) for w in widths)
     if not widths:
@@ -75,7 +75,7 @@ class Tower(tf.keras.layers.Layer):
     self.hidden = MLP(widths[:-1], batch_norm, dropout, name="mlp") if len(widths) > 1 else None
     self.projection = tf.keras.layers.Dense(widths[-1], name="projection")
 
-  def call(self, x: tf.Tensor, training=None) -> tf.Tensor:
+  def call(self, x: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     if self.hidden is not None:
       x = self.hidden(x, training=training)
     return tf.math.l2_normalize(self.projection(x), axis=-1)

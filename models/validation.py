@@ -17,7 +17,7 @@ resumed from a backup continues the same search, and ends as the uninterrupted r
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from absl import logging
 import numpy as np
@@ -63,7 +63,7 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     self._loaded = False
     self._state: Optional[tf.train.Checkpoint] = None
 
-  def set_model(self, model):
+  def set_model(self, model: tf.keras.Model) -> None:
     """Tracks the search's state on the model, before a backup callback restores it."""
     super().set_model(model)
     state = getattr(model, STATE_ATTRIBUTE, None)
@@ -77,10 +77,10 @@ class ValidationStopping(tf.keras.callbacks.Callback):
     if model.weights:  # built (the stages build before fit): slots exist before any restore
       self._best_slots()
 
-  def on_train_begin(self, logs=None):
+  def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
     self._loaded = False
 
-  def on_train_batch_begin(self, batch, logs=None):
+  def on_train_batch_begin(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     # Read at the first batch, after any backup callback's on_train_begin has restored the
     # model: this callback may come first, so that a backup taken after a step holds its check.
     if not self._loaded:
@@ -88,16 +88,16 @@ class ValidationStopping(tf.keras.callbacks.Callback):
       self._read_state()
       self._loaded = True
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     self._step += 1
     if self._step % self.every_steps == 0:
       self._check()
 
-  def on_epoch_end(self, epoch, logs=None):
+  def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
     if self._last_checked != self._step:
       self._check()
 
-  def on_train_end(self, logs=None):
+  def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
     if self.best is not None and int(self._search_state().has_best.numpy()):
       for variable, best in zip(self.model.weights, self._best_slots()):
         variable.assign(best)
@@ -139,14 +139,14 @@ class ValidationStopping(tf.keras.callbacks.Callback):
       logging.info("validation: no improvement in %d checks; stopping", self.patience)
       self.model.stop_training = True
 
-  def _best_slots(self) -> list:
+  def _best_slots(self) -> List[tf.Variable]:
     """One variable per model weight for the best check's values, made on first need."""
     state = self._search_state()
     slots = getattr(state, "best_weights", None)
     if slots is None or len(slots) != len(self.model.weights):
       state.best_weights = [distribute.local_variable(w, trainable=False)
                             for w in self.model.weights]
-    return state.best_weights
+    return cast(List[tf.Variable], state.best_weights)
 
   def _search_state(self) -> tf.train.Checkpoint:
     if self._state is None:

@@ -23,7 +23,8 @@ import signal
 import socket
 import tempfile
 import time
-from typing import Callable, Dict, Iterator, Optional, Tuple
+import types
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from absl import logging
 
@@ -135,7 +136,7 @@ def _pid_alive(pid: int) -> bool:
 def _terminated_as_error() -> Iterator[None]:
   """A SIGTERM during the block raises (so every temporary directory is removed) instead of
   ending the process where it stands."""
-  def stop(signum, frame):
+  def stop(signum: int, frame: Optional[types.FrameType]) -> None:
     raise command.UserError("terminated (SIGTERM): the ingest stopped; nothing was written")
   try:
     previous = signal.signal(signal.SIGTERM, stop)
@@ -148,7 +149,7 @@ def _terminated_as_error() -> Iterator[None]:
     signal.signal(signal.SIGTERM, previous)
 
 
-def ingest(config: IngestConfig) -> dict:
+def ingest(config: IngestConfig) -> Dict[str, Any]:
   """Reads, checks and writes; returns the manifest."""
   check_config(config)
   assert config.world_dir and config.input

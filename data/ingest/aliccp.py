@@ -22,7 +22,7 @@ features never see the same day.
 """
 
 import os
-from typing import Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ WEIGHT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0,
 FOLDERS = {"train": "sample_train", "test": "sample_test"}
 
 
-def _features():
+def _features() -> List[declaration.FeatureSpec]:
   out = [declaration.FeatureSpec(column, S.CATEGORICAL, S.USER, S.SERVING,
                                  description=f"Ali-CCP field {field}")
          for field, column in USER_FIELDS.items() if column != S.USER_ID]
@@ -76,7 +76,8 @@ def _path(input_dir: str, kind: str, split: str) -> str:
                       f"{FOLDERS[split]}/ (as the archive unpacks) or in --input itself")
 
 
-def _feature_lists(path: str, chunk: pd.DataFrame, id_fields, sum_fields=()) -> FeatureLists:
+def _feature_lists(path: str, chunk: pd.DataFrame, id_fields: Iterable[str],
+                   sum_fields: Iterable[str] = ()) -> FeatureLists:
   """The chunk's feature lists, checked (a malformed one or a wrong feature_num raises), with
   the first id of each of `id_fields` and the value sums of `sum_fields`."""
   return FeatureLists(path, chunk["_line"].to_numpy(), chunk["feature_list"],
@@ -126,7 +127,7 @@ class _FirstSighting:
 
   COLUMNS = ("item_category", "item_shop", "item_brand")
 
-  def __init__(self):
+  def __init__(self) -> None:
     self.seen = np.zeros(0, bool)
     self.columns = {k: np.zeros(0, np.int64) for k in self.COLUMNS}
 
@@ -188,7 +189,7 @@ def _read_skeleton(path: str, split: str, day: int, common: pd.Index, first_requ
     impressions.add_rows(rows)
 
 
-def _users(users_by_split) -> dict:
+def _users(users_by_split: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
   """Users: the profile of their first common record."""
   users = {k: np.concatenate([u[k] for u in users_by_split]) for k in USER_FIELDS.values()}
   _, first = np.unique(users[S.USER_ID], return_index=True)
@@ -196,7 +197,7 @@ def _users(users_by_split) -> dict:
 
 
 def read_aliccp(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
-                **_) -> Tuple[W.LogTables, R.RowReport]:
+                **_: Any) -> Tuple[W.LogTables, R.RowReport]:
   """Reads both splits of Ali-CCP into canonical tables, the impressions into a spool."""
   report = R.RowReport()
   codes = _Codes(list(USER_FIELDS) + list(ITEM_FIELDS))

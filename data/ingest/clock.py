@@ -17,8 +17,10 @@ before its request's time, can never see an event that happened after it, whatev
 import dataclasses
 import datetime
 import re
-from typing import Optional
+from typing import Any, Dict, Optional, Union, overload
 import zoneinfo
+
+import numpy as np
 
 from data.world.config import SECONDS_PER_DAY
 
@@ -53,14 +55,20 @@ class Clock:
   timezone: str = UTC
   offset: Optional[int] = None
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     utc_offset(self.timezone, 0)  # an unknown zone fails here, before anything is read
 
   def observe(self, timestamp: int) -> None:
     if self.offset is None:
       self.offset = utc_offset(self.timezone, int(timestamp))
 
-  def local_day(self, timestamps):
+  @overload
+  def local_day(self, timestamps: int) -> int: ...
+
+  @overload
+  def local_day(self, timestamps: np.ndarray) -> np.ndarray: ...
+
+  def local_day(self, timestamps: Union[int, np.ndarray]) -> Union[int, np.ndarray]:
     """Local day numbers (days since 1970-01-01 in this zone) of unix timestamps."""
     return (timestamps + (self.offset or 0)) // SECONDS_PER_DAY
 
@@ -68,7 +76,7 @@ class Clock:
     """Unix time of the local midnight that starts `local_day`."""
     return int(local_day) * SECONDS_PER_DAY - (self.offset or 0)
 
-  def facts(self) -> dict:
+  def facts(self) -> Dict[str, Any]:
     return {"timezone": self.timezone, "utc_offset_seconds": int(self.offset or 0)}
 
 

@@ -11,9 +11,10 @@ of the world's own schema (data/world/declared.py).
 """
 
 import os
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from data.ingest import clock as clock_lib
@@ -33,7 +34,7 @@ REQUIRED = {"impressions": (S.REQUEST_ID, S.USER_ID, S.ITEM_ID, S.TIMESTAMP, S.C
 SHARED_REQUEST = "request id shared with another user: rows moved to a request of their own"
 
 
-def load_contract(input_dir: str) -> dict:
+def load_contract(input_dir: str) -> Dict[str, Any]:
   """The parsed and checked schema file; errors name the entry at fault. Each feature column
   gains its parsed declaration under "_spec"."""
   path = R.require_file(input_dir, SCHEMA_FILE, "the schema file of docs/real_logs.md")
@@ -66,7 +67,8 @@ def load_contract(input_dir: str) -> dict:
   return contract
 
 
-def _check_column(path: str, i: int, column: dict, contract: dict):
+def _check_column(path: str, i: int, column: Dict[str, Any],
+                  contract: Dict[str, Any]) -> Optional[declaration.FeatureSpec]:
   """Checks one column entry; returns its feature declaration (None for other roles)."""
   where = f"columns[{i}] ({column.get('column')!r})"
   for key in ("file", "column", "role"):
@@ -86,11 +88,11 @@ def _check_column(path: str, i: int, column: dict, contract: dict):
   return None
 
 
-def _columns_of(contract: dict, table: str) -> List[dict]:
+def _columns_of(contract: Dict[str, Any], table: str) -> List[Dict[str, Any]]:
   return [c for c in contract["columns"] if c["file"] == table]
 
 
-def _chunks(input_dir: str, contract: dict, table: str, report: R.RowReport,
+def _chunks(input_dir: str, contract: Dict[str, Any], table: str, report: R.RowReport,
             ids: Dict[str, R.Codes], chunk_rows: int,
             encoders: Dict[str, declaration.Encoder]) -> Iterator[Dict[str, np.ndarray]]:
   """One declared file, converted a chunk at a time: its roles and features, and `_line`."""
@@ -118,18 +120,19 @@ def _chunks(input_dir: str, contract: dict, table: str, report: R.RowReport,
     yield out
 
 
-def _read_table(input_dir: str, contract: dict, table: str, report: R.RowReport,
+def _read_table(input_dir: str, contract: Dict[str, Any], table: str, report: R.RowReport,
                 ids: Dict[str, R.Codes], chunk_rows: int,
                 encoders: Dict[str, declaration.Encoder]) -> Dict[str, np.ndarray]:
   """A whole declared file (the users and items files: one row per entity)."""
-  parts: Dict[str, list] = {}
+  parts: Dict[str, List[np.ndarray]] = {}
   for out in _chunks(input_dir, contract, table, report, ids, chunk_rows, encoders):
     for name, values in out.items():
       parts.setdefault(name, []).append(values)
   return {k: np.concatenate(v) for k, v in parts.items()} if parts else {}
 
 
-def _convert(path, lines, values, column, ids) -> Dict[str, np.ndarray]:
+def _convert(path: str, lines: np.ndarray, values: pd.Series, column: Dict[str, Any],
+             ids: Dict[str, R.Codes]) -> Dict[str, np.ndarray]:
   role, name = column["role"], column["column"]
   missing = pd.isna(values)
   if missing.any():
@@ -147,12 +150,12 @@ class _RequestOwners:
   """The first user of each raw request id: a row of another user goes to a request of its
   own, the pair (request, user), and is counted."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self.pairs = R.Codes()
     self.first_user = np.zeros(0, np.int64)
 
-  def split(self, raw_requests, request_codes: np.ndarray, users: np.ndarray,
-            raw_users) -> Tuple[np.ndarray, int]:
+  def split(self, raw_requests: npt.ArrayLike, request_codes: np.ndarray, users: np.ndarray,
+            raw_users: npt.ArrayLike) -> Tuple[np.ndarray, int]:
     size = int(request_codes.max(initial=-1)) + 1
     if size > len(self.first_user):
       grown = np.full(max(size, 2 * len(self.first_user)), -1, np.int64)
@@ -172,7 +175,7 @@ class _RequestOwners:
 
 
 def read_contract(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
-                  **_) -> Tuple[W.LogTables, R.RowReport]:
+                  **_: Any) -> Tuple[W.LogTables, R.RowReport]:
   """Validates and reads a contract directory into canonical tables, counting dropped rows;
   impressions and the behaviour log stream into spools under `spool_dir`."""
   contract = load_contract(input_dir)

@@ -18,7 +18,7 @@ reason (under the row's input file) each row it drops or changes:
 """
 
 import os
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ class DayRows:
     self.origin = spool.origin()
     self.slice_rows = max(1, int(slice_rows))
 
-  def slices(self, partition, day: int) -> Iterator[Arrays]:
+  def slices(self, partition: Optional[int], day: int) -> Iterator[Arrays]:
     """The day's impressions (partition None: an empty day), steps 1-6, in slices of at most
     about `slice_rows` rows: whole requests, in the order of their time (then of their first
     row), so that a
@@ -60,7 +60,7 @@ class DayRows:
     slice_of_row = self._slice_of_rows(partition)
     staging = SP.DaySpool(os.path.join(os.path.dirname(self.spool.directory), f"slices-{day}"))
     offset = 0
-    for rows in self.spool.read_parts(partition):
+    for rows in self.spool.read_parts(cast(int, partition)):  # None has no rows: returned above
       n = len(rows[S.USER_ID])
       staging.add(slice_of_row[offset:offset + n], rows)
       offset += n
@@ -71,7 +71,7 @@ class DayRows:
     finally:
       files_lib.remove_tree(staging.directory)
 
-  def _slice_of_rows(self, partition) -> np.ndarray:
+  def _slice_of_rows(self, partition: Optional[int]) -> np.ndarray:
     """The slice of each of the partition's rows (in the order added)."""
     names = [n for n in (S.REQUEST_ID, SP.REQUEST_A, SP.REQUEST_B) if n in self.spool.columns()]
     keys = self.spool.read(partition, names + [S.TIMESTAMP])
@@ -115,7 +115,7 @@ class DayRows:
     keys = {"r": imp[S.REQUEST_ID], "i": imp[S.ITEM_ID]}
     if not self.dedupe:
       keys["t"] = imp[S.TIMESTAMP]
-    return pd.DataFrame(keys).duplicated().to_numpy()
+    return cast(np.ndarray, pd.DataFrame(keys).duplicated().to_numpy())
 
   def _count(self, files: np.ndarray, reason: str, adjusted: bool = False) -> None:
     """Counts rows (by their input file) dropped, or kept but changed, for `reason`."""
@@ -144,7 +144,8 @@ class DayRows:
         self._refuse(name, bad, values, files, lines, "a finite number >= 0")
         imp[name] = as_float32
 
-  def _refuse(self, name, bad, values, files, lines, expected: str) -> None:
+  def _refuse(self, name: str, bad: np.ndarray, values: np.ndarray, files: np.ndarray,
+              lines: np.ndarray, expected: str) -> None:
     if bad.any():
       i = int(np.argmax(bad))
       raise R.IngestError(self.paths[files[i]], int(lines[i]),

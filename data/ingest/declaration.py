@@ -28,9 +28,10 @@ naming the file and line of a bad value.
 """
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from data.ingest import report as R
@@ -91,7 +92,7 @@ class FeatureSpec:
       return int(self.vocabulary["hash"])
     return None
 
-  def to_json(self) -> dict:
+  def to_json(self) -> Dict[str, Any]:
     out = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, (), "")}
     if self.kind == S.NUMERIC:
       out.pop("vocabulary", None)
@@ -169,7 +170,7 @@ def spec_problems(spec: FeatureSpec) -> List[str]:
   return out
 
 
-def _increasing(values) -> bool:
+def _increasing(values: Iterable[Any]) -> bool:
   try:
     numbers = [float(v) for v in values]
   except (TypeError, ValueError):
@@ -190,7 +191,7 @@ class Encoder:
     self.capped = 0
     self.missing = 0  # empty values replaced by the declared "missing" value
 
-  def encode(self, lines: np.ndarray, values, column: str) -> np.ndarray:
+  def encode(self, lines: np.ndarray, values: npt.ArrayLike, column: str) -> np.ndarray:
     """int64 ids or float32 values of a chunk; raises IngestError at a bad value's line."""
     spec = self.spec
     values = np.asarray(values, object)
@@ -215,7 +216,7 @@ class Encoder:
     vocabulary = spec.vocabulary
     if isinstance(vocabulary, dict):
       hashed = pd.util.hash_array(np.asarray([str(v) for v in values], object))
-      return (hashed % np.uint64(vocabulary["hash"])).astype(np.int64)
+      return cast(np.ndarray, (hashed % np.uint64(vocabulary["hash"])).astype(np.int64))
     if vocabulary == "dense":
       return self.codes.encode(values)
     if isinstance(vocabulary, list):
@@ -244,7 +245,7 @@ def encoder_facts(encoders: Dict[str, "Encoder"]) -> Dict[str, Dict[str, int]]:
           "missing_values": {n: e.missing for n, e in encoders.items() if e.missing}}
 
 
-def check_numbers(path: str, lines: np.ndarray, values, column: str,
+def check_numbers(path: str, lines: np.ndarray, values: npt.ArrayLike, column: str,
                   non_negative: bool = True) -> np.ndarray:
   """float64 values; raises naming the first line that is not a finite number (one that
   float32 holds), or, with `non_negative`, is below 0."""
@@ -261,4 +262,4 @@ def check_numbers(path: str, lines: np.ndarray, values, column: str,
       raise R.IngestError(path, int(lines[i]), f"{column}: expected a finite number (at most "
                           f"{_FLOAT32_MAX:.3g}), got {shown!r}")
     raise R.IngestError(path, int(lines[i]), f"{column}: expected a number >= 0, got {shown!r}")
-  return numbers
+  return cast(np.ndarray, numbers)

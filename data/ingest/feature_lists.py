@@ -16,6 +16,7 @@ import re
 from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,9 +98,9 @@ class FeatureLists:
   """The feature lists of one chunk, checked; the first id of each of `id_fields` and the sum
   of the values of each of `sum_fields`, per row."""
 
-  def __init__(self, path: str, lines: np.ndarray, lists: pd.Series, declared,
+  def __init__(self, path: str, lines: np.ndarray, lists: pd.Series, declared: npt.ArrayLike,
                id_fields: Iterable[str], sum_fields: Iterable[str] = (),
-               batch_rows: int = BATCH_ROWS):
+               batch_rows: int = BATCH_ROWS) -> None:
     """Raises IngestError at the first malformed list or value, or where `declared` (the
     feature_num column) disagrees with the number of entries."""
     if lists.isna().any():
@@ -112,7 +113,7 @@ class FeatureLists:
     self.path, self.lines, self.n = path, lines, len(lists)
     declared = R.check_integers(path, lines, declared, "feature_num")
     id_fields, sum_fields = list(id_fields), list(sum_fields)
-    ids: Dict[str, list] = {f: [] for f in id_fields}
+    ids: Dict[str, List[Tuple[np.ndarray, pa.Array]]] = {f: [] for f in id_fields}
     self._sums = {f: np.zeros(self.n, np.float32) for f in sum_fields}
     begin = 0
     for strings in _arrow_chunks(lists):

@@ -27,7 +27,7 @@ followed_author = is_follow, liked = is_like. The cross features are derived poi
 import datetime
 import glob
 import os
-from typing import Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple, cast
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,8 @@ STANDARD, RANDOM = "log_standard_*.csv", "log_random_*.csv"
 DATE_MISMATCH = "date is not time_ms's Beijing date (the day is time_ms's)"
 
 
-def _spec(name, kind, entity, availability, description, **extra) -> declaration.FeatureSpec:
+def _spec(name: str, kind: str, entity: str, availability: str, description: str,
+          **extra: Any) -> declaration.FeatureSpec:
   return declaration.FeatureSpec(name, kind, entity, availability, description=description,
                                  **extra)
 
@@ -84,13 +85,18 @@ def _files(input_dir: str, pattern: str, what: str, required: bool = True) -> Li
   return paths
 
 
-def _numbers(path, chunk, column) -> np.ndarray:
+def _numbers(path: str, chunk: pd.DataFrame, column: str) -> np.ndarray:
   values = chunk[column].fillna("0").to_numpy()
   return R.check_integers(path, chunk["_line"].to_numpy(), values, column)
 
 
-def _table(paths, columns, name, report, chunk_rows, convert) -> Dict[str, np.ndarray]:
-  parts: Dict[str, list] = {}
+# A file chunk's rows as columns (path, chunk -> {column: values}).
+Convert = Callable[[str, pd.DataFrame], Dict[str, np.ndarray]]
+
+
+def _table(paths: Sequence[str], columns: Sequence[str], name: str, report: R.RowReport,
+           chunk_rows: int, convert: Convert) -> Dict[str, np.ndarray]:
+  parts: Dict[str, List[np.ndarray]] = {}
   for path in paths:
     for chunk in R.read_csv_chunks(path, columns, dtype=str, chunk_rows=chunk_rows):
       report.add_read(name, len(chunk))
@@ -101,8 +107,8 @@ def _table(paths, columns, name, report, chunk_rows, convert) -> Dict[str, np.nd
   return table
 
 
-def _videos(codes):
-  def convert(path, chunk):
+def _videos(codes: Dict[str, R.Codes]) -> Convert:
+  def convert(path: str, chunk: pd.DataFrame) -> Dict[str, np.ndarray]:
     first_tag = chunk["tag"].fillna("UNKNOWN").str.split(",").str[0]
     return {S.ITEM_ID: codes[S.ITEM_ID].encode(chunk["video_id"].to_numpy()),
             "item_category": codes["tag"].encode(first_tag.to_numpy()),
@@ -111,8 +117,8 @@ def _videos(codes):
   return convert
 
 
-def _users(codes):
-  def convert(path, chunk):
+def _users(codes: Dict[str, R.Codes]) -> Convert:
+  def convert(path: str, chunk: pd.DataFrame) -> Dict[str, np.ndarray]:
     author = _numbers(path, chunk, "is_video_author")
     if ((author != 0) & (author != 1)).any():
       i = int(np.argmax((author != 0) & (author != 1)))
@@ -127,7 +133,7 @@ def _users(codes):
   return convert
 
 
-def _local_dates(clock: clock_lib.Clock, path, chunk) -> np.ndarray:
+def _local_dates(clock: clock_lib.Clock, path: str, chunk: pd.DataFrame) -> np.ndarray:
   """The `date` column as local day numbers."""
   dates = pd.to_datetime(chunk["date"], format="%Y%m%d", errors="coerce")
   if dates.isna().any():
@@ -135,10 +141,11 @@ def _local_dates(clock: clock_lib.Clock, path, chunk) -> np.ndarray:
     raise R.IngestError(path, int(chunk["_line"].iloc[i]), f"date must be yyyymmdd, got "
                         f"{chunk['date'].iloc[i]!r}")
   epoch = np.datetime64(datetime.date(1970, 1, 1), "D")
-  return (dates.to_numpy().astype("datetime64[D]") - epoch).astype(np.int64)
+  return cast(np.ndarray, (dates.to_numpy().astype("datetime64[D]") - epoch).astype(np.int64))
 
 
-def _read_log(path, file_index, policy, report, chunk_rows, codes, n_videos,
+def _read_log(path: str, file_index: int, policy: int, report: R.RowReport, chunk_rows: int,
+              codes: Dict[str, R.Codes], n_videos: int,
               impressions: SP.ImpressionSpool) -> None:
   """Streams one log file's rows of known videos into the spool. A request is one (user,
   date, hourmin, policy): the pair (user, that key) ranks it."""
@@ -176,7 +183,7 @@ def _read_log(path, file_index, policy, report, chunk_rows, codes, n_videos,
 
 
 def read_kuairand(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
-                  kuairand_random: str = "exclude", **_) -> Tuple[W.LogTables, R.RowReport]:
+                  kuairand_random: str = "exclude", **_: Any) -> Tuple[W.LogTables, R.RowReport]:
   if kuairand_random not in RANDOM_POLICIES:
     raise R.IngestError(input_dir, None, f"--kuairand_random={kuairand_random}: expected one "
                         f"of {list(RANDOM_POLICIES)}")

@@ -23,12 +23,13 @@ counter events and (user, item, time) triples so far, 7 days of triples, and at 
 """
 
 import collections
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from data.world import features as F
 from data.world import schema as S
+from data.world.config import WorldConfig
 
 COUNTER_SLOTS = ("cross_clicks_cate_24h", "cross_clicks_shop_24h", "cross_clicks_brand_24h")
 VIEWS_SLOT = "cross_views_item_7d"
@@ -37,7 +38,7 @@ _EVENT_COLUMNS = (S.USER_ID, S.ITEM_ID, S.TIMESTAMP)
 Events = Dict[str, np.ndarray]
 
 
-def _concat(parts, columns) -> Events:
+def _concat(parts: Sequence[Events], columns: Sequence[str]) -> Events:
   return {k: np.concatenate([np.asarray(p[k], np.int64) for p in parts]) for k in columns}
 
 
@@ -57,9 +58,9 @@ def _last_per_user(clicks: Events, length: int, until: int) -> Events:
 class DayByDayFeatures:
   """Derives each day's requests and missing cross slots, days visited in order 1, 2, ..."""
 
-  def __init__(self, config, items: Dict[str, np.ndarray],
+  def __init__(self, config: WorldConfig, items: Dict[str, np.ndarray],
                behaviour: Optional[Callable[[int], Events]],
-               derive: Sequence[str] = COUNTER_SLOTS + (VIEWS_SLOT,)):
+               derive: Sequence[str] = COUNTER_SLOTS + (VIEWS_SLOT,)) -> None:
     """`behaviour(day)`: the behaviour log's events of one day on the world's clock, or None
     to count the logged clicks instead; `derive`: the cross features to compute (those the
     world has and the source did not supply)."""
@@ -70,7 +71,7 @@ class DayByDayFeatures:
     empty = {k: np.zeros(0, np.int64) for k in _CLICK_COLUMNS}
     self._history: Events = empty  # each user's last clicks before the slice
     self._yesterday: Events = {k: empty[k] for k in _EVENT_COLUMNS}  # counter events
-    self._week: collections.deque = collections.deque(maxlen=7)  # impressions, day by day
+    self._week: Deque[Events] = collections.deque(maxlen=7)  # impressions, day by day
     self._day: Optional[int] = None
     self._today: List[Events] = []  # the day's counter events so far (or all of its log's)
     self._today_impressions: List[Events] = []  # the day's impressions so far
@@ -116,7 +117,7 @@ class DayByDayFeatures:
                                     F.WINDOW_7D).astype(np.float32)
     return requests
 
-  def _requests(self, imp, clicks: Events) -> Dict[str, np.ndarray]:
+  def _requests(self, imp: Events, clicks: Events) -> Dict[str, np.ndarray]:
     """One row per request with the behaviour sequence of clicks strictly before it."""
     request_ids, first = np.unique(imp[S.REQUEST_ID], return_index=True)
     out = {S.REQUEST_ID: request_ids.astype(np.int64),
@@ -134,7 +135,7 @@ class DayByDayFeatures:
                                    int(out[S.TIMESTAMP].max(initial=0)))
     return out
 
-  def _counts(self, events: Events, imp, names) -> Dict[str, np.ndarray]:
+  def _counts(self, events: Events, imp: Events, names: Sequence[str]) -> Dict[str, np.ndarray]:
     """The 24h counters `names` of the impressions, from the events of the day before and the
     day."""
     item, shown = events[S.ITEM_ID], imp[S.ITEM_ID]

@@ -21,7 +21,7 @@ field gives its first token.
 """
 
 import os
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ def _header(path: str) -> Dict[str, str]:
   return out
 
 
-def _load_config(input_dir: str) -> dict:
+def _load_config(input_dir: str) -> Dict[str, Any]:
   path = R.require_file(input_dir, CONFIG_FILE, "the field mapping of docs/real_logs.md")
   config = R.read_json_file(path)
   if not isinstance(config, dict):
@@ -72,7 +72,7 @@ def _load_config(input_dir: str) -> dict:
   return config
 
 
-def _declarations(config_path: str, config: dict, kind: str,
+def _declarations(config_path: str, config: Dict[str, Any], kind: str,
                   header: Dict[str, str]) -> Dict[str, declaration.FeatureSpec]:
   """{field: spec} of the fields of one file that the mapping declares as features."""
   out = {}
@@ -89,12 +89,13 @@ def _declarations(config_path: str, config: dict, kind: str,
   return out
 
 
-def _numeric_slot(name) -> bool:
+def _numeric_slot(name: str) -> bool:
   project = declaration.project_feature(name)
   return project is not None and project.kind == S.NUMERIC
 
 
-def _label(path, chunk, header, spec, name) -> np.ndarray:
+def _label(path: str, chunk: pd.DataFrame, header: Dict[str, str],
+           spec: Union[str, Dict[str, Any]], name: str) -> np.ndarray:
   spec = spec if isinstance(spec, dict) else {"field": spec}
   values = chunk[header[spec["field"]]].to_numpy()
   lines = chunk["_line"].to_numpy()
@@ -105,16 +106,18 @@ def _label(path, chunk, header, spec, name) -> np.ndarray:
   if bad.any():
     i = int(np.argmax(bad))
     raise R.IngestError(path, int(lines[i]), f"{spec['field']}: expected a number")
-  return (numeric >= float(spec["threshold"])).astype(np.int64)
+  return cast(np.ndarray, (numeric >= float(spec["threshold"])).astype(np.int64))
 
 
-def _first_tokens(chunk, full) -> np.ndarray:
+def _first_tokens(chunk: pd.DataFrame, full: str) -> np.ndarray:
   """A field's values; a token_seq's first token."""
-  return chunk[full].fillna("").astype(str).str.split(" ").str[0].to_numpy(object)
+  return cast(np.ndarray,
+              chunk[full].fillna("").astype(str).str.split(" ").str[0].to_numpy(object))
 
 
-def _chunks(path, kind, config, report, ids, encoders,
-            chunk_rows) -> Iterator[Dict[str, np.ndarray]]:
+def _chunks(path: str, kind: str, config: Dict[str, Any], report: R.RowReport,
+            ids: Dict[str, R.Codes], encoders: Dict[str, declaration.Encoder],
+            chunk_rows: int) -> Iterator[Dict[str, np.ndarray]]:
   """One atomic file, converted a chunk at a time: ids, timestamp, features, labels, `_line`."""
   header = _header(path)
   config_path = os.path.join(os.path.dirname(path), CONFIG_FILE)
@@ -156,7 +159,7 @@ def _chunks(path, kind, config, report, ids, encoders,
 
 
 def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
-                 **_) -> Tuple[W.LogTables, R.RowReport]:
+                 **_: Any) -> Tuple[W.LogTables, R.RowReport]:
   config = _load_config(input_dir)
   report = R.RowReport()
   ids = {S.USER_ID: R.Codes(), S.ITEM_ID: R.Codes()}
@@ -165,7 +168,7 @@ def read_recbole(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
   for kind in ("user", "item"):
     path = os.path.join(input_dir, f"{config['dataset']}.{kind}")
     if os.path.isfile(path):
-      parts: Dict[str, list] = {}
+      parts: Dict[str, List[np.ndarray]] = {}
       for out in _chunks(path, kind, config, report, ids, encoders, chunk_rows):
         for k, v in out.items():
           parts.setdefault(k, []).append(v)

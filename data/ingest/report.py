@@ -10,9 +10,10 @@ import collections
 import json
 import os
 import time
-from typing import Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from data.plumbing import progress
@@ -41,7 +42,7 @@ class RowReport:
   """Counts of rows read, kept and dropped (by reason) per input file, with progress; and of
   kept rows a value of which was changed (by reason: `adjusted`)."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self.read: Dict[str, int] = collections.Counter()
     self.kept: Dict[str, int] = collections.Counter()
     self.dropped: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
@@ -71,7 +72,7 @@ class RowReport:
     if n:
       self.adjusted[name][reason] += int(n)
 
-  def to_json(self) -> dict:
+  def to_json(self) -> Dict[str, Dict[str, Any]]:
     return {name: {"read": int(self.read[name]), "kept": int(self.kept[name]),
                    "dropped": dict(self.dropped[name]),
                    "adjusted": dict(self.adjusted[name])} for name in sorted(self.read)}
@@ -94,8 +95,8 @@ def require_file(directory: str, name: str, what: str) -> str:
   return path
 
 
-def read_csv_chunks(path: str, columns, separator: str = ",", header: bool = True,
-                    dtype=None, chunk_rows: int = CHUNK_ROWS,
+def read_csv_chunks(path: str, columns: Sequence[str], separator: str = ",", header: bool = True,
+                    dtype: Any = None, chunk_rows: int = CHUNK_ROWS,
                     encoding: str = "utf-8") -> Iterator[pd.DataFrame]:
   """Chunks of a delimited file as DataFrames with `columns`, plus a `_line` column.
 
@@ -175,10 +176,10 @@ def check_labels(path: str, lines: np.ndarray, values: np.ndarray, name: str) ->
   if bad.any():
     i = int(np.argmax(bad))
     raise IngestError(path, int(lines[i]), f"{name} must be 0 or 1, got {values[i]!r}")
-  return numeric.astype(np.int64)
+  return cast(np.ndarray, numeric.astype(np.int64))
 
 
-def check_integers(path: str, lines: np.ndarray, values, name: str) -> np.ndarray:
+def check_integers(path: str, lines: np.ndarray, values: npt.ArrayLike, name: str) -> np.ndarray:
   """int64 values; raises naming the first line that is not an integer."""
   numeric = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
   bad = ~np.isfinite(numeric) | (numeric != np.round(numeric))
@@ -186,10 +187,10 @@ def check_integers(path: str, lines: np.ndarray, values, name: str) -> np.ndarra
     i = int(np.argmax(bad))
     raise IngestError(path, int(lines[i]), f"{name} must be an integer, got "
                       f"{np.asarray(values)[i]!r}")
-  return numeric.astype(np.int64)
+  return cast(np.ndarray, numeric.astype(np.int64))
 
 
-def check_monotone_in_request(paths, files: np.ndarray, lines: np.ndarray,
+def check_monotone_in_request(paths: Sequence[str], files: np.ndarray, lines: np.ndarray,
                               requests: np.ndarray, timestamps: np.ndarray) -> None:
   """Raises at the first row, in input order, whose timestamp is earlier than that of the
   previous row of its request. Rows come from `paths[files]` at `lines`."""
@@ -209,11 +210,11 @@ def check_monotone_in_request(paths, files: np.ndarray, lines: np.ndarray,
 class Codes:
   """Dense int64 codes for raw keys (any hashable value), assigned in order of appearance."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._index = pd.Index([])
-    self._parts = []
+    self._parts: List[Any] = []
 
-  def encode(self, values) -> np.ndarray:
+  def encode(self, values: Any) -> np.ndarray:  # keys: a Series, an array or a list
     """Codes of values; a value seen for the first time gets the next code."""
     values = pd.Index(pd.Series(values).astype(str))
     codes = self._index.get_indexer(values).astype(np.int64)
@@ -222,17 +223,18 @@ class Codes:
       inverse, uniques = pd.factorize(values[new])  # in order of first appearance
       codes[new] = len(self._index) + inverse
       self._index = self._index.append(uniques)
-    return codes
+    return cast(np.ndarray, codes)
 
-  def lookup(self, values) -> np.ndarray:
+  def lookup(self, values: npt.ArrayLike) -> np.ndarray:
     """Codes of values, -1 for unknown ones."""
-    return self._index.get_indexer(pd.Index(pd.Series(values).astype(str))).astype(np.int64)
+    return cast(np.ndarray,
+                self._index.get_indexer(pd.Index(pd.Series(values).astype(str))).astype(np.int64))
 
   def __len__(self) -> int:
     return len(self._index)
 
 
-def read_json_file(path: str):
+def read_json_file(path: str) -> Any:
   """A user-written JSON file (a contract, a field mapping); IngestError names a bad one."""
   try:
     with open(path) as f:

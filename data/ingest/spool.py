@@ -15,7 +15,7 @@ and the last day's rows came from, so a span of days too long to be real names i
 """
 
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +77,8 @@ class DaySpool:
     """The spool's column names (none before the first rows)."""
     return list(self._dtypes or {})
 
-  def read(self, partition: Optional[int], columns=None) -> Dict[str, np.ndarray]:
+  def read(self, partition: Optional[int],
+           columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
     """The partition's rows in the order added (none, or no such partition: empty columns of
     the spool's dtypes)."""
     names = list(columns or (self._dtypes or {}))
@@ -87,14 +88,15 @@ class DaySpool:
                               for part in range(self._parts[partition])])
     return {k: table.column(k).to_numpy() for k in names}
 
-  def read_parts(self, partition: int, columns=None) -> Iterator[Dict[str, np.ndarray]]:
+  def read_parts(self, partition: int,
+                 columns: Optional[Sequence[str]] = None) -> Iterator[Dict[str, np.ndarray]]:
     """The partition's rows one part file at a time, in the order added."""
     names = list(columns or (self._dtypes or {}))
     for part in range(self._parts.get(partition, 0)):
       table = self._part(partition, part, names)
       yield {k: table.column(k).to_numpy() for k in names}
 
-  def _part(self, partition: int, part: int, names) -> pa.Table:
+  def _part(self, partition: int, part: int, names: Optional[List[str]]) -> pa.Table:
     return pq.read_table(os.path.join(self.directory, f"day={partition}",
                                       f"part-{part:06d}.parquet"), columns=names)
 
@@ -159,7 +161,8 @@ class ImpressionSpool(DaySpool):
     self._track_extremes(day_key, columns, timestamps)
     self.add(day_key, columns)
 
-  def _track_extremes(self, day_key, columns, timestamps) -> None:
+  def _track_extremes(self, day_key: np.ndarray, columns: Dict[str, np.ndarray],
+                      timestamps: np.ndarray) -> None:
     files = columns.get(FILE, np.zeros(len(day_key), np.int64))
     lines = columns.get(LINE, np.zeros(len(day_key), np.int64))
     for name, index in (("first", int(np.argmin(day_key))), ("last", int(np.argmax(day_key)))):
@@ -179,7 +182,7 @@ class ImpressionSpool(DaySpool):
     unseen = np.flatnonzero(self._first_key[requests] == _UNSEEN)
     new, first = np.unique(requests[unseen], return_index=True)
     self._first_key[new] = day_key[unseen[first]]
-    return self._first_key[requests]
+    return cast(np.ndarray, self._first_key[requests])
 
   def span_days(self) -> int:
     """Days from the first day with a row to the last, both included."""

@@ -24,7 +24,7 @@ From behavior_log, point in time (data/world/features.EventCounter):
 
 import datetime
 import os
-from typing import Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from data.ingest import spool as SP
 from data.ingest import world_builder as W
 from data.world import features as F
 from data.world import schema as S
+
+if TYPE_CHECKING:  # chunks come from report.read_csv_chunks
+  import pandas as pd
 
 SAMPLE_COLUMNS = ["user", "time_stamp", "adgroup_id", "clk"]
 AD_COLUMNS = ["adgroup_id", "cate_id", "customer", "brand", "price"]
@@ -62,7 +65,7 @@ FEATURES = [_slot(name) for name in (
     "added_to_cart", "favorited")]
 
 
-def _ints(path, chunk, column, missing=-1) -> np.ndarray:
+def _ints(path: str, chunk: "pd.DataFrame", column: str, missing: int = -1) -> np.ndarray:
   values = chunk[column].to_numpy(object)
   empty = np.array([v is None or v != v or str(v).strip() in ("", "NULL") for v in values])
   out = np.full(len(values), missing, np.int64)
@@ -72,8 +75,9 @@ def _ints(path, chunk, column, missing=-1) -> np.ndarray:
   return out
 
 
-def _read_ads(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
-  parts: Dict[str, list] = {}
+def _read_ads(path: str, report: R.RowReport, chunk_rows: int,
+              codes: Dict[str, R.Codes]) -> Dict[str, np.ndarray]:
+  parts: Dict[str, List[np.ndarray]] = {}
   for chunk in R.read_csv_chunks(path, AD_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("ad_feature", len(chunk))
     out = {S.ITEM_ID: codes[S.ITEM_ID].encode(chunk["adgroup_id"].to_numpy()),
@@ -96,8 +100,9 @@ def _read_ads(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
   return ads
 
 
-def _read_users(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
-  parts: Dict[str, list] = {}
+def _read_users(path: str, report: R.RowReport, chunk_rows: int,
+                codes: Dict[str, R.Codes]) -> Dict[str, np.ndarray]:
+  parts: Dict[str, List[np.ndarray]] = {}
   for chunk in R.read_csv_chunks(path, USER_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("user_profile", len(chunk))
     out = {S.USER_ID: codes[S.USER_ID].encode(chunk["userid"].to_numpy()),
@@ -111,7 +116,8 @@ def _read_users(path, report, chunk_rows, codes) -> Dict[str, np.ndarray]:
   return users
 
 
-def _read_samples(path, report, chunk_rows, codes, n_ads, staging: SP.DaySpool) -> None:
+def _read_samples(path: str, report: R.RowReport, chunk_rows: int, codes: Dict[str, R.Codes],
+                  n_ads: int, staging: SP.DaySpool) -> None:
   """Streams raw_sample's rows of known ads into `staging`, by UTC day."""
   for chunk in R.read_csv_chunks(path, SAMPLE_COLUMNS, dtype=str, chunk_rows=chunk_rows):
     report.add_read("raw_sample", len(chunk))
@@ -128,7 +134,8 @@ def _read_samples(path, report, chunk_rows, codes, n_ads, staging: SP.DaySpool) 
     staging.add(out[S.TIMESTAMP][known] // DAY, {k: v[known] for k, v in out.items()})
 
 
-def _read_behaviour(path, report, chunk_rows, codes, events: SP.DaySpool) -> None:
+def _read_behaviour(path: str, report: R.RowReport, chunk_rows: int, codes: Dict[str, R.Codes],
+                    events: SP.DaySpool) -> None:
   """Streams the events of known users in known categories / brands into `events`, by UTC
   day (others dropped, counted)."""
   for chunk in R.read_csv_chunks(path, BEHAVIOUR_COLUMNS, dtype=str, chunk_rows=chunk_rows):
@@ -156,8 +163,9 @@ def _read_behaviour(path, report, chunk_rows, codes, events: SP.DaySpool) -> Non
     events.add(out[S.TIMESTAMP][keep] // DAY, {k: v[keep] for k, v in out.items()})
 
 
-def _window_counts(events, mask, key, n_keys, query_keys, query_t, start,
-                   stop) -> np.ndarray:
+def _window_counts(events: Dict[str, np.ndarray], mask: np.ndarray, key: str, n_keys: int,
+                   query_keys: np.ndarray, query_t: np.ndarray, start: int,
+                   stop: int) -> np.ndarray:
   """Events of `key` (where `mask`) in [t + start, t + stop) per query; unknown keys -> 0."""
   valid = mask & (events[key] >= 0)
   origin = int(min(events[S.TIMESTAMP].min(initial=0), query_t.min(initial=0))) - 2 * DAY
@@ -169,7 +177,8 @@ def _window_counts(events, mask, key, n_keys, query_keys, query_t, start,
   return np.where(query_keys >= 0, counts, 0)
 
 
-def _behaviour_features(samples, ads, events) -> None:
+def _behaviour_features(samples: Dict[str, np.ndarray], ads: Dict[str, np.ndarray],
+                        events: Dict[str, np.ndarray]) -> None:
   """The privileged cross and post-click columns and the derived conversion label."""
   order = sorted(BTAGS)
   tag = {name: events["btag"] == order.index(name) for name in BTAGS}
@@ -195,7 +204,7 @@ def _behaviour_features(samples, ads, events) -> None:
     samples[slot] = ((after > 0) & clicked).astype(np.int64)
 
 
-def _with_behaviour(staging: SP.DaySpool, events: SP.DaySpool, ads,
+def _with_behaviour(staging: SP.DaySpool, events: SP.DaySpool, ads: Dict[str, np.ndarray],
                     impressions: SP.ImpressionSpool) -> None:
   """Each UTC day's samples with their behaviour features, from the events of the day before,
   the day and the day after (the features' windows are 24h), into the impression spool."""
@@ -210,7 +219,7 @@ def _with_behaviour(staging: SP.DaySpool, events: SP.DaySpool, ads,
 
 
 def read_taobao_ad(input_dir: str, spool_dir: str, chunk_rows: int = R.CHUNK_ROWS,
-                   **_) -> Tuple[W.LogTables, R.RowReport]:
+                   **_: Any) -> Tuple[W.LogTables, R.RowReport]:
   report = R.RowReport()
   codes = {k: R.Codes() for k in (S.USER_ID, S.ITEM_ID, "cate", "shop", "brand")}
   paths = {name: R.require_file(input_dir, f"{name}.csv", f"the Taobao ad logs' {name}.csv")

@@ -26,7 +26,7 @@ entity); optionally a behaviour log, spilled by day too. This module then:
 import dataclasses
 import functools
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -91,7 +91,7 @@ class LogTables:
   inputs: List[InputFile]
   behaviour: Optional[SP.BehaviourSpool] = None
   dedupe: bool = False
-  facts: dict = dataclasses.field(default_factory=dict)
+  facts: Dict[str, Any] = dataclasses.field(default_factory=dict)
   features: Optional[List[declaration.FeatureSpec]] = None
   eval_day_key: Optional[int] = None
 
@@ -229,7 +229,7 @@ def default_eval_day(tables: LogTables, plan: _Plan) -> Optional[int]:
 
 
 def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
-                max_days: int = MAX_DAYS, slice_rows: int = day_rows.SLICE_ROWS) -> dict:
+                max_days: int = MAX_DAYS, slice_rows: int = day_rows.SLICE_ROWS) -> Dict[str, Any]:
   """Builds and writes the world day by day (a day larger than `slice_rows` in slices, one
   part file each), atomically (nothing is left on error); returns its manifest. `report`
   gets the dropped duplicates and goes into the manifest."""
@@ -285,7 +285,7 @@ def write_world(world_dir: str, tables: LogTables, report: R.RowReport,
   return manifest
 
 
-def _table(arrays: Dict[str, np.ndarray], columns, schema: S.Schema,
+def _table(arrays: Dict[str, np.ndarray], columns: Sequence[str], schema: S.Schema,
            order: Optional[np.ndarray] = None) -> pa.Table:
   """The arrow table of `columns` (rows in `order`), typed by the schema, built one column at
   a time so that a day's rows are copied once (into arrow), not once per step."""

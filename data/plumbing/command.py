@@ -61,7 +61,7 @@ def _item_type(field_type: Any) -> Any:
   return args[0] if args else str
 
 
-def _default(field: dataclasses.Field) -> Any:
+def _default(field: dataclasses.Field[Any]) -> Any:
   if field.default is not dataclasses.MISSING:
     value = field.default
   elif field.default_factory is not dataclasses.MISSING:

@@ -54,7 +54,7 @@ class EngineConfig:
       "help": "Seconds to wait for the cluster at --ray_address to answer before giving up "
               "with one line (0: wait forever)."})
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if self.runner not in RUNNERS:
       raise UserError(f"--runner must be one of {', '.join(RUNNERS)}; got {self.runner!r}")
     if self.ray_num_cpus < 0:
@@ -119,7 +119,7 @@ class Engine:
         self._started = True
     return self
 
-  def __exit__(self, *exc_info) -> None:
+  def __exit__(self, *exc_info: object) -> None:
     if self._started:
       import ray
       ray.shutdown()
@@ -130,7 +130,7 @@ class Engine:
     if self.is_local:
       return 1
     import ray
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
 
   def map(self, fn: Callable[..., Any], items: Sequence[Any], label: Callable[[Any], str],
           common: Tuple[Any, ...] = (), after: Optional[Sequence[Sequence[int]]] = None,
@@ -186,7 +186,10 @@ def _call(fn: Callable[..., Any], n_args: int, *args: Any) -> Any:
   return fn(*args[:n_args])
 
 
-def _ray_map(fn, items, label, common, after, order, resources, done) -> List[Any]:
+def _ray_map(fn: Callable[..., Any], items: Sequence[Any], label: Callable[[Any], str],
+             common: Tuple[Any, ...], after: Sequence[Sequence[int]], order: Sequence[int],
+             resources: Dict[str, float],
+             done: Optional[Callable[[int, Any], None]]) -> List[Any]:
   import ray
   _check_feasible(resources)
   # max_calls (how many tasks a worker process runs before Ray replaces it) is the remote
@@ -233,7 +236,7 @@ def _task_error(name: str, error: Exception) -> UserError:
 def _check_feasible(resources: Dict[str, float]) -> None:
   """Refuses a task no Ray node could ever start (Ray would wait for it forever)."""
   import ray
-  nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+  nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
   memory = resources.get("memory", 0)
   if memory and not any(n.get("memory", 0) >= memory for n in nodes):
     largest = max((n.get("memory", 0) for n in nodes), default=0)

@@ -15,7 +15,7 @@ TensorFlow.
 import logging as std_logging
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 from absl import logging
 
@@ -30,7 +30,7 @@ def interactive(stream: Optional[TextIO] = None) -> bool:
 class _ClearBeforeLog(std_logging.Filter):
   """Clears the live progress line before a log record is printed below it."""
 
-  def filter(self, record) -> bool:
+  def filter(self, record: std_logging.LogRecord) -> bool:
     if _ACTIVE is not None:
       _ACTIVE.clear()
     return True
@@ -55,7 +55,7 @@ class Line:
       if _FILTER not in handler.filters:
         handler.addFilter(_FILTER)
 
-  def update(self, text: str, *args, force: bool = False) -> None:
+  def update(self, text: str, *args: Any, force: bool = False) -> None:
     """Shows `text % args` (terminal: in place, at most every `min_interval` s; else an INFO
     line every `log_every` updates, or when `force`d)."""
     self._updates += 1
@@ -80,7 +80,7 @@ class Line:
       self.stream.flush()
       self._shown = False
 
-  def done(self, text: str, *args) -> None:
+  def done(self, text: str, *args: Any) -> None:
     """Ends the line and logs `text % args` as an INFO line (in a terminal too)."""
     global _ACTIVE
     self.clear()

@@ -11,17 +11,35 @@ conversion row (a click) it is P(conversion | click), which averages the per-cli
 everything about the conversion except that noise, as the CVR ceiling should be.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from data.stats import metrics
+
+
+class _Oracle(Protocol):
+  """What is read of a world's oracle (data.world.oracle.Oracle; stats may not import world)."""
+
+  def p_click(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike,
+              positions: Optional[np.ndarray] = None) -> np.ndarray: ...
+
+  def p_convert(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike) -> np.ndarray: ...
+
+
+class _World(Protocol):
+  """What is read of a world (data.world.io.World)."""
+
+  @property
+  def oracle(self) -> _Oracle: ...
 
 CLICK = "click"
 CONVERSION = "conversion"
 
 
-def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> Optional[np.ndarray]:
+def true_probabilities(world: _World, arrays: Dict[str, np.ndarray],
+                       label: str) -> Optional[np.ndarray]:
   """The oracle's probability of `label` for each logged row of `arrays` (float64[n]).
 
   `arrays` holds at least request_id, item_id and, for clicks, position (as `log_arrays`
@@ -39,7 +57,8 @@ def true_probabilities(world, arrays: Dict[str, np.ndarray], label: str) -> Opti
   raise ValueError(f"no oracle probability for label {label!r}; expected click or conversion")
 
 
-def headroom_metrics(labels, scores, true_p) -> Dict[str, float]:
+def headroom_metrics(labels: npt.ArrayLike, scores: npt.ArrayLike,
+                     true_p: npt.ArrayLike) -> Dict[str, float]:
   """ceiling_auc, eauc and ceiling_eauc of one model's scores on logged rows."""
   return {"ceiling_auc": metrics.auc(labels, true_p),
           "eauc": metrics.eauc(true_p, scores),

@@ -7,9 +7,10 @@ Intervals are 95% two-sided unless an `alpha` says otherwise.
 """
 
 import math
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
+import numpy.typing as npt
 
 # Upper bound on the elements a vectorised block may allocate (bootstrap index matrices):
 # keeps memory to tens of MB on shared machines.
@@ -41,14 +42,14 @@ def t_critical_95(df: float) -> float:
           + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
 
 
-def mean_ci_over_seeds(values) -> Tuple[float, float]:
+def mean_ci_over_seeds(values: npt.ArrayLike) -> Tuple[float, float]:
   """(mean, half-width of the t-based 95% CI) of one figure measured over seeds.
 
   NaNs are dropped. With fewer than two values the half-width is nan: one seed says nothing
   about seed-to-seed variation.
   """
   values = np.asarray(values, dtype=np.float64).reshape(-1)
-  values = values[~np.isnan(values)]
+  values = cast(np.ndarray, values[~np.isnan(values)])
   if values.size == 0:
     return float("nan"), float("nan")
   mean = float(values.mean())
@@ -58,11 +59,12 @@ def mean_ci_over_seeds(values) -> Tuple[float, float]:
   return mean, float(t_critical_95(values.size - 1) * standard_error)
 
 
-def welch_delta_ci(baseline, treatment) -> Tuple[float, float]:
+def welch_delta_ci(baseline: npt.ArrayLike, treatment: npt.ArrayLike) -> Tuple[float, float]:
   """(mean(treatment) - mean(baseline), 95% half-width) for unpaired seeds (Welch's t)."""
   baseline = np.asarray(baseline, dtype=np.float64)
   treatment = np.asarray(treatment, dtype=np.float64)
-  baseline, treatment = baseline[~np.isnan(baseline)], treatment[~np.isnan(treatment)]
+  baseline, treatment = (cast(np.ndarray, baseline[~np.isnan(baseline)]),
+                         cast(np.ndarray, treatment[~np.isnan(treatment)]))
   delta = float(treatment.mean() - baseline.mean())
   if baseline.size < 2 or treatment.size < 2:
     return delta, float("nan")
@@ -74,7 +76,7 @@ def welch_delta_ci(baseline, treatment) -> Tuple[float, float]:
   return delta, float(t_critical_95(df) * math.sqrt(var_b + var_t))
 
 
-def _cluster_sums(columns: np.ndarray, groups) -> np.ndarray:
+def _cluster_sums(columns: np.ndarray, groups: Optional[npt.ArrayLike]) -> np.ndarray:
   """Per-cluster column sums [n_clusters, p]; without groups every row is its own cluster."""
   if groups is None:
     return columns
@@ -83,7 +85,7 @@ def _cluster_sums(columns: np.ndarray, groups) -> np.ndarray:
   return np.stack([np.bincount(cluster, weights=column) for column in columns.T], axis=1)
 
 
-def _bootstrap_sums(columns: np.ndarray, groups, n_boot: int,
+def _bootstrap_sums(columns: np.ndarray, groups: Optional[npt.ArrayLike], n_boot: int,
                     rng: np.random.Generator) -> np.ndarray:
   """Column sums over `n_boot` resamples of clusters drawn with replacement: [n_boot, p]."""
   sums = _cluster_sums(columns, groups)
@@ -96,7 +98,8 @@ def _bootstrap_sums(columns: np.ndarray, groups, n_boot: int,
   return np.concatenate(replicates, axis=0)
 
 
-def _outcome_columns(values, denominators) -> Tuple[np.ndarray, np.ndarray]:
+def _outcome_columns(values: npt.ArrayLike,
+                     denominators: Optional[npt.ArrayLike]) -> Tuple[np.ndarray, np.ndarray]:
   """(columns [n, 2] = values and denominators as floats, rows without a nan [n])."""
   values = np.asarray(values, dtype=np.float64).reshape(-1)
   denominators = (np.ones_like(values) if denominators is None
@@ -105,7 +108,7 @@ def _outcome_columns(values, denominators) -> Tuple[np.ndarray, np.ndarray]:
   return columns, ~np.isnan(columns).any(axis=1)
 
 
-def _subset_groups(groups, keep: np.ndarray):
+def _subset_groups(groups: Optional[npt.ArrayLike], keep: np.ndarray) -> Optional[np.ndarray]:
   return None if groups is None else np.asarray(groups).reshape(-1)[keep]
 
 
@@ -117,9 +120,10 @@ def _percentile_interval(replicates: np.ndarray, alpha: float) -> Tuple[float, f
   return float(low), float(high)
 
 
-def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, groups=None,
-                 denominators=None) -> Tuple[float, float, float]:
+def bootstrap_ci(values: npt.ArrayLike, stat: Callable[[np.ndarray], Any] = np.mean,
+                 n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                 groups: Optional[npt.ArrayLike] = None,
+                 denominators: Optional[npt.ArrayLike] = None) -> Tuple[float, float, float]:
   """(estimate, lo, hi): percentile bootstrap CI of `stat` over `values`.
 
   groups: resample clusters (e.g. user ids) instead of single values, for outcomes that are
@@ -133,7 +137,7 @@ def bootstrap_ci(values, stat: Callable = np.mean, n_boot: int = 1000, seed: int
     if groups is not None or denominators is not None:
       raise ValueError("groups and denominators need stat=np.mean (a ratio of sums)")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    values = values[~np.isnan(values)]
+    values = cast(np.ndarray, values[~np.isnan(values)])
     replicates = np.array([stat(values[rng.integers(0, values.size, values.size)])
                            for _ in range(n_boot)])
     return (float(stat(values)),) + _percentile_interval(replicates, alpha)
@@ -174,9 +178,11 @@ def _delta_from_replicates(baseline: float, treatment: float, baseline_reps: np.
                  float(rel_delta), *_percentile_interval(rel_reps, alpha), int(n))
 
 
-def paired_bootstrap_delta(baseline, treatment, groups=None, n_boot: int = 1000,
-                           seed: int = 0, alpha: float = 0.05, baseline_denominators=None,
-                           treatment_denominators=None) -> DeltaCI:
+def paired_bootstrap_delta(baseline: npt.ArrayLike, treatment: npt.ArrayLike,
+                           groups: Optional[npt.ArrayLike] = None,
+                           n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                           baseline_denominators: Optional[npt.ArrayLike] = None,
+                           treatment_denominators: Optional[npt.ArrayLike] = None) -> DeltaCI:
   """Delta of means (treatment - baseline) for paired per-request outcomes, with CIs.
 
   Row i of both arrays is the same request, so each bootstrap replicate resamples requests
@@ -203,10 +209,13 @@ def paired_bootstrap_delta(baseline, treatment, groups=None, n_boot: int = 1000,
                                   alpha, columns.shape[0])
 
 
-def independent_bootstrap_delta(baseline, treatment, baseline_groups=None,
-                                treatment_groups=None, n_boot: int = 1000, seed: int = 0,
-                                alpha: float = 0.05, baseline_denominators=None,
-                                treatment_denominators=None) -> DeltaCI:
+def independent_bootstrap_delta(baseline: npt.ArrayLike, treatment: npt.ArrayLike,
+                                baseline_groups: Optional[npt.ArrayLike] = None,
+                                treatment_groups: Optional[npt.ArrayLike] = None,
+                                n_boot: int = 1000,
+                                seed: int = 0, alpha: float = 0.05,
+                                baseline_denominators: Optional[npt.ArrayLike] = None,
+                                treatment_denominators: Optional[npt.ArrayLike] = None) -> DeltaCI:
   """Delta of means (treatment - baseline) for unpaired samples (e.g. different days).
 
   Each side is resampled on its own (by cluster when groups are given). Use
@@ -272,10 +281,12 @@ def _weighted_aucs(counts: np.ndarray, column: _SortedScores) -> np.ndarray:
     under, through = below[:, start], below[:, stop]
     credit = (under + 0.5 * (through - under))[:, group]
   with np.errstate(divide="ignore", invalid="ignore"):
-    return np.einsum("ij,ij->i", a, credit) / (a.sum(axis=1) * b.sum(axis=1))
+    return cast(np.ndarray, np.einsum("ij,ij->i", a, credit) / (a.sum(axis=1) * b.sum(axis=1)))
 
 
-def auc_replicates(score_columns, positive, negative=None, groups=None, n_boot: int = 1000,
+def auc_replicates(score_columns: Sequence[npt.ArrayLike], positive: npt.ArrayLike,
+                   negative: Optional[npt.ArrayLike] = None,
+                   groups: Optional[npt.ArrayLike] = None, n_boot: int = 1000,
                    seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
   """(point AUCs [m], bootstrap AUCs [n_boot, m]) of m score columns over the same rows.
 

@@ -13,19 +13,24 @@ Conventions:
     undefined, so callers can store them per request and average with `np.nanmean`;
 """
 
-from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as scipy_stats
 
 LOGLOSS_EPSILON = 1e-7
+
+# Relevant ids per row: a sequence of arrays (one per row) or a ragged object with `.values`
+# and `.row_splits` (a tf.RaggedTensor, untyped here), hence Any.
+RelevantIds = Any
 
 # ---------------------------------------------------------------------------------------------
 # Ranking models
 # ---------------------------------------------------------------------------------------------
 
 
-def _positives(labels) -> np.ndarray:
+def _positives(labels: npt.ArrayLike) -> np.ndarray:
   """labels > 0 as a flat bool array; refuses unlabelled (negative) labels."""
   labels = np.asarray(labels).reshape(-1)
   if labels.size and labels.min() < 0:
@@ -38,10 +43,10 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
   """1-based ranks of `values`; tied values share the average of their ranks."""
   _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
   upper = np.cumsum(counts)
-  return (upper - (counts - 1) / 2.0)[inverse.reshape(-1)]
+  return cast(np.ndarray, (upper - (counts - 1) / 2.0)[inverse.reshape(-1)])
 
 
-def auc(labels, scores) -> float:
+def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
   """Area under the ROC curve: P(score of a random positive > score of a random negative).
 
   Rank-based (Mann-Whitney), ties count one half. Returns nan if only one class is present.
@@ -57,7 +62,7 @@ def auc(labels, scores) -> float:
                / (n_positive * n_negative))
 
 
-def eauc(true_probabilities, scores) -> float:
+def eauc(true_probabilities: npt.ArrayLike, scores: npt.ArrayLike) -> float:
   """Expected AUC: each row counts as a positive with weight p and a negative with weight 1-p.
 
   p is the row's true probability (the oracle's). This is the AUC of `scores` against the
@@ -90,7 +95,8 @@ class GroupedAuc(NamedTuple):
   n_impressions: int  # impressions in those groups
 
 
-def per_group_auc(labels, scores, groups) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_group_auc(labels: npt.ArrayLike, scores: npt.ArrayLike,
+                  groups: npt.ArrayLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """AUC of every group at once (vectorised, no Python loop over groups).
 
   Returns (group_values, aucs, impressions): the sorted distinct groups, each group's AUC
@@ -123,7 +129,7 @@ def per_group_auc(labels, scores, groups) -> Tuple[np.ndarray, np.ndarray, np.nd
   return group_values, aucs, impressions.astype(np.int64)
 
 
-def grouped_auc(labels, scores, groups) -> GroupedAuc:
+def grouped_auc(labels: npt.ArrayLike, scores: npt.ArrayLike, groups: npt.ArrayLike) -> GroupedAuc:
   """GAUC: per-user AUC weighted by the user's impressions; one-class users are skipped."""
   _, aucs, impressions = per_group_auc(labels, scores, groups)
   counted = ~np.isnan(aucs)
@@ -134,12 +140,12 @@ def grouped_auc(labels, scores, groups) -> GroupedAuc:
                     int(counted.sum()), int(weights.sum()))
 
 
-def gauc(labels, scores, groups) -> float:
+def gauc(labels: npt.ArrayLike, scores: npt.ArrayLike, groups: npt.ArrayLike) -> float:
   """GAUC value only; see `grouped_auc` for the number of groups that counted."""
   return grouped_auc(labels, scores, groups).value
 
 
-def logloss(labels, probs, epsilon: float = LOGLOSS_EPSILON) -> float:
+def logloss(labels: npt.ArrayLike, probs: npt.ArrayLike, epsilon: float = LOGLOSS_EPSILON) -> float:
   """Mean binary cross-entropy, probabilities clipped to [epsilon, 1 - epsilon]."""
   labels = _positives(labels).astype(np.float64)
   probs = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), epsilon, 1.0 - epsilon)
@@ -148,7 +154,7 @@ def logloss(labels, probs, epsilon: float = LOGLOSS_EPSILON) -> float:
   return float(-np.mean(labels * np.log(probs) + (1.0 - labels) * np.log1p(-probs)))
 
 
-def calibration(labels, probs) -> float:
+def calibration(labels: npt.ArrayLike, probs: npt.ArrayLike) -> float:
   """Mean prediction / observed positive rate: 1 is calibrated, >1 over-predicts."""
   observed_rate = np.mean(_positives(labels)) if np.size(labels) else 0.0
   if observed_rate == 0:
@@ -156,7 +162,8 @@ def calibration(labels, probs) -> float:
   return float(np.mean(np.asarray(probs, dtype=np.float64)) / observed_rate)
 
 
-def ranking_metrics(labels, probs, groups=None) -> Dict[str, float]:
+def ranking_metrics(labels: npt.ArrayLike, probs: npt.ArrayLike,
+                    groups: Optional[npt.ArrayLike] = None) -> Dict[str, float]:
   """Everything a ranking stage reports for one evaluation set, as a JSON-ready dict.
 
   Keys: auc, gauc, gauc_groups (users that counted), logloss, calibration, n. Without
@@ -184,7 +191,7 @@ def _pair_keys(rows: np.ndarray, ids: np.ndarray, low: int, span: int) -> np.nda
   return rows.astype(np.int64) * span + (ids.astype(np.int64) - low)
 
 
-def _ragged_rows(relevant_ids, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
+def _ragged_rows(relevant_ids: RelevantIds, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
   """(row index, id) of every relevant id.
 
   Accepts a sequence of arrays (one per row) or a ragged object with `.values` and
@@ -202,7 +209,8 @@ def _ragged_rows(relevant_ids, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
   return np.repeat(np.arange(n_rows), lengths), values.astype(np.int64)
 
 
-def _relevant_found(retrieved_ids, relevant_ids) -> Tuple[np.ndarray, np.ndarray]:
+def _relevant_found(retrieved_ids: npt.ArrayLike,
+                    relevant_ids: RelevantIds) -> Tuple[np.ndarray, np.ndarray]:
   """(found [n, K] bool, n_relevant [n]): is retrieved_ids[i, j] a new relevant id for row i.
 
   A retrieved id repeated within a row counts once; relevant ids are deduplicated.
@@ -223,7 +231,8 @@ def _relevant_found(retrieved_ids, relevant_ids) -> Tuple[np.ndarray, np.ndarray
   return found.reshape(n_rows, n_cols), n_relevant
 
 
-def _found_in_top(retrieved_ids, relevant_ids, k: int) -> Tuple[np.ndarray, np.ndarray]:
+def _found_in_top(retrieved_ids: npt.ArrayLike, relevant_ids: RelevantIds,
+                  k: int) -> Tuple[np.ndarray, np.ndarray]:
   """(relevant ids found in each row's top k [n], relevant ids per row [n])."""
   found, n_relevant = _relevant_found(retrieved_ids, relevant_ids)
   if not 1 <= k <= found.shape[1]:
@@ -231,14 +240,16 @@ def _found_in_top(retrieved_ids, relevant_ids, k: int) -> Tuple[np.ndarray, np.n
   return found[:, :k].sum(axis=1), n_relevant
 
 
-def per_request_recall_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
+def per_request_recall_at_k(retrieved_ids: npt.ArrayLike, relevant_ids: RelevantIds,
+                            k: int) -> np.ndarray:
   """Per row: share of its relevant ids found in its top k; nan for rows with none."""
   found, n_relevant = _found_in_top(retrieved_ids, relevant_ids, k)
   with np.errstate(divide="ignore", invalid="ignore"):
     return np.where(n_relevant > 0, found / n_relevant, np.nan)
 
 
-def per_request_hit_at_k(retrieved_ids, relevant_ids, k: int) -> np.ndarray:
+def per_request_hit_at_k(retrieved_ids: npt.ArrayLike, relevant_ids: RelevantIds,
+                         k: int) -> np.ndarray:
   """Per row: 1 if its top k holds at least one relevant id, else 0; nan for rows with none."""
   found, n_relevant = _found_in_top(retrieved_ids, relevant_ids, k)
   return np.where(n_relevant > 0, (found > 0).astype(np.float64), np.nan)
@@ -248,7 +259,8 @@ def _as_ks(ks: Union[int, Iterable[int]]) -> Sequence[int]:
   return [int(k) for k in ks] if isinstance(ks, Iterable) else [int(ks)]
 
 
-def recall_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:
+def recall_at_k(retrieved_ids: npt.ArrayLike, relevant_ids: RelevantIds,
+                ks: Union[int, Iterable[int]]) -> Dict[int, float]:
   """Recall@K for each K in `ks`: {K: value}.
 
   retrieved_ids: [n, K_max] ids, best first, one row per request.
@@ -260,13 +272,15 @@ def recall_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:
           for k in _as_ks(ks)}
 
 
-def hit_at_k(retrieved_ids, relevant_ids, ks) -> Dict[int, float]:
+def hit_at_k(retrieved_ids: npt.ArrayLike, relevant_ids: RelevantIds,
+             ks: Union[int, Iterable[int]]) -> Dict[int, float]:
   """Hit@K for each K in `ks`: share of requests (with >= 1 relevant id) hit in the top K."""
   return {k: float(np.nanmean(per_request_hit_at_k(retrieved_ids, relevant_ids, k)))
           for k in _as_ks(ks)}
 
 
-def topk_overlap(kept_ids, reference_top_ids, pad_id: Optional[int] = -1) -> np.ndarray:
+def topk_overlap(kept_ids: npt.ArrayLike, reference_top_ids: npt.ArrayLike,
+                 pad_id: Optional[int] = -1) -> np.ndarray:
   """Per row: share of the reference top-k ids that the kept set contains.
 
   Used for coarse->fine recall (kept = coarse top-m, reference = fine top-k over the
@@ -291,7 +305,7 @@ def topk_overlap(kept_ids, reference_top_ids, pad_id: Optional[int] = -1) -> np.
     return np.where(n_real > 0, contained.sum(axis=1) / n_real, np.nan)
 
 
-def kendall_tau(a, b) -> np.ndarray:
+def kendall_tau(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
   """Kendall tau-b between a[i] and b[i] for every row i: [n, c] x [n, c] -> [n].
 
   Tau-b corrects for ties in either ranking. Non-finite entries (padding) drop out of their

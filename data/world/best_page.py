@@ -9,9 +9,10 @@ replays of other variants. Pure numpy, next to the oracle whose formulas it scre
 
 import dataclasses
 import os
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from data.plumbing import files
 from data.world import ids as id_lookup
@@ -19,9 +20,12 @@ from data.world import oracle as oracle_lib
 from data.world import truth
 from data.world.config import SECONDS_PER_DAY
 
+if TYPE_CHECKING:  # io reads worlds; this module only uses one
+  from data.world.io import World
 
-def oracle_item_values(oracle, request_ids: np.ndarray, item_ids: np.ndarray, rank_by: str,
-                       prices: np.ndarray) -> np.ndarray:
+
+def oracle_item_values(oracle: oracle_lib.Oracle, request_ids: np.ndarray, item_ids: np.ndarray,
+                       rank_by: str, prices: np.ndarray) -> np.ndarray:
   """The true per-item value of `rank_by` at position 0: P(click) [* P(conv) [* price]]."""
   value = oracle.p_click(request_ids, item_ids)
   if rank_by in ("ctcvr", "ctcvr_gmv"):
@@ -41,7 +45,7 @@ class ConversionBounds:
 
   LOW, HIGH, STEP = -40.0, 40.0, 1.0 / 256
 
-  def __init__(self):
+  def __init__(self) -> None:
     grid = np.arange(self.LOW, self.HIGH + self.STEP / 2, self.STEP)
     values = oracle_lib.expected_sigmoid(grid)
     # Cell c >= 1 holds means in [grid[c-1], grid[c]); cell 0 everything below the grid and
@@ -83,7 +87,8 @@ class OracleBestPage:
   valued exactly with `world.oracle`, so the result is the exact best page.
   """
 
-  def __init__(self, world, day: int, k: int, rank_by: str, block_pairs: int = 1 << 20):
+  def __init__(self, world: "World", day: int, k: int, rank_by: str,
+               block_pairs: int = 1 << 20) -> None:
     self.world, self.day, self.k, self.rank_by = world, day, k, rank_by
     self.block_pairs = max(block_pairs, k)
     self._truth = world.request_truth([day])
@@ -148,7 +153,7 @@ class OracleBestPage:
     return self._value_bounds(rows, items[None, :], np.float32(0.0))
 
   def _value_bounds(self, rows: np.ndarray, items: np.ndarray,
-                    views) -> Tuple[np.ndarray, np.ndarray]:
+                    views: npt.ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     """Bounds of the value from the oracle's formulas, in float32: items [1, m] (a corpus
     chunk shared by every request) or [n, m]; request-side inputs are gathered from `rows`."""
     t = self._truth
@@ -277,7 +282,7 @@ class RecentlyShown:
 
   WINDOW = 7 * SECONDS_PER_DAY + 1  # a little wider than the view counter's 7 days
 
-  def __init__(self, world):
+  def __init__(self, world: "World") -> None:
     shown = world.log_arrays(world.days, ["user_id", "item_id", "timestamp"])
     self._span = int(world.config.n_days + 1) * SECONDS_PER_DAY + 1
     keys = shown["user_id"].astype(np.int64) * self._span + shown["timestamp"]

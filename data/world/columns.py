@@ -20,13 +20,16 @@ so the rows are never held twice), `append_rows` (widening a narrow column where
 need it), and `Filler`, which reads days one at a time into columns allocated once.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 ALIGNMENT = 64  # bytes: TensorFlow can then use the memory as it is (models.pipeline)
 _INTS = (np.int8, np.int16, np.int32, np.int64)
 _FLOAT_AS_INT = (np.int8, np.int16)  # a float32 column of small whole numbers
+# Rows of a column: a slice, a boolean mask or an index array.
+Rows = Union[slice, np.ndarray]
 
 
 class LazyColumn(np.lib.mixins.NDArrayOperatorsMixin):
@@ -34,10 +37,10 @@ class LazyColumn(np.lib.mixins.NDArrayOperatorsMixin):
 
   dtype: np.dtype
 
-  def _stored_rows(self, rows) -> np.ndarray:
+  def _stored_rows(self, rows: Rows) -> np.ndarray:
     raise NotImplementedError
 
-  def take_rows(self, rows) -> "LazyColumn":
+  def take_rows(self, rows: Rows) -> "LazyColumn":
     raise NotImplementedError
 
   def __len__(self) -> int:
@@ -51,20 +54,21 @@ class LazyColumn(np.lib.mixins.NDArrayOperatorsMixin):
   def ndim(self) -> int:
     return len(self.shape)
 
-  def __getitem__(self, rows) -> np.ndarray:
+  def __getitem__(self, rows: Rows) -> np.ndarray:
     return self._stored_rows(rows).astype(self.dtype, copy=False)
 
-  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+  def __array__(self, dtype: Optional[npt.DTypeLike] = None,
+                copy: Optional[bool] = None) -> np.ndarray:
     values = self[slice(None)]
     return values if dtype is None else values.astype(dtype, copy=False)
 
-  def __getattr__(self, name: str):
+  def __getattr__(self, name: str) -> Any:
     """Any other ndarray attribute (`reshape`, `astype`, `sum`...) on the expanded array."""
     if name.startswith("_") or not hasattr(np.ndarray, name):
       raise AttributeError(name)
     return getattr(np.asarray(self), name)
 
-  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+  def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
     inputs = tuple(np.asarray(x) if isinstance(x, LazyColumn) else x for x in inputs)
     return getattr(ufunc, method)(*inputs, **kwargs)
 
@@ -77,17 +81,17 @@ class RequestColumn(LazyColumn):
   expands only those rows, in `dtype`; `take_rows` keeps the result request-level.
   """
 
-  def __init__(self, table: Any, rows: np.ndarray, dtype):
+  def __init__(self, table: Any, rows: np.ndarray, dtype: npt.DTypeLike):
     self.table, self.rows, self.dtype = table, rows, np.dtype(dtype)  # table: or RaggedTable
 
   @property
   def shape(self) -> Tuple[int, ...]:
-    return (len(self.rows),) + self.table.shape[1:]
+    return cast(Tuple[int, ...], (len(self.rows),) + self.table.shape[1:])
 
-  def _stored_rows(self, rows) -> np.ndarray:
-    return self.table[self.rows[rows]]
+  def _stored_rows(self, rows: Rows) -> np.ndarray:
+    return cast(np.ndarray, self.table[self.rows[rows]])
 
-  def take_rows(self, rows) -> "RequestColumn":
+  def take_rows(self, rows: Rows) -> "RequestColumn":
     """The impressions `rows` of this column, still one row per request."""
     return RequestColumn(self.table, take(self.rows, rows), self.dtype)
 
@@ -103,17 +107,17 @@ class NarrowColumn(LazyColumn):
   """An impression column stored as `values` (a narrower dtype holding every value exactly),
   seen as `dtype`."""
 
-  def __init__(self, values: np.ndarray, dtype):
+  def __init__(self, values: np.ndarray, dtype: npt.DTypeLike):
     self.values, self.dtype = values, np.dtype(dtype)
 
   @property
   def shape(self) -> Tuple[int, ...]:
     return self.values.shape
 
-  def _stored_rows(self, rows) -> np.ndarray:
+  def _stored_rows(self, rows: Rows) -> np.ndarray:
     return self.values[rows]
 
-  def take_rows(self, rows) -> "NarrowColumn":
+  def take_rows(self, rows: Rows) -> "NarrowColumn":
     return NarrowColumn(take(self.values, rows), self.dtype)
 
   def stored(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -172,22 +176,23 @@ class RaggedTable:
   def __len__(self) -> int:
     return len(self.starts)
 
-  def __getitem__(self, rows) -> np.ndarray:
+  def __getitem__(self, rows: Rows) -> np.ndarray:
     starts = self.starts[rows].astype(np.int64)
     positions = np.arange(self.width)
     index = starts[..., None] + positions
     valid = positions < self.lengths[rows][..., None]
     if not len(self.values):
       return np.full(index.shape, self.pad, self.values.dtype)
-    return np.where(valid, self.values[np.minimum(index, len(self.values) - 1)],
-                    self.values.dtype.type(self.pad))
+    return cast(np.ndarray, np.where(valid, self.values[np.minimum(index, len(self.values) - 1)],
+                                     self.values.dtype.type(self.pad)))
 
-  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+  def __array__(self, dtype: Optional[npt.DTypeLike] = None,
+                copy: Optional[bool] = None) -> np.ndarray:
     dense = self[slice(None)]
     return dense if dtype is None else dense.astype(dtype, copy=False)
 
 
-def aligned_empty(shape, dtype) -> np.ndarray:
+def aligned_empty(shape: Tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
   """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary."""
   dtype = np.dtype(dtype)
   shape = tuple(int(d) for d in shape)
@@ -201,7 +206,7 @@ def is_aligned(values: np.ndarray) -> bool:
   return bool(values.flags.c_contiguous and values.ctypes.data % ALIGNMENT == 0)
 
 
-def take(values: np.ndarray, rows) -> np.ndarray:
+def take(values: np.ndarray, rows: Rows) -> np.ndarray:
   """`values[rows]` (a boolean mask, an index array or a slice), copied into aligned memory."""
   values = np.asarray(values)
   if isinstance(rows, slice):
@@ -259,7 +264,7 @@ def narrowed(values: np.ndarray) -> np.ndarray:
   return values.astype(narrowest_dtype(values), copy=False)
 
 
-def concatenate(pieces: List[np.ndarray], dtype) -> Any:
+def concatenate(pieces: List[np.ndarray], dtype: npt.DTypeLike) -> Any:
   """Pieces of one column (each in its own exact dtype) as one column of logical `dtype`: a
   NarrowColumn where their common type is narrower, else a plain array. The pieces list is
   emptied as it goes, so the pieces are freed as soon as they are copied."""
@@ -288,7 +293,7 @@ def narrow_column(values: np.ndarray) -> Any:
   return NarrowColumn(out, values.dtype)
 
 
-def take_rows(arrays: Dict[str, Any], rows, consume: bool = False) -> Dict[str, Any]:
+def take_rows(arrays: Dict[str, Any], rows: Rows, consume: bool = False) -> Dict[str, Any]:
   """The same columns restricted to `rows` (a boolean mask, an index array or a slice);
   request-level columns stay request-level, those of one row index sharing its taken copy.
 
@@ -372,7 +377,7 @@ class Filler:
       self.put(name, day.pop(name))
     self.filled += n
 
-  def column(self, name: str, dtype, keep: bool = False) -> Any:
+  def column(self, name: str, dtype: Optional[npt.DTypeLike], keep: bool = False) -> Any:
     """The filled column `name` in logical `dtype` (None: as stored): a NarrowColumn where it
     is narrower. The filler lets go of it unless `keep`."""
     values = self.columns.get(name) if keep else self.columns.pop(name, None)

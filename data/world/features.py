@@ -12,13 +12,15 @@ The behaviour sequence is the last `history_len` clicks strictly before t, order
 (timestamp, position) descending ("most recent first"), padded with schema.PAD_ID.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Set, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from data.world import ids as id_lookup
 from data.world import schema as S
 from data.world.config import SECONDS_PER_DAY
+from data.world.config import WorldConfig
 
 WINDOW_24H = SECONDS_PER_DAY
 WINDOW_7D = 7 * SECONDS_PER_DAY
@@ -57,7 +59,9 @@ class EventCounter:
 class ClickSequence:
   """The last clicks of each user strictly before a time, most recent first."""
 
-  def __init__(self, users, timestamps, positions, items, categories, shops, span: int):
+  def __init__(self, users: np.ndarray, timestamps: np.ndarray, positions: np.ndarray,
+               items: np.ndarray, categories: np.ndarray, shops: np.ndarray,
+               span: int) -> None:
     order = np.lexsort((positions, timestamps, users))
     self._span = np.int64(span)
     self._sorted = (np.asarray(users, np.int64)[order] * self._span
@@ -92,8 +96,9 @@ class ClickCounters:
           "cross_clicks_shop_24h": ("item_shop", "n_shops"),
           "cross_clicks_brand_24h": ("item_brand", "n_brands")}
 
-  def __init__(self, config, users, timestamps, categories, shops, brands, span: int,
-               names=tuple(KEYS)):
+  def __init__(self, config: WorldConfig, users: npt.ArrayLike, timestamps: np.ndarray,
+               categories: np.ndarray, shops: np.ndarray, brands: np.ndarray, span: int,
+               names: Sequence[str] = tuple(KEYS)) -> None:
     users = np.asarray(users, np.int64)
     self._config = config
     keys = {"item_category": categories, "item_shop": shops, "item_brand": brands}
@@ -104,7 +109,8 @@ class ClickCounters:
       self._counters[name] = EventCounter(users * n + keys[column], timestamps,
                                           config.n_users * n, span)
 
-  def count(self, users, timestamps, categories, shops, brands) -> Dict[str, np.ndarray]:
+  def count(self, users: npt.ArrayLike, timestamps: np.ndarray, categories: np.ndarray,
+            shops: np.ndarray, brands: Union[np.ndarray, int]) -> Dict[str, np.ndarray]:
     """float32 counts of the user's clicks in the item's category/shop/brand, last 24h."""
     users = np.asarray(users, np.int64)
     keys = {"item_category": categories, "item_shop": shops, "item_brand": brands}
@@ -116,13 +122,14 @@ class ClickCounters:
     return out
 
 
-def view_counter(config, users, items, timestamps, span: int) -> EventCounter:
+def view_counter(config: WorldConfig, users: npt.ArrayLike, items: npt.ArrayLike,
+                 timestamps: np.ndarray, span: int) -> EventCounter:
   """Counter of impressions by user x item (for cross_views_item_7d and the revisit term)."""
   keys = np.asarray(users, np.int64) * config.n_items + np.asarray(items, np.int64)
   return EventCounter(keys, timestamps, config.n_users * config.n_items, span)
 
 
-def time_span(config) -> int:
+def time_span(config: WorldConfig) -> int:
   """One more than the largest timestamp of the world (the composite-key stride)."""
   return config.n_days * SECONDS_PER_DAY + 1
 
@@ -142,9 +149,10 @@ class FeatureService:
   not logged has one) is 0: `unknown_for_candidates` names them.
   """
 
-  def __init__(self, config, users: Dict[str, np.ndarray], items: Dict[str, np.ndarray],
+  def __init__(self, config: WorldConfig, users: Dict[str, np.ndarray],
+               items: Dict[str, np.ndarray],
                requests: Dict[str, np.ndarray], impressions: Dict[str, np.ndarray],
-               clicks: Dict[str, np.ndarray], schema: Optional[S.Schema] = None):
+               clicks: Dict[str, np.ndarray], schema: Optional[S.Schema] = None) -> None:
     """users/items: profile columns indexed by id; requests: request_id (sorted), user_id,
     timestamp; impressions: user_id, item_id, timestamp; clicks: user_id, item_id, timestamp,
     position; schema: the world's (default: the code's)."""
@@ -171,7 +179,8 @@ class FeatureService:
         f.name for f in schema.features if f.entity == S.PAIR
         and f.availability == S.PRIVILEGED_CROSS and f.name not in derived]
 
-  def candidate_features(self, users, timestamps, item_ids: np.ndarray) -> Dict[str, np.ndarray]:
+  def candidate_features(self, users: np.ndarray, timestamps: np.ndarray,
+                         item_ids: np.ndarray) -> Dict[str, np.ndarray]:
     """Item profile and cross features of candidates item_ids [n, k] of users at times [n]."""
     out = {"item_id": item_ids}
     for name, column in self._items.items():
@@ -191,13 +200,14 @@ class FeatureService:
       out[name] = np.zeros(item_ids.shape, np.float32)
     return out
 
-  def views_7d(self, users, items, timestamps) -> np.ndarray:
+  def views_7d(self, users: npt.ArrayLike, items: npt.ArrayLike,
+               timestamps: np.ndarray) -> np.ndarray:
     """Impressions of each item to each user in [t - 7d, t), int64."""
     keys = np.asarray(users, np.int64) * self.config.n_items + np.asarray(items, np.int64)
     return self._views.count(keys, timestamps, WINDOW_7D)
 
   def compute(self, request_ids: np.ndarray, item_ids: np.ndarray,
-              names: Optional[set] = None) -> Dict[str, np.ndarray]:
+              names: Optional[Set[str]] = None) -> Dict[str, np.ndarray]:
     """Features of candidates `item_ids` int64[n, k] for requests `request_ids` int64[n].
 
     Returns user/context features [n], sequences [n, L], item and cross features [n, k];
@@ -220,8 +230,9 @@ class FeatureService:
     return out
 
 
-def request_features(config, users_table, sequence: ClickSequence, users,
-                     timestamps) -> Dict[str, np.ndarray]:
+def request_features(config: WorldConfig, users_table: Dict[str, np.ndarray],
+                     sequence: ClickSequence, users: np.ndarray,
+                     timestamps: np.ndarray) -> Dict[str, np.ndarray]:
   """User profile, behaviour sequence and context of requests: arrays of [n] or [n, L]."""
   out = {"user_id": np.asarray(users, np.int64)}
   for name, column in users_table.items():

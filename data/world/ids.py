@@ -5,7 +5,7 @@ pack two non-negative ids into one int64 for set operations on (request, item) p
 refuse ids that would not fit instead of wrapping around.
 """
 
-from typing import Tuple
+from typing import Tuple, cast
 
 import numpy as np
 
@@ -54,4 +54,4 @@ def pair_keys(first: np.ndarray, second: np.ndarray, second_span: int) -> np.nda
   if first.size and int(first.max()) > (np.iinfo(np.int64).max - second_span) // second_span:
     raise OverflowError(f"pair_keys: first id {int(first.max())} x span {second_span} "
                         "overflows int64; pass dense ranks")
-  return first * np.int64(second_span) + second
+  return cast(np.ndarray, first * np.int64(second_span) + second)

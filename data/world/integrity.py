@@ -15,7 +15,7 @@ are checked the same way (`TRUTH_RANGES`): a NaN taste would otherwise give empt
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,7 @@ FIELDS_ADDED_LATER = frozenset({"source"})
 BINARY_LABELS = (schema_lib.CLICK, schema_lib.CONVERSION)
 
 
-def schema_problems(manifest: dict) -> List[str]:
+def schema_problems(manifest: Dict[str, Any]) -> List[str]:
   """Differences between the manifest's schema and the code's schema for its config, or, for
   a world that declares its schema, the rules that schema breaks."""
   config = config_lib.WorldConfig.from_dict(manifest["config"])
@@ -132,9 +132,9 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
   column = column.combine_chunks()
   if pa.types.is_fixed_size_list(column.type):
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(-1, column.type.list_size)
+    return cast(np.ndarray, flat.reshape(-1, column.type.list_size))
   values = column.to_numpy(zero_copy_only=False)
-  return values.astype(np.float64) if column.null_count else values
+  return cast(np.ndarray, values.astype(np.float64) if column.null_count else values)
 
 
 def value_problems(path: str, table: pa.Table, schema: schema_lib.Schema) -> List[str]:

@@ -27,7 +27,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,14 @@ from data.world import integrity
 from data.world import schema as S
 from data.world.config import WorldConfig
 from data.world.declared import SCHEMA_DECLARED
+
+# Days of a world: one day or several.
+Days = Union[int, Iterable[int]]
+
+if TYPE_CHECKING:  # imported where used, so that reading logs loads none of them
+  from data.world.features import FeatureService
+  from data.world.oracle import Oracle
+  from data.world.simulation import Entities
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -119,7 +127,8 @@ def sha256_file(path: str) -> str:
   return digest.hexdigest()
 
 
-def world_hash(config: dict, files: Dict[str, dict], schema: Optional[list] = None) -> str:
+def world_hash(config: Dict[str, Any], files: Dict[str, Dict[str, Any]],
+               schema: Optional[List[Any]] = None) -> str:
   """Hash of the config, the format version and every file's sha256, and of the schema when
   the world declares its own (`data.world.declared`; the code's schema follows from the config)."""
   payload = {"format_version": FORMAT_VERSION, "config": config,
@@ -129,7 +138,7 @@ def world_hash(config: dict, files: Dict[str, dict], schema: Optional[list] = No
   return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def manifest_world_hash(manifest: dict) -> str:
+def manifest_world_hash(manifest: Dict[str, Any]) -> str:
   """The world_hash a manifest's content gives."""
   declared = manifest.get(SCHEMA_DECLARED)
   return world_hash(manifest["config"], manifest["files"],
@@ -164,8 +173,8 @@ def column_array(table: pa.Table, name: str) -> np.ndarray:
   column = table.column(name).combine_chunks()
   if pa.types.is_fixed_size_list(column.type):
     width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-  return column.to_numpy(zero_copy_only=False)
+    return cast(np.ndarray, column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width))
+  return cast(np.ndarray, column.to_numpy(zero_copy_only=False))
 
 
 def table_arrays(table: pa.Table) -> Dict[str, np.ndarray]:
@@ -201,7 +210,7 @@ def _sorted_by_id(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   return {k: v[order] for k, v in arrays.items()}
 
 
-def _as_days(days: Union[int, Iterable[int]], known: Sequence[int]) -> List[int]:
+def _as_days(days: Days, known: Sequence[int]) -> List[int]:
   days = [int(days)] if isinstance(days, (int, np.integer)) else [int(d) for d in days]
   unknown = sorted(set(days) - set(known))
   if unknown:
@@ -215,7 +224,7 @@ class World:
   Use `data.load(world_dir)`. Entity tables are indexed positionally by id (row i has id i).
   """
 
-  def __init__(self, world_dir: str, manifest: dict):
+  def __init__(self, world_dir: str, manifest: Dict[str, Any]) -> None:
     self.world_dir = world_dir
     self.manifest = manifest
     self.config = WorldConfig.from_dict(manifest["config"])
@@ -271,7 +280,7 @@ class World:
     prefix = day_dir(kind, day) + os.sep
     return [self._path(p) for p in sorted(self.manifest["files"]) if p.startswith(prefix)]
 
-  def _read(self, kind: str, days, columns: Sequence[str]) -> pa.Table:
+  def _read(self, kind: str, days: Days, columns: Sequence[str]) -> pa.Table:
     paths = [path for day in _as_days(days, self.days) for path in self._parts(kind, day)]
     tables = [self._checked(os.path.relpath(path, self.world_dir), columns) for path in paths]
     for path, table in zip(paths[1:], tables[1:]):
@@ -282,21 +291,22 @@ class World:
                            f"{expected} (damaged or edited; regenerate the world)")
     return pa.concat_tables(tables)
 
-  def logs(self, days, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+  def logs(self, days: Days, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Impressions of `days` (int or iterable): scalar columns, one row per impression."""
     names = list(columns) if columns is not None else log_columns(self.schema)
     return self._read("logs", days, names).to_pandas()
 
-  def requests(self, days) -> pd.DataFrame:
+  def requests(self, days: Days) -> pd.DataFrame:
     """Requests of `days`: ids, context and the behaviour sequence (list columns)."""
     return self._read("requests", days, REQUEST_COLUMNS).to_pandas()
 
-  def request_arrays(self, days, columns: Optional[Sequence[str]] = None):
+  def request_arrays(self, days: Days,
+                     columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
     """Requests of `days` as numpy: sequences int64[n, L], hist_len float32, ids int64."""
     table = self._read("requests", days, list(columns) if columns else REQUEST_COLUMNS)
     return {k: self._typed(k, v) for k, v in table_arrays(table).items()}
 
-  def log_arrays(self, days, columns: Optional[Sequence[str]] = None,
+  def log_arrays(self, days: Days, columns: Optional[Sequence[str]] = None,
                  narrow: bool = False) -> Dict[str, Any]:
     """Impressions of `days` as numpy, every column incl. the joined behaviour sequence.
 
@@ -398,7 +408,7 @@ class World:
   def _typed(self, name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(self._dtype(name), copy=False)
 
-  def request_truth(self, days=None) -> Dict[str, np.ndarray]:
+  def request_truth(self, days: Optional[Days] = None) -> Dict[str, np.ndarray]:
     """Hidden per-request state (intent category / shop) with user and time, by request_id."""
     self._require_oracle("request_truth")
     days = self.days if days is None else days
@@ -413,7 +423,7 @@ class World:
     return out
 
   @functools.cached_property
-  def entities(self):
+  def entities(self) -> "Entities":
     """Every user and item attribute, observable and hidden (world.Entities)."""
     self._require_oracle("entities")
     from data.world.simulation import Entities
@@ -428,7 +438,7 @@ class World:
                     category_popularity=categories["category_popularity"])
 
   @functools.cached_property
-  def features(self):
+  def features(self) -> "FeatureService":
     """FeatureService over the whole world's logs (built on first use)."""
     from data.world.features import FeatureService
     requests = _sorted_by_id(
@@ -442,7 +452,7 @@ class World:
     return FeatureService(self.config, users, items, requests, imp, clicks, self.schema)
 
   @functools.cached_property
-  def oracle(self):
+  def oracle(self) -> "Oracle":
     """The ground-truth Oracle (P(click), P(conversion | click)) for any pairs."""
     self._require_oracle("the oracle")
     from data.world.oracle import Oracle
@@ -505,7 +515,7 @@ def load(world_dir: str, verify: Union[bool, str] = True) -> World:
   return World(world_dir, manifest)
 
 
-def _check_days(path: str, manifest: dict) -> None:
+def _check_days(path: str, manifest: Dict[str, Any]) -> None:
   """The manifest's days are the config's days, and every one has files."""
   expected = list(range(1, int(manifest["config"].get("n_days", 0)) + 1))
   if [int(d) for d in manifest["days"]] != expected:
@@ -526,7 +536,7 @@ def expected_columns(relative: str, schema: S.Schema) -> Sequence[str]:
           "truth/categories.parquet": CATEGORY_TRUTH_COLUMNS}.get(relative, ())
 
 
-def verify_files(world_dir: str, manifest: dict, hashes: bool = True) -> None:
+def verify_files(world_dir: str, manifest: Dict[str, Any], hashes: bool = True) -> None:
   """Checks every file of the manifest: presence, size or sha256, footer and columns."""
   schema = S.Schema.from_json(manifest["schema"])
   for relative, entry in sorted(manifest["files"].items()):

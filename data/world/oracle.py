@@ -32,14 +32,20 @@ a_r needs no file: it is a counter-based draw, a hash of (seed, request id) and 
 user id), so the generator and the oracle compute the same value for any subset of requests.
 """
 
-from typing import Optional
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from data.world import ids as id_lookup
 from data.world import truth as ground_truth
 from data.world.config import DENSE_KNOBS
+from data.world.config import WorldConfig
 from data.world.numeric import sigmoid as sigmoid  # part of the oracle's interface
+
+if TYPE_CHECKING:  # both import this module
+  from data.world.features import FeatureService
+  from data.world.simulation import Entities
 
 # Click model constants (hidden; part of the world's definition, versioned by FORMAT_VERSION
 # in io.py).
@@ -63,23 +69,26 @@ _HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite.hermgauss(24)
 _USER_PURCHASE_TRAIT, _REQUEST_PURCHASE_INTENT = 1, 2
 
 
-def click_logit(config, taste_dot, same_category, same_shop, views_7d, quality, log_price,
-                price_sensitivity) -> np.ndarray:
+def click_logit(config: WorldConfig, taste_dot: np.ndarray, same_category: np.ndarray,
+                same_shop: np.ndarray, views_7d: npt.ArrayLike, quality: np.ndarray,
+                log_price: np.ndarray, price_sensitivity: np.ndarray) -> np.ndarray:
   """The true click logit at position 0 (all inputs broadcast together)."""
-  return (config.click_bias + TASTE_WEIGHT * taste_dot
+  return cast(np.ndarray, config.click_bias + TASTE_WEIGHT * taste_dot
           + config.intent_strength * same_category
           + config.intent_shop_strength * same_shop
           + config.revisit_strength * np.log1p(views_7d)
           + quality - price_sensitivity * (log_price - LOG_PRICE_CENTER))
 
 
-def examination(config, positions) -> np.ndarray:
+def examination(config: WorldConfig, positions: npt.ArrayLike) -> np.ndarray:
   """P(the user examines position p) = 1 / (1 + p) ** position_bias."""
-  return 1.0 / (1.0 + np.asarray(positions, dtype=np.float64)) ** config.position_bias
+  return cast(np.ndarray,
+              1.0 / (1.0 + np.asarray(positions, dtype=np.float64)) ** config.position_bias)
 
 
-def conversion_mean(taste_dot, same_category, same_shop, quality, log_price,
-                    price_sensitivity, bias: float = CONVERSION_BIAS,
+def conversion_mean(taste_dot: np.ndarray, same_category: np.ndarray, same_shop: np.ndarray,
+                    quality: np.ndarray, log_price: np.ndarray,
+                    price_sensitivity: np.ndarray, bias: float = CONVERSION_BIAS,
                     purchase_intent: Optional[np.ndarray] = None) -> np.ndarray:
   """Mean of the latent purchase propensity z of a click (before the per-click noise).
 
@@ -91,10 +100,11 @@ def conversion_mean(taste_dot, same_category, same_shop, quality, log_price,
           - (CONVERSION_PRICE_BASE + price_sensitivity) * (log_price - LOG_PRICE_CENTER)
           + CONVERSION_INTENT_WEIGHT * same_category
           + CONVERSION_INTENT_SHOP_WEIGHT * same_shop)
-  return mean if purchase_intent is None else mean + purchase_intent
+  return cast(np.ndarray, mean if purchase_intent is None else mean + purchase_intent)
 
 
-def purchase_intent(config, request_ids, user_ids) -> Optional[np.ndarray]:
+def purchase_intent(config: WorldConfig, request_ids: npt.ArrayLike,
+                    user_ids: npt.ArrayLike) -> Optional[np.ndarray]:
   """purchase_intent_sd * a_r per request (float64), or None if the world has no such intent.
 
   a_r = sqrt(share) * b_u + sqrt(1 - share) * c_r with b_u, c_r independent standard
@@ -105,10 +115,11 @@ def purchase_intent(config, request_ids, user_ids) -> Optional[np.ndarray]:
   share = config.purchase_intent_user_share
   trait = hashed_normals(config.seed, _USER_PURCHASE_TRAIT, user_ids)
   fresh = hashed_normals(config.seed, _REQUEST_PURCHASE_INTENT, request_ids)
-  return config.purchase_intent_sd * (np.sqrt(share) * trait + np.sqrt(1.0 - share) * fresh)
+  return cast(np.ndarray,
+              config.purchase_intent_sd * (np.sqrt(share) * trait + np.sqrt(1.0 - share) * fresh))
 
 
-def hashed_normals(seed: int, purpose: int, keys) -> np.ndarray:
+def hashed_normals(seed: int, purpose: int, keys: npt.ArrayLike) -> np.ndarray:
   """Standard normals indexed by integer keys: a key always gets the same draw.
 
   Box-Muller on two uniforms from the splitmix64 finaliser of (seed, purpose, key, half); a
@@ -128,7 +139,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
   x = x + np.uint64(0x9E3779B97F4A7C15)
   x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
   x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return x ^ (x >> np.uint64(31))
+  return cast(np.ndarray, x ^ (x >> np.uint64(31)))
 
 
 def expected_sigmoid(mean: np.ndarray, sigma: float = CONVERSION_SIGMA) -> np.ndarray:
@@ -137,7 +148,7 @@ def expected_sigmoid(mean: np.ndarray, sigma: float = CONVERSION_SIGMA) -> np.nd
   total = np.zeros_like(mean)
   for node, weight in zip(_HERMITE_NODES, _HERMITE_WEIGHTS):
     total += weight * sigmoid(mean + sigma * np.sqrt(2.0) * node)
-  return total / np.sqrt(np.pi)
+  return cast(np.ndarray, total / np.sqrt(np.pi))
 
 
 class Oracle:
@@ -147,7 +158,8 @@ class Oracle:
   oracle needs their user, time and hidden intent); `item_ids` may be any items.
   """
 
-  def __init__(self, config, entities, request_truth, features):
+  def __init__(self, config: WorldConfig, entities: "Entities",
+               request_truth: Dict[str, np.ndarray], features: "FeatureService") -> None:
     """entities: world.Entities; request_truth: dict of sorted request_id, user_id, timestamp,
     intent_category, intent_shop; features: features.FeatureService (for the 7-day views)."""
     self.config = config
@@ -157,7 +169,8 @@ class Oracle:
     self._purchase_intent = purchase_intent(config, request_truth["request_id"],
                                             request_truth["user_id"])
 
-  def _pairs(self, request_ids, item_ids):
+  def _pairs(self, request_ids: npt.ArrayLike,
+             item_ids: npt.ArrayLike) -> Tuple[np.ndarray, np.ndarray, bool]:
     request_ids = np.asarray(request_ids, dtype=np.int64).reshape(-1)
     item_ids = np.asarray(item_ids, dtype=np.int64)
     squeeze = item_ids.ndim == 1
@@ -171,13 +184,13 @@ class Oracle:
     rows = id_lookup.lookup_rows(self._requests["request_id"], request_ids)
     return rows, item_ids, squeeze
 
-  def _terms(self, rows, item_ids):
+  def _terms(self, rows: np.ndarray, item_ids: np.ndarray) -> Dict[str, np.ndarray]:
     """The per-pair inputs shared by the click and conversion models (data.world.truth)."""
     r = self._requests
     return ground_truth.pair_terms(self._entities, r["user_id"][rows], item_ids,
                             r["intent_category"][rows], r["intent_shop"][rows])
 
-  def click_logit(self, request_ids, item_ids) -> np.ndarray:
+  def click_logit(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike) -> np.ndarray:
     """True click logit at position 0, float64[n, k]."""
     rows, item_ids, squeeze = self._pairs(request_ids, item_ids)
     terms = self._terms(rows, item_ids)
@@ -188,14 +201,15 @@ class Oracle:
     logit = click_logit(self.config, views_7d=views.reshape(item_ids.shape), **terms)
     return logit[:, 0] if squeeze else logit
 
-  def p_click(self, request_ids, item_ids, positions: Optional[np.ndarray] = None):
+  def p_click(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike,
+              positions: Optional[np.ndarray] = None) -> np.ndarray:
     """P(click), float64[n, k]; positions int[k] or int[n, k], None means position 0."""
     p = sigmoid(self.click_logit(request_ids, item_ids))
     if positions is not None:
       p = p * examination(self.config, positions)
     return p
 
-  def conversion_mean(self, request_ids, item_ids) -> np.ndarray:
+  def conversion_mean(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike) -> np.ndarray:
     """Mean latent purchase propensity of a click (all but the per-click noise), float64[n, k].
 
     It includes the request's purchase intent: the CVR ceiling's score.
@@ -206,11 +220,12 @@ class Oracle:
                            purchase_intent=intent)
     return mean[:, 0] if squeeze else mean
 
-  def p_convert(self, request_ids, item_ids) -> np.ndarray:
+  def p_convert(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike) -> np.ndarray:
     """P(conversion | click), float64[n, k]."""
     return expected_sigmoid(self.conversion_mean(request_ids, item_ids))
 
-  def expected_outcomes(self, request_ids, item_ids, positions=None):
+  def expected_outcomes(self, request_ids: npt.ArrayLike, item_ids: npt.ArrayLike,
+                        positions: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Expected clicks, conversions and GMV per shown item: dict of float64[n, k]."""
     p_click = self.p_click(request_ids, item_ids, positions)
     p_conversion = p_click * self.p_convert(request_ids, item_ids)

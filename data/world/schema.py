@@ -13,7 +13,7 @@ stays in the labels as noise); the replay applies position effects only through 
 
 import dataclasses
 import json
-from typing import Dict, FrozenSet, List, Sequence, Tuple
+from typing import Any, Collection, Dict, FrozenSet, List, Sequence, Tuple
 
 from data.world.config import WorldConfig
 
@@ -104,7 +104,7 @@ class Schema:
   """The ordered feature declarations of one world."""
   features: Tuple[Feature, ...]
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     names = [f.name for f in self.features]
     if len(names) != len(set(names)):
       raise ValueError(f"duplicate feature names in schema: {names}")
@@ -123,7 +123,7 @@ class Schema:
     """Names of the features of `entity` (USER, ...) from `source` (PROFILE, ...), in order."""
     return tuple(f.name for f in self.features if f.entity == entity and f.source == source)
 
-  def with_availability(self, availabilities) -> List[Feature]:
+  def with_availability(self, availabilities: Collection[str]) -> List[Feature]:
     return [f for f in self.features if f.availability in availabilities]
 
   def serving_features(self, stage: str) -> List[Feature]:
@@ -153,11 +153,11 @@ class Schema:
           for n in forbidden)
       raise ValueError(f"stage {stage!r} may not read at serving time: {detail}")
 
-  def to_json(self) -> List[dict]:
+  def to_json(self) -> List[Dict[str, Any]]:
     return [dataclasses.asdict(f) for f in self.features]
 
   @classmethod
-  def from_json(cls, rows: List[dict]) -> "Schema":
+  def from_json(cls, rows: List[Dict[str, Any]]) -> "Schema":
     """The schema of a manifest; one written before features had a source gets the declared
     source of each feature."""
     return cls(tuple(Feature(**{"source": _declared_source(r["name"]), **r,

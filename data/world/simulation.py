@@ -27,7 +27,7 @@ Per day and shard:
 """
 
 import dataclasses
-from typing import Dict
+from typing import Dict, cast
 
 import numpy as np
 
@@ -111,10 +111,11 @@ def make_entities(config: WorldConfig) -> Entities:
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
-  return x / np.linalg.norm(x, axis=1, keepdims=True)
+  return cast(np.ndarray, x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
-def _make_items(config, r, category_popularity, centroids) -> Dict[str, np.ndarray]:
+def _make_items(config: WorldConfig, r: np.random.Generator, category_popularity: np.ndarray,
+                centroids: np.ndarray) -> Dict[str, np.ndarray]:
   c = config
   # Every category has at least one item; the rest follow category popularity.
   category = np.concatenate([np.arange(c.n_categories),
@@ -137,7 +138,8 @@ def _make_items(config, r, category_popularity, centroids) -> Dict[str, np.ndarr
               item_popularity=popularity)
 
 
-def _pick_by_home(r, category, n_categories, n_owners, primary_weight) -> np.ndarray:
+def _pick_by_home(r: np.random.Generator, category: np.ndarray, n_categories: int, n_owners: int,
+                  primary_weight: int) -> np.ndarray:
   """Assigns each item an owner (shop or brand) whose home categories include its category.
 
   Owner o has primary category o % n_categories (weight max(primary_weight, 1)) and, if
@@ -162,10 +164,11 @@ def _pick_by_home(r, category, n_categories, n_owners, primary_weight) -> np.nda
                                 len(entry_owner) - 1)]
   orphan = n == 0
   pick[orphan] = r.integers(0, n_owners, orphan.sum())
-  return pick.astype(np.int64)
+  return cast(np.ndarray, pick.astype(np.int64))
 
 
-def _make_users(config, r, category_popularity, centroids) -> Dict[str, np.ndarray]:
+def _make_users(config: WorldConfig, r: np.random.Generator, category_popularity: np.ndarray,
+                centroids: np.ndarray) -> Dict[str, np.ndarray]:
   c = config
   age = r.choice(7, c.n_users, p=AGE_PROBS).astype(np.int64)
   gender = r.integers(0, 2, c.n_users).astype(np.int64)
@@ -185,7 +188,7 @@ def _make_users(config, r, category_popularity, centroids) -> Dict[str, np.ndarr
 class ItemSampler:
   """Samples items of given categories, uniformly or by the logging policy's popularity."""
 
-  def __init__(self, entities: Entities):
+  def __init__(self, entities: Entities) -> None:
     self._order = np.argsort(entities.item_category, kind="stable")
     sorted_category = entities.item_category[self._order]
     n_categories = len(entities.category_popularity)
@@ -198,23 +201,24 @@ class ItemSampler:
     self._mass_end = self._cumulative[self._start + self._count - 1]
     self._shop = entities.item_shop
 
-  def uniform(self, r, categories: np.ndarray) -> np.ndarray:
+  def uniform(self, r: np.random.Generator, categories: np.ndarray) -> np.ndarray:
     offset = (r.random(categories.shape) * self._count[categories]).astype(np.int64)
-    return self._order[self._start[categories] + offset]
+    return cast(np.ndarray, self._order[self._start[categories] + offset])
 
-  def popular(self, r, categories: np.ndarray) -> np.ndarray:
+  def popular(self, r: np.random.Generator, categories: np.ndarray) -> np.ndarray:
     lo, hi = self._mass_before[categories], self._mass_end[categories]
     index = np.searchsorted(self._cumulative, lo + r.random(categories.shape) * (hi - lo),
                             side="right")
     last = self._start[categories] + self._count[categories] - 1
-    return self._order[np.clip(index, self._start[categories], last)]
+    return cast(np.ndarray, self._order[np.clip(index, self._start[categories], last)])
 
-  def shop_in(self, r, categories: np.ndarray) -> np.ndarray:
+  def shop_in(self, r: np.random.Generator, categories: np.ndarray) -> np.ndarray:
     """A favoured shop within each category (the shop of a random item of it)."""
-    return self._shop[self.uniform(r, categories)]
+    return cast(np.ndarray, self._shop[self.uniform(r, categories)])
 
 
-def sample_preferred_category(r, entities: Entities, users: np.ndarray) -> np.ndarray:
+def sample_preferred_category(r: np.random.Generator, entities: Entities,
+                              users: np.ndarray) -> np.ndarray:
   """Draws from each user's long-term category preference (smoothed by global popularity)."""
   cumulative = np.cumsum(entities.user_pref_weights[users].astype(np.float64), axis=1)
   u = r.random(len(users)) * cumulative[:, -1]
@@ -223,7 +227,7 @@ def sample_preferred_category(r, entities: Entities, users: np.ndarray) -> np.nd
   use_global = r.random(len(users)) < GLOBAL_INTENT_SHARE
   category[use_global] = r.choice(len(entities.category_popularity), use_global.sum(),
                                   p=entities.category_popularity)
-  return category
+  return cast(np.ndarray, category)
 
 
 @dataclasses.dataclass
@@ -287,7 +291,7 @@ class ShardSimulator:
     return {"request_id": request_id, "user_id": users, "timestamp": timestamp,
             "context_hour": F.context_hour(timestamp)}
 
-  def _intents(self, day: int, requests) -> Dict[str, np.ndarray]:
+  def _intents(self, day: int, requests: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Advances each user's hidden intent over their requests of the day (a Markov chain)."""
     c = self.config
     r = rng(c.seed, 2, self.shard, day, _INTENT)
@@ -314,7 +318,8 @@ class ShardSimulator:
     return {"intent_category": out_category.astype(np.int64),
             "intent_shop": out_shop.astype(np.int64)}
 
-  def _logging_policy(self, day: int, requests, truth) -> np.ndarray:
+  def _logging_policy(self, day: int, requests: Dict[str, np.ndarray],
+                      truth: Dict[str, np.ndarray]) -> np.ndarray:
     """Pages of `page_size` distinct items per request, best policy score first."""
     c = self.config
     r = rng(c.seed, 2, self.shard, day, _POLICY)
@@ -338,7 +343,8 @@ class ShardSimulator:
     items = np.take_along_axis(items, by_score, axis=1)
     return _distinct_prefix(r, items, c.page_size, c.n_items)
 
-  def _impressions(self, requests, pages: np.ndarray) -> Dict[str, np.ndarray]:
+  def _impressions(self, requests: Dict[str, np.ndarray],
+                   pages: np.ndarray) -> Dict[str, np.ndarray]:
     n, k = pages.shape
     return {"request_id": np.repeat(requests["request_id"], k),
             "timestamp": np.repeat(requests["timestamp"], k),
@@ -346,7 +352,8 @@ class ShardSimulator:
             "user_id": np.repeat(requests["user_id"], k),
             "item_id": pages.reshape(-1)}
 
-  def _outcomes(self, day: int, requests, truth, imp) -> None:
+  def _outcomes(self, day: int, requests: Dict[str, np.ndarray], truth: Dict[str, np.ndarray],
+                imp: Dict[str, np.ndarray]) -> None:
     """Draws clicks, conversions and post-click signals from the oracle's probabilities."""
     c, e = self.config, self.entities
     users, items = imp["user_id"], imp["item_id"]
@@ -382,7 +389,7 @@ class ShardSimulator:
     imp["conversion"] = conversion
     imp["gmv"] = (conversion * e.item_price[items]).astype(np.float32)
 
-  def _update_state(self, day: int, imp) -> None:
+  def _update_state(self, day: int, imp: Dict[str, np.ndarray]) -> None:
     """Appends the day's clicks; keeps the impressions a 7-day window can still reach."""
     click = imp["click"] > 0
     for name in self.clicks:
@@ -393,7 +400,7 @@ class ShardSimulator:
     keep = self.window["timestamp"] >= horizon
     self.window = {k: v[keep] for k, v in self.window.items()}
 
-  def _features(self, requests, imp) -> None:
+  def _features(self, requests: Dict[str, np.ndarray], imp: Dict[str, np.ndarray]) -> None:
     """Point-in-time user, context, item, history and 24h cross features of the day."""
     c, e = self.config, self.entities
     clicked = self.clicks["item_id"]
@@ -424,7 +431,8 @@ def request_ids(shard: int, first_ordinal: int, count: int) -> np.ndarray:
 SHARD_SHIFT = 40  # up to 2**40 requests per shard
 
 
-def post_click_signals(r, config, z: np.ndarray, log_price: np.ndarray) -> Dict[str, np.ndarray]:
+def post_click_signals(r: np.random.Generator, config: WorldConfig, z: np.ndarray,
+                       log_price: np.ndarray) -> Dict[str, np.ndarray]:
   """Noisy consequences of the purchase propensity z; dwell also grows with price."""
   noise = config.post_click_noise
   zc = z - signal_center(config)
@@ -440,12 +448,13 @@ def post_click_signals(r, config, z: np.ndarray, log_price: np.ndarray) -> Dict[
   return out
 
 
-def signal_center(config) -> float:
+def signal_center(config: WorldConfig) -> float:
   """The z the post-click signals are centred on: Z_CENTER, moved with conversion_bias."""
   return Z_CENTER + (config.conversion_bias - O.CONVERSION_BIAS)
 
 
-def _distinct_prefix(r, items: np.ndarray, page_size: int, n_items: int) -> np.ndarray:
+def _distinct_prefix(r: np.random.Generator, items: np.ndarray, page_size: int,
+                     n_items: int) -> np.ndarray:
   """The first `page_size` distinct items of each row (rows lacking some are refilled)."""
   while True:
     duplicate = _duplicates(items)

@@ -9,7 +9,7 @@ time to the eval day and works with a single training day. A sparse label (conve
 the held-out rows hold enough positives for their AUC to mean something.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Tuple, cast
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def validation_mask(request_ids: np.ndarray, days: np.ndarray, fraction: float,
   requests = np.unique(request_ids[last])
   n_held = max(1, int(round(fraction * requests.size)))
   held = np.random.default_rng([seed, 0x5A11D]).choice(requests, n_held, replace=False)
-  return last & np.isin(request_ids, held)
+  return cast(np.ndarray, last & np.isin(request_ids, held))
 
 
 def split_validation(arrays: Arrays, fraction: float, seed: int) -> Tuple[Arrays, Arrays]:

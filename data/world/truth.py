@@ -8,13 +8,18 @@ and log price, and the user's price sensitivity. Gathering them here, once, mean
 the oracle cannot drift apart.
 """
 
-from typing import Dict
+from typing import TYPE_CHECKING, Callable, Dict
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:  # simulation imports this module
+  from data.world.simulation import Entities
 
 
-def pair_terms(entities, users: np.ndarray, items: np.ndarray, intent_category: np.ndarray,
-               intent_shop: np.ndarray, dtype=np.float64) -> Dict[str, np.ndarray]:
+def pair_terms(entities: "Entities", users: np.ndarray, items: np.ndarray,
+               intent_category: np.ndarray, intent_shop: np.ndarray,
+               dtype: npt.DTypeLike = np.float64) -> Dict[str, np.ndarray]:
   """Keyword arguments of `oracle.click_logit` (minus config, views) and `conversion_mean`.
 
   Args:
@@ -31,7 +36,8 @@ def pair_terms(entities, users: np.ndarray, items: np.ndarray, intent_category: 
   users = np.asarray(users)
   items = np.asarray(items)
   user_taste = entities.user_taste[users].astype(dtype)
-  per_row = (lambda values: values) if items.ndim == 1 else (lambda values: values[:, None])
+  per_row: Callable[[np.ndarray], np.ndarray] = (
+      (lambda values: values) if items.ndim == 1 else (lambda values: values[:, None]))
   if items.ndim == 1:
     taste_dot = np.einsum("nd,nd->n", user_taste, entities.item_taste[items].astype(dtype))
   elif items.shape[0] == 1 and len(users) != 1:
