@@ -86,8 +86,13 @@ def test_a_finished_run_is_reused_without_a_process_and_a_changed_one_is_not(
   real_run = trial_pool.WorkerPool.run
   monkeypatch.setattr(trial_pool.WorkerPool, "run",
                       lambda pool, job, label: spawned.append(job) or real_run(pool, job, label))
-  assert runner.run_stage(config) == first
+  reused = runner.run_stage(config)
   assert spawned == []
+  # The same run's metrics; the cost of the job that trained it is the first call's only (a
+  # reuse runs no job, so it reports none).
+  job_cost = {"job_cpu_seconds", "job_wall_seconds"}
+  assert job_cost <= set(first) and not job_cost & set(reused)
+  assert reused == {k: v for k, v in first.items() if k not in job_cost}
   # Another setting is another command: the child decides (and here retrains).
   changed = runner.run_stage(dataclasses.replace(config, max_steps=4))
   assert len(spawned) == 1 and changed["config_key"] != first["config_key"]
