@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from data.plumbing import files
 from experiments import paper_stats as stats
 from experiments.studies import tables as paper_tables
 
@@ -229,7 +230,6 @@ def plot(rows: Sequence[Row], path: str) -> None:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
-  from data.plumbing import files
   figure, axes = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.4))
   for y, r in enumerate(rows):
     mean, half = r.interval()
@@ -252,25 +252,17 @@ def plot(rows: Sequence[Row], path: str) -> None:
   plt.close(figure)
 
 
-def updated(document: str, block: str) -> str:
-  if BEGIN not in document or END not in document:
-    raise SystemExit(f"{README}: the markers {BEGIN!r} ... {END!r} are missing")
-  head, rest = document.split(BEGIN, 1)
-  return head + block + rest.split(END, 1)[1]
-
-
 def main(argv: Sequence[str]) -> int:
   rows = all_rows()
   current = open(README).read()
-  new = updated(current, render(rows))
+  new = files.with_generated_block(current, BEGIN, END, render(rows), README)
   if "--check" in argv:
     if new != current:
       print(f"{README}: stale; run python -m experiments.paper_summary")
       return 1
     return 0
   plot(rows, os.path.join(REPORTS, PICTURE))
-  with open(README, "w") as out:
-    out.write(new)
+  files.write_text(README, new)
   print(f"wrote {README} ({len(rows)} comparisons) and {PICTURE}")
   return 0
 

@@ -16,6 +16,8 @@ import re
 import sys
 from typing import List, Sequence, Tuple
 
+from data.plumbing import files
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "reliability.md")
 FAULTS = os.path.join(ROOT, "tests", "test_faults.py")
@@ -80,11 +82,7 @@ def render() -> str:
 
 def updated(document: str) -> str:
   """`document` with the text between the markers replaced by `render()`."""
-  if BEGIN not in document or END not in document:
-    raise ValueError(f"{DOC} lacks the markers {BEGIN!r} and {END!r}")
-  head, rest = document.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
-  return head + render() + tail
+  return files.with_generated_block(document, BEGIN, END, render(), DOC)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -95,8 +93,7 @@ def main(argv: Sequence[str]) -> int:
       print(f"{DOC}: the tables are stale; run python -m tests.reliability_table")
       return 1
     return 0
-  with open(DOC, "w") as f:
-    f.write(new)
+  files.write_text(DOC, new)
   print(f"wrote {DOC}")
   return 0
 

@@ -82,6 +82,15 @@ def read_json(path: str) -> Any:
                               "it may be damaged or hand-edited") from None
 
 
+def with_generated_block(document: str, begin: str, end: str, block: str, path: str) -> str:
+  """`document` with its text from the `begin` marker through the `end` marker replaced by
+  `block` (which carries the markers again): a generated part of a hand-written page."""
+  if begin not in document or end not in document:
+    raise ValueError(f"{path} lacks the markers {begin!r} and {end!r}")
+  head, rest = document.split(begin, 1)
+  return head + block + rest.split(end, 1)[1]
+
+
 def write_text(path: str, text: str) -> str:
   def write(tmp: str) -> None:
     with open(tmp, "w") as f:
